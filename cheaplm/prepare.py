@@ -1,0 +1,212 @@
+"""`cheaplm prepare`: Wikipedia sources -> byte shards + manifest.json.
+
+The main process decompresses and parses (one stream at a time, in order); cleaning runs in a
+pool of worker processes on batches of pages. At most `2 x workers` batches are in flight, so memory
+stays constant however large the dump. Results are consumed in submission order, which is what
+makes the shards independent of the number of workers.
+
+Everything is written into a temporary sibling of `--out` and renamed into place at the end: an
+interrupted or failed run leaves `--out` exactly as it was.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import multiprocessing as mp
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import __version__
+from .progress import Progress
+from .shards import FORMAT, FORMAT_VERSION, MANIFEST, SPLITS, SplitWriter, encode_article, split_of
+from .sources import SourceError, expand_sources, open_source
+from .wiki import ARTICLE, CLEAN, NAMESPACE, REDIRECT, ReadState, read_pages
+from .wikitext import clean_wikitext
+
+BATCH_CHARS = 1 << 20
+
+
+@dataclass
+class PrepareOptions:
+    val_fraction: float = 0.005
+    test_fraction: float = 0.005
+    shard_bytes: int = 64 << 20
+    keep_markup: bool = False
+    workers: int = 0  # 0 = all cores
+    min_chars: int = 1
+
+    def as_dict(self) -> dict:
+        return {"val_fraction": self.val_fraction, "test_fraction": self.test_fraction,
+                "shard_bytes": self.shard_bytes, "keep_markup": self.keep_markup,
+                "min_chars": self.min_chars}
+
+
+@dataclass
+class SourceStats:
+    path: str
+    format: str = ""
+    compression: str | None = None
+    sha256: str = ""
+    bytes: int = 0
+    bytes_uncompressed: int = 0
+    pages_read: int = 0
+    kept: int = 0
+    skipped: dict = field(default_factory=lambda: collections.Counter())
+    truncated: bool = False
+    schema: str = ""
+
+
+def clean_batch(batch: list[tuple[str, str, str]], keep_markup: bool, min_chars: int):
+    """Worker: (title, text, kind) -> (title, article bytes or None, skip reason)."""
+    out = []
+    for title, text, kind in batch:
+        body = text if (kind == CLEAN or keep_markup) else clean_wikitext(text, title)
+        if len(body.strip()) < min_chars:
+            out.append((title, None, "empty"))
+        else:
+            out.append((title, encode_article(title, body), ""))
+    return out
+
+
+class OutputExists(SourceError):
+    pass
+
+
+def check_out_dir(out: Path, sources_sig: list, options: dict) -> bool:
+    """True if `out` already holds exactly this preparation; raise if it holds anything else."""
+    if not out.exists():
+        return False
+    if not out.is_dir():
+        raise OutputExists(f"{out}: exists and is not a directory")
+    entries = [p for p in out.iterdir()]
+    if not entries:
+        return False
+    manifest = out / MANIFEST
+    if manifest.exists():
+        try:
+            old = json.loads(manifest.read_text())
+        except json.JSONDecodeError:
+            old = {}
+        same = ([(s["path"], s["bytes"]) for s in old.get("sources", [])] == sources_sig
+                and old.get("options") == options)
+        if same:
+            return True
+    raise OutputExists(f"{out}: exists and holds other content; choose an empty or new --out (or pass --force)")
+
+
+def prepare(paths: list[str], out: Path, options: PrepareOptions, console=None, force: bool = False) -> dict:
+    out = Path(out)
+    files = expand_sources(paths)
+    for f in files:
+        if not f.is_file():
+            raise SourceError(f"{f}: not a regular file")
+    sig = [(str(f), f.stat().st_size) for f in files]
+    if force and out.exists():
+        pass
+    elif check_out_dir(out, sig, options.as_dict()):
+        manifest = json.loads((out / MANIFEST).read_text())
+        manifest["up_to_date"] = True
+        return manifest
+
+    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    try:
+        manifest = _prepare_into(files, tmp, options, console)
+        if out.exists():
+            shutil.rmtree(out)  # only reached with --force or an empty directory
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return manifest
+
+
+def _prepare_into(files: list[Path], tmp: Path, options: PrepareOptions, console) -> dict:
+    writers = {s: SplitWriter(tmp, s, options.shard_bytes) for s in SPLITS}
+    total_disk = sum(f.stat().st_size for f in files)
+    workers = options.workers or os.cpu_count() or 1
+    stats_all: list[SourceStats] = []
+    progress = Progress(console, total_disk, unit="articles")
+    done_disk = 0
+    t0 = time.time()
+    ctx = mp.get_context("fork" if hasattr(os, "fork") else "spawn")
+    with ctx.Pool(workers) as pool:
+        for f in files:
+            stats = SourceStats(str(f))
+            stats_all.append(stats)
+            src = open_source(f)
+            stats.format, stats.compression, stats.bytes = src.format, src.compression, src.size
+            state = ReadState()
+            pending: collections.deque = collections.deque()
+            try:
+                batch: list = []
+                chars = 0
+
+                def drain(limit: int) -> None:
+                    while len(pending) > limit:
+                        for title, article, reason in pending.popleft().get():
+                            if article is None:
+                                stats.skipped[reason] += 1
+                                continue
+                            stats.kept += 1
+                            writers[split_of(title, options.val_fraction, options.test_fraction)].write(article)
+                        progress.update(done_disk + src.raw.bytes_read, stats_total(stats_all),
+                                        src.stream.raw.bytes_out)
+
+                for page in read_pages(src, state):
+                    stats.pages_read += 1
+                    if page.kind in (REDIRECT, NAMESPACE):
+                        stats.skipped[page.kind] += 1
+                        continue
+                    batch.append((page.title, page.text, page.kind))
+                    chars += len(page.text)
+                    if chars >= BATCH_CHARS:
+                        pending.append(pool.apply_async(clean_batch, (batch, options.keep_markup, options.min_chars)))
+                        batch, chars = [], 0
+                        drain(2 * workers)
+                if batch:
+                    pending.append(pool.apply_async(clean_batch, (batch, options.keep_markup, options.min_chars)))
+                drain(0)
+                stats.bytes_uncompressed = src.stream.raw.bytes_out
+                stats.sha256 = src.raw.finish_hash()
+                stats.truncated, stats.schema = state.truncated, state.schema
+            finally:
+                src.close()
+            done_disk += stats.bytes
+            if stats.pages_read == 0:
+                raise SourceError(f"{f}: no pages or text found")
+    progress.finish()
+    elapsed = time.time() - t0
+    splits = {s: w.close() for s, w in writers.items()}
+    manifest = {
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
+        "cheaplm_version": __version__,
+        "separator": "\\u0000",
+        "layout": "each article: TITLE \\n\\n BODY \\n then one NUL byte",
+        "options": options.as_dict(),
+        "sources": [{
+            "path": s.path, "format": s.format, "compression": s.compression, "schema": s.schema,
+            "sha256": s.sha256, "bytes": s.bytes, "bytes_uncompressed": s.bytes_uncompressed,
+            "pages_read": s.pages_read, "kept": s.kept, "skipped": dict(sorted(s.skipped.items())),
+            "truncated": s.truncated} for s in stats_all],
+        "pages": {"read": sum(s.pages_read for s in stats_all), "kept": sum(s.kept for s in stats_all),
+                  "skipped": dict(sorted(sum((s.skipped for s in stats_all), collections.Counter()).items()))},
+        "splits": splits,
+        "seconds": round(elapsed, 3),
+        "mb_per_s_uncompressed": round(sum(s.bytes_uncompressed for s in stats_all) / 1e6 / max(elapsed, 1e-9), 3),
+    }
+    tmp_manifest = tmp / (MANIFEST + ".tmp")
+    tmp_manifest.write_text(json.dumps(manifest, indent=2) + "\n")
+    tmp_manifest.rename(tmp / MANIFEST)
+    return manifest
+
+
+def stats_total(stats_all: list[SourceStats]) -> int:
+    return sum(s.kept for s in stats_all)

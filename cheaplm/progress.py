@@ -1,0 +1,58 @@
+"""Progress on stderr: a live line on a terminal, a plain line every few seconds otherwise."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from rich.console import Console
+
+
+def stderr_console() -> Console:
+    # rich honours NO_COLOR by itself; stderr keeps stdout clean for generated text.
+    return Console(stderr=True, highlight=False)
+
+
+def fmt_seconds(s: float) -> str:
+    if s != s or s == float("inf"):
+        return "?"
+    s = int(s)
+    h, rem = divmod(s, 3600)
+    m, sec = divmod(rem, 60)
+    return f"{h}:{m:02d}:{sec:02d}" if h else f"{m}:{sec:02d}"
+
+
+class Progress:
+    """Tracks input bytes consumed against a known total: articles, MB/s of text, ETA."""
+
+    def __init__(self, console: Console | None, total: int, unit: str = "items", every: float = 2.0):
+        self.console = console
+        self.total = max(total, 1)
+        self.unit = unit
+        self.every = every if (console is not None and console.is_terminal) else max(every, 10.0)
+        self.t0 = time.time()
+        self.last = 0.0
+        self.live = console is not None and console.is_terminal
+
+    def update(self, done_input: int, count: int, text_bytes: int) -> None:
+        if self.console is None:
+            return
+        now = time.time()
+        if now - self.last < (0.25 if self.live else self.every):
+            return
+        self.last = now
+        el = now - self.t0
+        frac = min(done_input / self.total, 1.0)
+        eta = el * (1 - frac) / frac if frac > 0 else float("inf")
+        line = (f"{frac * 100:5.1f}%  {count:,} {self.unit}  {text_bytes / 1e6 / max(el, 1e-9):.1f} MB/s  "
+                f"elapsed {fmt_seconds(el)}  ETA {fmt_seconds(eta)}")
+        if self.live:
+            sys.stderr.write("\r" + line + "   ")
+            sys.stderr.flush()
+        else:
+            self.console.print(line)
+
+    def finish(self) -> None:
+        if self.live:
+            sys.stderr.write("\n")
+            sys.stderr.flush()

@@ -1,0 +1,153 @@
+"""Byte shards: the training data format shared by `prepare`, `train` and `eval`.
+
+A prepared directory holds `manifest.json` and, per split, files `{split}-{k:05d}.bin`. A shard is
+raw bytes: articles one after another, each one
+
+    TITLE \\n \\n BODY \\n \\0
+
+i.e. UTF-8 text ended by a single NUL byte (0x00), which never occurs in Wikipedia text, so the
+model learns where an article ends and `sample` can stop there. Shards end at article boundaries.
+The split of an article is a pure function of its title (blake2b), so the same input always
+gives the same shards, byte for byte, whatever the number of worker processes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+SEPARATOR = b"\x00"
+SPLITS = ("train", "val", "test")
+MANIFEST = "manifest.json"
+FORMAT = "cheaplm-shards"
+FORMAT_VERSION = 1
+
+
+class ShardError(Exception):
+    """Data directory problems, one line naming the path."""
+
+
+def split_of(title: str, val_fraction: float, test_fraction: float) -> str:
+    h = int.from_bytes(hashlib.blake2b(title.encode("utf-8"), digest_size=8).digest(), "big")
+    u = h / 2.0**64
+    if u < test_fraction:
+        return "test"
+    if u < test_fraction + val_fraction:
+        return "val"
+    return "train"
+
+
+def encode_article(title: str, body: str) -> bytes:
+    return (title.strip() + "\n\n" + body.strip() + "\n").encode("utf-8") + SEPARATOR
+
+
+@dataclass
+class _OpenShard:
+    name: str
+    file: object
+    sha: "hashlib._Hash"
+    size: int = 0
+
+
+@dataclass
+class SplitWriter:
+    """Appends articles of one split to numbered shards of at most `shard_bytes` each."""
+    directory: Path
+    split: str
+    shard_bytes: int
+    shards: list[dict] = field(default_factory=list)
+    articles: int = 0
+    _cur: _OpenShard | None = None
+
+    def write(self, article: bytes) -> None:
+        if self._cur is not None and self._cur.size and self._cur.size + len(article) > self.shard_bytes:
+            self._close_current()
+        if self._cur is None:
+            name = f"{self.split}-{len(self.shards):05d}.bin"
+            self._cur = _OpenShard(name, open(self.directory / name, "wb"), hashlib.sha256())
+        self._cur.file.write(article)
+        self._cur.sha.update(article)
+        self._cur.size += len(article)
+        self.articles += 1
+
+    def _close_current(self) -> None:
+        cur = self._cur
+        cur.file.close()
+        self.shards.append({"name": cur.name, "bytes": cur.size, "sha256": cur.sha.hexdigest()})
+        self._cur = None
+
+    def close(self) -> dict:
+        if self._cur is not None:
+            self._close_current()
+        return {"articles": self.articles, "bytes": sum(s["bytes"] for s in self.shards),
+                "shards": self.shards}
+
+
+def read_manifest(data_dir: Path) -> dict:
+    data_dir = Path(data_dir)
+    if not data_dir.exists():
+        raise ShardError(f"{data_dir}: no such directory")
+    if not data_dir.is_dir():
+        raise ShardError(f"{data_dir}: not a directory")
+    path = data_dir / MANIFEST
+    if not path.exists():
+        raise ShardError(f"{data_dir}: no {MANIFEST}; make one with `cheaplm prepare SOURCE --out {data_dir}`")
+    try:
+        manifest = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ShardError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise ShardError(f"{path}: not a cheaplm shard manifest")
+    if manifest.get("version") != FORMAT_VERSION:
+        raise ShardError(f"{path}: shard format version {manifest.get('version')}, "
+                         f"this cheaplm reads version {FORMAT_VERSION}; run `cheaplm prepare` again")
+    return manifest
+
+
+def load_split(data_dir: Path, split: str, limit: int | None = None, verify: bool = False) -> np.ndarray:
+    """All bytes of one split as a uint8 array (at most `limit` bytes, cut at a shard's end)."""
+    data_dir = Path(data_dir)
+    manifest = read_manifest(data_dir)
+    info = manifest["splits"].get(split)
+    if info is None or not info["shards"]:
+        raise ShardError(f"{data_dir}: split '{split}' is empty")
+    parts = []
+    total = 0
+    for shard in info["shards"]:
+        path = data_dir / shard["name"]
+        if not path.exists():
+            raise ShardError(f"{path}: shard listed in the manifest is missing")
+        if path.stat().st_size != shard["bytes"]:
+            raise ShardError(f"{path}: {path.stat().st_size:,} bytes, manifest says {shard['bytes']:,}")
+        want = shard["bytes"] if limit is None else min(shard["bytes"], limit - total)
+        arr = np.fromfile(path, dtype=np.uint8, count=want)
+        if verify and hashlib.sha256(arr.tobytes()).hexdigest() != shard["sha256"]:
+            raise ShardError(f"{path}: sha256 does not match the manifest")
+        parts.append(arr)
+        total += want
+        if limit is not None and total >= limit:
+            break
+    return np.concatenate(parts) if len(parts) > 1 else parts[0]
+
+
+def write_raw_split_dir(out: Path, splits: dict[str, bytes | np.ndarray], description: str) -> None:
+    """A shard directory made straight from byte strings (benchmarks, tests): one shard per split."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = {"format": FORMAT, "version": FORMAT_VERSION, "separator": "\\u0000",
+                "description": description, "splits": {}}
+    for split, data in splits.items():
+        data = bytes(data) if not isinstance(data, bytes) else data
+        name = f"{split}-00000.bin"
+        tmp = out / (name + ".tmp")
+        tmp.write_bytes(data)
+        tmp.rename(out / name)
+        manifest["splits"][split] = {"articles": None, "bytes": len(data), "shards": [
+            {"name": name, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}]}
+    tmp = out / (MANIFEST + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=2))
+    tmp.rename(out / MANIFEST)
