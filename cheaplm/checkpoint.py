@@ -1,0 +1,156 @@
+"""Run directories: checkpoints written atomically, loaded without pickle.
+
+    RUN_DIR/
+      config.json            model + training config of the run (human-readable copy)
+      history.bin            the training bytes counted so far (the match model's memory)
+      metrics.jsonl          one JSON object per progress line
+      latest                 name of the newest complete checkpoint
+      ckpt-00001234/
+        model.npz            params, count tables, match index, meta (format/code version, config)
+        state.npz            Adam moments, step, data cursor, RNG state, elapsed time
+
+A checkpoint is written into `ckpt-N.tmp/` and renamed when complete; `latest` is replaced by
+rename too, so a crash at any moment leaves the previous checkpoint intact and `latest` pointing
+to a complete one. The last `keep` checkpoints are kept.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .model import Model, ModelConfig
+
+FORMAT = "cheaplm-run"
+FORMAT_VERSION = 1
+
+
+class CheckpointError(Exception):
+    """A missing, corrupt or mismatched run directory; one line naming the path."""
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def save(run_dir: Path, model: Model, state: dict, history: np.ndarray, keep: int = 2) -> Path:
+    """Write checkpoint for state['step']; `history` = the counted training bytes."""
+    run_dir = Path(run_dir)
+    step = int(state["step"])
+    name = f"ckpt-{step:08d}"
+    final = run_dir / name
+    tmp = run_dir / (name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    _write_history(run_dir, history)
+    meta = {"format": FORMAT, "version": FORMAT_VERSION, "code_version": __version__,
+            "config": json.loads(model.cfg.to_json()), "history_len": int(len(history))}
+    np.savez(tmp / "model.npz", meta=np.array(json.dumps(meta)), params=model.host(model.params),
+             tables=model.host(model.tables), last_pos=model.last_pos)
+    st = dict(state)
+    np.savez(tmp / "state.npz", state=np.array(json.dumps(st)), adam_m=model.host(model.adam_m),
+             adam_v=model.host(model.adam_v))
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    _atomic_write_text(run_dir / "latest", name + "\n")
+    ckpts = sorted(p for p in run_dir.glob("ckpt-*") if p.is_dir() and not p.name.endswith(".tmp"))
+    for old in ckpts[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def _write_history(run_dir: Path, history: np.ndarray) -> None:
+    """history.bin grows by appending; a resumed run may first have cut it back."""
+    path = run_dir / "history.bin"
+    have = path.stat().st_size if path.exists() else 0
+    if have > len(history):
+        with open(path, "r+b") as f:
+            f.truncate(len(history))
+        have = len(history)
+    with open(path, "ab") as f:
+        f.write(np.ascontiguousarray(history[have:]).tobytes())
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def latest_checkpoint(run_dir: Path) -> Path:
+    run_dir = Path(run_dir)
+    if not run_dir.exists():
+        raise CheckpointError(f"{run_dir}: no such run directory")
+    if not run_dir.is_dir():
+        raise CheckpointError(f"{run_dir}: not a directory")
+    pointer = run_dir / "latest"
+    if not pointer.exists():
+        raise CheckpointError(f"{run_dir}: no checkpoint yet (no 'latest' file); train with `cheaplm train DATA --out {run_dir}`")
+    ckpt = run_dir / pointer.read_text().strip()
+    if not (ckpt / "model.npz").exists():
+        raise CheckpointError(f"{ckpt}: checkpoint named by 'latest' is missing")
+    return ckpt
+
+
+def _load_npz(path: Path) -> dict:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: missing") from None
+    except Exception as exc:  # zipfile.BadZipFile, ValueError, EOFError, OSError ...
+        raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({type(exc).__name__}: {exc})") from None
+
+
+def load_model(run_dir: Path, device: str = "cpu", ckpt: Path | None = None) -> tuple[Model, np.ndarray, Path]:
+    """Model and its history bytes from the latest (or given) checkpoint."""
+    ckpt = ckpt or latest_checkpoint(run_dir)
+    z = _load_npz(ckpt / "model.npz")
+    for key in ("meta", "params", "tables", "last_pos"):
+        if key not in z:
+            raise CheckpointError(f"{ckpt / 'model.npz'}: no '{key}' array; not a cheaplm checkpoint")
+    meta = json.loads(str(z["meta"]))
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{ckpt}: not a cheaplm checkpoint")
+    if meta.get("version") != FORMAT_VERSION:
+        raise CheckpointError(f"{ckpt}: checkpoint format {meta.get('version')}, this cheaplm "
+                              f"({__version__}) reads format {FORMAT_VERSION}; retrain or use cheaplm {meta.get('code_version')}")
+    try:
+        cfg = ModelConfig.from_dict(meta["config"])
+    except (ValueError, TypeError) as exc:
+        raise CheckpointError(f"{ckpt}: bad model config ({exc})") from None
+    model_shape_ok = (z["tables"].shape == (cfg.table_rows(), 32) and z["params"].dtype == np.float32
+                      and z["last_pos"].shape == (len(cfg.match_minlens), 1 << cfg.match_bits))
+    if not model_shape_ok:
+        raise CheckpointError(f"{ckpt}: arrays do not match the model config (mismatched checkpoint)")
+    model = Model(cfg, device=device, tables=z["tables"], params=z["params"], last_pos=z["last_pos"])
+    if len(z["params"]) != model.n_params:
+        raise CheckpointError(f"{ckpt}: {len(z['params'])} parameters, config needs {model.n_params}")
+    hist_path = Path(ckpt).parent / "history.bin"
+    n = int(meta["history_len"])
+    if not hist_path.exists() or hist_path.stat().st_size < n:
+        raise CheckpointError(f"{hist_path}: missing or shorter than the {n:,} bytes the checkpoint needs")
+    history = np.fromfile(hist_path, dtype=np.uint8, count=n)
+    model.history_len = n
+    return model, history, ckpt
+
+
+def load_state(ckpt: Path, model: Model) -> dict:
+    z = _load_npz(ckpt / "state.npz")
+    state = json.loads(str(z["state"]))
+    if z["adam_m"].shape != (model.n_params,):
+        raise CheckpointError(f"{ckpt}: optimizer state does not match the model")
+    if model.device == "cuda":
+        from numba import cuda
+
+        model.adam_m = cuda.to_device(z["adam_m"])
+        model.adam_v = cuda.to_device(z["adam_v"])
+    else:
+        model.adam_m = z["adam_m"].copy()
+        model.adam_v = z["adam_v"].copy()
+    return state

@@ -1,0 +1,72 @@
+"""Bits per byte of a model on a byte stream that it has not counted.
+
+The stream is scored after the model's history (the counted training bytes): count tables as
+trained, no leave-one-out, and the match model indexing history plus the part of the stream
+already scored (as any language model conditions on the text before the byte it predicts).
+With `adaptive=True` the stream's bytes are also added to the count tables once scored, chunk by
+chunk, as a compressor would (reported separately: it changes the model's memory at test time).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from .model import Model
+
+
+def stream_bpb(model: Model, history: np.ndarray, stream: np.ndarray, batch: int = 1 << 16,
+               adaptive: bool = False, progress=None) -> dict:
+    h = len(history)
+    n = len(stream)
+    if n == 0:
+        raise ValueError("empty stream")
+    data = np.concatenate([history, stream]) if h else np.ascontiguousarray(stream)
+    last_pos = model.last_pos.copy()
+    prev = np.empty((len(model.cfg.match_minlens), n), dtype=np.int32)
+    from .kernels.match import match_index
+
+    match_index(data, h, h + n, model.minlens, model.cfg.match_bits, last_pos, prev, h)
+    saved_tables = None
+    if model.device == "cuda":
+        from numba import cuda
+
+        d_data = cuda.to_device(data)
+        d_prev = cuda.to_device(prev)
+    else:
+        d_data, d_prev = data, prev
+    if adaptive:
+        saved_tables = model.tables.copy() if model.device != "cuda" else model.tables.copy_to_host()
+    batch = min(batch, n)
+    caches = model.make_caches(batch)
+    total = 0.0
+    t0 = time.perf_counter()
+    try:
+        for start in range(0, n, batch):
+            end = min(start + batch, n)
+            pos = np.arange(h + start, h + end, dtype=np.int64)
+            if len(pos) < batch:
+                caches = model.make_caches(len(pos))
+            d_pos = pos
+            if model.device == "cuda":
+                from numba import cuda
+
+                d_pos = cuda.to_device(pos)
+            model.forward(d_data, d_pos, d_prev, h, caches, loo=False)
+            loss = model.host(caches.loss)
+            total += float(np.sum(loss, dtype=np.float64))
+            if adaptive:
+                model.count(d_data, h + start, h + end)
+            if progress:
+                progress(end, n)
+    finally:
+        if saved_tables is not None:
+            if model.device == "cuda":
+                from numba import cuda
+
+                model.tables = cuda.to_device(saved_tables)
+            else:
+                model.tables[:] = saved_tables
+    dt = time.perf_counter() - t0
+    return {"bpb": total / n, "bytes": n, "seconds": dt, "bytes_per_s": n / max(dt, 1e-9), "adaptive": adaptive}

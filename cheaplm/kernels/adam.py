@@ -1,0 +1,45 @@
+"""Adam over the flat parameter buffer; also zeroes the gradient for the next step.
+
+One element-wise body (`adam_element`) serves the CPU loop and the CUDA kernel (one thread per
+parameter). Parameters are float32 master values; moments are float32.
+"""
+
+import math
+
+import numba
+from numba import cuda
+
+from .. import config
+
+
+@numba.njit(cache=True, inline="always")
+def adam_element(i, params, grad, m, v, lr, beta1, beta2, eps, bc1, bc2):
+    g = grad[i]
+    m[i] = beta1 * m[i] + (1.0 - beta1) * g
+    v[i] = beta2 * v[i] + (1.0 - beta2) * g * g
+    params[i] -= lr * (m[i] / bc1) / (math.sqrt(v[i] / bc2) + eps)
+    grad[i] = 0.0
+
+
+@numba.njit(cache=True, parallel=True)
+def adam_cpu(params, grad, m, v, lr, beta1, beta2, eps, bc1, bc2):
+    for i in numba.prange(params.shape[0]):
+        adam_element(i, params, grad, m, v, lr, beta1, beta2, eps, bc1, bc2)
+
+
+@cuda.jit(cache=True)
+def adam_kernel(params, grad, m, v, lr, beta1, beta2, eps, bc1, bc2):
+    i = cuda.grid(1)
+    if i < params.shape[0]:
+        adam_element(i, params, grad, m, v, lr, beta1, beta2, eps, bc1, bc2)
+
+
+def adam_step(params, grad, m, v, step: int, lr: float, beta1=0.9, beta2=0.99, eps=1e-8) -> None:
+    """step counts from 1 (bias correction)."""
+    bc1 = 1.0 - beta1**step
+    bc2 = 1.0 - beta2**step
+    if cuda.is_cuda_array(params):
+        tpb = config.THREADS_PER_BLOCK
+        adam_kernel[(params.shape[0] + tpb - 1) // tpb, tpb](params, grad, m, v, lr, beta1, beta2, eps, bc1, bc2)
+    else:
+        adam_cpu(params, grad, m, v, lr, beta1, beta2, eps, bc1, bc2)

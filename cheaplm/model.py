@@ -1,0 +1,213 @@
+"""The cheaplm model: count tables (memory) + match index + a small learned mixer.
+
+`ModelConfig` says which contexts exist and how large everything is; `Model` owns the arrays, on
+the host (CPU) or on the GPU, and offers the three operations training and evaluation need:
+count bytes into the tables, run the mixer forward/backward on a batch of positions, and update
+the mixer's parameters.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .kernels import adam, counts, mixer
+from .kernels.hashing import ORDER, SPARSE, WORD
+from .kernels.match import N_MATCH_BUCKETS, match_index
+
+ROW_BYTES = 32 * 4
+
+
+@dataclass
+class ModelConfig:
+    orders: list = field(default_factory=lambda: [0, 1, 2, 3, 4, 5, 6, 8, 12, 16, 24])
+    words: int = 3  # word contexts: partial word, + previous word, + the two previous words
+    sparse: list = field(default_factory=lambda: [0b10, 0b1100])  # byte-offset masks
+    table_bits: int = 20  # rows per context table (at most; low orders need fewer)
+    match_minlens: list = field(default_factory=lambda: [12, 6])
+    match_bits: int = 22
+    apm2_bits: int = 12
+
+    def contexts(self) -> list[tuple[int, int]]:
+        return ([(ORDER, k) for k in self.orders] + [(WORD, n) for n in range(1, self.words + 1)]
+                + [(SPARSE, m) for m in self.sparse])
+
+    def rows_bits(self) -> list[int]:
+        out = []
+        for kind, param in self.contexts():
+            if kind == ORDER:
+                need = math.ceil(math.log2(17 * 256.0**param))
+            elif kind == SPARSE:
+                need = math.ceil(math.log2(17 * 256.0 ** bin(param).count("1")))
+            else:
+                need = 64
+            out.append(min(self.table_bits, need))
+        return out
+
+    def table_rows(self) -> int:
+        return sum(1 << b for b in self.rows_bits())
+
+    def table_bytes(self) -> int:
+        return self.table_rows() * ROW_BYTES
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown model option(s): {', '.join(sorted(unknown))}")
+        cfg = cls(**d)
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        if not (4 <= self.table_bits <= 30):
+            raise ValueError(f"table_bits must be in 4..30, not {self.table_bits}")
+        if any(not (0 <= k <= 64) for k in self.orders):
+            raise ValueError("orders must be in 0..64")
+        if not (0 <= self.words <= 4):
+            raise ValueError("words must be in 0..4")
+        if not self.contexts():
+            raise ValueError("the model needs at least one context")
+        if any(m < 2 or m > 64 for m in self.match_minlens):
+            raise ValueError("match_minlens must be in 2..64")
+        if not (8 <= self.match_bits <= 28) or not (0 <= self.apm2_bits <= 16):
+            raise ValueError("match_bits must be in 8..28 and apm2_bits in 0..16")
+
+
+def param_layout(cfg: ModelConfig) -> np.ndarray:
+    n_ctx = len(cfg.contexts())
+    n_in = 2 * n_ctx + 2
+    n_sel = 8 * mixer.N_MB * (n_ctx + 1)
+    w = 0
+    sm = w + n_sel * n_in
+    ml = sm + n_ctx * mixer.N_Q * mixer.N_Q
+    a1 = ml + N_MATCH_BUCKETS * 8
+    a2 = a1 + 256 * mixer.APM_KNOTS
+    total = a2 + (1 << cfg.apm2_bits) * mixer.APM_KNOTS
+    lay = np.zeros(mixer.L_P + 1, dtype=np.int64)
+    lay[mixer.L_NCTX], lay[mixer.L_K], lay[mixer.L_W], lay[mixer.L_SM] = n_ctx, n_in, w, sm
+    lay[mixer.L_ML], lay[mixer.L_A1], lay[mixer.L_A2] = ml, a1, a2
+    lay[mixer.L_A2MASK] = (1 << cfg.apm2_bits) - 1
+    lay[mixer.L_P] = total
+    return lay
+
+
+def init_params(cfg: ModelConfig) -> np.ndarray:
+    lay = param_layout(cfg)
+    n_ctx, n_in = int(lay[mixer.L_NCTX]), int(lay[mixer.L_K])
+    p = np.zeros(int(lay[mixer.L_P]), dtype=np.float32)
+    w = p[lay[mixer.L_W]:lay[mixer.L_SM]].reshape(-1, n_in)
+    w[:, 0:2 * n_ctx:2] = 2.0 / n_ctx  # trust in the raw count ratios, shared out over contexts
+    w[:, 1:2 * n_ctx:2] = 1.0  # the learned count maps start at 0; a unit weight lets them learn
+    w[:, 2 * n_ctx] = 1.0  # match input
+    return p
+
+
+def context_array(cfg: ModelConfig) -> np.ndarray:
+    """(C, 4) int64: kind, param, first row, row mask, as the kernels read them."""
+    rows = cfg.rows_bits()
+    ctx = np.zeros((len(rows), 4), dtype=np.int64)
+    offset = 0
+    for i, ((kind, param), bits) in enumerate(zip(cfg.contexts(), rows)):
+        ctx[i] = (kind, param, offset, (1 << bits) - 1)
+        offset += 1 << bits
+    return ctx
+
+
+class Model:
+    """Arrays of one model. `device='cuda'` keeps tables, params and optimizer state on the GPU."""
+
+    def __init__(self, cfg: ModelConfig, device: str = "cpu", tables=None, params=None, last_pos=None):
+        cfg.validate()
+        self.cfg = cfg
+        self.device = device
+        self.lay = param_layout(cfg)
+        self.ctx = context_array(cfg)
+        self.minlens = np.asarray(cfg.match_minlens, dtype=np.int64)
+        host_tables = tables if tables is not None else np.zeros((cfg.table_rows(), 32), dtype=np.uint32)
+        host_params = params if params is not None else init_params(cfg)
+        self.last_pos = (last_pos if last_pos is not None
+                         else np.full((len(cfg.match_minlens), 1 << cfg.match_bits), -1, dtype=np.int32))
+        self.history_len = 0
+        if device == "cuda":
+            from numba import cuda
+
+            self.tables = cuda.to_device(host_tables)
+            self.params = cuda.to_device(host_params)
+            self.d_lay = cuda.to_device(self.lay)
+            self.d_ctx = cuda.to_device(self.ctx)
+            self.d_minlens = cuda.to_device(self.minlens)
+        else:
+            self.tables = host_tables
+            self.params = host_params
+            self.d_lay, self.d_ctx, self.d_minlens = self.lay, self.ctx, self.minlens
+        self.grad = self.zeros(self.n_params)
+        self.adam_m = self.zeros(self.n_params)
+        self.adam_v = self.zeros(self.n_params)
+        self.grad_chunks = None
+
+    @property
+    def n_params(self) -> int:
+        return int(self.lay[mixer.L_P])
+
+    @property
+    def n_ctx(self) -> int:
+        return int(self.lay[mixer.L_NCTX])
+
+    def zeros(self, n: int):
+        if self.device == "cuda":
+            from numba import cuda
+
+            return cuda.to_device(np.zeros(n, np.float32))
+        return np.zeros(n, np.float32)
+
+    def host(self, arr) -> np.ndarray:
+        return arr.copy_to_host() if self.device == "cuda" else arr
+
+    # ---- memory ----------------------------------------------------------------------------------
+    def count(self, data, start: int, end: int) -> None:
+        """Add bytes data[start:end] to the count tables (data on the same device as the tables)."""
+        counts.count_add(data, start, end, self.d_ctx, self.tables)
+
+    def index_matches(self, data_host: np.ndarray, start: int, end: int, prev_host: np.ndarray, prev_start: int) -> None:
+        match_index(data_host, start, end, self.minlens, self.cfg.match_bits, self.last_pos, prev_host, prev_start)
+
+    # ---- mixer -------------------------------------------------------------------------------------
+    def make_caches(self, n_b: int, dtype=np.float32) -> mixer.Caches:
+        return mixer.Caches(n_b, self.n_ctx, int(self.lay[mixer.L_K]), dtype=dtype, device=self.device == "cuda")
+
+    def forward(self, data, pos, prev, prev_base: int, caches: mixer.Caches, loo: bool) -> None:
+        mixer.forward(data, pos, 1 if loo else 0, prev, prev_base, self.d_minlens, self.d_ctx, self.tables,
+                      self.params, self.d_lay, caches)
+
+    def backward(self, data, pos, caches: mixer.Caches, scale: float) -> None:
+        if self.device != "cuda" and self.grad_chunks is None:
+            from . import config
+
+            self.grad_chunks = np.zeros((config.CPU_GRAD_CHUNKS, self.n_params), dtype=np.float32)
+        mixer.backward(data, pos, self.params, self.d_lay, caches, scale, self.grad, self.grad_chunks)
+
+    def update(self, step: int, lr: float) -> None:
+        adam.adam_step(self.params, self.grad, self.adam_m, self.adam_v, step, lr)
+
+
+def memory_estimate(cfg: ModelConfig, train_bytes: int, batch: int) -> dict:
+    """Bytes each part will take; training also holds the data and its match pointers."""
+    lay = param_layout(cfg)
+    n_ctx, n_in = int(lay[mixer.L_NCTX]), int(lay[mixer.L_K])
+    per_pos = n_ctx * 8 + 8 * n_in * 4 + 8 * n_ctx * 8 + 8 * 8 * 8 + 64
+    return {
+        "tables": cfg.table_bytes(),
+        "params+adam": int(lay[mixer.L_P]) * 4 * 4,
+        "match index": len(cfg.match_minlens) * (4 << cfg.match_bits),
+        "train data + match pointers": train_bytes * (1 + 4 * len(cfg.match_minlens)),
+        "batch caches": batch * per_pos,
+    }

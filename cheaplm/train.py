@@ -1,0 +1,354 @@
+"""`cheaplm train`: fill the count tables and fit the mixer, with checkpoints and exact resume.
+
+Training is causal, as a compressor is: one step takes the next chunk of training bytes, fits the
+mixer on a batch of positions from that chunk (its bytes are not in the tables yet, exactly as test
+bytes will not be), then counts the chunk into the tables. Leave-one-out counts were tried first
+and lose: they remove a position's own occurrence but keep the rest of its article, so the mixer
+learned to trust high orders more than held-out text deserves (bench/NOTES.md).
+
+The last 5% of the data (at most 8 MiB) is kept out of the tables: after the counting phase a
+tail of mixer-only steps fits the mixer to the final tables on those unseen bytes, which are
+counted at the very end.
+
+Budget: `bytes` uses that many training bytes and runs a tail of 25% more steps (deterministic:
+the resume tests use it); `minutes` counts until the data is used up or 75% of the time has
+passed, then fits the mixer until the time is up. The learning-rate schedule follows the fraction
+of the budget spent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import signal
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import checkpoint
+from .evaluate import stream_bpb
+from .kernels.match import match_index
+from .model import Model, ModelConfig, memory_estimate
+from .progress import fmt_seconds
+from .shards import ShardError, load_split, read_manifest
+
+HOLDOUT_MAX = 8 << 20  # bytes kept uncounted for the mixer-only tail
+TAIL = 0.25  # mixer-only steps after counting, as a share of the counting steps (bytes budget)
+COUNT_SHARE = 0.75  # share of a minutes budget that counting may take
+
+
+class TrainError(Exception):
+    """User-facing training failure (one line)."""
+
+
+@dataclass
+class TrainConfig:
+    device: str = "auto"
+    minutes: float | None = None
+    bytes: int | None = None
+    batch: int = 0  # 0: 4096 on CPU, 65536 on GPU
+    count_chunk: int = 0  # 0: 64 KiB on CPU, 1 MiB on GPU
+    lr: float = 0.004
+    warmup: int = 50
+    seed: int = 0
+    val_bytes: int = 1 << 17
+    log_seconds: float = 10.0
+    val_seconds: float = 60.0
+    checkpoint_minutes: float = 10.0
+    keep: int = 2
+
+    def resolved(self, device: str) -> "TrainConfig":
+        out = TrainConfig(**asdict(self))
+        out.device = device
+        if not out.batch:
+            out.batch = 65536 if device == "cuda" else 4096
+        if not out.count_chunk:
+            out.count_chunk = (1 << 20) if device == "cuda" else (1 << 16)
+        return out
+
+
+def pick_device(name: str) -> str:
+    from numba import cuda
+
+    if name == "cpu":
+        return "cpu"
+    available = False
+    try:
+        available = cuda.is_available()
+    except Exception:
+        available = False
+    if name == "cuda" and not available:
+        raise TrainError("--device cuda: no CUDA GPU is available here (numba.cuda.is_available() is False); use --device cpu")
+    return "cuda" if available else "cpu"
+
+
+def available_memory(device: str) -> int:
+    if device == "cuda":
+        from numba import cuda
+
+        free, _ = cuda.current_context().get_memory_info()
+        return int(free)
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 1 << 62
+
+
+def data_fingerprint(manifest: dict) -> str:
+    shards = [s["sha256"] for s in manifest["splits"].get("train", {}).get("shards", [])]
+    return hashlib.sha256(json.dumps(shards).encode()).hexdigest()[:16]
+
+
+class StopRequested:
+    """SIGINT/SIGTERM set a flag; the loop stops at the next step boundary and checkpoints."""
+
+    def __init__(self):
+        self.flag = False
+        self.signal = None
+
+    def __enter__(self):
+        self._old = {}
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread (tests)
+                pass
+        return self
+
+    def _handle(self, signum, frame):
+        self.flag = True
+        self.signal = signal.Signals(signum).name
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def lr_at(tc: TrainConfig, step: int, frac: float) -> float:
+    warm = min(1.0, step / max(tc.warmup, 1))
+    decay = 1.0 if frac < 0.5 else 1.0 - 0.9 * min(1.0, (frac - 0.5) / 0.5)
+    return tc.lr * warm * decay
+
+
+def train(data_dir: Path, run_dir: Path, model_cfg: ModelConfig | None, tc: TrainConfig, resume: bool = False,
+          log=print, save: bool = True, stop_after_steps: int | None = None) -> dict:
+    """Train; returns a summary. `stop_after_steps` stops early as an interruption would (tests)."""
+    run_dir = Path(run_dir)
+    if tc.minutes is None and tc.bytes is None:
+        raise TrainError("give a budget: --minutes or --bytes")
+    if (tc.minutes is not None and tc.minutes <= 0) or (tc.bytes is not None and tc.bytes <= 0):
+        raise TrainError("the budget must be positive (got --minutes/--bytes of zero or less)")
+    try:
+        manifest = read_manifest(data_dir)
+    except ShardError as exc:
+        raise TrainError(str(exc)) from None
+    device = pick_device(tc.device)
+    tc = tc.resolved(device)
+
+    state = None
+    if resume:
+        try:
+            model, history, ckpt = checkpoint.load_model(run_dir, device=device)
+            state = checkpoint.load_state(ckpt, model)
+        except checkpoint.CheckpointError as exc:
+            raise TrainError(str(exc)) from None
+        if model_cfg is not None and model_cfg.to_json() != model.cfg.to_json():
+            raise TrainError(f"{run_dir}: model options differ from the run's own; resume without model options")
+        if state["data"] != data_fingerprint(manifest):
+            raise TrainError(f"{data_dir}: not the data this run was trained on (train shards differ)")
+        saved_tc = TrainConfig(**state["train_config"])
+        tc = saved_tc.resolved(device)  # the schedule must be the one the run started with
+        model_cfg = model.cfg
+    else:
+        if (run_dir / "latest").exists():
+            raise TrainError(f"{run_dir}: already holds a run; pass --resume to continue it, or choose another --out")
+        model = None
+        model_cfg = model_cfg or ModelConfig()
+
+    try:
+        limit = tc.bytes if tc.bytes is not None else None
+        train_bytes = load_split(data_dir, "train", limit=limit)
+    except ShardError as exc:
+        raise TrainError(str(exc)) from None
+    try:
+        val_bytes = load_split(data_dir, "val", limit=tc.val_bytes)
+    except ShardError:
+        val_bytes = None
+    n_train = len(train_bytes)
+    if n_train < 2:
+        raise TrainError(f"{data_dir}: the train split holds {n_train} bytes; nothing to train on")
+    if n_train >= 2**31 - 1:
+        raise TrainError(f"{data_dir}: more than 2 GiB of training bytes; pass --bytes to use a part")
+
+    est = memory_estimate(model_cfg, n_train, tc.batch)
+    need = sum(est.values())
+    have = available_memory(device)
+    log(f"device {device}; model: {len(model_cfg.contexts())} contexts, table_bits {model_cfg.table_bits}, "
+        f"match {model_cfg.match_minlens}; memory estimate {need / 2**20:,.0f} MiB "
+        f"({', '.join(f'{k} {v / 2**20:,.0f}' for k, v in est.items())}); available {have / 2**20:,.0f} MiB")
+    log(f"train config: {json.dumps(asdict(tc))}")
+    if need > have:
+        raise TrainError(f"needs about {need / 2**30:.1f} GiB but only {have / 2**30:.1f} GiB is free on {device}; "
+                         f"lower --table-bits (each step down halves the {est['tables'] / 2**30:.1f} GiB of tables) or --bytes")
+
+    if model is None:
+        model = Model(model_cfg, device=device)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.json").write_text(json.dumps({"model": json.loads(model_cfg.to_json()),
+                                                         "train": asdict(tc), "data": str(data_dir)}, indent=2))
+        state = {"step": 0, "cursor": 0, "elapsed": 0.0, "rng": None, "tokens_mixed": 0,
+                 "data": data_fingerprint(manifest), "train_config": asdict(tc)}
+        history = train_bytes[:0]
+    rng = np.random.default_rng(tc.seed)
+    if state["rng"] is not None:
+        rng.bit_generator.state = state["rng"]
+
+    # match pointers for all counted positions (host), rebuilt on resume from the saved index
+    n_m = len(model_cfg.match_minlens)
+    prev = np.full((n_m, n_train), -1, dtype=np.int32)
+    cursor = int(state["cursor"])
+    if cursor:
+        if not np.array_equal(history, train_bytes[:cursor]):
+            raise TrainError(f"{run_dir}: history.bin does not match the start of the training data")
+        fresh_last = np.full_like(model.last_pos, -1)
+        match_index(train_bytes, 0, cursor, model.minlens, model_cfg.match_bits, fresh_last, prev, 0)
+        if not np.array_equal(fresh_last, model.last_pos):
+            raise TrainError(f"{run_dir}: saved match index does not match history.bin (corrupt run)")
+
+    if device == "cuda":
+        from numba import cuda
+
+        d_data = cuda.to_device(train_bytes)
+        d_prev = cuda.to_device(prev)
+    else:
+        d_data, d_prev = train_bytes, prev
+    caches = model.make_caches(tc.batch)
+
+    holdout = min(n_train // 20, HOLDOUT_MAX)
+    count_limit = n_train - holdout
+    count_steps = max(1, math.ceil(count_limit / tc.count_chunk))
+    total_steps = math.ceil(count_steps * (1 + TAIL)) if tc.bytes is not None else None
+    step = int(state["step"])
+    elapsed0 = float(state["elapsed"])
+    metrics = open(run_dir / "metrics.jsonl", "a") if save else None
+    last_log = last_val = last_ckpt = time.perf_counter()
+    t_start = time.perf_counter()
+    ema = None
+    val_bpb = None
+    losses = []
+    stopped = None
+    tail = None  # (start, end) of the uncounted region the mixer-only tail trains on
+
+    def frac_done(elapsed: float) -> float:
+        if total_steps is not None:
+            return step / total_steps
+        return elapsed / (tc.minutes * 60)
+
+    def snapshot() -> dict:
+        return {"step": step, "cursor": cursor, "elapsed": elapsed0 + time.perf_counter() - t_start,
+                "rng": rng.bit_generator.state, "tokens_mixed": state.get("tokens_mixed", 0),
+                "data": state["data"], "train_config": asdict(tc)}
+
+    def do_val() -> float | None:
+        if val_bytes is None or len(val_bytes) == 0:
+            return None
+        return stream_bpb(model, train_bytes[:cursor], val_bytes, batch=min(tc.batch, 1 << 16))["bpb"]
+
+    def to_device(k0: int, k1: int) -> None:
+        if device == "cuda":
+            for k in range(n_m):
+                d_prev[k, k0:k1].copy_to_device(prev[k, k0:k1])
+
+    with StopRequested() as stop:
+        while True:
+            elapsed = elapsed0 + time.perf_counter() - t_start
+            if total_steps is not None and step >= total_steps:
+                break
+            if tc.minutes is not None and elapsed >= tc.minutes * 60:
+                break
+            if stop.flag:
+                stopped = stop.signal
+                break
+            if stop_after_steps is not None and step >= stop_after_steps:
+                stopped = "stop_after_steps"
+                break
+            counting = cursor < count_limit and (tc.minutes is None or elapsed < COUNT_SHARE * tc.minutes * 60)
+            if counting:
+                # causal: score the next chunk with counts of everything before it, then count it
+                lo, hi = cursor, min(cursor + tc.count_chunk, count_limit)
+                model.index_matches(train_bytes, lo, hi, prev, 0)
+                to_device(lo, hi)
+            else:
+                if tail is None:
+                    # the tail trains on bytes no table has seen; a copy of the index keeps the
+                    # saved match index consistent with the counted history
+                    tail = (cursor, min(n_train, cursor + max(holdout, tc.count_chunk)))
+                    lp = model.last_pos.copy()
+                    match_index(train_bytes, tail[0], tail[1], model.minlens, model_cfg.match_bits, lp, prev, 0)
+                    to_device(*tail)
+                lo, hi = tail
+            step += 1
+            pos = lo + np.sort(rng.integers(0, hi - lo, min(tc.batch, hi - lo), dtype=np.int64))
+            d_pos = pos
+            if device == "cuda":
+                from numba import cuda
+
+                d_pos = cuda.to_device(pos)
+            if len(pos) != caches.n_b:
+                caches = model.make_caches(len(pos))
+            lr = lr_at(tc, step, frac_done(elapsed))
+            model.forward(d_data, d_pos, d_prev, 0, caches, loo=False)
+            model.backward(d_data, d_pos, caches, 1.0 / len(pos))
+            loss = float(np.mean(model.host(caches.loss), dtype=np.float64))
+            if not math.isfinite(loss):
+                raise TrainError(f"loss became {loss} at step {step}; stopped without saving, the last good "
+                                 f"checkpoint is intact (try a lower --lr than {tc.lr})")
+            model.update(step, lr)
+            state["tokens_mixed"] = state.get("tokens_mixed", 0) + len(pos)
+            if counting:
+                model.count(d_data, lo, hi)
+                cursor = hi
+            losses.append(loss)
+            ema = loss if ema is None else 0.95 * ema + 0.05 * loss
+            now = time.perf_counter()
+            if now - last_val >= tc.val_seconds:
+                val_bpb = do_val()
+                last_val = now
+            if now - last_log >= tc.log_seconds or step == 1:
+                el = elapsed0 + now - t_start
+                fr = frac_done(el)
+                eta = el / fr - el if fr > 0 else float("inf")
+                rec = {"step": step, "train_bpb": round(ema, 4), "val_bpb": None if val_bpb is None else round(val_bpb, 4),
+                       "lr": lr, "counted": cursor, "mb_per_s": round(cursor / 1e6 / max(el, 1e-9), 3),
+                       "elapsed": round(el, 1), "eta": round(eta, 1)}
+                log(f"step {step:6d}  train {ema:.3f} bpb  val {'-' if val_bpb is None else f'{val_bpb:.3f}'} bpb  "
+                    f"lr {lr:.2e}  counted {cursor / 1e6:.1f}/{n_train / 1e6:.1f} MB  {rec['mb_per_s']:.2f} MB/s  "
+                    f"elapsed {fmt_seconds(el)}  ETA {fmt_seconds(eta)}")
+                if metrics:
+                    metrics.write(json.dumps(rec) + "\n")
+                    metrics.flush()
+                last_log = now
+            if save and tc.checkpoint_minutes > 0 and now - last_ckpt >= tc.checkpoint_minutes * 60:
+                checkpoint.save(run_dir, model, snapshot(), train_bytes[:cursor], keep=tc.keep)
+                last_ckpt = now
+
+    if tail is not None and stopped is None:
+        # the tail's bytes join the memory at the very end
+        model.index_matches(train_bytes, tail[0], tail[1], prev, 0)
+        model.count(d_data, tail[0], tail[1])
+        cursor = tail[1]
+    final_state = snapshot()
+    model.history_len = cursor
+    if save:
+        checkpoint.save(run_dir, model, final_state, train_bytes[:cursor], keep=tc.keep)
+    val_bpb = do_val()
+    summary = {"steps": step, "counted_bytes": cursor, "train_bytes": n_train, "elapsed": final_state["elapsed"],
+               "val_bpb": val_bpb, "train_bpb": ema, "stopped": stopped, "losses": losses, "device": device}
+    if metrics:
+        metrics.write(json.dumps({"final": True, **{k: v for k, v in summary.items() if k != "losses"}}) + "\n")
+        metrics.close()
+    return summary
