@@ -84,5 +84,120 @@ def print_prepare_summary(console, manifest: dict, out: Path) -> None:
             console.print(f"warning: {s['path']} ends mid-page (truncated dump); kept the complete pages before the cut")
 
 
+def parse_size(text: str | None) -> int | None:
+    """'20M' -> 20_000_000; plain integers are bytes."""
+    if text is None:
+        return None
+    t = text.strip().upper().rstrip("B")
+    mult = {"K": 10**3, "M": 10**6, "G": 10**9}.get(t[-1:], 1)
+    try:
+        return int(float(t[:-1] if mult > 1 else t) * mult)
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a size like 20M, 1G or 500000") from None
+
+
+def parse_ints(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        return [int(x, 0) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a comma-separated list of integers") from None
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("data_dir", type=click.Path(path_type=Path))
+@click.option("--out", "run_dir", required=True, type=click.Path(path_type=Path), help="Run directory (checkpoints, metrics).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto")
+@click.option("--minutes", type=float, default=None, help="Budget: wall-clock training minutes.")
+@click.option("--bytes", "nbytes", default=None, help="Budget: training bytes to use (e.g. 20M).")
+@click.option("--table-bits", type=int, default=None, help="log2 rows per context table [default: 20 on CPU, 22 on GPU].")
+@click.option("--orders", default=None, help="Byte context orders [default: 0,1,2,3,4,5,6,8,12,16,24].")
+@click.option("--words", type=int, default=None, help="Word contexts (0-4) [default: 3].")
+@click.option("--batch", type=int, default=0, help="Mixer positions per step (0: 4096 CPU, 65536 GPU).")
+@click.option("--lr", type=float, default=0.004, help="Adam learning rate of the mixer.")
+@click.option("--seed", type=int, default=0)
+@click.option("--checkpoint-minutes", type=float, default=10.0, help="Minutes between checkpoints (0: only at the end).")
+@click.option("--config", "config_file", type=click.Path(path_type=Path), default=None,
+              help="JSON file with 'model' and/or 'train' objects; command-line options win.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out exactly where it stopped.")
+def train(data_dir, run_dir, device, minutes, nbytes, table_bits, orders, words, batch, lr, seed,
+          checkpoint_minutes, config_file, resume):
+    """Train a model on prepared shards.
+
+    Example: cheaplm train data/simple --out runs/simple --minutes 10
+    """
+    import json
+
+    from .checkpoint import CheckpointError
+    from .model import ModelConfig
+    from .train import TrainConfig, TrainError, pick_device
+    from .train import train as run_train
+
+    console = stderr_console()
+    model_opts: dict = {}
+    train_opts: dict = {}
+    if config_file is not None:
+        try:
+            cfg = json.loads(Path(config_file).read_text())
+            model_opts, train_opts = dict(cfg.get("model", {})), dict(cfg.get("train", {}))
+        except (OSError, json.JSONDecodeError, AttributeError) as exc:
+            _fail(ValueError(f"{config_file}: not a readable JSON config ({exc})"))
+    for key, val in (("table_bits", table_bits), ("orders", parse_ints(orders)), ("words", words)):
+        if val is not None:
+            model_opts[key] = val
+    nbytes = parse_size(nbytes)
+    try:
+        dev = pick_device(device)
+        explicit = bool(model_opts)
+        model_opts.setdefault("table_bits", 22 if dev == "cuda" else 20)
+        # on --resume the run's own model config is used unless options are given (then they must match)
+        model_cfg = ModelConfig.from_dict(model_opts) if (explicit or not resume) else None
+        tc = TrainConfig(device=dev, minutes=minutes if minutes is not None else train_opts.get("minutes"),
+                         bytes=nbytes if nbytes is not None else train_opts.get("bytes"),
+                         batch=batch or train_opts.get("batch", 0), lr=lr, seed=seed,
+                         checkpoint_minutes=checkpoint_minutes)
+        console.print("compiling kernels (cached after the first run)…")
+        summary = run_train(data_dir, run_dir, model_cfg, tc, resume=resume, log=console.print)
+    except (TrainError, CheckpointError, ValueError, TypeError) as exc:
+        _fail(exc)
+    how = f"stopped by {summary['stopped']}; resume with --resume" if summary["stopped"] else "done"
+    val = "-" if summary["val_bpb"] is None else f"{summary['val_bpb']:.4f}"
+    console.print(f"{how}: {summary['steps']:,} steps, {summary['counted_bytes'] / 1e6:.1f} MB counted in "
+                  f"{summary['elapsed']:.0f} s; val {val} bpb; checkpoint in {run_dir}")
+    if summary["stopped"]:
+        sys.exit(130)
+
+
+@main.command("eval", context_settings=CONTEXT)
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.argument("data_dir", type=click.Path(path_type=Path))
+@click.option("--split", default="test", type=click.Choice(["train", "val", "test"]))
+@click.option("--max-bytes", default=None, help="Score only the first N bytes of the split (e.g. 1M).")
+@click.option("--adaptive", is_flag=True, help="Also add scored bytes to the count tables (online, like a compressor).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto")
+def eval_cmd(run_dir, data_dir, split, max_bytes, adaptive, device):
+    """Print bits per byte of a trained model on a split.
+
+    Example: cheaplm eval runs/simple data/simple --split test
+    """
+    from .checkpoint import CheckpointError, load_model
+    from .evaluate import stream_bpb
+    from .shards import ShardError, load_split
+    from .train import TrainError, pick_device
+
+    console = stderr_console()
+    try:
+        dev = pick_device(device)
+        model, history, ckpt = load_model(run_dir, device=dev)
+        stream = load_split(data_dir, split, limit=parse_size(max_bytes))
+        result = stream_bpb(model, history, stream, adaptive=adaptive)
+    except (CheckpointError, ShardError, TrainError) as exc:
+        _fail(exc)
+    console.print(f"{ckpt.name} on {data_dir} {split}: {result['bytes']:,} bytes in {result['seconds']:.1f} s "
+                  f"({result['bytes_per_s'] / 1e3:.0f} kB/s){' adaptive' if adaptive else ''}")
+    click.echo(f"{result['bpb']:.4f}")
+
+
 if __name__ == "__main__":
     main()

@@ -135,7 +135,8 @@ def lr_at(tc: TrainConfig, step: int, frac: float) -> float:
 
 
 def train(data_dir: Path, run_dir: Path, model_cfg: ModelConfig | None, tc: TrainConfig, resume: bool = False,
-          log=print, save: bool = True, stop_after_steps: int | None = None) -> dict:
+          log=print, save: bool = True, stop_after_steps: int | None = None,
+          keep_model: bool = False) -> dict:
     """Train; returns a summary. `stop_after_steps` stops early as an interruption would (tests)."""
     run_dir = Path(run_dir)
     if tc.minutes is None and tc.bytes is None:
@@ -351,4 +352,6 @@ def train(data_dir: Path, run_dir: Path, model_cfg: ModelConfig | None, tc: Trai
     if metrics:
         metrics.write(json.dumps({"final": True, **{k: v for k, v in summary.items() if k != "losses"}}) + "\n")
         metrics.close()
+    if keep_model:
+        summary["model"], summary["history"] = model, train_bytes[:cursor]
     return summary

@@ -10,6 +10,7 @@ import numba
 from numba import cuda
 
 from .. import config
+from .dual import for_kernels, on_device
 
 
 @numba.njit(cache=True, inline="always")
@@ -27,18 +28,21 @@ def adam_cpu(params, grad, m, v, lr, beta1, beta2, eps, bc1, bc2):
         adam_element(i, params, grad, m, v, lr, beta1, beta2, eps, bc1, bc2)
 
 
+adam_element_k = for_kernels(adam_element)
+
+
 @cuda.jit(cache=True)
 def adam_kernel(params, grad, m, v, lr, beta1, beta2, eps, bc1, bc2):
     i = cuda.grid(1)
     if i < params.shape[0]:
-        adam_element(i, params, grad, m, v, lr, beta1, beta2, eps, bc1, bc2)
+        adam_element_k(i, params, grad, m, v, lr, beta1, beta2, eps, bc1, bc2)
 
 
 def adam_step(params, grad, m, v, step: int, lr: float, beta1=0.9, beta2=0.99, eps=1e-8) -> None:
     """step counts from 1 (bias correction)."""
     bc1 = 1.0 - beta1**step
     bc2 = 1.0 - beta2**step
-    if cuda.is_cuda_array(params):
+    if on_device(params):
         tpb = config.THREADS_PER_BLOCK
         adam_kernel[(params.shape[0] + tpb - 1) // tpb, tpb](params, grad, m, v, lr, beta1, beta2, eps, bc1, bc2)
     else:

@@ -16,7 +16,11 @@ import numpy as np
 from numba import cuda
 
 from .. import config
+from .dual import for_kernels, on_device
 from .hashing import context_hash, slot_of
+
+context_hash_k = for_kernels(context_hash)
+slot_of_k = for_kernels(slot_of)
 
 
 @numba.njit(cache=True, inline="always")
@@ -58,14 +62,14 @@ def count_add_kernel(data, start, end, ctx, tables):
         return
     kind, param, offset, mask = ctx[i, 0], ctx[i, 1], ctx[i, 2], ctx[i, 3]
     y = np.int64(data[t])
-    h = context_hash(data, t, kind, param, i)
-    row = slot_of(h, 0, offset, mask)
+    h = context_hash_k(data, t, kind, param, i)
+    row = slot_of_k(h, 0, offset, mask)
     node = 1
     for j in range(4):
         bit = ((y >> 4) >> (3 - j)) & 1
         cuda.atomic.add(tables, (row, 2 * node + bit), np.uint32(1))
         node = 2 * node + bit
-    row = slot_of(h, (y >> 4) + 1, offset, mask)
+    row = slot_of_k(h, (y >> 4) + 1, offset, mask)
     node = 1
     for j in range(4):
         bit = ((y & 15) >> (3 - j)) & 1
@@ -77,7 +81,7 @@ def count_add(data, start: int, end: int, ctx, tables) -> None:
     """Dispatch on where `tables` lives."""
     if end <= start:
         return
-    if cuda.is_cuda_array(tables):
+    if on_device(tables):
         n = (end - start) * ctx.shape[0]
         tpb = config.THREADS_PER_BLOCK
         count_add_kernel[(n + tpb - 1) // tpb, tpb](data, start, end, ctx, tables)

@@ -27,6 +27,7 @@ from numba import cuda
 
 from .. import config
 from .hashing import context_hash, slot_of
+from .dual import for_kernels, on_device
 from .match import match_lookup
 
 N_Q = 16  # count buckets of the learned count map
@@ -157,12 +158,15 @@ def forward_cpu(data, pos, loo, prev, prev_base, minlens, ctx, tables, params, l
                          hashes, feat, qidx, sel, mix_idx, zmix, apm, frac, slope, prob, loss)
 
 
+forward_position_k = for_kernels(forward_position)
+
+
 @cuda.jit(cache=True)
 def forward_kernel(data, pos, loo, prev, prev_base, minlens, ctx, tables, params, lay,
                    hashes, feat, qidx, sel, mix_idx, zmix, apm, frac, slope, prob, loss):
     b = cuda.grid(1)
     if b < pos.shape[0]:
-        forward_position(b, data, pos, loo, prev, prev_base, minlens, ctx, tables, params, lay,
+        forward_position_k(b, data, pos, loo, prev, prev_base, minlens, ctx, tables, params, lay,
                          hashes, feat, qidx, sel, mix_idx, zmix, apm, frac, slope, prob, loss)
 
 
@@ -268,7 +272,7 @@ def _blocks(n: int) -> tuple[int, int]:
 def forward(data, pos, loo, prev, prev_base, minlens, ctx, tables, params, lay, caches: Caches) -> None:
     """Dispatch on where `params` lives. Fills caches (loss in bits per position)."""
     args = (data, pos, loo, prev, prev_base, minlens, ctx, tables, params, lay) + caches.forward_args()
-    if cuda.is_cuda_array(params):
+    if on_device(params):
         forward_kernel[_blocks(pos.shape[0])](*args)
     else:
         forward_cpu(*args)
@@ -276,7 +280,7 @@ def forward(data, pos, loo, prev, prev_base, minlens, ctx, tables, params, lay, 
 
 def backward(data, pos, params, lay, caches: Caches, scale: float, grad, grad_chunks=None) -> None:
     """Adds scale * d(sum of loss in nats)/d params into grad."""
-    if cuda.is_cuda_array(params):
+    if on_device(params):
         backward_kernel[_blocks(pos.shape[0])](data, pos, params, lay, *caches.backward_args(), scale, grad)
     else:
         if grad_chunks is None:

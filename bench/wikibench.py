@@ -1,0 +1,117 @@
+"""wikibench for cheaplm: train for a budget of training minutes, then score the whole test split.
+
+    python bench/wikibench.py --minutes 5 --device cuda [--model '{"table_bits": 22}'] [--json out.json]
+
+Builds the split from ../shared/data (bench/wikibench_data.py, sizes and sha256 checked) unless
+--split-dir points at one. Training minutes exclude JIT compilation (kernels are compiled on a
+tiny warm-up run first, timed and reported separately) and exclude evaluation. Prints test bits per
+byte over all 5,000,074 test bytes, training throughput, sampling-free eval speed, memory, card.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from cheaplm.evaluate import stream_bpb  # noqa: E402
+from cheaplm.model import ModelConfig, memory_estimate  # noqa: E402
+from cheaplm.shards import load_split, write_raw_split_dir  # noqa: E402
+from cheaplm.train import TrainConfig, pick_device, train  # noqa: E402
+from wikibench_data import build  # noqa: E402
+
+
+def card_name(device: str) -> str:
+    if device == "cuda":
+        try:
+            out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+                                 capture_output=True, text=True, timeout=20).stdout.strip()
+            return out.splitlines()[0] if out else "CUDA GPU"
+        except Exception:
+            return "CUDA GPU"
+    import os
+
+    return f"{platform.processor() or platform.machine()} CPU, {os.cpu_count()} cores"
+
+
+def warm_up(device: str, model_cfg: ModelConfig) -> float:
+    """Compile every kernel on a tiny run so the budget measures training, not JIT."""
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        rng = __import__("numpy").random.default_rng(0)
+        text = bytes(rng.integers(97, 123, 40_000, dtype="uint8"))
+        write_raw_split_dir(Path(tmp) / "d", {"train": text, "val": text[:2000]}, "warm-up")
+        small = ModelConfig(**{**json.loads(model_cfg.to_json()), "table_bits": 8, "match_bits": 10})
+        train(Path(tmp) / "d", Path(tmp) / "r", small,
+              TrainConfig(device=device, bytes=40_000, batch=512, count_chunk=8192, log_seconds=1e9,
+                          val_seconds=1e9), save=False, log=lambda *a: None)
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--minutes", type=float, default=5.0)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--model", default="{}", help="JSON overrides of ModelConfig")
+    ap.add_argument("--train", default="{}", help="JSON overrides of TrainConfig")
+    ap.add_argument("--data", default=str(Path(__file__).resolve().parent.parent.parent / "shared" / "data"))
+    ap.add_argument("--split-dir", default=str(Path(__file__).resolve().parent / "work" / "wikibench"))
+    ap.add_argument("--small", action="store_true", help="train on train-small (Vibhas part only)")
+    ap.add_argument("--test-bytes", type=int, default=None, help="score only the first N test bytes")
+    ap.add_argument("--adaptive", action="store_true", help="also report adaptive (online-count) test bpb")
+    ap.add_argument("--json", default=None)
+    ap.add_argument("--label", default="cheaplm")
+    args = ap.parse_args()
+
+    split_dir = build(Path(args.split_dir), Path(args.data), small=args.small)
+    device = pick_device(args.device)
+    model_cfg = ModelConfig.from_dict({"table_bits": 22 if device == "cuda" else 20, **json.loads(args.model)})
+    compile_s = warm_up(device, model_cfg)
+    print(f"[{args.label}] kernels compiled/warmed in {compile_s:.1f} s", flush=True)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        tc = TrainConfig(device=device, minutes=args.minutes, val_seconds=1e9, log_seconds=15,
+                         **json.loads(args.train))
+        summary = train(split_dir, Path(tmp) / "run", model_cfg, tc, save=False,
+                        log=lambda m: print(f"[{args.label}] {m}", flush=True), keep_model=True)
+        wall = time.perf_counter() - t0
+    model, history = summary.pop("model"), summary.pop("history")
+    test = load_split(split_dir, "test")
+    if args.test_bytes:
+        test = test[: args.test_bytes]
+    res = stream_bpb(model, history, test)
+    out = {
+        "label": args.label, "date": time.strftime("%Y-%m-%d"), "card": card_name(device), "device": device,
+        "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                 cwd=Path(__file__).parent).stdout.strip(),
+        "command": " ".join(sys.argv), "minutes": args.minutes, "train_seconds": summary["elapsed"],
+        "compile_seconds": compile_s, "wall_seconds_train_call": wall,
+        "counted_bytes": summary["counted_bytes"], "steps": summary["steps"],
+        "train_mb_per_s": summary["counted_bytes"] / 1e6 / summary["elapsed"],
+        "test_bytes": res["bytes"], "test_bpb": res["bpb"], "eval_seconds": res["seconds"],
+        "model": json.loads(model_cfg.to_json()), "memory": memory_estimate(model_cfg, summary["train_bytes"], 0),
+    }
+    if args.adaptive:
+        ad = stream_bpb(model, history, test, adaptive=True)
+        out["test_bpb_adaptive"] = ad["bpb"]
+    print(json.dumps(out, indent=1))
+    print(f"\n| label | card | minutes | counted MB | train MB/s | test bpb | adaptive | eval s |")
+    print(f"|---|---|---|---|---|---|---|---|")
+    print(f"| {args.label} | {out['card']} | {args.minutes} | {out['counted_bytes'] / 1e6:.1f} | "
+          f"{out['train_mb_per_s']:.2f} | {out['test_bpb']:.4f} | {out.get('test_bpb_adaptive', float('nan')):.4f} | "
+          f"{out['eval_seconds']:.1f} |")
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,107 @@
+"""Tier 2: every CUDA kernel against its CPU twin on fresh random inputs.
+
+Runs under the CUDA simulator in CI (tests/test_cuda_parity.py starts it with
+NUMBA_ENABLE_CUDASIM=1, tiny shapes, 7 threads per block so blocks are partial) and on a real GPU:
+    python tests/gpu_parity.py [--big]
+Exits non-zero on any mismatch and prints one line per kernel.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from numba import cuda  # noqa: E402
+
+from cheaplm import config  # noqa: E402
+from cheaplm.kernels import adam, counts, mixer  # noqa: E402
+from cheaplm.kernels.match import match_index  # noqa: E402
+from cheaplm.model import Model, ModelConfig, context_array  # noqa: E402
+
+
+def make_text(rng, n: int) -> np.ndarray:
+    words = [b"the", b"cat", b"sat", b"on", b"a", b"mat", b"\xc3\xa9t\xc3\xa9", b"1990", b"Paris", b"of"]
+    out = bytearray()
+    while len(out) < n:
+        out += words[rng.integers(len(words))] + (b". " if rng.random() < 0.1 else b" ")
+    return np.frombuffer(bytes(out[:n]), dtype=np.uint8).copy()
+
+
+def check(big: bool = False) -> bool:
+    rng = np.random.default_rng(7)
+    n = 200_000 if big else 300
+    n_b = 50_000 if big else 23
+    cfg = ModelConfig(orders=[0, 1, 2, 3, 5], words=2, sparse=[0b10], table_bits=16 if big else 6,
+                      match_minlens=[8, 3], match_bits=14 if big else 8, apm2_bits=6)
+    data = make_text(rng, n)
+    ctx = context_array(cfg)
+    ok = True
+
+    # counts: integer tables must be identical
+    t_cpu = np.zeros((cfg.table_rows(), 32), np.uint32)
+    counts.count_add_cpu(data, 1, n, ctx, t_cpu)
+    d_t = cuda.to_device(np.zeros_like(t_cpu))
+    tot = (n - 1) * ctx.shape[0]
+    tpb = config.THREADS_PER_BLOCK
+    counts.count_add_kernel[(tot + tpb - 1) // tpb, tpb](cuda.to_device(data), 1, n, cuda.to_device(ctx), d_t)
+    same = np.array_equal(t_cpu, d_t.copy_to_host())
+    print(f"count_add: {'ok' if same else 'MISMATCH'} ({int(t_cpu.sum())} counts)")
+    ok &= same
+
+    # mixer forward/backward with trained-looking random params
+    model = Model(cfg, device="cpu", tables=t_cpu)
+    model.params += rng.normal(0, 0.3, model.n_params).astype(np.float32)
+    prev = np.full((2, n), -1, np.int32)
+    match_index(data, 0, n, model.minlens, cfg.match_bits, model.last_pos, prev, 0)
+    pos = rng.integers(0, n, n_b).astype(np.int64)
+    for loo in (0, 1):
+        c_cpu = model.make_caches(n_b)
+        mixer.forward_cpu(data, pos, loo, prev, 0, model.minlens, ctx, t_cpu, model.params, model.lay,
+                          *c_cpu.forward_args())
+        c_gpu = mixer.Caches(n_b, model.n_ctx, int(model.lay[mixer.L_K]), device=True)
+        d_params = cuda.to_device(model.params)
+        d_args = [cuda.to_device(a) for a in (data, pos)]
+        mixer.forward_kernel[(n_b + tpb - 1) // tpb, tpb](
+            d_args[0], d_args[1], loo, cuda.to_device(prev), 0, cuda.to_device(model.minlens), cuda.to_device(ctx),
+            cuda.to_device(t_cpu), d_params, cuda.to_device(model.lay), *c_gpu.forward_args())
+        err = np.max(np.abs(c_cpu.loss - c_gpu.loss.copy_to_host()))
+        same_idx = (np.array_equal(c_cpu.sel, c_gpu.sel.copy_to_host())
+                    and np.array_equal(c_cpu.qidx, c_gpu.qidx.copy_to_host()))
+        good = err < 1e-4 and same_idx
+        print(f"mixer forward (loo={loo}): max |loss diff| {err:.2e}, indices {'same' if same_idx else 'DIFFER'}: "
+              f"{'ok' if good else 'MISMATCH'}")
+        ok &= good
+
+        g_cpu = np.zeros(model.n_params, np.float32)
+        mixer.backward(data, pos, model.params, model.lay, c_cpu, 1.0 / n_b, g_cpu)
+        d_g = cuda.to_device(np.zeros(model.n_params, np.float32))
+        mixer.backward_kernel[(n_b + tpb - 1) // tpb, tpb](
+            d_args[0], d_args[1], d_params, cuda.to_device(model.lay), *c_gpu.backward_args(), 1.0 / n_b, d_g)
+        g_gpu = d_g.copy_to_host()
+        gerr = np.max(np.abs(g_cpu - g_gpu)) / max(np.max(np.abs(g_cpu)), 1e-12)
+        print(f"mixer backward (loo={loo}): max relative grad diff {gerr:.2e}: {'ok' if gerr < 1e-4 else 'MISMATCH'}")
+        ok &= gerr < 1e-4
+
+    # adam
+    p0 = rng.normal(size=997).astype(np.float32)
+    g0 = rng.normal(size=997).astype(np.float32)
+    m0 = rng.normal(size=997).astype(np.float32) * 0.1
+    v0 = np.abs(rng.normal(size=997)).astype(np.float32) * 0.1
+    a = [x.copy() for x in (p0, g0, m0, v0)]
+    adam.adam_cpu(*a, 0.01, 0.9, 0.99, 1e-8, 0.5, 0.3)
+    d = [cuda.to_device(x.copy()) for x in (p0, g0, m0, v0)]
+    adam.adam_kernel[(997 + tpb - 1) // tpb, tpb](*d, 0.01, 0.9, 0.99, 1e-8, 0.5, 0.3)
+    aerr = max(np.max(np.abs(x - y.copy_to_host())) for x, y in zip(a, d))
+    print(f"adam: max diff {aerr:.2e}: {'ok' if aerr < 1e-6 else 'MISMATCH'}")
+    ok &= aerr < 1e-6
+    return bool(ok)
+
+
+if __name__ == "__main__":
+    if "--tpb" in sys.argv:
+        config.THREADS_PER_BLOCK = int(sys.argv[sys.argv.index("--tpb") + 1])
+    sys.exit(0 if check(big="--big" in sys.argv) else 1)
