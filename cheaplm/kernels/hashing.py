@@ -93,9 +93,15 @@ def slot_of(h, hi_nibble_plus1, offset, mask):
 
 
 @numba.njit(cache=True)
-def match_hash(data, t, minlen, bits):
-    """Hash of data[t-minlen:t] into `bits` bits, for the match model's position index."""
+def poly_hash(data, t, minlen):
+    """Horner polynomial of data[t-minlen:t] seeded with minlen (match_index rolls the same value)."""
     h = np.int64(minlen) * M2
     for s in range(t - minlen, t):
         h = (h + np.int64(data[s]) + 1) * M3
-    return (mix64(h) >> 20) & ((np.int64(1) << bits) - 1)
+    return h
+
+
+@numba.njit(cache=True)
+def match_hash(data, t, minlen, bits):
+    """Slot of data[t-minlen:t] in the match model's position index (`bits` bits)."""
+    return (mix64(poly_hash(data, t, minlen)) >> 20) & ((np.int64(1) << bits) - 1)

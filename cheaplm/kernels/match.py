@@ -17,7 +17,7 @@ runs on the host with njit in both modes (~10 ns a byte), and its output is copi
 import numba
 import numpy as np
 
-from .hashing import match_hash
+from .hashing import M2, M3, mix64, poly_hash
 
 MATCH_CAP = 32  # verify at most this many bytes back
 N_MATCH_BUCKETS = 8
@@ -25,16 +25,33 @@ N_MATCH_BUCKETS = 8
 
 @numba.njit(cache=True)
 def match_index(data, start, end, minlens, bits, last_pos, prev, prev_start):
-    """For t in [start, end): prev[k, t - prev_start] = last position with the same m_k-byte context."""
-    for t in range(start, end):
-        for k in range(minlens.shape[0]):
-            m = minlens[k]
+    """For t in [start, end): prev[k, t - prev_start] = last position with the same m_k-byte context.
+
+    The hash of the m-byte window rolls (one multiply-add in, one out per byte), giving exactly
+    `match_hash` (a Horner polynomial, so the two agree modulo 2^64) at a fraction of the cost.
+    """
+    mask = (np.int64(1) << bits) - 1
+    for k in range(minlens.shape[0]):
+        m = minlens[k]
+        top = np.int64(1)  # M3 ** m
+        for _ in range(m):
+            top = top * M3
+        base = np.int64(m) * M2 * top  # the seed's share of the polynomial
+        h = np.int64(0)
+        have = False
+        for t in range(start, end):
             if t < m:
                 prev[k, t - prev_start] = -1
                 continue
-            h = match_hash(data, t, m, bits)
-            prev[k, t - prev_start] = last_pos[k, h]
-            last_pos[k, h] = t
+            if not have:
+                h = poly_hash(data, t, m)
+                have = True
+            else:
+                # drop data[t-1-m], add data[t-1]
+                h = (h - base - (np.int64(data[t - 1 - m]) + 1) * top) * M3 + (np.int64(data[t - 1]) + 1) * M3 + base
+            slot = (mix64(h) >> 20) & mask
+            prev[k, t - prev_start] = last_pos[k, slot]
+            last_pos[k, slot] = t
 
 
 @numba.njit(cache=True, inline="always")

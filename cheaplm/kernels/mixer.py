@@ -43,9 +43,16 @@ L_NCTX, L_K, L_W, L_SM, L_ML, L_A1, L_A2, L_A2MASK, L_P = range(9)
 
 @numba.njit(cache=True, inline="always")
 def count_bucket(n):
+    """0,1,2,3 exactly, then two buckets per power of two (integer math: the GPU's log2 rounds
+    differently at powers of two, and a bucket index must not depend on the device)."""
     if n < 4:
         return n
-    q = np.int64(2.0 * math.log2(n + 0.0))
+    k = 0
+    m = n
+    while m > 1:
+        m >>= 1
+        k += 1
+    q = 2 * k + ((n >> (k - 1)) & 1)
     if q > N_Q - 1:
         q = N_Q - 1
     return q

@@ -1,0 +1,254 @@
+"""Kernel tiers 1-3: CPU twins vs float64 NumPy oracles, CUDA vs CPU (simulator), backward vs finite differences."""
+
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cheaplm.kernels import adam, mixer
+from cheaplm.kernels.counts import count_add_cpu
+from cheaplm.kernels.hashing import ORDER, SPARSE, WORD, context_hash, match_hash, slot_of
+from cheaplm.kernels.match import MATCH_CAP, match_index, match_lookup
+from cheaplm.model import Model, ModelConfig, context_array
+
+REPO = Path(__file__).resolve().parent.parent
+TINY = ModelConfig(orders=[0, 1, 2, 4], words=2, sparse=[0b10], table_bits=7, match_minlens=[6, 3],
+                   match_bits=10, apm2_bits=5)
+
+
+def text(n, seed=0):
+    rng = np.random.default_rng(seed)
+    words = [b"The", b"river", b"flows", b"into", b"the", b"sea", b"caf\xc3\xa9", b"1821", b"of", b"and"]
+    out = bytearray()
+    while len(out) < n:
+        out += words[rng.integers(len(words))] + (b".\n" if rng.random() < 0.1 else b" ")
+    return np.frombuffer(bytes(out[:n]), np.uint8).copy()
+
+
+# ---- hashing: properties the model relies on --------------------------------------------------------
+
+def test_order_hash_depends_on_exactly_the_last_k_bytes():
+    d = text(200)
+    t = 100
+    for k in (1, 2, 4, 8):
+        h = context_hash(d, t, ORDER, k, 3)
+        e = d.copy()
+        e[t - k - 1] ^= 1  # outside the window
+        assert context_hash(e, t, ORDER, k, 3) == h
+        e = d.copy()
+        e[t - k] ^= 1  # inside
+        assert context_hash(e, t, ORDER, k, 3) != h
+    assert context_hash(d, t, ORDER, 2, 3) != context_hash(d, t, ORDER, 2, 4)  # contexts are separated
+
+
+def test_word_hash_folds_case_and_sparse_skips_bytes():
+    a = np.frombuffer(b"in the River", np.uint8).copy()
+    b = np.frombuffer(b"in the rIVER", np.uint8).copy()
+    assert context_hash(a, len(a), WORD, 2, 0) == context_hash(b, len(b), WORD, 2, 0)
+    c = np.frombuffer(b"in the Rivers", np.uint8).copy()
+    assert context_hash(c, len(c), WORD, 1, 0) != context_hash(a, len(a), WORD, 1, 0)
+    d = text(50)
+    e = d.copy()
+    e[48] ^= 1  # t-1 is not in mask 0b10 (only t-2 is)
+    assert context_hash(d, 49, SPARSE, 0b10, 0) == context_hash(e, 49, SPARSE, 0b10, 0)
+    e[47] ^= 1
+    assert context_hash(d, 49, SPARSE, 0b10, 0) != context_hash(e, 49, SPARSE, 0b10, 0)
+
+
+# ---- tier 1: CPU twins vs oracles --------------------------------------------------------------------
+
+@pytest.mark.parametrize("n,start", [(1, 0), (2, 1), (257, 0), (1000, 333)])
+def test_count_add_matches_python_oracle(n, start):
+    d = text(n, seed=n)
+    ctx = context_array(TINY)
+    got = np.zeros((TINY.table_rows(), 32), np.uint32)
+    count_add_cpu(d, start, n, ctx, got)
+    want = np.zeros(got.shape, np.int64)
+    for t in range(start, n):
+        y = int(d[t])
+        for i in range(len(ctx)):
+            h = context_hash(d, t, ctx[i, 0], ctx[i, 1], i)
+            for nib, val in ((0, y >> 4), ((y >> 4) + 1, y & 15)):
+                row = slot_of(h, nib, ctx[i, 2], ctx[i, 3])
+                node = 1
+                for j in range(4):
+                    bit = (val >> (3 - j)) & 1
+                    want[row, 2 * node + bit] += 1
+                    node = 2 * node + bit
+    assert np.array_equal(got, want)
+    assert got.sum() == (n - start) * len(ctx) * 8
+
+
+def test_match_index_and_lookup_vs_brute_force():
+    d = text(3000, seed=5)
+    ml = np.array([6, 3], np.int64)
+    last = np.full((2, 1 << 12), -1, np.int32)
+    prev = np.empty((2, len(d)), np.int32)
+    match_index(d, 0, 1700, ml, 12, last, prev, 0)
+    match_index(d, 1700, len(d), ml, 12, last, prev, 0)  # resuming the walk changes nothing
+    direct = np.full((2, 1 << 12), -1, np.int32)
+    for t in range(len(d)):
+        for k, m in enumerate(ml):
+            if t < m:
+                assert prev[k, t] == -1
+                continue
+            h = match_hash(d, t, m, 12)
+            assert prev[k, t] == direct[k, h]
+            assert prev[k, t] < t
+            direct[k, h] = t
+    hits = 0
+    for t in range(10, len(d)):
+        e, b = match_lookup(d, t, prev, t, ml)
+        want = (-1, 0)
+        for k, m in enumerate(ml):
+            p = prev[k, t]
+            if p < 0:
+                continue
+            n = 0
+            while n < MATCH_CAP and p - 1 - n >= 0 and d[t - 1 - n] == d[p - 1 - n]:
+                n += 1
+            if n >= m:
+                want = (int(d[p]), 1 if n < 8 else None)
+                break
+        assert e == want[0]
+        if want[0] >= 0:
+            hits += 1
+            assert 1 <= b <= 7 and (want[1] is None or b == want[1])
+    assert hits > 100
+
+
+def test_count_bucket_definition():
+    for n in range(0, 5000):
+        q = mixer.count_bucket(n)
+        if n < 4:
+            assert q == n
+        else:
+            k = int(math.floor(math.log2(n)))
+            assert q == min(15, 2 * k + (1 if n >= 1.5 * 2**k else 0))
+
+
+def oracle_losses(model, d, pos, prev, loo):
+    """float64, written from the docstring of kernels/mixer.py, not from its code."""
+    cfg, ctx, p = model.cfg, model.ctx, model.params.astype(np.float64)
+    lay = model.lay
+    n_ctx, n_in = len(ctx), 2 * len(ctx) + 2
+    knots = mixer.APM_LO + mixer.APM_STEP * np.arange(mixer.APM_KNOTS)
+    out = []
+    for t in pos:
+        y = int(d[t])
+        e, mb = match_lookup(d, t, prev, t, model.minlens)
+        hs = [context_hash(d, t, ctx[i, 0], ctx[i, 1], i) for i in range(n_ctx)]
+        prev_byte = int(d[t - 1]) if t > 0 else 0
+        total = 0.0
+        c = 1
+        for j in range(8):
+            bit = (y >> (7 - j)) & 1
+            hi = c >> (j - 4) & 15 if j >= 4 else 0
+            node = c if j < 4 else (1 << (j - 4)) | (c & ((1 << (j - 4)) - 1))
+            x = np.zeros(n_in)
+            nz = 0
+            for i in range(n_ctx):
+                row = slot_of(hs[i], hi + 1 if j >= 4 else 0, ctx[i, 2], ctx[i, 3])
+                n0, n1 = int(model.tables[row, 2 * node]), int(model.tables[row, 2 * node + 1])
+                if loo:
+                    n0, n1 = (n0, max(n1 - 1, 0)) if bit else (max(n0 - 1, 0), n1)
+                x[2 * i] = np.clip(np.log((n1 + 0.4) / (n0 + 0.4)), -8, 8)
+                x[2 * i + 1] = p[lay[mixer.L_SM] + i * 256 + mixer.count_bucket(n0) * 16 + mixer.count_bucket(n1)]
+                nz += (n0 + n1) > 0
+            mstate = 0
+            if mb > 0 and (e >> (8 - j)) == c - (1 << j):
+                mstate = mb
+                x[2 * n_ctx] = p[lay[mixer.L_ML] + mb * 8 + j] * (1 if (e >> (7 - j)) & 1 else -1)
+            x[-1] = 1.0
+            s = (j * mixer.N_MB + mstate) * (n_ctx + 1) + nz
+            z = float(p[s * n_in:(s + 1) * n_in] @ x)
+            a1 = p[lay[mixer.L_A1] + c * 33:lay[mixer.L_A1] + (c + 1) * 33]
+            r2 = (prev_byte * 256 + c) & lay[mixer.L_A2MASK]
+            a2 = p[lay[mixer.L_A2] + r2 * 33:lay[mixer.L_A2] + (r2 + 1) * 33]
+            zf = z + np.interp(z, knots, a1) + np.interp(z, knots, a2)
+            pr = 1 / (1 + np.exp(-zf))
+            total += -np.log2(pr if bit else 1 - pr)
+            c = 2 * c + bit
+        out.append(total)
+    return np.array(out)
+
+
+def tiny_model(seed=0, n=2000):
+    d = text(n, seed)
+    model = Model(TINY)
+    model.count(d, 0, n // 2)
+    rng = np.random.default_rng(seed)
+    model.params += rng.normal(0, 0.3, model.n_params).astype(np.float32)
+    prev = np.empty((2, n), np.int32)
+    model.index_matches(d, 0, n, prev, 0)
+    return model, d, prev
+
+
+@pytest.mark.parametrize("loo", [False, True])
+@pytest.mark.parametrize("n_b", [1, 37])
+def test_mixer_forward_matches_float64_oracle(loo, n_b):
+    model, d, prev = tiny_model(seed=n_b)
+    pos = np.random.default_rng(1).integers(0, len(d), n_b).astype(np.int64)
+    caches = model.make_caches(n_b)
+    model.forward(d, pos, prev, 0, caches, loo=loo)
+    want = oracle_losses(model, d, pos, prev, loo)
+    np.testing.assert_allclose(caches.loss, want, rtol=2e-4, atol=2e-4)
+    assert np.all(np.isfinite(caches.loss)) and np.all((caches.prob > 0) & (caches.prob < 1))
+
+
+def test_adam_matches_numpy():
+    rng = np.random.default_rng(3)
+    p, g, m, v = (rng.normal(size=101).astype(np.float32) for _ in range(4))
+    v = np.abs(v)
+    want_m = 0.9 * m + 0.1 * g
+    want_v = 0.99 * v + 0.01 * g * g
+    want_p = p - 0.01 * (want_m / (1 - 0.9**3)) / (np.sqrt(want_v / (1 - 0.99**3)) + 1e-8)
+    adam.adam_step(p, g, m, v, step=3, lr=0.01)
+    np.testing.assert_allclose(p, want_p, rtol=1e-5, atol=1e-6)
+    assert not g.any()  # gradient zeroed for the next step
+
+
+# ---- tier 3: backward vs central finite differences (float64) ---------------------------------------
+
+def test_backward_matches_finite_differences():
+    model, d, prev = tiny_model(seed=9)
+    model.params = model.params.astype(np.float64)
+    pos = np.random.default_rng(2).integers(1, len(d), 19).astype(np.int64)
+    caches = model.make_caches(len(pos), dtype=np.float64)
+
+    def total_nats():
+        model.forward(d, pos, prev, 0, caches, loo=False)
+        return float(caches.loss.sum()) * math.log(2.0)
+
+    total_nats()
+    grad = np.zeros(model.n_params, np.float64)
+    mixer.backward(d, pos, model.params, model.lay, caches, 1.0, grad,
+                   np.zeros((3, model.n_params), np.float64))
+    touched = np.flatnonzero(grad)
+    assert len(touched) > 50
+    rng = np.random.default_rng(0)
+    check = np.concatenate([rng.choice(touched, 60, replace=False), rng.integers(0, model.n_params, 20)])
+    eps = 1e-6
+    for i in check:
+        old = model.params[i]
+        model.params[i] = old + eps
+        up = total_nats()
+        model.params[i] = old - eps
+        down = total_nats()
+        model.params[i] = old
+        fd = (up - down) / (2 * eps)
+        assert abs(fd - grad[i]) <= 1e-5 + 1e-4 * abs(fd), (i, fd, grad[i])
+
+
+# ---- tier 2: CUDA kernels vs CPU twins under the simulator ------------------------------------------
+
+def test_cuda_kernels_match_cpu_twins_in_simulator():
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
+    proc = subprocess.run([sys.executable, str(REPO / "tests" / "gpu_parity.py"), "--tpb", "7"],
+                          env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.count(" ok") == 6, proc.stdout

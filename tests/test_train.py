@@ -1,0 +1,133 @@
+"""Tier 4 (model level): training lowers the loss; interrupted + resumed == straight; bad input."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from cheaplm.checkpoint import CheckpointError, load_model
+from cheaplm.evaluate import stream_bpb
+from cheaplm.model import ModelConfig
+from cheaplm.prepare import PrepareOptions, prepare
+from cheaplm.shards import write_raw_split_dir
+from cheaplm.train import TrainConfig, TrainError, train
+
+from conftest import SAMPLE_DUMP
+
+CFG = ModelConfig(orders=[0, 1, 2, 3, 4, 6], words=2, sparse=[0b10], table_bits=12, match_bits=14, apm2_bits=6)
+
+
+def small_tc(**kw):
+    base = dict(device="cpu", bytes=60_000, batch=256, count_chunk=2048, lr=0.01, log_seconds=1e9,
+                val_seconds=1e9, checkpoint_minutes=0)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    """The embedded sample, repeated with variations so there is something to learn."""
+    d = tmp_path_factory.mktemp("data")
+    prepare([str(SAMPLE_DUMP)], d / "sample", PrepareOptions(val_fraction=0, test_fraction=0))
+    raw = (d / "sample" / "train-00000.bin").read_bytes()
+    train_bytes = raw * 4
+    write_raw_split_dir(d / "rep", {"train": train_bytes[:70_000], "val": raw[:3000]}, "test data")
+    return d / "rep"
+
+
+def test_training_lowers_the_loss_and_beats_uniform(data_dir, tmp_path):
+    s = train(data_dir, tmp_path / "run", CFG, small_tc(), log=lambda *a: None)
+    losses = s["losses"]
+    assert len(losses) == s["steps"] > 20
+    assert np.mean(losses[-5:]) < np.mean(losses[:3]) - 1.0
+    assert s["val_bpb"] < 4.0  # uniform is 8
+    model, history, _ = load_model(tmp_path / "run")
+    assert len(history) == s["counted_bytes"]
+    again = stream_bpb(model, history, np.frombuffer(b"The lighthouse keeper", np.uint8))
+    assert 0 < again["bpb"] < 8
+
+
+def test_resume_equals_straight(data_dir, tmp_path):
+    straight = train(data_dir, tmp_path / "a", CFG, small_tc(), log=lambda *a: None)
+    k = straight["steps"] // 2
+    first = train(data_dir, tmp_path / "b", CFG, small_tc(), log=lambda *a: None, stop_after_steps=k)
+    assert first["stopped"] == "stop_after_steps" and first["steps"] == k
+    second = train(data_dir, tmp_path / "b", None, small_tc(), resume=True, log=lambda *a: None)
+    assert first["losses"] + second["losses"] == straight["losses"]
+    assert second["counted_bytes"] == straight["counted_bytes"]
+    ma, _, _ = load_model(tmp_path / "a")
+    mb, hb, _ = load_model(tmp_path / "b")
+    assert np.array_equal(ma.params, mb.params)
+    assert np.array_equal(ma.tables, mb.tables)
+    assert np.array_equal(ma.last_pos, mb.last_pos)
+
+
+def test_nan_loss_stops_and_keeps_the_good_checkpoint(data_dir, tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    train(data_dir, run, CFG, small_tc(), log=lambda *a: None, stop_after_steps=5)
+    before = (run / "latest").read_text()
+    import cheaplm.model as model_mod
+
+    real = model_mod.Model.update
+
+    def poison(self, step, lr):
+        real(self, step, lr)
+        self.params[:] = np.nan
+
+    monkeypatch.setattr(model_mod.Model, "update", poison)
+    with pytest.raises(TrainError, match="loss became nan"):
+        train(data_dir, run, None, small_tc(), resume=True, log=lambda *a: None)
+    assert (run / "latest").read_text() == before
+    load_model(run)  # still loads
+
+
+def run_cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "cheaplm.cli", *args], capture_output=True, text=True, cwd=cwd)
+
+
+def one_line_error(proc, needle):
+    assert proc.returncode == 1, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("Error: ") and needle in last, proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_bad_inputs(data_dir, tmp_path):
+    one_line_error(run_cli("train", str(tmp_path / "nope"), "--out", str(tmp_path / "r"), "--bytes", "1M"), "no such directory")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    one_line_error(run_cli("train", str(empty), "--out", str(tmp_path / "r"), "--bytes", "1M"), "no manifest.json")
+    wrong = tmp_path / "wrong"
+    wrong.mkdir()
+    (wrong / "manifest.json").write_text(json.dumps({"format": "something-else"}))
+    one_line_error(run_cli("train", str(wrong), "--out", str(tmp_path / "r"), "--bytes", "1M"), "not a cheaplm shard manifest")
+    one_line_error(run_cli("train", str(data_dir), "--out", str(tmp_path / "r"), "--minutes", "0"), "budget must be positive")
+    one_line_error(run_cli("train", str(data_dir), "--out", str(tmp_path / "r"), "--bytes", "1M", "--device", "cuda"),
+                   "no CUDA GPU")
+    one_line_error(run_cli("train", str(data_dir), "--out", str(tmp_path / "r"), "--bytes", "1M", "--table-bits", "29"),
+                   "lower --table-bits")
+    assert not (tmp_path / "r").exists()
+
+
+def test_corrupt_and_mismatched_checkpoints(data_dir, tmp_path):
+    run = tmp_path / "run"
+    train(data_dir, run, CFG, small_tc(), log=lambda *a: None, stop_after_steps=4)
+    ckpt = run / (run / "latest").read_text().strip()
+    good = (ckpt / "model.npz").read_bytes()
+    (ckpt / "model.npz").write_bytes(good[: len(good) // 2])
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+        load_model(run)
+    one_line_error(run_cli("eval", str(run), str(data_dir)), "corrupt or truncated")
+    proc = run_cli("train", str(data_dir), "--out", str(run), "--bytes", "60000", "--resume")
+    one_line_error(proc, "corrupt or truncated")
+    assert (ckpt / "model.npz").stat().st_size == len(good) // 2  # nothing written over it
+    (ckpt / "model.npz").write_bytes(good)
+    other = tmp_path / "other"
+    write_raw_split_dir(other, {"train": b"different bytes entirely " * 100}, "x")
+    with pytest.raises(TrainError, match="not the data this run was trained on"):
+        train(other, run, None, small_tc(), resume=True, log=lambda *a: None)
+    with pytest.raises(TrainError, match="already holds a run"):
+        train(data_dir, run, CFG, small_tc(), log=lambda *a: None)
+    one_line_error(run_cli("eval", str(tmp_path / "missing"), str(data_dir)), "no such run directory")
