@@ -199,5 +199,134 @@ def eval_cmd(run_dir, data_dir, split, max_bytes, adaptive, device):
     click.echo(f"{result['bpb']:.4f}")
 
 
+def sampling_options(f):
+    """Options shared by `sample` and `chat`."""
+    opts = [
+        click.option("--max-bytes", default=400, type=click.IntRange(1, 10_000_000), help="Most bytes to generate per reply."),
+        click.option("--temperature", default=0.8, type=float, help="0 = greedy; higher = more random."),
+        click.option("--top-k", default=0, type=click.IntRange(0, 256), help="Keep the k most likely bytes (0 = all)."),
+        click.option("--top-p", default=0.95, type=float, help="Nucleus: keep the smallest set of bytes with this much probability."),
+        click.option("--seed", default=None, type=int, help="Random seed [default: random, printed to stderr]."),
+        click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
+                     help="Generation runs on the CPU twin (one byte at a time); cuda is accepted and falls back."),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+def _check_sampling(temperature: float, top_p: float) -> None:
+    if temperature < 0:
+        raise UserError(f"--temperature must be 0 or more, not {temperature}")
+    if not (0 < top_p <= 1):
+        raise UserError(f"--top-p must be in (0, 1], not {top_p}")
+
+
+def _load_generator(run_dir: Path, device: str, console):
+    from .checkpoint import CheckpointError, load_model
+    from .sample import Generator
+    from .train import TrainError, pick_device
+
+    try:
+        pick_device(device)  # an explicit --device cuda without a GPU is an error
+        model, history, ckpt = load_model(run_dir, device="cpu")
+    except (CheckpointError, TrainError) as exc:
+        _fail(exc)
+    return Generator(model, history), ckpt
+
+
+def _seed(seed, console) -> int:
+    import secrets
+
+    if seed is None:
+        seed = secrets.randbits(31)
+    console.print(f"seed {seed}")
+    return seed
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--prompt", default=None, help="Text to continue.")
+@click.option("--prompt-file", type=click.Path(path_type=Path), default=None, help="Read the prompt from a file.")
+@click.option("--num-samples", default=1, type=click.IntRange(1, 1000), help="Independent continuations of the prompt.")
+@sampling_options
+def sample(run_dir, prompt, prompt_file, num_samples, max_bytes, temperature, top_k, top_p, seed, device):
+    """Continue a prompt (from --prompt, --prompt-file or stdin); text streams to stdout.
+
+    Example: cheaplm sample runs/simple --prompt "The river" --max-bytes 300 --seed 1
+    """
+    import numpy as np
+
+    from .sample import generate
+
+    console = stderr_console()
+    _check_sampling(temperature, top_p)
+    if prompt is not None and prompt_file is not None:
+        raise UserError("give --prompt or --prompt-file, not both")
+    if prompt is not None:
+        data = prompt.encode("utf-8", errors="surrogateescape")
+    elif prompt_file is not None:
+        try:
+            data = Path(prompt_file).read_bytes()
+        except OSError as exc:
+            raise UserError(f"{prompt_file}: cannot read ({exc.strerror})") from None
+    elif not sys.stdin.isatty():
+        data = sys.stdin.buffer.read()
+    else:
+        data = b""
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"the prompt is not valid UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start})") from None
+    seed = _seed(seed, console)
+    gen0, ckpt = _load_generator(run_dir, device, console)
+    rng = np.random.default_rng(seed)
+    out = sys.stdout
+    for k in range(num_samples):
+        gen = gen0 if num_samples == 1 else _fork(gen0)
+        gen.feed(data)
+        if num_samples > 1:
+            out.write(f"--- sample {k + 1} ---\n")
+        out.write(data.decode("utf-8"))
+        out.flush()
+        try:
+            for piece in generate(gen, rng, max_bytes, temperature, top_k, top_p):
+                out.write(piece)
+                out.flush()
+        except KeyboardInterrupt:
+            out.write("\n")
+            sys.exit(130)
+        out.write("\n")
+        out.flush()
+
+
+def _fork(gen):
+    """A fresh stream over the same model and history (the model's arrays are shared, read-only)."""
+    from .sample import Generator
+
+    return Generator(gen.model, gen.buf[: gen.h])
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--raw", is_flag=True, help="Continue your text exactly, with no encyclopedic framing.")
+@sampling_options
+def chat(run_dir, raw, max_bytes, temperature, top_k, top_p, seed, device):
+    """Talk to a model: each line you type is framed as the start of an encyclopedia article and
+    the model continues it. Commands: exit, quit, Ctrl-D to leave; Ctrl-C stops a reply;
+    !multi ... !end for several lines; !raw to toggle framing.
+
+    Example: cheaplm chat runs/simple --temperature 0.7
+    """
+    from .chat import run_chat
+
+    console = stderr_console()
+    _check_sampling(temperature, top_p)
+    seed = _seed(seed, console)
+    gen, ckpt = _load_generator(run_dir, device, console)
+    sys.exit(run_chat(gen, ckpt, console, raw=raw, seed=seed, max_bytes=max_bytes, temperature=temperature,
+                      top_k=top_k, top_p=top_p))
+
+
 if __name__ == "__main__":
     main()

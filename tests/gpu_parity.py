@@ -69,7 +69,7 @@ def check(big: bool = False) -> bool:
             d_args[0], d_args[1], loo, cuda.to_device(prev), 0, cuda.to_device(model.minlens), cuda.to_device(ctx),
             cuda.to_device(t_cpu), d_params, cuda.to_device(model.lay), *c_gpu.forward_args())
         err = np.max(np.abs(c_cpu.loss - c_gpu.loss.copy_to_host()))
-        same_idx = (np.array_equal(c_cpu.sel, c_gpu.sel.copy_to_host())
+        same_idx = (np.array_equal(c_cpu.idx, c_gpu.idx.copy_to_host())
                     and np.array_equal(c_cpu.qidx, c_gpu.qidx.copy_to_host()))
         good = err < 1e-4 and same_idx
         print(f"mixer forward (loo={loo}): max |loss diff| {err:.2e}, indices {'same' if same_idx else 'DIFFER'}: "

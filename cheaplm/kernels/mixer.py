@@ -66,20 +66,86 @@ def softplus(x):
 
 
 @numba.njit(cache=True)
-def forward_position(b, data, pos, loo, prev, prev_base, minlens, ctx, tables, params, lay,
-                     hashes, feat, qidx, sel, mix_idx, zmix, apm, frac, slope, prob, loss):
-    """Forward for position pos[b]; writes row b of every cache array and loss[b] (bits)."""
+def mix_node(j, c, bit, hashes, e, mb, prev_byte, ctx, tables, params, lay, feat, qidx, idx):
+    """Logit of bit j at partial byte c (1 followed by the j known bits) for one position.
+
+    Fills feat (K inputs), qidx (C count-map indices) and idx = (weight row, match-map index or
+    -1, match sign, APM row 1, APM row 2); returns (z, zf, dzf/dz, APM fraction). `bit` is the true
+    bit for leave-one-out, or -1 for no leave-one-out (test time, generation).
+    Shared by training (forward_position) and generation (sample.byte_distribution).
+    """
     n_ctx = lay[L_NCTX]
     n_in = lay[L_K]
-    w_off = lay[L_W]
-    sm_off = lay[L_SM]
-    ml_off = lay[L_ML]
-    a1_off = lay[L_A1]
-    a2_off = lay[L_A2]
-    a2_mask = lay[L_A2MASK]
+    if j < 4:
+        node = c
+        nib = np.int64(0)
+    else:
+        nib = ((c >> (j - 4)) & 15) + 1
+        node = (np.int64(1) << (j - 4)) | (c & ((np.int64(1) << (j - 4)) - 1))
+    nz = 0
+    for i in range(n_ctx):
+        row = slot_of(hashes[i], nib, ctx[i, 2], ctx[i, 3])
+        n0 = np.int64(tables[row, 2 * node])
+        n1 = np.int64(tables[row, 2 * node + 1])
+        if bit == 1 and n1 > 0:
+            n1 -= 1
+        elif bit == 0 and n0 > 0:
+            n0 -= 1
+        a = math.log((n1 + 0.4) / (n0 + 0.4))
+        if a > STRETCH_CLIP:
+            a = STRETCH_CLIP
+        elif a < -STRETCH_CLIP:
+            a = -STRETCH_CLIP
+        q = lay[L_SM] + i * N_Q * N_Q + count_bucket(n0) * N_Q + count_bucket(n1)
+        feat[2 * i] = a
+        feat[2 * i + 1] = params[q]
+        qidx[i] = q
+        if n0 + n1 > 0:
+            nz += 1
+    mstate = 0
+    feat[2 * n_ctx] = 0.0
+    idx[1] = -1
+    idx[2] = 0
+    if mb > 0 and (e >> (8 - j)) == (c ^ (np.int64(1) << j)):
+        mstate = mb
+        mi = lay[L_ML] + mb * 8 + j
+        sign = 1.0 if ((e >> (7 - j)) & 1) == 1 else -1.0
+        feat[2 * n_ctx] = params[mi] * sign
+        idx[1] = mi
+        idx[2] = 1 if sign > 0 else -1
+    feat[2 * n_ctx + 1] = 1.0
+    s = (j * N_MB + mstate) * (n_ctx + 1) + nz
+    base = lay[L_W] + s * n_in
+    idx[0] = base
+    z = 0.0
+    for k in range(n_in):
+        z += params[base + k] * feat[k]
+    # APM stages: piecewise-linear corrections of z, one curve per context
+    zc = min(max(z, APM_LO), -APM_LO)
+    u = (zc - APM_LO) / APM_STEP
+    kk = np.int64(u)
+    if kk > APM_KNOTS - 2:
+        kk = APM_KNOTS - 2
+    f = u - kk
+    r1 = lay[L_A1] + c * APM_KNOTS + kk
+    r2 = lay[L_A2] + ((prev_byte * 256 + c) & lay[L_A2MASK]) * APM_KNOTS + kk
+    idx[3] = r1
+    idx[4] = r2
+    v = params[r1] * (1 - f) + params[r1 + 1] * f + params[r2] * (1 - f) + params[r2 + 1] * f
+    if z < APM_LO or z > -APM_LO:
+        slope = 1.0
+    else:
+        slope = 1.0 + (params[r1 + 1] - params[r1] + params[r2 + 1] - params[r2]) / APM_STEP
+    return z, z + v, slope, f
+
+
+@numba.njit(cache=True)
+def forward_position(b, data, pos, loo, prev, prev_base, minlens, ctx, tables, params, lay,
+                     hashes, feat, qidx, zmix, idx, frac, slope, prob, loss):
+    """Forward for position pos[b]; writes row b of every cache array and loss[b] (bits)."""
     t = pos[b]
     y = np.int64(data[t])
-    for i in range(n_ctx):
+    for i in range(lay[L_NCTX]):
         hashes[b, i] = context_hash(data, t, ctx[i, 0], ctx[i, 1], i)
     e, mb = match_lookup(data, t, prev, t - prev_base, minlens)
     prev_byte = np.int64(data[t - 1]) if t > 0 else np.int64(0)
@@ -87,71 +153,13 @@ def forward_position(b, data, pos, loo, prev, prev_base, minlens, ctx, tables, p
     total = 0.0
     for j in range(8):
         bit = (y >> (7 - j)) & 1
-        if j < 4:
-            node = c
-            nib = np.int64(0)
-        else:
-            nib = ((c >> (j - 4)) & 15) + 1
-            node = (np.int64(1) << (j - 4)) | (c & ((np.int64(1) << (j - 4)) - 1))
-        nz = 0
-        for i in range(n_ctx):
-            row = slot_of(hashes[b, i], nib, ctx[i, 2], ctx[i, 3])
-            n0 = np.int64(tables[row, 2 * node])
-            n1 = np.int64(tables[row, 2 * node + 1])
-            if loo:
-                if bit == 1 and n1 > 0:
-                    n1 -= 1
-                elif bit == 0 and n0 > 0:
-                    n0 -= 1
-            a = math.log((n1 + 0.4) / (n0 + 0.4))
-            if a > STRETCH_CLIP:
-                a = STRETCH_CLIP
-            elif a < -STRETCH_CLIP:
-                a = -STRETCH_CLIP
-            q = sm_off + i * N_Q * N_Q + count_bucket(n0) * N_Q + count_bucket(n1)
-            feat[b, j, 2 * i] = a
-            feat[b, j, 2 * i + 1] = params[q]
-            qidx[b, j, i] = q
-            if n0 + n1 > 0:
-                nz += 1
-        mstate = 0
-        feat[b, j, 2 * n_ctx] = 0.0
-        mix_idx[b, j, 1] = -1
-        if mb > 0 and (e >> (8 - j)) == (c ^ (np.int64(1) << j)):
-            mstate = mb
-            mi = ml_off + mb * 8 + j
-            sign = 1.0 if ((e >> (7 - j)) & 1) == 1 else -1.0
-            feat[b, j, 2 * n_ctx] = params[mi] * sign
-            mix_idx[b, j, 1] = mi
-            mix_idx[b, j, 2] = 1 if sign > 0 else -1
-        feat[b, j, 2 * n_ctx + 1] = 1.0
-        s = (j * N_MB + mstate) * (n_ctx + 1) + nz
-        base = w_off + s * n_in
-        sel[b, j] = base
-        z = 0.0
-        for k in range(n_in):
-            z += params[base + k] * feat[b, j, k]
+        z, zf, sl, f = mix_node(j, c, bit if loo else -1, hashes[b], e, mb, prev_byte, ctx, tables, params,
+                                lay, feat[b, j], qidx[b, j], idx[b, j])
         zmix[b, j] = z
-        # APM stages: piecewise-linear corrections of z, one curve per context
-        zc = min(max(z, APM_LO), -APM_LO)
-        u = (zc - APM_LO) / APM_STEP
-        kk = np.int64(u)
-        if kk > APM_KNOTS - 2:
-            kk = APM_KNOTS - 2
-        f = u - kk
-        r1 = a1_off + c * APM_KNOTS + kk
-        r2 = a2_off + ((prev_byte * 256 + c) & a2_mask) * APM_KNOTS + kk
-        apm[b, j, 0] = r1
-        apm[b, j, 1] = r2
+        slope[b, j] = sl
         frac[b, j] = f
-        v = params[r1] * (1 - f) + params[r1 + 1] * f + params[r2] * (1 - f) + params[r2 + 1] * f
-        if z < APM_LO or z > -APM_LO:
-            slope[b, j] = 1.0
-        else:
-            slope[b, j] = 1.0 + (params[r1 + 1] - params[r1] + params[r2 + 1] - params[r2]) / APM_STEP
-        zf = z + v
-        p = 1.0 / (1.0 + math.exp(-zf))
-        prob[b, j] = p
+        prob[b, j] = 1.0 / (1.0 + math.exp(-zf))
+        # loss = -ln p(bit), p = sigmoid(zf)
         total += softplus(-zf) if bit == 1 else softplus(zf)
         c = 2 * c + bit
     loss[b] = total / math.log(2.0)
@@ -159,10 +167,10 @@ def forward_position(b, data, pos, loo, prev, prev_base, minlens, ctx, tables, p
 
 @numba.njit(cache=True, parallel=True)
 def forward_cpu(data, pos, loo, prev, prev_base, minlens, ctx, tables, params, lay,
-                hashes, feat, qidx, sel, mix_idx, zmix, apm, frac, slope, prob, loss):
+                hashes, feat, qidx, zmix, idx, frac, slope, prob, loss):
     for b in numba.prange(pos.shape[0]):
         forward_position(b, data, pos, loo, prev, prev_base, minlens, ctx, tables, params, lay,
-                         hashes, feat, qidx, sel, mix_idx, zmix, apm, frac, slope, prob, loss)
+                         hashes, feat, qidx, zmix, idx, frac, slope, prob, loss)
 
 
 forward_position_k = for_kernels(forward_position)
@@ -170,16 +178,15 @@ forward_position_k = for_kernels(forward_position)
 
 @cuda.jit(cache=True)
 def forward_kernel(data, pos, loo, prev, prev_base, minlens, ctx, tables, params, lay,
-                   hashes, feat, qidx, sel, mix_idx, zmix, apm, frac, slope, prob, loss):
+                   hashes, feat, qidx, zmix, idx, frac, slope, prob, loss):
     b = cuda.grid(1)
     if b < pos.shape[0]:
         forward_position_k(b, data, pos, loo, prev, prev_base, minlens, ctx, tables, params, lay,
-                         hashes, feat, qidx, sel, mix_idx, zmix, apm, frac, slope, prob, loss)
+                         hashes, feat, qidx, zmix, idx, frac, slope, prob, loss)
 
 
 @numba.njit(cache=True)
-def backward_position(b, data, pos, params, lay, feat, qidx, sel, mix_idx, apm, frac, slope, prob,
-                      scale, grad):
+def backward_position(b, data, pos, params, lay, feat, qidx, idx, frac, slope, prob, scale, grad):
     """Adds d(scale * loss_nats[b]) / d params into grad (plain adds: CPU)."""
     n_ctx = lay[L_NCTX]
     n_in = lay[L_K]
@@ -190,24 +197,24 @@ def backward_position(b, data, pos, params, lay, feat, qidx, sel, mix_idx, apm, 
         dzf = (prob[b, j] - bit) * scale
         f = frac[b, j]
         for r in range(2):
-            grad[apm[b, j, r]] += dzf * (1 - f)
-            grad[apm[b, j, r] + 1] += dzf * f
+            grad[idx[b, j, 3 + r]] += dzf * (1 - f)
+            grad[idx[b, j, 3 + r] + 1] += dzf * f
         # zf = z + apm(z)
         dz = dzf * slope[b, j]
-        base = sel[b, j]
+        base = idx[b, j, 0]
         for k in range(n_in):
             grad[base + k] += dz * feat[b, j, k]
         # feat[2i+1] = SM[q]
         for i in range(n_ctx):
             grad[qidx[b, j, i]] += dz * params[base + 2 * i + 1]
-        mi = mix_idx[b, j, 1]
+        mi = idx[b, j, 1]
         if mi >= 0:
             # feat[2C] = ML[mi] * sign
-            grad[mi] += dz * params[base + 2 * n_ctx] * mix_idx[b, j, 2]
+            grad[mi] += dz * params[base + 2 * n_ctx] * idx[b, j, 2]
 
 
 @numba.njit(cache=True, parallel=True)
-def backward_cpu(data, pos, params, lay, feat, qidx, sel, mix_idx, apm, frac, slope, prob, scale, grads):
+def backward_cpu(data, pos, params, lay, feat, qidx, idx, frac, slope, prob, scale, grads):
     """grads: (chunks, P); chunk k handles a fixed slice of the batch. Caller sums over chunks."""
     n_b = pos.shape[0]
     n_chunks = grads.shape[0]
@@ -215,12 +222,11 @@ def backward_cpu(data, pos, params, lay, feat, qidx, sel, mix_idx, apm, frac, sl
         lo = ch * n_b // n_chunks
         hi = (ch + 1) * n_b // n_chunks
         for b in range(lo, hi):
-            backward_position(b, data, pos, params, lay, feat, qidx, sel, mix_idx, apm, frac, slope,
-                              prob, scale, grads[ch])
+            backward_position(b, data, pos, params, lay, feat, qidx, idx, frac, slope, prob, scale, grads[ch])
 
 
 @cuda.jit(cache=True)
-def backward_kernel(data, pos, params, lay, feat, qidx, sel, mix_idx, apm, frac, slope, prob, scale, grad):
+def backward_kernel(data, pos, params, lay, feat, qidx, idx, frac, slope, prob, scale, grad):
     b = cuda.grid(1)
     if b >= pos.shape[0]:
         return
@@ -232,17 +238,17 @@ def backward_kernel(data, pos, params, lay, feat, qidx, sel, mix_idx, apm, frac,
         dzf = (prob[b, j] - bit) * scale
         f = frac[b, j]
         for r in range(2):
-            cuda.atomic.add(grad, apm[b, j, r], dzf * (1 - f))
-            cuda.atomic.add(grad, apm[b, j, r] + 1, dzf * f)
+            cuda.atomic.add(grad, idx[b, j, 3 + r], dzf * (1 - f))
+            cuda.atomic.add(grad, idx[b, j, 3 + r] + 1, dzf * f)
         dz = dzf * slope[b, j]
-        base = sel[b, j]
+        base = idx[b, j, 0]
         for k in range(n_in):
             cuda.atomic.add(grad, base + k, dz * feat[b, j, k])
         for i in range(n_ctx):
             cuda.atomic.add(grad, qidx[b, j, i], dz * params[base + 2 * i + 1])
-        mi = mix_idx[b, j, 1]
+        mi = idx[b, j, 1]
         if mi >= 0:
-            cuda.atomic.add(grad, mi, dz * params[base + 2 * n_ctx] * mix_idx[b, j, 2])
+            cuda.atomic.add(grad, mi, dz * params[base + 2 * n_ctx] * idx[b, j, 2])
 
 
 class Caches:
@@ -254,21 +260,19 @@ class Caches:
         self.hashes = alloc((n_b, n_ctx), dtype=np.int64)
         self.feat = alloc((n_b, 8, n_in), dtype=dtype)
         self.qidx = alloc((n_b, 8, n_ctx), dtype=np.int64)
-        self.sel = alloc((n_b, 8), dtype=np.int64)
-        self.mix_idx = alloc((n_b, 8, 3), dtype=np.int64)
+        self.idx = alloc((n_b, 8, 5), dtype=np.int64)  # weight row, match index, sign, APM rows
         self.zmix = alloc((n_b, 8), dtype=dtype)
-        self.apm = alloc((n_b, 8, 2), dtype=np.int64)
         self.frac = alloc((n_b, 8), dtype=dtype)
         self.slope = alloc((n_b, 8), dtype=dtype)
         self.prob = alloc((n_b, 8), dtype=dtype)
         self.loss = alloc(n_b, dtype=dtype)
 
     def forward_args(self):
-        return (self.hashes, self.feat, self.qidx, self.sel, self.mix_idx, self.zmix, self.apm,
-                self.frac, self.slope, self.prob, self.loss)
+        return (self.hashes, self.feat, self.qidx, self.zmix, self.idx, self.frac, self.slope, self.prob,
+                self.loss)
 
     def backward_args(self):
-        return (self.feat, self.qidx, self.sel, self.mix_idx, self.apm, self.frac, self.slope, self.prob)
+        return (self.feat, self.qidx, self.idx, self.frac, self.slope, self.prob)
 
 
 def _blocks(n: int) -> tuple[int, int]:

@@ -1,0 +1,217 @@
+"""Generation: byte-by-byte sampling with incremental state.
+
+`Generator` keeps the model's memory (history bytes, count tables, mixer) and a stream position.
+Each new byte costs: the context hashes of one position, one match-index step (`match_index` on a
+single position, rolling from the saved index), and the 255 node probabilities of the byte tree
+(`byte_distribution`, njit), from which the 256-way distribution is read; the low-nibble subtrees of
+high nibbles with probability below PRUNE are not expanded, which saves most of the table reads.
+Nothing is recomputed over the whole context.
+
+Output is always valid UTF-8: bytes that cannot continue a valid UTF-8 sequence at this point
+get probability 0 before sampling, and a character cut by --max-bytes is completed. The NUL byte
+ends an article in the shard format, so sampling stops there.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+from .kernels.hashing import context_hash
+from .kernels.match import match_index, match_lookup
+from .kernels.mixer import L_K, L_NCTX, mix_node
+from .model import Model
+
+END_OF_ARTICLE = 0
+# High nibbles with less probability than this are not expanded (their bytes share it evenly).
+# Exact for every byte under a kept nibble; the pruned mass is below 16 x PRUNE per byte.
+PRUNE = 1e-6
+
+
+@numba.njit(cache=True)
+def byte_distribution(buf, t, prev_t, minlens, ctx, tables, params, lay, hashes, feat, qidx, idx, mass, out):
+    """out[y] = P(byte at t is y | buf[:t]); prev_t: (n_match, 1) match pointers for position t."""
+    for i in range(lay[L_NCTX]):
+        hashes[i] = context_hash(buf, t, ctx[i, 0], ctx[i, 1], i)
+    e, mb = match_lookup(buf, t, prev_t, 0, minlens)
+    prev_byte = np.int64(buf[t - 1]) if t > 0 else np.int64(0)
+    mass[1] = 1.0
+    for c in range(1, 256):
+        j = 0
+        while (c >> (j + 1)) > 0:
+            j += 1
+        if j >= 4 and mass[c >> (j - 4)] < PRUNE:
+            # a high nibble this unlikely: skip its 15 low-nibble nodes (16 table rows per context)
+            # and spread its mass evenly over its 16 bytes
+            mass[2 * c + 1] = mass[c] * 0.5
+            mass[2 * c] = mass[c] * 0.5
+            continue
+        z, zf, sl, f = mix_node(j, np.int64(c), -1, hashes, e, mb, prev_byte, ctx, tables, params, lay,
+                                feat, qidx, idx)
+        p1 = 1.0 / (1.0 + math.exp(-zf))
+        mass[2 * c + 1] = mass[c] * p1
+        mass[2 * c] = mass[c] * (1.0 - p1)
+    for y in range(256):
+        out[y] = mass[256 + y]
+
+
+# ---- UTF-8 validity ---------------------------------------------------------------------------------
+
+_START_MASK = np.zeros(256, dtype=bool)
+_START_MASK[0x00:0x80] = True
+_START_MASK[0xC2:0xF5] = True
+_SECOND_BYTE = {0xE0: (0xA0, 0xBF), 0xED: (0x80, 0x9F), 0xF0: (0x90, 0xBF), 0xF4: (0x80, 0x8F)}
+
+
+def utf8_allowed(pending: bytes) -> np.ndarray:
+    """Mask of bytes that keep `pending` (an incomplete character, or b'') a valid UTF-8 prefix."""
+    if not pending:
+        return _START_MASK
+    ok = np.zeros(256, dtype=bool)
+    lead = pending[0]
+    need = 2 if lead < 0xE0 else 3 if lead < 0xF0 else 4
+    if len(pending) == 1:
+        lo, hi = _SECOND_BYTE.get(lead, (0x80, 0xBF))
+    else:
+        lo, hi = 0x80, 0xBF
+    assert len(pending) < need
+    ok[lo:hi + 1] = True
+    return ok
+
+
+def char_complete(pending: bytes) -> bool:
+    if not pending:
+        return True
+    lead = pending[0]
+    need = 1 if lead < 0x80 else 2 if lead < 0xE0 else 3 if lead < 0xF0 else 4
+    return len(pending) >= need
+
+
+def filter_probs(p: np.ndarray, temperature: float, top_k: int, top_p: float) -> np.ndarray:
+    """Temperature, then top-k, then nucleus (top-p); returns a normalised distribution."""
+    p = np.asarray(p, dtype=np.float64)
+    total = p.sum()
+    if total <= 0:
+        raise ValueError("no byte is allowed here")
+    p = p / total
+    if temperature == 0:
+        q = np.zeros_like(p)
+        q[int(np.argmax(p))] = 1.0
+        return q
+    if temperature != 1.0:
+        with np.errstate(divide="ignore"):
+            logp = np.where(p > 0, np.log(p), -np.inf) / temperature
+        logp -= logp.max()
+        p = np.exp(logp)
+        p /= p.sum()
+    if top_k and top_k < 256:
+        keep = np.argsort(-p, kind="stable")[:top_k]
+        q = np.zeros_like(p)
+        q[keep] = p[keep]
+        p = q / q.sum()
+    if top_p < 1.0:
+        order = np.argsort(-p, kind="stable")
+        csum = np.cumsum(p[order])
+        cut = int(np.searchsorted(csum, top_p)) + 1
+        q = np.zeros_like(p)
+        q[order[:cut]] = p[order[:cut]]
+        p = q / q.sum()
+    return p
+
+
+class Generator:
+    """A stream continuing the model's history; feed text, read distributions, sample bytes."""
+
+    def __init__(self, model: Model, history: np.ndarray, extra: int = 1 << 16):
+        if model.device != "cpu":
+            raise ValueError("generation runs on the CPU twin")
+        self.model = model
+        self.h = len(history)
+        self.buf = np.empty(self.h + extra, dtype=np.uint8)
+        self.buf[: self.h] = history
+        self.t = self.h
+        self.last_pos = model.last_pos.copy()
+        n_m = len(model.cfg.match_minlens)
+        self.prev_t = np.full((n_m, 1), -1, dtype=np.int32)
+        self._prev_ready = False
+        n_ctx, n_in = int(model.lay[L_NCTX]), int(model.lay[L_K])
+        self._hashes = np.zeros(n_ctx, np.int64)
+        self._feat = np.zeros(n_in, np.float32)
+        self._qidx = np.zeros(n_ctx, np.int64)
+        self._idx = np.zeros(5, np.int64)
+        self._mass = np.zeros(512, np.float64)
+        self.pending = b""  # bytes of an incomplete UTF-8 character at the end of the stream
+
+    def _ensure_prev(self) -> None:
+        if not self._prev_ready:
+            match_index(self.buf, self.t, self.t + 1, self.model.minlens, self.model.cfg.match_bits,
+                        self.last_pos, self.prev_t, self.t)
+            self._prev_ready = True
+
+    def _grow(self) -> None:
+        if self.t + 1 >= len(self.buf):
+            bigger = np.empty(len(self.buf) + max(1 << 16, (len(self.buf) - self.h)), dtype=np.uint8)
+            bigger[: self.t] = self.buf[: self.t]
+            self.buf = bigger
+
+    def push(self, byte: int) -> None:
+        self._ensure_prev()
+        self._grow()
+        self.buf[self.t] = byte
+        self.t += 1
+        self._prev_ready = False
+        self.pending = (self.pending + bytes([byte])) if (self.pending or byte >= 0x80) else b""
+        if char_complete(self.pending):
+            self.pending = b""
+
+    def feed(self, data: bytes) -> None:
+        for b in data:
+            self.push(b)
+
+    def distribution(self) -> np.ndarray:
+        """P(next byte) over 0..255 (float64), from the model alone."""
+        self._ensure_prev()
+        m = self.model
+        out = np.zeros(256, np.float64)
+        byte_distribution(self.buf, self.t, self.prev_t, m.minlens, m.ctx, m.tables, m.params, m.lay,
+                          self._hashes, self._feat, self._qidx, self._idx, self._mass, out)
+        return out
+
+    def sample(self, rng: np.random.Generator, temperature=1.0, top_k=0, top_p=1.0) -> int:
+        p = self.distribution() * utf8_allowed(self.pending)
+        q = filter_probs(p, temperature, top_k, top_p)
+        # inverse CDF: one uniform draw per byte, reproducible from the seed
+        y = int(np.searchsorted(np.cumsum(q), rng.random() * q.sum(), side="right"))
+        y = min(y, 255)
+        while q[y] == 0:  # a zero-probability byte can only be hit at a cumsum tie; step back
+            y -= 1
+        self.push(y)
+        return y
+
+
+def generate(gen: Generator, rng: np.random.Generator, max_bytes: int, temperature=1.0, top_k=0, top_p=1.0,
+             stop=None, should_stop=None):
+    """Yield decoded text pieces as whole characters are produced.
+
+    Stops at max_bytes (completing a cut character), at the end-of-article byte, when `stop`
+    (a callable on the bytes generated so far) says so, or when `should_stop()` is true.
+    """
+    out = bytearray()
+    piece = bytearray()
+    while True:
+        if len(out) >= max_bytes and not gen.pending:
+            return
+        if should_stop is not None and should_stop():
+            return
+        y = gen.sample(rng, temperature, top_k, top_p)
+        if y == END_OF_ARTICLE:
+            return
+        out.append(y)
+        piece.append(y)
+        if not gen.pending:
+            yield piece.decode("utf-8")
+            piece.clear()
+            if stop is not None and stop(out):
+                return
