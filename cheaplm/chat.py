@@ -11,7 +11,7 @@ into the start of an article about its subject and the model writes the rest of 
 The article header is written the way the model's training text writes it: a WikiExtractor
 `<doc ...>` line when the history holds those (wikibench), else the shard format (NUL, title,
 blank line). The stream is never reset, so earlier turns stay in the model's context (its match
-model can copy from them). `--raw` (or `!raw`) continues the typed text exactly.
+model can copy from them). `--raw` (or `!raw`) continues the typed text exactly, up to --max-bytes.
 """
 
 from __future__ import annotations
@@ -111,8 +111,9 @@ def run_chat(gen: Generator, ckpt, console, raw: bool, seed: int, max_bytes: int
 
         old = signal.signal(signal.SIGINT, on_sigint)
         try:
-            for piece in generate(gen, rng, max_bytes, temperature, top_k, top_p, stop=reply_done,
-                                  should_stop=lambda: stop["flag"]):
+            # framed replies end with their paragraph; raw continuations run to --max-bytes
+            for piece in generate(gen, rng, max_bytes, temperature, top_k, top_p, stop=None if raw else reply_done,
+                                  should_stop=lambda: stop["flag"], allow_end=not raw):
                 sys.stdout.write(piece.replace("</doc>", ""))
                 sys.stdout.flush()
         finally:

@@ -179,8 +179,10 @@ class Generator:
                           self._hashes, self._feat, self._qidx, self._idx, self._mass, out)
         return out
 
-    def sample(self, rng: np.random.Generator, temperature=1.0, top_k=0, top_p=1.0) -> int:
+    def sample(self, rng: np.random.Generator, temperature=1.0, top_k=0, top_p=1.0, allow_end=True) -> int:
         p = self.distribution() * utf8_allowed(self.pending)
+        if not allow_end:
+            p[END_OF_ARTICLE] = 0.0
         q = filter_probs(p, temperature, top_k, top_p)
         # inverse CDF: one uniform draw per byte, reproducible from the seed
         y = int(np.searchsorted(np.cumsum(q), rng.random() * q.sum(), side="right"))
@@ -192,10 +194,11 @@ class Generator:
 
 
 def generate(gen: Generator, rng: np.random.Generator, max_bytes: int, temperature=1.0, top_k=0, top_p=1.0,
-             stop=None, should_stop=None):
+             stop=None, should_stop=None, allow_end=True):
     """Yield decoded text pieces as whole characters are produced.
 
-    Stops at max_bytes (completing a cut character), at the end-of-article byte, when `stop`
+    Stops at max_bytes (completing a cut character), at the end-of-article byte (unless
+    allow_end is False: that byte is then never sampled), when `stop`
     (a callable on the bytes generated so far) says so, or when `should_stop()` is true.
     """
     out = bytearray()
@@ -205,7 +208,7 @@ def generate(gen: Generator, rng: np.random.Generator, max_bytes: int, temperatu
             return
         if should_stop is not None and should_stop():
             return
-        y = gen.sample(rng, temperature, top_k, top_p)
+        y = gen.sample(rng, temperature, top_k, top_p, allow_end)
         if y == END_OF_ARTICLE:
             return
         out.append(y)
