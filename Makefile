@@ -5,6 +5,8 @@ BIN := $(VENV)/bin
 DUMP ?= data/sample-pages-articles.xml
 DEMO ?= out/demo
 MINUTES ?= 1
+TRAIN_OPTS ?= --table-bits 16
+PROMPT ?= A lighthouse is
 
 .PHONY: setup demo test bench-prepare clean
 
@@ -16,8 +18,14 @@ $(BIN)/cheaplm: pyproject.toml
 
 setup: $(BIN)/cheaplm
 
+# the main job: prepare the dump, train for MINUTES, score the test split, continue a prompt
 demo: setup
 	$(BIN)/cheaplm prepare $(DUMP) --out $(DEMO)/data --val-fraction 0.1 --test-fraction 0.1
+	rm -rf $(DEMO)/run
+	$(BIN)/cheaplm train $(DEMO)/data --out $(DEMO)/run --minutes $(MINUTES) --device cpu $(TRAIN_OPTS)
+	@echo "test bits per byte:"
+	$(BIN)/cheaplm eval $(DEMO)/run $(DEMO)/data --split test
+	$(BIN)/cheaplm sample $(DEMO)/run --prompt "$(PROMPT)" --max-bytes 300 --seed 1
 
 test: setup
 	$(BIN)/python -m pytest -q

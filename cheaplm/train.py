@@ -37,6 +37,7 @@ from .progress import fmt_seconds
 from .shards import ShardError, load_split, read_manifest
 
 HOLDOUT_MAX = 8 << 20  # bytes kept uncounted for the mixer-only tail
+TAIL_PASSES = 4  # the tail sees each held-out byte about this many times, no more (it overfits)
 TAIL = 0.25  # mixer-only steps after counting, as a share of the counting steps (bytes budget)
 COUNT_SHARE = 0.75  # share of a minutes budget that counting may take
 
@@ -229,7 +230,8 @@ def train(data_dir: Path, run_dir: Path, model_cfg: ModelConfig | None, tc: Trai
         d_data, d_prev = train_bytes, prev
     caches = model.make_caches(tc.batch)
 
-    holdout = min(n_train // 20, HOLDOUT_MAX)
+    # 5% of the data, at most 8 MiB; small data sets keep a quarter (up to 64 KiB) so the tail has text
+    holdout = min(HOLDOUT_MAX, max(n_train // 20, min(n_train // 4, 1 << 16)))
     count_limit = n_train - holdout
     count_steps = max(1, math.ceil(count_limit / tc.count_chunk))
     total_steps = math.ceil(count_steps * (1 + TAIL)) if tc.bytes is not None else None
@@ -243,6 +245,7 @@ def train(data_dir: Path, run_dir: Path, model_cfg: ModelConfig | None, tc: Trai
     losses = []
     stopped = None
     tail = None  # (start, end) of the uncounted region the mixer-only tail trains on
+    tail_seen = int(state.get("tail_seen", 0))  # positions the tail has trained on
 
     def frac_done(elapsed: float) -> float:
         if total_steps is not None:
@@ -252,7 +255,7 @@ def train(data_dir: Path, run_dir: Path, model_cfg: ModelConfig | None, tc: Trai
     def snapshot() -> dict:
         return {"step": step, "cursor": cursor, "elapsed": elapsed0 + time.perf_counter() - t_start,
                 "rng": rng.bit_generator.state, "tokens_mixed": state.get("tokens_mixed", 0),
-                "data": state["data"], "train_config": asdict(tc)}
+                "tail_seen": tail_seen, "data": state["data"], "train_config": asdict(tc)}
 
     def do_val() -> float | None:
         if val_bytes is None or len(val_bytes) == 0:
@@ -271,6 +274,8 @@ def train(data_dir: Path, run_dir: Path, model_cfg: ModelConfig | None, tc: Trai
                 break
             if tc.minutes is not None and elapsed >= tc.minutes * 60:
                 break
+            if tail is not None and tail_seen >= TAIL_PASSES * (tail[1] - tail[0]):
+                break  # counting is done and the tail has had its passes: finish early
             if stop.flag:
                 stopped = stop.signal
                 break
@@ -292,6 +297,7 @@ def train(data_dir: Path, run_dir: Path, model_cfg: ModelConfig | None, tc: Trai
                     match_index(train_bytes, tail[0], tail[1], model.minlens, model_cfg.match_bits, lp, prev, 0)
                     to_device(*tail)
                 lo, hi = tail
+                tail_seen += min(tc.batch, hi - lo)
             step += 1
             pos = lo + np.sort(rng.integers(0, hi - lo, min(tc.batch, hi - lo), dtype=np.int64))
             d_pos = pos
