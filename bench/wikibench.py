@@ -1,6 +1,7 @@
 """wikibench for cheaplm: train for a budget of training minutes, then score the whole test split.
 
     python bench/wikibench.py --minutes 5 --device cuda [--model '{"table_bits": 22}'] [--json out.json]
+        [--variant 'no-match={"model": {"match_minlens": []}}' ...]   # ablations, same process
 
 Builds the split from ../shared/data (bench/wikibench_data.py, sizes and sha256 checked) unless
 --split-dir points at one. Training minutes exclude JIT compilation (kernels are compiled on a
@@ -12,11 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -69,49 +72,63 @@ def main() -> None:
     ap.add_argument("--adaptive", action="store_true", help="also report adaptive (online-count) test bpb")
     ap.add_argument("--json", default=None)
     ap.add_argument("--label", default="cheaplm")
+    ap.add_argument("--variant", action="append", default=[],
+                    help='extra run: NAME={"model": {...}, "train": {...}} (ablations); repeatable')
+    ap.add_argument("--no-full", action="store_true", help="skip the default configuration")
     args = ap.parse_args()
 
     split_dir = build(Path(args.split_dir), Path(args.data), small=args.small)
     device = pick_device(args.device)
-    model_cfg = ModelConfig.from_dict({"table_bits": 22 if device == "cuda" else 20, **json.loads(args.model)})
-    compile_s = warm_up(device, model_cfg)
+    base_model = {"table_bits": 22 if device == "cuda" else 20, **json.loads(args.model)}
+    variants = [("full", {}, {})]
+    for spec in args.variant:
+        name, _, js = spec.partition("=")
+        over = json.loads(js or "{}")
+        variants.append((name, over.get("model", {}), over.get("train", {})))
+    if args.no_full:
+        variants = variants[1:]
+    compile_s = warm_up(device, ModelConfig.from_dict(base_model))
     print(f"[{args.label}] kernels compiled/warmed in {compile_s:.1f} s", flush=True)
-
-    with tempfile.TemporaryDirectory() as tmp:
-        t0 = time.perf_counter()
-        tc = TrainConfig(device=device, minutes=args.minutes, val_seconds=1e9, log_seconds=15,
-                         **json.loads(args.train))
-        summary = train(split_dir, Path(tmp) / "run", model_cfg, tc, save=False,
-                        log=lambda m: print(f"[{args.label}] {m}", flush=True), keep_model=True)
-        wall = time.perf_counter() - t0
-    model, history = summary.pop("model"), summary.pop("history")
     test = load_split(split_dir, "test")
     if args.test_bytes:
         test = test[: args.test_bytes]
-    res = stream_bpb(model, history, test)
-    out = {
-        "label": args.label, "date": time.strftime("%Y-%m-%d"), "card": card_name(device), "device": device,
-        "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                 cwd=Path(__file__).parent).stdout.strip(),
-        "command": " ".join(sys.argv), "minutes": args.minutes, "train_seconds": summary["elapsed"],
-        "compile_seconds": compile_s, "wall_seconds_train_call": wall,
-        "counted_bytes": summary["counted_bytes"], "steps": summary["steps"],
-        "train_mb_per_s": summary["counted_bytes"] / 1e6 / summary["elapsed"],
-        "test_bytes": res["bytes"], "test_bpb": res["bpb"], "eval_seconds": res["seconds"],
-        "model": json.loads(model_cfg.to_json()), "memory": memory_estimate(model_cfg, summary["train_bytes"], 0),
-    }
-    if args.adaptive:
-        ad = stream_bpb(model, history, test, adaptive=True)
-        out["test_bpb_adaptive"] = ad["bpb"]
-    print(json.dumps(out, indent=1))
-    print(f"\n| label | card | minutes | counted MB | train MB/s | test bpb | adaptive | eval s |")
-    print(f"|---|---|---|---|---|---|---|---|")
-    print(f"| {args.label} | {out['card']} | {args.minutes} | {out['counted_bytes'] / 1e6:.1f} | "
-          f"{out['train_mb_per_s']:.2f} | {out['test_bpb']:.4f} | {out.get('test_bpb_adaptive', float('nan')):.4f} | "
-          f"{out['eval_seconds']:.1f} |")
+    commit = os.environ.get("CHEAPLM_COMMIT") or subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent).stdout.strip()
+    rows = []
+    for name, m_over, t_over in variants:
+        model_cfg = ModelConfig.from_dict({**base_model, **m_over})
+        label = f"{args.label}:{name}"
+        with tempfile.TemporaryDirectory() as tmp:
+            t0 = time.perf_counter()
+            tc = TrainConfig(device=device, minutes=args.minutes, val_seconds=1e9, log_seconds=15,
+                             **{**json.loads(args.train), **t_over})
+            summary = train(split_dir, Path(tmp) / "run", model_cfg, tc, save=False,
+                            log=lambda m: print(f"[{label}] {m}", flush=True), keep_model=True)
+            wall = time.perf_counter() - t0
+        model, history = summary.pop("model"), summary.pop("history")
+        res = stream_bpb(model, history, test)
+        out = {
+            "label": label, "date": time.strftime("%Y-%m-%d"), "card": card_name(device), "device": device,
+            "commit": commit, "command": " ".join(sys.argv), "minutes": args.minutes,
+            "train_seconds": summary["elapsed"], "compile_seconds": compile_s, "wall_seconds_train_call": wall,
+            "counted_bytes": summary["counted_bytes"], "steps": summary["steps"],
+            "train_mb_per_s": summary["counted_bytes"] / 1e6 / summary["elapsed"],
+            "test_bytes": res["bytes"], "test_bpb": res["bpb"], "eval_seconds": res["seconds"],
+            "model": json.loads(model_cfg.to_json()), "train": asdict(tc),
+            "memory": memory_estimate(model_cfg, summary["train_bytes"], 0),
+        }
+        if args.adaptive:
+            out["test_bpb_adaptive"] = stream_bpb(model, history, test, adaptive=True)["bpb"]
+        del model, history
+        print(json.dumps({k: v for k, v in out.items() if k not in ("model", "train", "memory")}), flush=True)
+        rows.append(out)
+    print("\n| variant | card | budget min | trained s | counted MB | train MB/s | test bpb | adaptive |")
+    print("|---|---|---|---|---|---|---|---|")
+    for o in rows:
+        print(f"| {o['label']} | {o['card']} | {o['minutes']} | {o['train_seconds']:.0f} | {o['counted_bytes'] / 1e6:.1f} | "
+              f"{o['train_mb_per_s']:.2f} | {o['test_bpb']:.4f} | {o.get('test_bpb_adaptive', float('nan')):.4f} |")
     if args.json:
-        Path(args.json).write_text(json.dumps(out, indent=1))
-
+        Path(args.json).write_text(json.dumps(rows, indent=1))
 
 if __name__ == "__main__":
     main()

@@ -31,6 +31,8 @@ class ModelConfig:
     match_minlens: list = field(default_factory=lambda: [12, 6])
     match_bits: int = 22
     apm2_bits: int = 12
+    weight_sets: bool = True  # select mixer weights by (bit, match state, contexts seen); off = one set
+    apm: bool = True  # the two APM/SSE stages after the mixer
 
     def contexts(self) -> list[tuple[int, int]]:
         return ([(ORDER, k) for k in self.orders] + [(WORD, n) for n in range(1, self.words + 1)]
@@ -92,11 +94,12 @@ def param_layout(cfg: ModelConfig) -> np.ndarray:
     a1 = ml + N_MATCH_BUCKETS * 8
     a2 = a1 + 256 * mixer.APM_KNOTS
     total = a2 + (1 << cfg.apm2_bits) * mixer.APM_KNOTS
-    lay = np.zeros(mixer.L_P + 1, dtype=np.int64)
+    lay = np.zeros(mixer.L_FLAGS + 1, dtype=np.int64)
     lay[mixer.L_NCTX], lay[mixer.L_K], lay[mixer.L_W], lay[mixer.L_SM] = n_ctx, n_in, w, sm
     lay[mixer.L_ML], lay[mixer.L_A1], lay[mixer.L_A2] = ml, a1, a2
     lay[mixer.L_A2MASK] = (1 << cfg.apm2_bits) - 1
     lay[mixer.L_P] = total
+    lay[mixer.L_FLAGS] = (0 if cfg.weight_sets else mixer.NO_WEIGHT_SETS) | (0 if cfg.apm else mixer.NO_APM)
     return lay
 
 

@@ -61,6 +61,8 @@ class TrainConfig:
     val_seconds: float = 60.0
     checkpoint_minutes: float = 10.0
     keep: int = 2
+    holdout_fraction: float = 0.05  # share of the data kept out of the tables for the mixer-only tail
+    holdout_max: int = HOLDOUT_MAX
 
     def resolved(self, device: str) -> "TrainConfig":
         out = TrainConfig(**asdict(self))
@@ -230,8 +232,8 @@ def train(data_dir: Path, run_dir: Path, model_cfg: ModelConfig | None, tc: Trai
         d_data, d_prev = train_bytes, prev
     caches = model.make_caches(tc.batch)
 
-    # 5% of the data, at most 8 MiB; small data sets keep a quarter (up to 64 KiB) so the tail has text
-    holdout = min(HOLDOUT_MAX, max(n_train // 20, min(n_train // 4, 1 << 16)))
+    # 5% of the data by default, at most 8 MiB; small data sets keep a quarter (up to 64 KiB) so the tail has text
+    holdout = min(tc.holdout_max, max(int(n_train * tc.holdout_fraction), min(n_train // 4, 1 << 16)))
     count_limit = n_train - holdout
     count_steps = max(1, math.ceil(count_limit / tc.count_chunk))
     total_steps = math.ceil(count_steps * (1 + TAIL)) if tc.bytes is not None else None

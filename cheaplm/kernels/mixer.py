@@ -38,7 +38,10 @@ N_MB = 8  # match length buckets (0 = no match)
 STRETCH_CLIP = 8.0
 
 # layout vector: where each parameter block starts in the flat buffer
-L_NCTX, L_K, L_W, L_SM, L_ML, L_A1, L_A2, L_A2MASK, L_P = range(9)
+L_NCTX, L_K, L_W, L_SM, L_ML, L_A1, L_A2, L_A2MASK, L_P, L_FLAGS = range(10)
+# L_FLAGS bits, for ablations: one weight set for every bit (no selection); no APM stages
+NO_WEIGHT_SETS = 1
+NO_APM = 2
 
 
 @numba.njit(cache=True, inline="always")
@@ -115,11 +118,17 @@ def mix_node(j, c, bit, hashes, e, mb, prev_byte, ctx, tables, params, lay, feat
         idx[2] = 1 if sign > 0 else -1
     feat[2 * n_ctx + 1] = 1.0
     s = (j * N_MB + mstate) * (n_ctx + 1) + nz
+    if lay[L_FLAGS] & NO_WEIGHT_SETS:
+        s = 0
     base = lay[L_W] + s * n_in
     idx[0] = base
     z = 0.0
     for k in range(n_in):
         z += params[base + k] * feat[k]
+    if lay[L_FLAGS] & NO_APM:
+        idx[3] = -1
+        idx[4] = -1
+        return z, z, 1.0, 0.0
     # APM stages: piecewise-linear corrections of z, one curve per context
     zc = min(max(z, APM_LO), -APM_LO)
     u = (zc - APM_LO) / APM_STEP
@@ -197,8 +206,9 @@ def backward_position(b, data, pos, params, lay, feat, qidx, idx, frac, slope, p
         dzf = (prob[b, j] - bit) * scale
         f = frac[b, j]
         for r in range(2):
-            grad[idx[b, j, 3 + r]] += dzf * (1 - f)
-            grad[idx[b, j, 3 + r] + 1] += dzf * f
+            if idx[b, j, 3 + r] >= 0:
+                grad[idx[b, j, 3 + r]] += dzf * (1 - f)
+                grad[idx[b, j, 3 + r] + 1] += dzf * f
         # zf = z + apm(z)
         dz = dzf * slope[b, j]
         base = idx[b, j, 0]
@@ -238,8 +248,9 @@ def backward_kernel(data, pos, params, lay, feat, qidx, idx, frac, slope, prob, 
         dzf = (prob[b, j] - bit) * scale
         f = frac[b, j]
         for r in range(2):
-            cuda.atomic.add(grad, idx[b, j, 3 + r], dzf * (1 - f))
-            cuda.atomic.add(grad, idx[b, j, 3 + r] + 1, dzf * f)
+            if idx[b, j, 3 + r] >= 0:
+                cuda.atomic.add(grad, idx[b, j, 3 + r], dzf * (1 - f))
+                cuda.atomic.add(grad, idx[b, j, 3 + r] + 1, dzf * f)
         dz = dzf * slope[b, j]
         base = idx[b, j, 0]
         for k in range(n_in):
