@@ -79,7 +79,7 @@ def main() -> None:
 
     split_dir = build(Path(args.split_dir), Path(args.data), small=args.small)
     device = pick_device(args.device)
-    base_model = {"table_bits": 22 if device == "cuda" else 20, **json.loads(args.model)}
+    base_model = {"table_bits": 24 if device == "cuda" else 20, **json.loads(args.model)}
     variants = [("full", {}, {})]
     for spec in args.variant:
         name, _, js = spec.partition("=")

@@ -111,13 +111,13 @@ def parse_ints(text: str | None) -> list[int] | None:
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto")
 @click.option("--minutes", type=float, default=None, help="Budget: wall-clock training minutes.")
 @click.option("--bytes", "nbytes", default=None, help="Budget: training bytes to use (e.g. 20M).")
-@click.option("--table-bits", type=int, default=None, help="log2 rows per context table [default: 20 on CPU, 22 on GPU].")
+@click.option("--table-bits", type=int, default=None, help="log2 rows per context table [default: 20 on CPU, 24 on GPU].")
 @click.option("--orders", default=None, help="Byte context orders [default: 0,1,2,3,4,5,6,8,12,16,24].")
 @click.option("--words", type=int, default=None, help="Word contexts (0-4) [default: 3].")
 @click.option("--batch", type=int, default=0, help="Mixer positions per step (0: 4096 CPU, 65536 GPU).")
 @click.option("--lr", type=float, default=0.004, help="Adam learning rate of the mixer.")
 @click.option("--seed", type=int, default=0)
-@click.option("--checkpoint-minutes", type=float, default=10.0, help="Minutes between checkpoints (0: only at the end).")
+@click.option("--checkpoint-minutes", type=float, default=5.0, help="Minutes between checkpoints (0: only at the end).")
 @click.option("--config", "config_file", type=click.Path(path_type=Path), default=None,
               help="JSON file with 'model' and/or 'train' objects; command-line options win.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out exactly where it stopped.")
@@ -150,7 +150,7 @@ def train(data_dir, run_dir, device, minutes, nbytes, table_bits, orders, words,
     try:
         dev = pick_device(device)
         explicit = bool(model_opts)
-        model_opts.setdefault("table_bits", 22 if dev == "cuda" else 20)
+        model_opts.setdefault("table_bits", 24 if dev == "cuda" else 20)
         # on --resume the run's own model config is used unless options are given (then they must match)
         model_cfg = ModelConfig.from_dict(model_opts) if (explicit or not resume) else None
         tc = TrainConfig(device=dev, minutes=minutes if minutes is not None else train_opts.get("minutes"),

@@ -59,7 +59,7 @@ class TrainConfig:
     val_bytes: int = 1 << 17
     log_seconds: float = 10.0
     val_seconds: float = 60.0
-    checkpoint_minutes: float = 10.0
+    checkpoint_minutes: float = 5.0
     keep: int = 2
     holdout_fraction: float = 0.05  # share of the data kept out of the tables for the mixer-only tail
     holdout_max: int = HOLDOUT_MAX
@@ -291,6 +291,8 @@ def train(data_dir: Path, run_dir: Path, model_cfg: ModelConfig | None, tc: Trai
                 model.index_matches(train_bytes, lo, hi, prev, 0)
                 to_device(lo, hi)
             else:
+                if tail is None and cursor >= n_train:
+                    break  # every byte is counted: the run is complete (e.g. --resume of a finished run)
                 if tail is None:
                     # the tail trains on bytes no table has seen; a copy of the index keeps the
                     # saved match index consistent with the counted history

@@ -131,3 +131,12 @@ def test_corrupt_and_mismatched_checkpoints(data_dir, tmp_path):
     with pytest.raises(TrainError, match="already holds a run"):
         train(data_dir, run, CFG, small_tc(), log=lambda *a: None)
     one_line_error(run_cli("eval", str(tmp_path / "missing"), str(data_dir)), "no such run directory")
+
+
+def test_resume_of_a_finished_run_changes_nothing(data_dir, tmp_path):
+    done = train(data_dir, tmp_path / "r", CFG, small_tc(), log=lambda *a: None)
+    before, _, _ = load_model(tmp_path / "r")
+    again = train(data_dir, tmp_path / "r", None, small_tc(), resume=True, log=lambda *a: None)
+    after, _, _ = load_model(tmp_path / "r")
+    assert again["steps"] == done["steps"] and again["losses"] == []
+    assert np.array_equal(before.params, after.params) and np.array_equal(before.tables, after.tables)
