@@ -166,6 +166,8 @@ def train(data_dir: Path, run_dir: Path, model_cfg: ModelConfig | None, tc: Trai
             raise TrainError(f"{data_dir}: not the data this run was trained on (train shards differ)")
         saved_tc = TrainConfig(**state["train_config"])
         tc = saved_tc.resolved(device)  # the schedule must be the one the run started with
+        log(f"resuming {ckpt.name} at step {state['step']} with the run's own budget and schedule "
+            f"(minutes {tc.minutes}, bytes {tc.bytes})")
         model_cfg = model.cfg
     else:
         if (run_dir / "latest").exists():
