@@ -53,8 +53,8 @@ def main() -> None:
         rows.append((name, mb, m["pages"]["kept"], best, mb / best))
         print(f"{name}: {mb:.1f} MB in {best:.2f} s = {mb / best:.1f} MB/s", flush=True)
     print()
-    print(f"| input | MB uncompressed | articles kept | seconds | MB/s |")
-    print(f"|---|---|---|---|---|")
+    print("| input | MB uncompressed | articles kept | seconds | MB/s |")
+    print("|---|---|---|---|---|")
     for name, mb, kept, dt, rate in rows:
         print(f"| {name} | {mb:.1f} | {kept:,} | {dt:.2f} | {rate:.1f} |")
 

@@ -24,7 +24,7 @@ from . import __version__
 from .progress import Progress
 from .shards import FORMAT, FORMAT_VERSION, MANIFEST, SPLITS, SplitWriter, encode_article, split_of
 from .sources import SourceError, expand_sources, open_source
-from .wiki import ARTICLE, CLEAN, NAMESPACE, REDIRECT, ReadState, read_pages
+from .wiki import CLEAN, NAMESPACE, REDIRECT, ReadState, read_pages
 from .wikitext import clean_wikitext
 
 BATCH_CHARS = 1 << 20

@@ -77,7 +77,6 @@ def read_xml_dump(src: OpenedSource, state: ReadState) -> Iterator[RawPage]:
     root = None
     namespaces: set[str] = set()
     pages_seen = 0
-    in_page = False
     while True:
         chunk = src.stream.read(CHUNK)
         try:
@@ -100,15 +99,12 @@ def read_xml_dump(src: OpenedSource, state: ReadState) -> Iterator[RawPage]:
                     if _local(elem.tag) != "mediawiki":
                         raise SourceError(f"{src.path}: XML root is <{_local(elem.tag)}>, not <mediawiki>")
                     state.schema = elem.get("version", "") or elem.tag.split("export-")[-1].rstrip("/}")
-                elif _local(elem.tag) == "page":
-                    in_page = True
                 continue
             name = _local(elem.tag)
             if name == "namespaces":
                 namespaces = {(ns.text or "").strip().lower() for ns in elem if ns.get("key") != "0"}
                 namespaces.discard("")
             elif name == "page":
-                in_page = False
                 pages_seen += 1
                 page = _page_from_element(elem, namespaces)
                 if page is not None:

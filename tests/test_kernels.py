@@ -133,7 +133,7 @@ def test_count_bucket_definition():
 
 def oracle_losses(model, d, pos, prev, loo):
     """float64, written from the docstring of kernels/mixer.py, not from its code."""
-    cfg, ctx, p = model.cfg, model.ctx, model.params.astype(np.float64)
+    ctx, p = model.ctx, model.params.astype(np.float64)
     lay = model.lay
     n_ctx, n_in = len(ctx), 2 * len(ctx) + 2
     knots = mixer.APM_LO + mixer.APM_STEP * np.arange(mixer.APM_KNOTS)

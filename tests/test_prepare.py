@@ -2,7 +2,6 @@
 
 import bz2
 import hashlib
-import json
 import lzma
 import re
 import subprocess
