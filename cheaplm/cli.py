@@ -222,7 +222,7 @@ def _check_sampling(temperature: float, top_p: float) -> None:
         raise UserError(f"--top-p must be in (0, 1], not {top_p}")
 
 
-def _load_generator(run_dir: Path, device: str, console):
+def _load_generator(run_dir: Path, device: str):
     from .checkpoint import CheckpointError, load_model
     from .sample import Generator
     from .train import TrainError, pick_device
@@ -279,7 +279,7 @@ def sample(run_dir, prompt, prompt_file, num_samples, max_bytes, temperature, to
     except UnicodeDecodeError as exc:
         raise UserError(f"the prompt is not valid UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start})") from None
     seed = _seed(seed, console)
-    gen0, ckpt = _load_generator(run_dir, device, console)
+    gen0, ckpt = _load_generator(run_dir, device)
     rng = np.random.default_rng(seed)
     out = sys.stdout
     for k in range(num_samples):
@@ -323,7 +323,7 @@ def chat(run_dir, raw, max_bytes, temperature, top_k, top_p, seed, device):
     console = stderr_console()
     _check_sampling(temperature, top_p)
     seed = _seed(seed, console)
-    gen, ckpt = _load_generator(run_dir, device, console)
+    gen, ckpt = _load_generator(run_dir, device)
     sys.exit(run_chat(gen, ckpt, console, raw=raw, seed=seed, max_bytes=max_bytes, temperature=temperature,
                       top_k=top_k, top_p=top_p))
 

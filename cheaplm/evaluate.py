@@ -12,7 +12,9 @@ from __future__ import annotations
 import time
 
 import numpy as np
+from numba import cuda
 
+from .kernels.match import match_index
 from .model import Model
 
 
@@ -25,13 +27,9 @@ def stream_bpb(model: Model, history: np.ndarray, stream: np.ndarray, batch: int
     data = np.concatenate([history, stream]) if h else np.ascontiguousarray(stream)
     last_pos = model.last_pos.copy()
     prev = np.empty((len(model.cfg.match_minlens), n), dtype=np.int32)
-    from .kernels.match import match_index
-
     match_index(data, h, h + n, model.minlens, model.cfg.match_bits, last_pos, prev, h)
     saved_tables = None
     if model.device == "cuda":
-        from numba import cuda
-
         d_data = cuda.to_device(data)
         d_prev = cuda.to_device(prev)
     else:
@@ -48,11 +46,7 @@ def stream_bpb(model: Model, history: np.ndarray, stream: np.ndarray, batch: int
             pos = np.arange(h + start, h + end, dtype=np.int64)
             if len(pos) < batch:
                 caches = model.make_caches(len(pos))
-            d_pos = pos
-            if model.device == "cuda":
-                from numba import cuda
-
-                d_pos = cuda.to_device(pos)
+            d_pos = cuda.to_device(pos) if model.device == "cuda" else pos
             model.forward(d_data, d_pos, d_prev, h, caches, loo=False)
             loss = model.host(caches.loss)
             total += float(np.sum(loss, dtype=np.float64))
@@ -63,8 +57,6 @@ def stream_bpb(model: Model, history: np.ndarray, stream: np.ndarray, batch: int
     finally:
         if saved_tables is not None:
             if model.device == "cuda":
-                from numba import cuda
-
                 model.tables = cuda.to_device(saved_tables)
             else:
                 model.tables[:] = saved_tables

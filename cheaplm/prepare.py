@@ -105,9 +105,7 @@ def prepare(paths: list[str], out: Path, options: PrepareOptions, console=None, 
         if not f.is_file():
             raise SourceError(f"{f}: not a regular file")
     sig = [(str(f), f.stat().st_size) for f in files]
-    if force and out.exists():
-        pass
-    elif check_out_dir(out, sig, options.as_dict()):
+    if not force and check_out_dir(out, sig, options.as_dict()):
         manifest = json.loads((out / MANIFEST).read_text())
         manifest["up_to_date"] = True
         return manifest
@@ -134,6 +132,7 @@ def _prepare_into(files: list[Path], tmp: Path, options: PrepareOptions, console
     stats_all: list[SourceStats] = []
     progress = Progress(console, total_disk, unit="articles")
     done_disk = 0
+    done_text = 0  # uncompressed bytes of the finished sources, for MB/s
     t0 = time.time()
     ctx = mp.get_context("fork" if hasattr(os, "fork") else "spawn")
     with ctx.Pool(workers) as pool:
@@ -157,7 +156,7 @@ def _prepare_into(files: list[Path], tmp: Path, options: PrepareOptions, console
                             stats.kept += 1
                             writers[split_of(title, options.val_fraction, options.test_fraction)].write(article)
                         progress.update(done_disk + src.raw.bytes_read, stats_total(stats_all),
-                                        src.stream.raw.bytes_out)
+                                        done_text + src.stream.raw.bytes_out)
 
                 for page in read_pages(src, state):
                     stats.pages_read += 1
@@ -179,6 +178,7 @@ def _prepare_into(files: list[Path], tmp: Path, options: PrepareOptions, console
             finally:
                 src.close()
             done_disk += stats.bytes
+            done_text += stats.bytes_uncompressed
             if stats.pages_read == 0:
                 raise SourceError(f"{f}: no pages or text found")
     progress.finish()

@@ -228,10 +228,12 @@ def train(data_dir: Path, run_dir: Path, model_cfg: ModelConfig | None, tc: Trai
     if device == "cuda":
         from numba import cuda
 
+        to_dev = cuda.to_device
         d_data = cuda.to_device(train_bytes)
         d_prev = cuda.to_device(prev)
     else:
         d_data, d_prev = train_bytes, prev
+        to_dev = None
     caches = model.make_caches(tc.batch)
 
     # 5% of the data by default, at most 8 MiB; small data sets keep a quarter (up to 64 KiB) so the tail has text
@@ -306,11 +308,7 @@ def train(data_dir: Path, run_dir: Path, model_cfg: ModelConfig | None, tc: Trai
                 tail_seen += min(tc.batch, hi - lo)
             step += 1
             pos = lo + np.sort(rng.integers(0, hi - lo, min(tc.batch, hi - lo), dtype=np.int64))
-            d_pos = pos
-            if device == "cuda":
-                from numba import cuda
-
-                d_pos = cuda.to_device(pos)
+            d_pos = to_dev(pos) if to_dev else pos
             if len(pos) != caches.n_b:
                 caches = model.make_caches(len(pos))
             lr = lr_at(tc, step, frac_done(elapsed))
