@@ -113,6 +113,7 @@ def main() -> None:
             "train_seconds": summary["elapsed"], "compile_seconds": compile_s, "wall_seconds_train_call": wall,
             "counted_bytes": summary["counted_bytes"], "steps": summary["steps"],
             "train_mb_per_s": summary["counted_bytes"] / 1e6 / summary["elapsed"],
+            "count_seconds": summary["count_seconds"], "count_mb_per_s": summary["count_mb_per_s"],
             "test_bytes": res["bytes"], "test_bpb": res["bpb"], "eval_seconds": res["seconds"],
             "model": json.loads(model_cfg.to_json()), "train": asdict(tc),
             "memory": memory_estimate(model_cfg, summary["train_bytes"], 0),

@@ -17,7 +17,7 @@ import numpy as np
 
 from .kernels import adam, counts, mixer
 from .kernels.hashing import ORDER, SPARSE, WORD
-from .kernels.match import N_MATCH_BUCKETS, match_index
+from .kernels.match import N_MATCH_BUCKETS
 
 ROW_BYTES = 32 * 4
 
@@ -179,9 +179,6 @@ class Model:
     def count(self, data, start: int, end: int) -> None:
         """Add bytes data[start:end] to the count tables (data on the same device as the tables)."""
         counts.count_add(data, start, end, self.d_ctx, self.tables)
-
-    def index_matches(self, data_host: np.ndarray, start: int, end: int, prev_host: np.ndarray, prev_start: int) -> None:
-        match_index(data_host, start, end, self.minlens, self.cfg.match_bits, self.last_pos, prev_host, prev_start)
 
     # ---- mixer -------------------------------------------------------------------------------------
     def make_caches(self, n_b: int, dtype=np.float32) -> mixer.Caches:

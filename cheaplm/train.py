@@ -31,7 +31,7 @@ import numpy as np
 
 from . import checkpoint
 from .evaluate import stream_bpb
-from .kernels.match import match_index
+from .kernels.match import match_index_parallel
 from .model import Model, ModelConfig, memory_estimate
 from .progress import fmt_seconds
 from .shards import ShardError, load_split, read_manifest
@@ -213,17 +213,32 @@ def train(data_dir: Path, run_dir: Path, model_cfg: ModelConfig | None, tc: Trai
     if state["rng"] is not None:
         rng.bit_generator.state = state["rng"]
 
-    # match pointers for all counted positions (host), rebuilt on resume from the saved index
+    # match pointers for every training position, built once on all threads (each points only
+    # backwards, so a chunk's pointers never reach bytes after it); on resume the part up to the
+    # cursor is rebuilt first and checked against the saved index
     n_m = len(model_cfg.match_minlens)
     prev = np.full((n_m, n_train), -1, dtype=np.int32)
     cursor = int(state["cursor"])
+    indexed_to = cursor  # model.last_pos holds the index of train_bytes[:indexed_to]
     if cursor:
         if not np.array_equal(history, train_bytes[:cursor]):
             raise TrainError(f"{run_dir}: history.bin does not match the start of the training data")
         fresh_last = np.full_like(model.last_pos, -1)
-        match_index(train_bytes, 0, cursor, model.minlens, model_cfg.match_bits, fresh_last, prev, 0)
+        match_index_parallel(train_bytes, 0, cursor, model.minlens, model_cfg.match_bits, fresh_last, prev, 0)
         if not np.array_equal(fresh_last, model.last_pos):
             raise TrainError(f"{run_dir}: saved match index does not match history.bin (corrupt run)")
+    t_index = time.perf_counter()
+    match_index_parallel(train_bytes, cursor, n_train, model.minlens, model_cfg.match_bits, model.last_pos.copy(),
+                         prev, 0)
+    log(f"match index of {(n_train - cursor) / 1e6:.1f} MB built in {time.perf_counter() - t_index:.1f} s")
+
+    def index_to(end: int) -> None:
+        # bring model.last_pos (saved with checkpoints, used by eval and generation) up to `end`
+        nonlocal indexed_to
+        if end > indexed_to:
+            match_index_parallel(train_bytes, indexed_to, end, model.minlens, model_cfg.match_bits, model.last_pos,
+                                 prev, 0)
+            indexed_to = end
 
     if device == "cuda":
         from numba import cuda
@@ -245,7 +260,8 @@ def train(data_dir: Path, run_dir: Path, model_cfg: ModelConfig | None, tc: Trai
     elapsed0 = float(state["elapsed"])
     metrics = open(run_dir / "metrics.jsonl", "a") if save else None
     last_log = last_val = last_ckpt = time.perf_counter()
-    t_start = time.perf_counter()
+    t_start = t_index  # the budget pays for building the match index too
+    count_seconds, count_bytes = None, 0  # when counting ended, and how far (the counting phase's throughput)
     ema = None
     val_bpb = None
     losses = []
@@ -268,11 +284,6 @@ def train(data_dir: Path, run_dir: Path, model_cfg: ModelConfig | None, tc: Trai
             return None
         return stream_bpb(model, train_bytes[:cursor], val_bytes, batch=min(tc.batch, 1 << 16))["bpb"]
 
-    def to_device(k0: int, k1: int) -> None:
-        if device == "cuda":
-            for k in range(n_m):
-                d_prev[k, k0:k1].copy_to_device(prev[k, k0:k1])
-
     with StopRequested() as stop:
         while True:
             elapsed = elapsed0 + time.perf_counter() - t_start
@@ -292,18 +303,13 @@ def train(data_dir: Path, run_dir: Path, model_cfg: ModelConfig | None, tc: Trai
             if counting:
                 # causal: score the next chunk with counts of everything before it, then count it
                 lo, hi = cursor, min(cursor + tc.count_chunk, count_limit)
-                model.index_matches(train_bytes, lo, hi, prev, 0)
-                to_device(lo, hi)
             else:
                 if tail is None and cursor >= n_train:
                     break  # every byte is counted: the run is complete (e.g. --resume of a finished run)
                 if tail is None:
-                    # the tail trains on bytes no table has seen; a copy of the index keeps the
-                    # saved match index consistent with the counted history
+                    count_seconds, count_bytes = elapsed, cursor
+                    # the tail trains on bytes no table has seen
                     tail = (cursor, min(n_train, cursor + max(holdout, tc.count_chunk)))
-                    lp = model.last_pos.copy()
-                    match_index(train_bytes, tail[0], tail[1], model.minlens, model_cfg.match_bits, lp, prev, 0)
-                    to_device(*tail)
                 lo, hi = tail
                 tail_seen += min(tc.batch, hi - lo)
             step += 1
@@ -344,20 +350,22 @@ def train(data_dir: Path, run_dir: Path, model_cfg: ModelConfig | None, tc: Trai
                     metrics.flush()
                 last_log = now
             if save and tc.checkpoint_minutes > 0 and now - last_ckpt >= tc.checkpoint_minutes * 60:
+                index_to(cursor)
                 checkpoint.save(run_dir, model, snapshot(), train_bytes[:cursor], keep=tc.keep)
                 last_ckpt = now
 
     if tail is not None and stopped is None:
         # the tail's bytes join the memory at the very end
-        model.index_matches(train_bytes, tail[0], tail[1], prev, 0)
         model.count(d_data, tail[0], tail[1])
         cursor = tail[1]
+    index_to(cursor)
     final_state = snapshot()
     model.history_len = cursor
     if save:
         checkpoint.save(run_dir, model, final_state, train_bytes[:cursor], keep=tc.keep)
     val_bpb = do_val()
     summary = {"steps": step, "counted_bytes": cursor, "train_bytes": n_train, "elapsed": final_state["elapsed"],
+               "count_seconds": count_seconds, "count_mb_per_s": count_bytes / 1e6 / count_seconds if count_seconds else None,
                "val_bpb": val_bpb, "train_bpb": ema, "stopped": stopped, "losses": losses, "device": device}
     if metrics:
         metrics.write(json.dumps({"final": True, **{k: v for k, v in summary.items() if k != "losses"}}) + "\n")

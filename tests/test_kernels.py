@@ -12,7 +12,7 @@ import pytest
 from cheaplm.kernels import adam, mixer
 from cheaplm.kernels.counts import count_add_cpu
 from cheaplm.kernels.hashing import ORDER, SPARSE, WORD, context_hash, match_hash, slot_of
-from cheaplm.kernels.match import MATCH_CAP, match_index, match_lookup
+from cheaplm.kernels.match import MATCH_CAP, _index_segments, match_index, match_lookup
 from cheaplm.model import Model, ModelConfig, context_array
 
 REPO = Path(__file__).resolve().parent.parent
@@ -121,6 +121,22 @@ def test_match_index_and_lookup_vs_brute_force():
     assert hits > 100
 
 
+@pytest.mark.parametrize("n_seg", [2, 3, 7])
+@pytest.mark.parametrize("bits", [6, 12])
+def test_segmented_match_index_equals_the_sequential_walk(n_seg, bits):
+    d = text(5000, seed=n_seg)
+    ml = np.array([6, 3], np.int64)
+    want_last = np.full((2, 1 << bits), -1, np.int32)
+    want = np.full((2, len(d)), -9, np.int32)
+    match_index(d, 0, 1234, ml, bits, want_last, want, 0)
+    got_last = want_last.copy()
+    got = want.copy()
+    match_index(d, 1234, len(d), ml, bits, want_last, want, 0)
+    _index_segments(d, 1234, len(d), ml, bits, got_last, got, 0, n_seg)  # continues the same walk
+    assert np.array_equal(got, want) and np.array_equal(got_last, want_last)
+    assert (want[:, 1234:] >= 0).mean() > 0.5  # the pointers were exercised, not all -1
+
+
 def test_count_bucket_definition():
     for n in range(0, 5000):
         q = mixer.count_bucket(n)
@@ -184,7 +200,7 @@ def tiny_model(seed=0, n=2000):
     rng = np.random.default_rng(seed)
     model.params += rng.normal(0, 0.3, model.n_params).astype(np.float32)
     prev = np.empty((2, n), np.int32)
-    model.index_matches(d, 0, n, prev, 0)
+    match_index(d, 0, n, model.minlens, TINY.match_bits, model.last_pos, prev, 0)
     return model, d, prev
 
 

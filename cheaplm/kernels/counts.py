@@ -9,6 +9,11 @@ hash and the high nibble), as lpaq1 does, so a lookup costs two cache lines, not
 Parallelisation: the CPU twin runs contexts in parallel (each context owns its rows, so no races);
 the CUDA kernel runs one thread per (position, context) and adds with atomics. Counts are integers,
 so both give identical tables whatever the order of the additions.
+
+The CPU twin is memory-bound: every byte adds into two random rows per context. It works in
+blocks: first the rows of a block of positions are computed (order-k hashes rolled, one multiply in
+and one out per byte, instead of k), then the adds run as a tight loop whose cache misses overlap.
+Measured on 2 cores, table_bits 20: 0.78 MB/s one loop, 1.8 MB/s in blocks.
 """
 
 import numba
@@ -17,7 +22,7 @@ from numba import cuda
 
 from .. import config
 from .dual import for_kernels, on_device
-from .hashing import context_hash, slot_of
+from .hashing import M1, M2, M3, ORDER, context_hash, mix64, slot_of
 
 context_hash_k = for_kernels(context_hash)
 slot_of_k = for_kernels(slot_of)
@@ -40,16 +45,44 @@ def add_byte(tables, row_hi, row_lo, y):
         node = 2 * node + bit
 
 
+M3_INV = np.int64(-1833609384515406417)  # M3 * M3_INV = 1 modulo 2**64
+BLOCK = 4096  # positions whose rows are computed before their adds run
+
+
 @numba.njit(cache=True, parallel=True)
 def count_add_cpu(data, start, end, ctx, tables):
     """Add the bytes data[start:end] to every context's rows. ctx: (C, 4) kind, param, offset, mask."""
     n_ctx = ctx.shape[0]
     for i in numba.prange(n_ctx):
         kind, param, offset, mask = ctx[i, 0], ctx[i, 1], ctx[i, 2], ctx[i, 3]
-        for t in range(start, end):
-            y = np.int64(data[t])
-            h = context_hash(data, t, kind, param, i)
-            add_byte(tables, slot_of(h, 0, offset, mask), slot_of(h, (y >> 4) + 1, offset, mask), y)
+        rows = np.empty(2 * BLOCK, dtype=np.int64)
+        rolled = kind == ORDER and param >= 4
+        top = np.int64(1)  # M3 ** param
+        for _ in range(param if rolled else 0):
+            top = top * M3
+        # poly = sum over j = 1..param of (data[t-j] + 1) * M3**(param-j+1): context_hash's newest-first
+        # Horner sum without its seed; one step forward drops the oldest byte and divides by M3
+        poly = np.int64(0)
+        have = False
+        for b0 in range(start, end, BLOCK):
+            b1 = min(b0 + BLOCK, end)
+            for t in range(b0, b1):
+                y = np.int64(data[t])
+                if rolled and t > param:
+                    if not have:
+                        poly = np.int64(0)
+                        for s in range(t - 1, t - 1 - param, -1):
+                            poly = (poly + np.int64(data[s]) + 1) * M3
+                        have = True
+                    else:
+                        poly = (poly - (np.int64(data[t - 1 - param]) + 1) * M3) * M3_INV + (np.int64(data[t - 1]) + 1) * top
+                    h = mix64((i + 1) * M2 * top + poly + param * M1)
+                else:
+                    h = context_hash(data, t, kind, param, i)
+                rows[2 * (t - b0)] = slot_of(h, 0, offset, mask)
+                rows[2 * (t - b0) + 1] = slot_of(h, (y >> 4) + 1, offset, mask)
+            for t in range(b0, b1):
+                add_byte(tables, rows[2 * (t - b0)], rows[2 * (t - b0) + 1], np.int64(data[t]))
 
 
 @cuda.jit(cache=True)

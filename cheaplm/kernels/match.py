@@ -10,8 +10,10 @@ generation.
 backwards (a hash collision gives a short verified length and is rejected) and returns the
 predicted byte and a length bucket.
 
-The index build is a sequential scan (each step depends on the last), so it has no GPU kernel: it
-runs on the host with njit in both modes (~10 ns a byte), and its output is copied to the device.
+The index build is a scan (each step depends on the last), so it has no GPU kernel: it runs on
+the host with njit in both modes (~70 ns a byte on one thread) and its output is copied to the
+device. `match_index_parallel` splits a long range over the threads and stitches the segments
+together afterwards, with the same result as the one-thread scan.
 """
 
 import numba
@@ -24,34 +26,90 @@ N_MATCH_BUCKETS = 8
 
 
 @numba.njit(cache=True)
-def match_index(data, start, end, minlens, bits, last_pos, prev, prev_start):
-    """For t in [start, end): prev[k, t - prev_start] = last position with the same m_k-byte context.
+def _walk(data, lo, hi, m, bits, table, prev_k, prev_start, mark_first):
+    """One minimum length, positions [lo, hi) in order: prev_k[t] = table[slot] before table[slot] = t.
 
     The hash of the m-byte window rolls (one multiply-add in, one out per byte), giving exactly
     `match_hash` (a Horner polynomial, so the two agree modulo 2^64) at a fraction of the cost.
+    With mark_first, a slot the table has not seen is recorded as -(slot + 2) for a later pass.
     """
     mask = (np.int64(1) << bits) - 1
+    top = np.int64(1)  # M3 ** m
+    for _ in range(m):
+        top = top * M3
+    base = np.int64(m) * M2 * top  # the seed's share of the polynomial
+    h = np.int64(0)
+    have = False
+    for t in range(lo, hi):
+        if t < m:
+            prev_k[t - prev_start] = -1
+            continue
+        if not have:
+            h = poly_hash(data, t, m)
+            have = True
+        else:
+            # drop data[t-1-m], add data[t-1]
+            h = (h - base - (np.int64(data[t - 1 - m]) + 1) * top) * M3 + (np.int64(data[t - 1]) + 1) * M3 + base
+        slot = (mix64(h) >> 20) & mask
+        p = table[slot]
+        if p < 0 and mark_first:
+            p = -(slot + 2)
+        prev_k[t - prev_start] = p
+        table[slot] = t
+
+
+@numba.njit(cache=True)
+def match_index(data, start, end, minlens, bits, last_pos, prev, prev_start):
+    """For t in [start, end): prev[k, t - prev_start] = last position with the same m_k-byte context."""
+    for k in range(minlens.shape[0]):
+        _walk(data, start, end, minlens[k], bits, last_pos[k], prev[k], prev_start, False)
+
+
+MIN_SEGMENT = 1 << 20  # below this many bytes per thread the plain walk is as fast
+
+
+def match_index_parallel(data, start, end, minlens, bits, last_pos, prev, prev_start) -> None:
+    """`match_index` with the same result, on all threads (host arrays)."""
+    n_seg = min(numba.get_num_threads(), (end - start) // MIN_SEGMENT)
+    if n_seg <= 1:
+        match_index(data, start, end, minlens, bits, last_pos, prev, prev_start)
+    else:
+        _index_segments(data, start, end, minlens, bits, last_pos, prev, prev_start, n_seg)
+
+
+@numba.njit(cache=True, parallel=True)
+def _index_segments(data, start, end, minlens, bits, last_pos, prev, prev_start, n_seg):
+    """Each of n_seg segments walks with its own table; positions whose slot their segment had not
+    seen yet then look in the earlier segments' tables (nearest first) and in last_pos; last_pos
+    finally takes every slot's latest position."""
+    size = np.int64(1) << bits
+    bounds = np.empty(n_seg + 1, dtype=np.int64)
+    for s in range(n_seg + 1):
+        bounds[s] = start + (end - start) * s // n_seg
+    local = np.empty((n_seg, size), dtype=np.int32)
     for k in range(minlens.shape[0]):
         m = minlens[k]
-        top = np.int64(1)  # M3 ** m
-        for _ in range(m):
-            top = top * M3
-        base = np.int64(m) * M2 * top  # the seed's share of the polynomial
-        h = np.int64(0)
-        have = False
-        for t in range(start, end):
-            if t < m:
-                prev[k, t - prev_start] = -1
-                continue
-            if not have:
-                h = poly_hash(data, t, m)
-                have = True
-            else:
-                # drop data[t-1-m], add data[t-1]
-                h = (h - base - (np.int64(data[t - 1 - m]) + 1) * top) * M3 + (np.int64(data[t - 1]) + 1) * M3 + base
-            slot = (mix64(h) >> 20) & mask
-            prev[k, t - prev_start] = last_pos[k, slot]
-            last_pos[k, slot] = t
+        for s in numba.prange(n_seg):
+            local[s, :] = -1
+            _walk(data, bounds[s], bounds[s + 1], m, bits, local[s], prev[k], prev_start, True)
+        for s in numba.prange(n_seg):
+            for t in range(bounds[s], bounds[s + 1]):
+                v = prev[k, t - prev_start]
+                if v > -2:
+                    continue
+                slot = -v - 2
+                p = last_pos[k, slot]
+                for r in range(s - 1, -1, -1):
+                    if local[r, slot] >= 0:
+                        p = local[r, slot]
+                        break
+                prev[k, t - prev_start] = p
+        for g in numba.prange(n_seg):
+            for slot in range(size * g // n_seg, size * (g + 1) // n_seg):
+                for r in range(n_seg - 1, -1, -1):
+                    if local[r, slot] >= 0:
+                        last_pos[k, slot] = local[r, slot]
+                        break
 
 
 @numba.njit(cache=True, inline="always")

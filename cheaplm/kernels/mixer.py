@@ -31,6 +31,7 @@ from .dual import for_kernels, on_device
 from .match import match_lookup
 
 N_Q = 16  # count buckets of the learned count map
+Q_TOP = 3 << (N_Q // 2 - 2)  # counts from here on share the last bucket (192 for 16 buckets)
 APM_KNOTS = 33
 APM_LO = -12.0
 APM_STEP = 0.75
@@ -50,6 +51,8 @@ def count_bucket(n):
     differently at powers of two, and a bucket index must not depend on the device)."""
     if n < 4:
         return n
+    if n >= Q_TOP:
+        return N_Q - 1
     k = 0
     m = n
     while m > 1:
