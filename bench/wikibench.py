@@ -59,7 +59,7 @@ def warm_up(device: str, model_cfg: ModelConfig) -> float:
         # the segmented match index only runs on long inputs: compile it here too
         data = np.frombuffer(text, dtype=np.uint8)
         _index_segments(data, 0, len(data), np.array([12, 6]), 10, np.full((2, 1024), -1, np.int32),
-                        np.empty((2, len(data)), np.int32), 0, 2)
+                        np.empty((2, len(data)), np.int32), 0, 2, np.full((2, 2, 1024), -1, np.int32))
         train(Path(tmp) / "d", Path(tmp) / "r", small,
               TrainConfig(device=device, bytes=40_000, batch=512, count_chunk=8192, log_seconds=1e9,
                           val_seconds=1e9), save=False, log=lambda *a: None)

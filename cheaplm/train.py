@@ -23,6 +23,7 @@ import json
 import math
 import os
 import signal
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -31,7 +32,7 @@ import numpy as np
 
 from . import checkpoint
 from .evaluate import stream_bpb
-from .kernels.match import match_index_parallel
+from .kernels.match import index_workspace, match_index_parallel
 from .model import Model, ModelConfig, memory_estimate
 from .progress import fmt_seconds
 from .shards import ShardError, load_split, read_manifest
@@ -104,6 +105,49 @@ def available_memory(device: str) -> int:
 def data_fingerprint(manifest: dict) -> str:
     shards = [s["sha256"] for s in manifest["splits"].get("train", {}).get("shards", [])]
     return hashlib.sha256(json.dumps(shards).encode()).hexdigest()[:16]
+
+
+class IndexAhead:
+    """Match pointers for data[start:end], built block by block in order on a background thread
+    (kernels/match.py releases the GIL), or all at once when background is False."""
+
+    BLOCK = 16 << 20
+
+    def __init__(self, data, start, end, minlens, bits, last_pos, prev, background: bool):
+        self.args = (data, minlens, bits, last_pos, prev)
+        self.start, self.end = start, end
+        self.done = start
+        self.error = None
+        self.cv = threading.Condition()
+        self.thread = None
+        if background:
+            self.thread = threading.Thread(target=self._run, name="match-index", daemon=True)
+            self.thread.start()
+        else:
+            self._run()
+
+    def _run(self) -> None:
+        data, minlens, bits, last_pos, prev = self.args
+        try:
+            work = index_workspace(minlens, bits)
+            for lo in range(self.start, self.end, self.BLOCK):
+                hi = min(lo + self.BLOCK, self.end)
+                match_index_parallel(data, lo, hi, minlens, bits, last_pos, prev, 0, work)
+                with self.cv:
+                    self.done = hi
+                    self.cv.notify_all()
+        except BaseException as exc:  # surfaced by wait() in the training thread
+            with self.cv:
+                self.error = exc
+                self.cv.notify_all()
+
+    def wait(self, end: int) -> None:
+        """Block until the pointers of every position below `end` are built."""
+        with self.cv:
+            while self.done < min(end, self.end) and self.error is None:
+                self.cv.wait()
+        if self.error is not None:
+            raise self.error
 
 
 class StopRequested:
@@ -228,14 +272,17 @@ def train(data_dir: Path, run_dir: Path, model_cfg: ModelConfig | None, tc: Trai
         if not np.array_equal(fresh_last, model.last_pos):
             raise TrainError(f"{run_dir}: saved match index does not match history.bin (corrupt run)")
     t_index = time.perf_counter()
-    match_index_parallel(train_bytes, cursor, n_train, model.minlens, model_cfg.match_bits, model.last_pos.copy(),
-                         prev, 0)
-    log(f"match index of {(n_train - cursor) / 1e6:.1f} MB built in {time.perf_counter() - t_index:.1f} s")
+    # a GPU run counts while the host builds the rest of the index; a CPU run needs its threads itself
+    ahead = IndexAhead(train_bytes, cursor, n_train, model.minlens, model_cfg.match_bits, model.last_pos.copy(), prev,
+                       background=device == "cuda")
+    if device != "cuda":
+        log(f"match index of {(n_train - cursor) / 1e6:.1f} MB built in {time.perf_counter() - t_index:.1f} s")
 
     def index_to(end: int) -> None:
         # bring model.last_pos (saved with checkpoints, used by eval and generation) up to `end`
         nonlocal indexed_to
         if end > indexed_to:
+            ahead.wait(n_train)  # one builder at a time: the parallel kernels share the thread pool
             match_index_parallel(train_bytes, indexed_to, end, model.minlens, model_cfg.match_bits, model.last_pos,
                                  prev, 0)
             indexed_to = end
@@ -245,7 +292,9 @@ def train(data_dir: Path, run_dir: Path, model_cfg: ModelConfig | None, tc: Trai
 
         to_dev = cuda.to_device
         d_data = cuda.to_device(train_bytes)
-        d_prev = cuda.to_device(prev)
+        d_prev = cuda.device_array(prev.shape, dtype=prev.dtype)
+        if cursor:
+            d_prev[:, :cursor].copy_to_device(prev[:, :cursor])
     else:
         d_data, d_prev = train_bytes, prev
         to_dev = None
@@ -279,6 +328,16 @@ def train(data_dir: Path, run_dir: Path, model_cfg: ModelConfig | None, tc: Trai
                 "rng": rng.bit_generator.state, "tokens_mixed": state.get("tokens_mixed", 0),
                 "tail_seen": tail_seen, "data": state["data"], "train_config": asdict(tc)}
 
+    on_device_to = cursor  # match pointers copied to the GPU up to here
+
+    def pointers_ready(end: int) -> None:
+        nonlocal on_device_to
+        ahead.wait(end)
+        if device == "cuda" and end > on_device_to:
+            for k in range(n_m):
+                d_prev[k, on_device_to:end].copy_to_device(prev[k, on_device_to:end])
+            on_device_to = end
+
     def do_val() -> float | None:
         if val_bytes is None or len(val_bytes) == 0:
             return None
@@ -303,6 +362,7 @@ def train(data_dir: Path, run_dir: Path, model_cfg: ModelConfig | None, tc: Trai
             if counting:
                 # causal: score the next chunk with counts of everything before it, then count it
                 lo, hi = cursor, min(cursor + tc.count_chunk, count_limit)
+                pointers_ready(hi)
             else:
                 if tail is None and cursor >= n_train:
                     break  # every byte is counted: the run is complete (e.g. --resume of a finished run)
@@ -310,10 +370,13 @@ def train(data_dir: Path, run_dir: Path, model_cfg: ModelConfig | None, tc: Trai
                     count_seconds, count_bytes = elapsed, cursor
                     # the tail trains on bytes no table has seen
                     tail = (cursor, min(n_train, cursor + max(holdout, tc.count_chunk)))
+                    pointers_ready(tail[1])
                 lo, hi = tail
                 tail_seen += min(tc.batch, hi - lo)
             step += 1
-            pos = lo + np.sort(rng.integers(0, hi - lo, min(tc.batch, hi - lo), dtype=np.int64))
+            pos = lo + rng.integers(0, hi - lo, min(tc.batch, hi - lo), dtype=np.int64)
+            if device != "cuda":
+                pos.sort()  # nearby positions share cache lines on the CPU; the GPU gains nothing for the sort's time
             d_pos = to_dev(pos) if to_dev else pos
             if len(pos) != caches.n_b:
                 caches = model.make_caches(len(pos))

@@ -132,7 +132,10 @@ def test_segmented_match_index_equals_the_sequential_walk(n_seg, bits):
     got_last = want_last.copy()
     got = want.copy()
     match_index(d, 1234, len(d), ml, bits, want_last, want, 0)
-    _index_segments(d, 1234, len(d), ml, bits, got_last, got, 0, n_seg)  # continues the same walk
+    # continues the same walk, in two calls sharing one workspace (its stale entries must count as empty)
+    work = np.full((2, n_seg, 1 << bits), -1, np.int32)
+    _index_segments(d, 1234, 3000, ml, bits, got_last, got, 0, n_seg, work)
+    _index_segments(d, 3000, len(d), ml, bits, got_last, got, 0, n_seg, work)
     assert np.array_equal(got, want) and np.array_equal(got_last, want_last)
     assert (want[:, 1234:] >= 0).mean() > 0.5  # the pointers were exercised, not all -1
 

@@ -140,3 +140,26 @@ def test_resume_of_a_finished_run_changes_nothing(data_dir, tmp_path):
     after, _, _ = load_model(tmp_path / "r")
     assert again["steps"] == done["steps"] and again["losses"] == []
     assert np.array_equal(before.params, after.params) and np.array_equal(before.tables, after.tables)
+
+
+def test_background_match_index_equals_the_sequential_walk(monkeypatch):
+    """The GPU path builds match pointers on a thread, block by block, while it counts."""
+    import cheaplm.kernels.match as match
+    from cheaplm.train import IndexAhead
+
+    monkeypatch.setattr(match, "MIN_SEGMENT", 1000)  # several segments per block even on 2 cores
+    monkeypatch.setattr(IndexAhead, "BLOCK", 7000)
+    rng = np.random.default_rng(3)
+    words = [bytes(rng.integers(97, 123, rng.integers(2, 9), dtype=np.uint8)) for _ in range(300)]
+    d = np.frombuffer(b" ".join(words[i] for i in rng.integers(0, 300, 9000)), dtype=np.uint8).copy()
+    ml = np.array([8, 4], np.int64)
+    want_last = np.full((2, 1 << 10), -1, np.int32)
+    want = np.full((2, len(d)), -9, np.int32)
+    match.match_index(d, 0, len(d), ml, 10, want_last, want, 0)
+    got_last = np.full_like(want_last, -1)
+    got = np.full_like(want, -9)
+    ahead = IndexAhead(d, 0, len(d), ml, 10, got_last, got, background=True)
+    ahead.wait(len(d) // 2)
+    assert ahead.done >= len(d) // 2
+    ahead.wait(len(d))
+    assert np.array_equal(got, want) and np.array_equal(got_last, want_last)

@@ -25,13 +25,14 @@ MATCH_CAP = 32  # verify at most this many bytes back
 N_MATCH_BUCKETS = 8
 
 
-@numba.njit(cache=True)
-def _walk(data, lo, hi, m, bits, table, prev_k, prev_start, mark_first):
+@numba.njit(cache=True, nogil=True)
+def _walk(data, lo, hi, m, bits, table, prev_k, prev_start, valid_from, mark_first):
     """One minimum length, positions [lo, hi) in order: prev_k[t] = table[slot] before table[slot] = t.
 
     The hash of the m-byte window rolls (one multiply-add in, one out per byte), giving exactly
     `match_hash` (a Horner polynomial, so the two agree modulo 2^64) at a fraction of the cost.
-    With mark_first, a slot the table has not seen is recorded as -(slot + 2) for a later pass.
+    Table entries below valid_from count as empty. With mark_first, an empty slot is recorded as
+    -(slot + 2) for a later pass; without, as -1.
     """
     mask = (np.int64(1) << bits) - 1
     top = np.int64(1)  # M3 ** m
@@ -52,46 +53,55 @@ def _walk(data, lo, hi, m, bits, table, prev_k, prev_start, mark_first):
             h = (h - base - (np.int64(data[t - 1 - m]) + 1) * top) * M3 + (np.int64(data[t - 1]) + 1) * M3 + base
         slot = (mix64(h) >> 20) & mask
         p = table[slot]
-        if p < 0 and mark_first:
-            p = -(slot + 2)
+        if p < valid_from:
+            p = -(slot + 2) if mark_first else -1
         prev_k[t - prev_start] = p
         table[slot] = t
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def match_index(data, start, end, minlens, bits, last_pos, prev, prev_start):
     """For t in [start, end): prev[k, t - prev_start] = last position with the same m_k-byte context."""
     for k in range(minlens.shape[0]):
-        _walk(data, start, end, minlens[k], bits, last_pos[k], prev[k], prev_start, False)
+        _walk(data, start, end, minlens[k], bits, last_pos[k], prev[k], prev_start, 0, False)
 
 
 MIN_SEGMENT = 1 << 20  # below this many bytes per thread the plain walk is as fast
 
 
-def match_index_parallel(data, start, end, minlens, bits, last_pos, prev, prev_start) -> None:
-    """`match_index` with the same result, on all threads (host arrays)."""
+def index_workspace(minlens, bits: int) -> np.ndarray:
+    """Per-thread tables for `match_index_parallel`, reusable by later calls on later bytes of the same data."""
+    return np.full((minlens.shape[0], max(2, numba.get_num_threads()), 1 << bits), -1, dtype=np.int32)
+
+
+def match_index_parallel(data, start, end, minlens, bits, last_pos, prev, prev_start, workspace=None) -> None:
+    """`match_index` with the same result, on all threads (host arrays). A workspace from
+    `index_workspace` saves clearing the per-thread tables when it is reused (calls on later bytes)."""
     n_seg = min(numba.get_num_threads(), (end - start) // MIN_SEGMENT)
+    if workspace is not None:
+        n_seg = min(n_seg, workspace.shape[1])
     if n_seg <= 1:
         match_index(data, start, end, minlens, bits, last_pos, prev, prev_start)
-    else:
-        _index_segments(data, start, end, minlens, bits, last_pos, prev, prev_start, n_seg)
+        return
+    if workspace is None:
+        workspace = np.full((minlens.shape[0], n_seg, 1 << bits), -1, dtype=np.int32)
+    _index_segments(data, start, end, minlens, bits, last_pos, prev, prev_start, n_seg, workspace)
 
 
-@numba.njit(cache=True, parallel=True)
-def _index_segments(data, start, end, minlens, bits, last_pos, prev, prev_start, n_seg):
-    """Each of n_seg segments walks with its own table; positions whose slot their segment had not
-    seen yet then look in the earlier segments' tables (nearest first) and in last_pos; last_pos
-    finally takes every slot's latest position."""
+@numba.njit(cache=True, parallel=True, nogil=True)
+def _index_segments(data, start, end, minlens, bits, last_pos, prev, prev_start, n_seg, local):
+    """Each of n_seg segments walks with its own table (local[k, s]; entries older than the segment
+    count as empty); positions whose slot their segment had not seen yet then look in the earlier
+    segments' tables (nearest first) and in last_pos; last_pos finally takes every slot's latest
+    position."""
     size = np.int64(1) << bits
     bounds = np.empty(n_seg + 1, dtype=np.int64)
     for s in range(n_seg + 1):
         bounds[s] = start + (end - start) * s // n_seg
-    local = np.empty((n_seg, size), dtype=np.int32)
     for k in range(minlens.shape[0]):
         m = minlens[k]
         for s in numba.prange(n_seg):
-            local[s, :] = -1
-            _walk(data, bounds[s], bounds[s + 1], m, bits, local[s], prev[k], prev_start, True)
+            _walk(data, bounds[s], bounds[s + 1], m, bits, local[k, s], prev[k], prev_start, bounds[s], True)
         for s in numba.prange(n_seg):
             for t in range(bounds[s], bounds[s + 1]):
                 v = prev[k, t - prev_start]
@@ -100,15 +110,15 @@ def _index_segments(data, start, end, minlens, bits, last_pos, prev, prev_start,
                 slot = -v - 2
                 p = last_pos[k, slot]
                 for r in range(s - 1, -1, -1):
-                    if local[r, slot] >= 0:
-                        p = local[r, slot]
+                    if local[k, r, slot] >= bounds[r]:
+                        p = local[k, r, slot]
                         break
                 prev[k, t - prev_start] = p
         for g in numba.prange(n_seg):
             for slot in range(size * g // n_seg, size * (g + 1) // n_seg):
                 for r in range(n_seg - 1, -1, -1):
-                    if local[r, slot] >= 0:
-                        last_pos[k, slot] = local[r, slot]
+                    if local[k, r, slot] >= bounds[r]:
+                        last_pos[k, slot] = local[k, r, slot]
                         break
 
 
