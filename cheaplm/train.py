@@ -28,6 +28,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numba
 import numpy as np
 
 from . import checkpoint
@@ -111,7 +112,8 @@ class IndexAhead:
     """Match pointers for data[start:end], built block by block in order on a background thread
     (kernels/match.py releases the GIL), or all at once when background is False."""
 
-    BLOCK = 16 << 20
+    FIRST_BLOCK = 2 << 20  # small, so that counting starts at once; then blocks double, since each
+    MAX_BLOCK = 64 << 20  # call pays a fixed cost of merging its per-thread tables
 
     def __init__(self, data, start, end, minlens, bits, last_pos, prev, background: bool):
         self.args = (data, minlens, bits, last_pos, prev)
@@ -129,13 +131,18 @@ class IndexAhead:
     def _run(self) -> None:
         data, minlens, bits, last_pos, prev = self.args
         try:
+            if self.thread is not None:
+                # leave one core to the thread that drives the GPU (the setting is per thread)
+                numba.set_num_threads(max(1, numba.get_num_threads() - 1))
             work = index_workspace(minlens, bits)
-            for lo in range(self.start, self.end, self.BLOCK):
-                hi = min(lo + self.BLOCK, self.end)
+            lo, block = self.start, self.FIRST_BLOCK
+            while lo < self.end:
+                hi = min(lo + block, self.end)
                 match_index_parallel(data, lo, hi, minlens, bits, last_pos, prev, 0, work)
                 with self.cv:
                     self.done = hi
                     self.cv.notify_all()
+                lo, block = hi, min(2 * block, self.MAX_BLOCK)
         except BaseException as exc:  # surfaced by wait() in the training thread
             with self.cv:
                 self.error = exc

@@ -148,7 +148,8 @@ def test_background_match_index_equals_the_sequential_walk(monkeypatch):
     from cheaplm.train import IndexAhead
 
     monkeypatch.setattr(match, "MIN_SEGMENT", 1000)  # several segments per block even on 2 cores
-    monkeypatch.setattr(IndexAhead, "BLOCK", 7000)
+    monkeypatch.setattr(IndexAhead, "FIRST_BLOCK", 2500)
+    monkeypatch.setattr(IndexAhead, "MAX_BLOCK", 7000)
     rng = np.random.default_rng(3)
     words = [bytes(rng.integers(97, 123, rng.integers(2, 9), dtype=np.uint8)) for _ in range(300)]
     d = np.frombuffer(b" ".join(words[i] for i in rng.integers(0, 300, 9000)), dtype=np.uint8).copy()
