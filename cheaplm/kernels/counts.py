@@ -7,7 +7,7 @@ context: the high nibble's row (from the context hash) and the low nibble's row 
 hash and the high nibble), as lpaq1 does, so a lookup costs two cache lines, not eight.
 
 Parallelisation: the CPU twin runs contexts in parallel (each context owns its rows, so no races);
-the CUDA kernel runs one thread per (position, context) and adds with atomics. Counts are integers,
+the CUDA kernel runs one thread per (context, position) and adds with atomics. Counts are integers,
 so both give identical tables whatever the order of the additions.
 
 The CPU twin is memory-bound: every byte adds into two random rows per context. It works in
@@ -87,11 +87,13 @@ def count_add_cpu(data, start, end, ctx, tables):
 
 @cuda.jit(cache=True)
 def count_add_kernel(data, start, end, ctx, tables):
+    # context-major: the threads of a warp take neighbouring positions of one context, so they run
+    # the same hash code (no divergence between context kinds) and read neighbouring bytes
     k = cuda.grid(1)
-    n_ctx = ctx.shape[0]
-    t = start + k // n_ctx
-    i = k % n_ctx
-    if t >= end:
+    n_pos = end - start
+    i = k // n_pos
+    t = start + k % n_pos
+    if i >= ctx.shape[0]:
         return
     kind, param, offset, mask = ctx[i, 0], ctx[i, 1], ctx[i, 2], ctx[i, 3]
     y = np.int64(data[t])
