@@ -66,7 +66,7 @@ def match_index(data, start, end, minlens, bits, last_pos, prev, prev_start):
         _walk(data, start, end, minlens[k], bits, last_pos[k], prev[k], prev_start, 0, False)
 
 
-MIN_SEGMENT = 1 << 20  # below this many bytes per thread the plain walk is as fast
+MIN_SEGMENT = 1 << 18  # below this many bytes per thread the plain walk is as fast
 
 
 def index_workspace(minlens, bits: int) -> np.ndarray:
@@ -91,10 +91,10 @@ def match_index_parallel(data, start, end, minlens, bits, last_pos, prev, prev_s
 @numba.njit(cache=True, parallel=True, nogil=True)
 def _index_segments(data, start, end, minlens, bits, last_pos, prev, prev_start, n_seg, local):
     """Each of n_seg segments walks with its own table (local[k, s]; entries older than the segment
-    count as empty); positions whose slot their segment had not seen yet then look in the earlier
-    segments' tables (nearest first) and in last_pos; last_pos finally takes every slot's latest
-    position."""
-    size = np.int64(1) << bits
+    count as empty). Then, segment by segment in order, the positions whose slot their segment had
+    not seen look it up in last_pos, and the segment's table is merged into last_pos. Every pass but
+    the walks is parallel over positions or slots, and the merges stream through memory (scanning
+    all segments' tables slot by slot instead cost a TLB miss per read)."""
     bounds = np.empty(n_seg + 1, dtype=np.int64)
     for s in range(n_seg + 1):
         bounds[s] = start + (end - start) * s // n_seg
@@ -102,24 +102,31 @@ def _index_segments(data, start, end, minlens, bits, last_pos, prev, prev_start,
         m = minlens[k]
         for s in numba.prange(n_seg):
             _walk(data, bounds[s], bounds[s + 1], m, bits, local[k, s], prev[k], prev_start, bounds[s], True)
-        for s in numba.prange(n_seg):
-            for t in range(bounds[s], bounds[s + 1]):
-                v = prev[k, t - prev_start]
-                if v > -2:
-                    continue
-                slot = -v - 2
-                p = last_pos[k, slot]
-                for r in range(s - 1, -1, -1):
-                    if local[k, r, slot] >= bounds[r]:
-                        p = local[k, r, slot]
-                        break
-                prev[k, t - prev_start] = p
-        for g in numba.prange(n_seg):
-            for slot in range(size * g // n_seg, size * (g + 1) // n_seg):
-                for r in range(n_seg - 1, -1, -1):
-                    if local[k, r, slot] >= bounds[r]:
-                        last_pos[k, slot] = local[k, r, slot]
-                        break
+        for s in range(n_seg):
+            # two functions, not two prange loops here: numba would fuse equal-sized prange loops and
+            # run the merge before the lookups it must follow
+            _resolve(prev[k], prev_start, bounds[s], bounds[s + 1], last_pos[k], n_seg)
+            _merge(last_pos[k], local[k, s], bounds[s], n_seg)
+
+
+@numba.njit(cache=True, parallel=True, nogil=True)
+def _resolve(prev_k, prev_start, lo, hi, last_k, n_chunks):
+    n = hi - lo
+    for g in numba.prange(n_chunks):
+        for t in range(lo + n * g // n_chunks, lo + n * (g + 1) // n_chunks):
+            v = prev_k[t - prev_start]
+            if v <= -2:
+                prev_k[t - prev_start] = last_k[-v - 2]
+
+
+@numba.njit(cache=True, parallel=True, nogil=True)
+def _merge(last_k, local_ks, valid_from, n_chunks):
+    size = last_k.shape[0]
+    for g in numba.prange(n_chunks):
+        for slot in range(size * g // n_chunks, size * (g + 1) // n_chunks):
+            p = local_ks[slot]
+            if p >= valid_from:
+                last_k[slot] = p
 
 
 @numba.njit(cache=True, inline="always")
