@@ -12,8 +12,8 @@ counted at the very end.
 
 Budget: `bytes` uses that many training bytes and runs a tail of 25% more steps (deterministic:
 the resume tests use it); `minutes` counts until the data is used up or 75% of the time has
-passed, then fits the mixer until the time is up. The learning-rate schedule follows the fraction
-of the budget spent.
+passed, then fits the mixer until the time is up or the tail has had its passes. The learning-rate
+schedule follows the fraction of the budget spent, or of the work, whichever is further along.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ class TrainConfig:
     minutes: float | None = None
     bytes: int | None = None
     batch: int = 0  # 0: 4096 on CPU, 65536 on GPU
-    count_chunk: int = 0  # 0: 64 KiB on CPU, 1 MiB on GPU
+    count_chunk: int = 0  # 0: 128 KiB on CPU, 1 MiB on GPU
     lr: float = 0.004
     warmup: int = 50
     seed: int = 0
@@ -72,7 +72,7 @@ class TrainConfig:
         if not out.batch:
             out.batch = 65536 if device == "cuda" else 4096
         if not out.count_chunk:
-            out.count_chunk = (1 << 20) if device == "cuda" else (1 << 16)
+            out.count_chunk = (1 << 20) if device == "cuda" else (1 << 17)
         return out
 
 
@@ -325,10 +325,16 @@ def train(data_dir: Path, run_dir: Path, model_cfg: ModelConfig | None, tc: Trai
     tail = None  # (start, end) of the uncounted region the mixer-only tail trains on
     tail_seen = int(state.get("tail_seen", 0))  # positions the tail has trained on
 
+    # a minutes budget usually outlasts the work (count everything, then the tail's passes), so the
+    # schedule follows whichever is further along: time or steps (before, a CPU run that finished at
+    # half its budget never decayed its learning rate)
+    tail_len = min(n_train, count_limit + max(holdout, tc.count_chunk)) - count_limit
+    work_steps = count_steps + math.ceil(TAIL_PASSES * tail_len / max(1, min(tc.batch, tail_len)))
+
     def frac_done(elapsed: float) -> float:
         if total_steps is not None:
             return step / total_steps
-        return elapsed / (tc.minutes * 60)
+        return min(1.0, max(elapsed / (tc.minutes * 60), step / work_steps))
 
     def snapshot() -> dict:
         return {"step": step, "cursor": cursor, "elapsed": elapsed0 + time.perf_counter() - t_start,
