@@ -49,15 +49,21 @@ def save(run_dir: Path, model: Model, state: dict, history: np.ndarray, keep: in
     tmp = run_dir / (name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    _write_history(run_dir, history)
-    meta = {"format": FORMAT, "version": FORMAT_VERSION, "code_version": __version__,
-            "config": json.loads(model.cfg.to_json()), "history_len": int(len(history))}
-    np.savez(tmp / "model.npz", meta=np.array(json.dumps(meta)), params=model.host(model.params),
-             tables=model.host(model.tables), last_pos=model.last_pos)
-    st = dict(state)
-    np.savez(tmp / "state.npz", state=np.array(json.dumps(st)), adam_m=model.host(model.adam_m),
-             adam_v=model.host(model.adam_v))
+    try:
+        tmp.mkdir(parents=True)
+        _write_history(run_dir, history)
+        meta = {"format": FORMAT, "version": FORMAT_VERSION, "code_version": __version__,
+                "config": json.loads(model.cfg.to_json()), "history_len": int(len(history))}
+        np.savez(tmp / "model.npz", meta=np.array(json.dumps(meta)), params=model.host(model.params),
+                 tables=model.host(model.tables), last_pos=model.last_pos)
+        st = dict(state)
+        np.savez(tmp / "state.npz", state=np.array(json.dumps(st)), adam_m=model.host(model.adam_m),
+                 adam_v=model.host(model.adam_v))
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        need = model.cfg.table_bytes() / 2**30
+        raise CheckpointError(f"{run_dir}: could not write checkpoint {name} ({exc.strerror or exc}); it needs about "
+                              f"{need:.1f} GiB; earlier checkpoints are intact") from None
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)

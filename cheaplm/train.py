@@ -193,7 +193,7 @@ def train(data_dir: Path, run_dir: Path, model_cfg: ModelConfig | None, tc: Trai
           keep_model: bool = False) -> dict:
     """Train; returns a summary. `stop_after_steps` stops early as an interruption would (tests)."""
     run_dir = Path(run_dir)
-    if tc.minutes is None and tc.bytes is None:
+    if tc.minutes is None and tc.bytes is None and not resume:
         raise TrainError("give a budget: --minutes or --bytes")
     if (tc.minutes is not None and tc.minutes <= 0) or (tc.bytes is not None and tc.bytes <= 0):
         raise TrainError("the budget must be positive (got --minutes/--bytes of zero or less)")
@@ -351,6 +351,12 @@ def train(data_dir: Path, run_dir: Path, model_cfg: ModelConfig | None, tc: Trai
                 d_prev[k, on_device_to:end].copy_to_device(prev[k, on_device_to:end])
             on_device_to = end
 
+    def save_checkpoint(snap: dict) -> None:
+        try:
+            checkpoint.save(run_dir, model, snap, train_bytes[:cursor], keep=tc.keep)
+        except checkpoint.CheckpointError as exc:
+            raise TrainError(str(exc)) from None
+
     def do_val() -> float | None:
         if val_bytes is None or len(val_bytes) == 0:
             return None
@@ -427,7 +433,7 @@ def train(data_dir: Path, run_dir: Path, model_cfg: ModelConfig | None, tc: Trai
                 last_log = now
             if save and tc.checkpoint_minutes > 0 and now - last_ckpt >= tc.checkpoint_minutes * 60:
                 index_to(cursor)
-                checkpoint.save(run_dir, model, snapshot(), train_bytes[:cursor], keep=tc.keep)
+                save_checkpoint(snapshot())
                 last_ckpt = now
 
     if tail is not None and stopped is None:
@@ -438,7 +444,7 @@ def train(data_dir: Path, run_dir: Path, model_cfg: ModelConfig | None, tc: Trai
     final_state = snapshot()
     model.history_len = cursor
     if save:
-        checkpoint.save(run_dir, model, final_state, train_bytes[:cursor], keep=tc.keep)
+        save_checkpoint(final_state)
     val_bpb = do_val()
     summary = {"steps": step, "counted_bytes": cursor, "train_bytes": n_train, "elapsed": final_state["elapsed"],
                "count_seconds": count_seconds, "count_mb_per_s": count_bytes / 1e6 / count_seconds if count_seconds else None,

@@ -164,3 +164,27 @@ def test_background_match_index_equals_the_sequential_walk(monkeypatch):
     assert ahead.done >= len(d) // 2
     ahead.wait(len(d))
     assert np.array_equal(got, want) and np.array_equal(got_last, want_last)
+
+
+def test_resume_needs_no_budget_and_a_full_disk_is_one_clean_error(data_dir, tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    train(data_dir, run, CFG, small_tc(), log=lambda *a: None, stop_after_steps=5)
+    done = train(data_dir, run, None, TrainConfig(device="cpu"), resume=True, log=lambda *a: None)
+    straight = train(data_dir, tmp_path / "straight", CFG, small_tc(), log=lambda *a: None)
+    assert done["stopped"] is None  # it ran on the run's own budget to the same end
+    assert (done["steps"], done["counted_bytes"]) == (straight["steps"], straight["counted_bytes"])
+
+    import cheaplm.checkpoint as ckpt
+
+    def full_disk(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    run2 = tmp_path / "run2"
+    train(data_dir, run2, CFG, small_tc(), log=lambda *a: None, stop_after_steps=5)
+    before = sorted(p.name for p in run2.iterdir())
+    monkeypatch.setattr(ckpt.np, "savez", full_disk)
+    with pytest.raises(TrainError, match="No space left on device") as err:
+        train(data_dir, run2, None, TrainConfig(device="cpu"), resume=True, log=lambda *a: None)
+    assert "\n" not in str(err.value)
+    assert sorted(p.name for p in run2.iterdir() if not p.name.endswith(".tmp")) == before
+    assert not list(run2.glob("*.tmp"))
