@@ -117,6 +117,7 @@ class IndexAhead:
 
     def __init__(self, data, start, end, minlens, bits, last_pos, prev, background: bool):
         self.args = (data, minlens, bits, last_pos, prev)
+        self.last_pos = last_pos  # once done: the index of data[:end]
         self.start, self.end = start, end
         self.done = start
         self.error = None
@@ -290,8 +291,11 @@ def train(data_dir: Path, run_dir: Path, model_cfg: ModelConfig | None, tc: Trai
         nonlocal indexed_to
         if end > indexed_to:
             ahead.wait(n_train)  # one builder at a time: the parallel kernels share the thread pool
-            match_index_parallel(train_bytes, indexed_to, end, model.minlens, model_cfg.match_bits, model.last_pos,
-                                 prev, 0)
+            if end == n_train:
+                model.last_pos[:] = ahead.last_pos  # the builder's own index ends exactly there
+            else:
+                match_index_parallel(train_bytes, indexed_to, end, model.minlens, model_cfg.match_bits,
+                                     model.last_pos, prev, 0)
             indexed_to = end
 
     if device == "cuda":
