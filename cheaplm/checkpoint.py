@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .model import Model, ModelConfig
+from .model import LEGACY, Model, ModelConfig
 
 FORMAT = "cheaplm-run"
 FORMAT_VERSION = 1
@@ -127,7 +127,7 @@ def load_model(run_dir: Path, device: str = "cpu", ckpt: Path | None = None) -> 
         raise CheckpointError(f"{ckpt}: checkpoint format {meta.get('version')}, this cheaplm "
                               f"({__version__}) reads format {FORMAT_VERSION}; retrain or use cheaplm {meta.get('code_version')}")
     try:
-        cfg = ModelConfig.from_dict(meta["config"])
+        cfg = ModelConfig.from_dict({**LEGACY, **meta["config"]})
     except (ValueError, TypeError) as exc:
         raise CheckpointError(f"{ckpt}: bad model config ({exc})") from None
     model_shape_ok = (z["tables"].shape == (cfg.table_rows(), 32) and z["params"].dtype == np.float32

@@ -30,9 +30,13 @@ class ModelConfig:
     table_bits: int = 20  # rows per context table (at most; low orders need fewer)
     match_minlens: list = field(default_factory=lambda: [12, 6])
     match_bits: int = 22
-    apm2_bits: int = 12
-    weight_sets: bool = True  # select mixer weights by (bit, match state, contexts seen); off = one set
-    apm: bool = True  # the two APM/SSE stages after the mixer
+    apm2_bits: int = 12  # rows of the byte1 APM
+    weight_sets: bool = True  # select mixer weights by each selector's context; off = one set per mixer
+    apm: bool = True  # the APM/SSE stages after the mixer; off = none
+    # one mixer per selector (kernels/mixer.py), combined by a final mixer when there are several
+    selectors: list = field(default_factory=lambda: ["seen", "partial", "byte1"])
+    apms: list = field(default_factory=lambda: ["partial", "byte1", "byte2", "match"])
+    apm_hash_bits: int = 16  # rows of the byte2 APM
 
     def contexts(self) -> list[tuple[int, int]]:
         return ([(ORDER, k) for k in self.orders] + [(WORD, n) for n in range(1, self.words + 1)]
@@ -82,35 +86,65 @@ class ModelConfig:
             raise ValueError("match_minlens must be in 2..64")
         if not (8 <= self.match_bits <= 28) or not (0 <= self.apm2_bits <= 16):
             raise ValueError("match_bits must be in 8..28 and apm2_bits in 0..16")
+        if not (0 <= self.apm_hash_bits <= 22):
+            raise ValueError("apm_hash_bits must be in 0..22")
+        for name, given, allowed, most in (("selectors", self.selectors, mixer.SELECTORS, mixer.MAX_SEL),
+                                           ("apms", self.apms, mixer.APMS, mixer.MAX_APM)):
+            bad = [x for x in given if x not in allowed]
+            if bad or len(set(given)) != len(given) or len(given) > most:
+                raise ValueError(f"{name}: {given!r}; give at most {most} distinct of {', '.join(allowed)}")
+        if not self.selectors:
+            raise ValueError("selectors: the model needs at least one mixer")
+
+
+# what a checkpoint saved before `selectors` and `apms` existed holds: one mixer, two APMs
+LEGACY = {"selectors": ["seen"], "apms": ["partial", "byte1"], "apm_hash_bits": 16}
 
 
 def param_layout(cfg: ModelConfig) -> np.ndarray:
+    """Block offsets in the flat parameter buffer, in this order: one weight block per selector,
+    the final mixer (only with several selectors), count maps, match map, one block per APM."""
     n_ctx = len(cfg.contexts())
     n_in = 2 * n_ctx + 2
-    n_sel = 8 * mixer.N_MB * (n_ctx + 1)
-    w = 0
-    sm = w + n_sel * n_in
-    ml = sm + n_ctx * mixer.N_Q * mixer.N_Q
-    a1 = ml + N_MATCH_BUCKETS * 8
-    a2 = a1 + 256 * mixer.APM_KNOTS
-    total = a2 + (1 << cfg.apm2_bits) * mixer.APM_KNOTS
-    lay = np.zeros(mixer.L_FLAGS + 1, dtype=np.int64)
-    lay[mixer.L_NCTX], lay[mixer.L_K], lay[mixer.L_W], lay[mixer.L_SM] = n_ctx, n_in, w, sm
-    lay[mixer.L_ML], lay[mixer.L_A1], lay[mixer.L_A2] = ml, a1, a2
-    lay[mixer.L_A2MASK] = (1 << cfg.apm2_bits) - 1
-    lay[mixer.L_P] = total
+    n_sel, n_apm = len(cfg.selectors), len(cfg.apms)
+    lay = np.zeros(mixer.L_LEN, dtype=np.int64)
+    at = 0
+    for k, name in enumerate(cfg.selectors):
+        kind = mixer.SELECTORS[name]
+        lay[mixer.L_SEL + 2 * k], lay[mixer.L_SEL + 2 * k + 1] = kind, at
+        at += mixer.selector_sets(kind, n_ctx) * n_in
+    lay[mixer.L_V] = at
+    if n_sel > 1:
+        at += 256 * n_sel
+    lay[mixer.L_SM] = at
+    at += n_ctx * mixer.N_Q * mixer.N_Q
+    lay[mixer.L_ML] = at
+    at += N_MATCH_BUCKETS * 8
+    for r, name in enumerate(cfg.apms):
+        kind = mixer.APMS[name]
+        bits = cfg.apm2_bits if kind == mixer.APM_BYTE1 else cfg.apm_hash_bits
+        rows = mixer.apm_rows(kind, bits)
+        lay[mixer.L_APM + 3 * r], lay[mixer.L_APM + 3 * r + 1], lay[mixer.L_APM + 3 * r + 2] = kind, at, rows - 1
+        at += rows * mixer.APM_KNOTS
+    lay[mixer.L_NCTX], lay[mixer.L_K], lay[mixer.L_NSEL], lay[mixer.L_NAPM] = n_ctx, n_in, n_sel, n_apm
+    lay[mixer.L_P] = at
     lay[mixer.L_FLAGS] = (0 if cfg.weight_sets else mixer.NO_WEIGHT_SETS) | (0 if cfg.apm else mixer.NO_APM)
     return lay
 
 
 def init_params(cfg: ModelConfig) -> np.ndarray:
     lay = param_layout(cfg)
-    n_ctx, n_in = int(lay[mixer.L_NCTX]), int(lay[mixer.L_K])
+    n_ctx, n_in, n_sel = int(lay[mixer.L_NCTX]), int(lay[mixer.L_K]), int(lay[mixer.L_NSEL])
     p = np.zeros(int(lay[mixer.L_P]), dtype=np.float32)
-    w = p[lay[mixer.L_W]:lay[mixer.L_SM]].reshape(-1, n_in)
-    w[:, 0:2 * n_ctx:2] = 2.0 / n_ctx  # trust in the raw count ratios, shared out over contexts
-    w[:, 1:2 * n_ctx:2] = 1.0  # the learned count maps start at 0; a unit weight lets them learn
-    w[:, 2 * n_ctx] = 1.0  # match input
+    for k in range(n_sel):
+        lo = int(lay[mixer.L_SEL + 2 * k + 1])
+        hi = lo + mixer.selector_sets(int(lay[mixer.L_SEL + 2 * k]), n_ctx) * n_in
+        w = p[lo:hi].reshape(-1, n_in)
+        w[:, 0:2 * n_ctx:2] = 2.0 / n_ctx  # trust in the raw count ratios, shared out over contexts
+        w[:, 1:2 * n_ctx:2] = 1.0  # the learned count maps start at 0; a unit weight lets them learn
+        w[:, 2 * n_ctx] = 1.0  # match input
+    if n_sel > 1:
+        p[lay[mixer.L_V]:lay[mixer.L_SM]] = 1.0 / n_sel  # the mixers start equal: their average
     return p
 
 
@@ -182,7 +216,8 @@ class Model:
 
     # ---- mixer -------------------------------------------------------------------------------------
     def make_caches(self, n_b: int, dtype=np.float32) -> mixer.Caches:
-        return mixer.Caches(n_b, self.n_ctx, int(self.lay[mixer.L_K]), dtype=dtype, device=self.device == "cuda")
+        return mixer.Caches(n_b, self.n_ctx, int(self.lay[mixer.L_K]), int(self.lay[mixer.L_NSEL]),
+                            int(self.lay[mixer.L_NAPM]), dtype=dtype, device=self.device == "cuda")
 
     def forward(self, data, pos, prev, prev_base: int, caches: mixer.Caches, loo: bool) -> None:
         mixer.forward(data, pos, 1 if loo else 0, prev, prev_base, self.d_minlens, self.d_ctx, self.tables,

@@ -56,6 +56,7 @@ class TrainConfig:
     batch: int = 0  # 0: 4096 on CPU, 65536 on GPU
     count_chunk: int = 0  # 0: 128 KiB on CPU, 1 MiB on GPU
     lr: float = 0.004
+    mix_steps: int = 1  # mixer updates per counted chunk (each on its own batch of the chunk)
     warmup: int = 50
     seed: int = 0
     val_bytes: int = 1 << 17
@@ -196,6 +197,8 @@ def train(data_dir: Path, run_dir: Path, model_cfg: ModelConfig | None, tc: Trai
     run_dir = Path(run_dir)
     if tc.minutes is None and tc.bytes is None and not resume:
         raise TrainError("give a budget: --minutes or --bytes")
+    if tc.mix_steps < 1:
+        raise TrainError(f"mix_steps must be at least 1 (got {tc.mix_steps})")
     if (tc.minutes is not None and tc.minutes <= 0) or (tc.bytes is not None and tc.bytes <= 0):
         raise TrainError("the budget must be positive (got --minutes/--bytes of zero or less)")
     try:
@@ -317,6 +320,7 @@ def train(data_dir: Path, run_dir: Path, model_cfg: ModelConfig | None, tc: Trai
     count_steps = max(1, math.ceil(count_limit / tc.count_chunk))
     total_steps = math.ceil(count_steps * (1 + TAIL)) if tc.bytes is not None else None
     step = int(state["step"])
+    updates = int(state.get("updates", step))  # optimizer updates (several per step with mix_steps > 1)
     elapsed0 = float(state["elapsed"])
     metrics = open(run_dir / "metrics.jsonl", "a") if save else None
     last_log = last_val = last_ckpt = time.perf_counter()
@@ -342,7 +346,7 @@ def train(data_dir: Path, run_dir: Path, model_cfg: ModelConfig | None, tc: Trai
 
     def snapshot() -> dict:
         return {"step": step, "cursor": cursor, "elapsed": elapsed0 + time.perf_counter() - t_start,
-                "rng": rng.bit_generator.state, "tokens_mixed": state.get("tokens_mixed", 0),
+                "rng": rng.bit_generator.state, "tokens_mixed": state.get("tokens_mixed", 0), "updates": updates,
                 "tail_seen": tail_seen, "data": state["data"], "train_config": asdict(tc)}
 
     on_device_to = cursor  # match pointers copied to the GPU up to here
@@ -397,21 +401,23 @@ def train(data_dir: Path, run_dir: Path, model_cfg: ModelConfig | None, tc: Trai
                 lo, hi = tail
                 tail_seen += min(tc.batch, hi - lo)
             step += 1
-            pos = lo + rng.integers(0, hi - lo, min(tc.batch, hi - lo), dtype=np.int64)
-            if device != "cuda":
-                pos.sort()  # nearby positions share cache lines on the CPU; the GPU gains nothing for the sort's time
-            d_pos = to_dev(pos) if to_dev else pos
-            if len(pos) != caches.n_b:
-                caches = model.make_caches(len(pos))
             lr = lr_at(tc, step, frac_done(elapsed))
-            model.forward(d_data, d_pos, d_prev, 0, caches, loo=False)
-            model.backward(d_data, d_pos, caches, 1.0 / len(pos))
-            loss = float(np.mean(model.host(caches.loss), dtype=np.float64))
-            if not math.isfinite(loss):
-                raise TrainError(f"loss became {loss} at step {step}; stopped without saving, the last good "
-                                 f"checkpoint is intact (try a lower --lr than {tc.lr})")
-            model.update(step, lr)
-            state["tokens_mixed"] = state.get("tokens_mixed", 0) + len(pos)
+            for _ in range(tc.mix_steps if counting else 1):
+                pos = lo + rng.integers(0, hi - lo, min(tc.batch, hi - lo), dtype=np.int64)
+                if device != "cuda":
+                    pos.sort()  # nearby positions share cache lines on the CPU; the GPU gains nothing for the sort's time
+                d_pos = to_dev(pos) if to_dev else pos
+                if len(pos) != caches.n_b:
+                    caches = model.make_caches(len(pos))
+                model.forward(d_data, d_pos, d_prev, 0, caches, loo=False)
+                model.backward(d_data, d_pos, caches, 1.0 / len(pos))
+                loss = float(np.mean(model.host(caches.loss), dtype=np.float64))
+                if not math.isfinite(loss):
+                    raise TrainError(f"loss became {loss} at step {step}; stopped without saving, the last good "
+                                     f"checkpoint is intact (try a lower --lr than {tc.lr})")
+                updates += 1
+                model.update(updates, lr)
+                state["tokens_mixed"] = state.get("tokens_mixed", 0) + len(pos)
             if counting:
                 model.count(d_data, lo, hi)
                 cursor = hi

@@ -36,7 +36,8 @@ def check(big: bool = False) -> bool:
     n = 200_000 if big else 300
     n_b = 50_000 if big else 23
     cfg = ModelConfig(orders=[0, 1, 2, 3, 5], words=2, sparse=[0b10], table_bits=16 if big else 6,
-                      match_minlens=[8, 3], match_bits=14 if big else 8, apm2_bits=6)
+                      match_minlens=[8, 3], match_bits=14 if big else 8, apm2_bits=6, apm_hash_bits=8,
+                      selectors=["seen", "partial", "byte1", "byte2"])
     data = make_text(rng, n)
     ctx = context_array(cfg)
     ok = True
@@ -62,7 +63,8 @@ def check(big: bool = False) -> bool:
         c_cpu = model.make_caches(n_b)
         mixer.forward_cpu(data, pos, loo, prev, 0, model.minlens, ctx, t_cpu, model.params, model.lay,
                           *c_cpu.forward_args())
-        c_gpu = mixer.Caches(n_b, model.n_ctx, int(model.lay[mixer.L_K]), device=True)
+        c_gpu = mixer.Caches(n_b, model.n_ctx, int(model.lay[mixer.L_K]), int(model.lay[mixer.L_NSEL]),
+                             int(model.lay[mixer.L_NAPM]), device=True)
         d_params = cuda.to_device(model.params)
         d_args = [cuda.to_device(a) for a in (data, pos)]
         mixer.forward_kernel[(n_b + tpb - 1) // tpb, tpb](

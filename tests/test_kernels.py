@@ -11,13 +11,15 @@ import pytest
 
 from cheaplm.kernels import adam, mixer
 from cheaplm.kernels.counts import count_add_cpu
-from cheaplm.kernels.hashing import ORDER, SPARSE, WORD, context_hash, match_hash, slot_of
+from cheaplm.kernels.hashing import ORDER, SPARSE, WORD, context_hash, match_hash, mix64, slot_of
 from cheaplm.kernels.match import MATCH_CAP, _index_segments, match_index, match_lookup
 from cheaplm.model import Model, ModelConfig, context_array
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = ModelConfig(orders=[0, 1, 2, 4], words=2, sparse=[0b10], table_bits=7, match_minlens=[6, 3],
-                   match_bits=10, apm2_bits=5)
+                   match_bits=10, apm2_bits=5, apm_hash_bits=6, selectors=["seen", "partial", "byte1", "byte2"])
+# one mixer and two APMs: the model before the final mixer existed (no V block)
+TINY_ONE = ModelConfig(**{**TINY.__dict__, "selectors": ["seen"], "apms": ["partial", "byte1"]})
 
 
 def text(n, seed=0):
@@ -151,17 +153,35 @@ def test_count_bucket_definition():
 
 
 def oracle_losses(model, d, pos, prev, loo):
-    """float64, written from the docstring of kernels/mixer.py, not from its code."""
+    """float64, written from the docstring of kernels/mixer.py, not from its code (the hashes that
+    pick byte2 rows are definitions and are called)."""
     ctx, p = model.ctx, model.params.astype(np.float64)
-    lay = model.lay
+    cfg, lay = model.cfg, model.lay
     n_ctx, n_in = len(ctx), 2 * len(ctx) + 2
     knots = mixer.APM_LO + mixer.APM_STEP * np.arange(mixer.APM_KNOTS)
+    # block offsets by adding up sizes in the documented order
+    at, w_at = 0, []
+    for name in cfg.selectors:
+        w_at.append(at)
+        at += {"seen": 8 * 8 * (n_ctx + 1), "partial": 256, "byte1": 2048, "byte2": 4096}[name] * n_in
+    v_at = at
+    at += 256 * len(cfg.selectors) if len(cfg.selectors) > 1 else 0
+    sm_at, ml_at = at, at + n_ctx * 256
+    at = ml_at + 64
+    a_at, a_rows = [], []
+    for name in cfg.apms:
+        rows = {"partial": 256, "byte1": 1 << cfg.apm2_bits, "byte2": 1 << cfg.apm_hash_bits, "match": 4096}[name]
+        a_at.append(at)
+        a_rows.append(rows)
+        at += rows * 33
+    assert at == model.n_params
     out = []
     for t in pos:
         y = int(d[t])
         e, mb = match_lookup(d, t, prev, t, model.minlens)
         hs = [context_hash(d, t, ctx[i, 0], ctx[i, 1], i) for i in range(n_ctx)]
-        prev_byte = int(d[t - 1]) if t > 0 else 0
+        b1 = int(d[t - 1]) if t > 0 else 0
+        b2 = int(d[t - 2]) if t > 1 else 0
         total = 0.0
         c = 1
         for j in range(8):
@@ -176,19 +196,25 @@ def oracle_losses(model, d, pos, prev, loo):
                 if loo:
                     n0, n1 = (n0, max(n1 - 1, 0)) if bit else (max(n0 - 1, 0), n1)
                 x[2 * i] = np.clip(np.log((n1 + 0.4) / (n0 + 0.4)), -8, 8)
-                x[2 * i + 1] = p[lay[mixer.L_SM] + i * 256 + mixer.count_bucket(n0) * 16 + mixer.count_bucket(n1)]
+                x[2 * i + 1] = p[sm_at + i * 256 + mixer.count_bucket(n0) * 16 + mixer.count_bucket(n1)]
                 nz += (n0 + n1) > 0
-            mstate = 0
+            mstate, ebit = 0, 0
             if mb > 0 and (e >> (8 - j)) == c - (1 << j):
-                mstate = mb
-                x[2 * n_ctx] = p[lay[mixer.L_ML] + mb * 8 + j] * (1 if (e >> (7 - j)) & 1 else -1)
+                mstate, ebit = mb, (e >> (7 - j)) & 1
+                x[2 * n_ctx] = p[ml_at + mb * 8 + j] * (1 if ebit else -1)
             x[-1] = 1.0
-            s = (j * mixer.N_MB + mstate) * (n_ctx + 1) + nz
-            z = float(p[s * n_in:(s + 1) * n_in] @ x)
-            a1 = p[lay[mixer.L_A1] + c * 33:lay[mixer.L_A1] + (c + 1) * 33]
-            r2 = (prev_byte * 256 + c) & lay[mixer.L_A2MASK]
-            a2 = p[lay[mixer.L_A2] + r2 * 33:lay[mixer.L_A2] + (r2 + 1) * 33]
-            zf = z + np.interp(z, knots, a1) + np.interp(z, knots, a2)
+            h2 = (int(mix64(np.int64(b2 * 256 + b1 + 0x10000))) >> 24) & 511
+            sets = {"seen": (j * 8 + mstate) * (n_ctx + 1) + nz, "partial": c, "byte1": b1 * 8 + j,
+                    "byte2": h2 * 8 + j}
+            zk = [float(p[w_at[k] + sets[name] * n_in:w_at[k] + (sets[name] + 1) * n_in] @ x)
+                  for k, name in enumerate(cfg.selectors)]
+            z = zk[0] if len(zk) == 1 else float(p[v_at + c * len(zk):v_at + (c + 1) * len(zk)] @ zk)
+            zf = z
+            for r, name in enumerate(cfg.apms):
+                row = {"partial": c, "byte1": (b1 * 256 + c) & (a_rows[r] - 1),
+                       "byte2": (int(mix64(np.int64((b2 * 256 + b1) * 256 + c + 0x3000000))) >> 24) & (a_rows[r] - 1),
+                       "match": (mstate * 2 + ebit) * 256 + c}[name]
+                zf += np.interp(z, knots, p[a_at[r] + row * 33:a_at[r] + (row + 1) * 33])
             pr = 1 / (1 + np.exp(-zf))
             total += -np.log2(pr if bit else 1 - pr)
             c = 2 * c + bit
@@ -196,21 +222,22 @@ def oracle_losses(model, d, pos, prev, loo):
     return np.array(out)
 
 
-def tiny_model(seed=0, n=2000):
+def tiny_model(seed=0, n=2000, cfg=TINY):
     d = text(n, seed)
-    model = Model(TINY)
+    model = Model(cfg)
     model.count(d, 0, n // 2)
     rng = np.random.default_rng(seed)
     model.params += rng.normal(0, 0.3, model.n_params).astype(np.float32)
     prev = np.empty((2, n), np.int32)
-    match_index(d, 0, n, model.minlens, TINY.match_bits, model.last_pos, prev, 0)
+    match_index(d, 0, n, model.minlens, cfg.match_bits, model.last_pos, prev, 0)
     return model, d, prev
 
 
 @pytest.mark.parametrize("loo", [False, True])
 @pytest.mark.parametrize("n_b", [1, 37])
-def test_mixer_forward_matches_float64_oracle(loo, n_b):
-    model, d, prev = tiny_model(seed=n_b)
+@pytest.mark.parametrize("cfg", [TINY, TINY_ONE], ids=["four-mixers", "one-mixer"])
+def test_mixer_forward_matches_float64_oracle(loo, n_b, cfg):
+    model, d, prev = tiny_model(seed=n_b, cfg=cfg)
     pos = np.random.default_rng(1).integers(0, len(d), n_b).astype(np.int64)
     caches = model.make_caches(n_b)
     model.forward(d, pos, prev, 0, caches, loo=loo)
@@ -233,8 +260,9 @@ def test_adam_matches_numpy():
 
 # ---- tier 3: backward vs central finite differences (float64) ---------------------------------------
 
-def test_backward_matches_finite_differences():
-    model, d, prev = tiny_model(seed=9)
+@pytest.mark.parametrize("cfg", [TINY, TINY_ONE], ids=["four-mixers", "one-mixer"])
+def test_backward_matches_finite_differences(cfg):
+    model, d, prev = tiny_model(seed=9, cfg=cfg)
     model.params = model.params.astype(np.float64)
     pos = np.random.default_rng(2).integers(1, len(d), 19).astype(np.int64)
     caches = model.make_caches(len(pos), dtype=np.float64)

@@ -1,4 +1,4 @@
-"""The learned mixer: count lookups -> per-bit logistic mixing -> two APM stages -> loss.
+"""The learned mixer: count lookups -> per-bit logistic mixers -> a final mixer -> APM stages -> loss.
 
 Forward, for one byte position t and each of its 8 bits j (partial byte c = 1 followed by the bits
 already known), per context i:
@@ -6,15 +6,23 @@ already known), per context i:
     a_i        = clip(ln((n1 + .4) / (n0 + .4)), -8, 8)          # what the counts say
     b_i        = SM[i, q(n0), q(n1)]                               # learned count -> logit map
 match model:  m = ML[len bucket, j] * (+1 if the predicted byte's next bit is 1 else -1)
-weight set:   s = (j, match bucket, number of contexts with any count)
-    z  = sum_i W[s,2i] a_i + W[s,2i+1] b_i + W[s,2C] m + W[s,2C+1]
-    zf = z + A1[c](z) + A2[prev byte, c](z)                        # APM: 33-knot interpolation
+features:     x = (a_0, b_0, ..., a_C-1, b_C-1, m, 1)
+mixers:       one per selector k, each with its own weight set s_k chosen by a small context:
+                seen:    (j, match bucket, number of contexts with any count)
+                partial: c
+                byte1:   (previous byte, j)
+                byte2:   (hash of the previous two bytes to 512 values, j)
+              z_k = W_k[s_k] . x
+final mixer:  z = sum_k V[c, k] z_k        (one selector: z = z_0, no V)
+APM stages:   zf = z + sum_r A_r[row_r](z)  (33-knot piecewise-linear curves), rows chosen by:
+                partial: c;  byte1: (previous byte * 256 + c) masked;
+                byte2:   hash(previous two bytes, c) masked;  match: (match bucket, expected bit, c)
     p  = sigmoid(zf);  loss = -log2 p(bit)
 
-Forward caches everything backward needs (features, weight-set index, count-map indices, APM
-knot and fraction, slope dzf/dz). Backward adds into gradients; the CPU twin gives each of a fixed
-number of chunks its own gradient buffer (deterministic sums), the CUDA kernel adds with atomics
-(gradient sums are then not bit-reproducible run to run; the forward is).
+Forward caches everything backward needs (features, each mixer's output and weight row, count-map
+indices, APM rows, knot fraction, slope dzf/dz). Backward adds into gradients; the CPU twin gives
+each of a fixed number of chunks its own gradient buffer (deterministic sums), the CUDA kernel adds
+with atomics (gradient sums are then not bit-reproducible run to run; the forward is).
 
 Parallelisation: one position per CUDA thread / prange iteration; its 8 bits run in order.
 """
@@ -26,7 +34,7 @@ import numpy as np
 from numba import cuda
 
 from .. import config
-from .hashing import context_hash, slot_of
+from .hashing import context_hash, mix64, slot_of
 from .dual import for_kernels, on_device
 from .match import match_lookup
 
@@ -38,11 +46,37 @@ APM_STEP = 0.75
 N_MB = 8  # match length buckets (0 = no match)
 STRETCH_CLIP = 8.0
 
-# layout vector: where each parameter block starts in the flat buffer
-L_NCTX, L_K, L_W, L_SM, L_ML, L_A1, L_A2, L_A2MASK, L_P, L_FLAGS = range(10)
+# layout vector: sizes and where each parameter block starts in the flat buffer
+L_NCTX, L_K, L_SM, L_ML, L_P, L_FLAGS, L_NSEL, L_NAPM, L_V = range(9)
+L_SEL = 16  # selector k: kind at L_SEL + 2k, its weight block at L_SEL + 2k + 1
+L_APM = 32  # APM k: kind at L_APM + 3k, its block at + 1, its row mask at + 2
+L_LEN = 56
+MAX_SEL = 8
+MAX_APM = 8
 # L_FLAGS bits, for ablations: one weight set for every bit (no selection); no APM stages
 NO_WEIGHT_SETS = 1
 NO_APM = 2
+
+SELECTORS = {"seen": 0, "partial": 1, "byte1": 2, "byte2": 3}
+SEL_SEEN, SEL_PARTIAL, SEL_BYTE1, SEL_BYTE2 = range(4)
+BYTE2_SETS = 512
+APMS = {"partial": 0, "byte1": 1, "byte2": 2, "match": 3}
+APM_PARTIAL, APM_BYTE1, APM_BYTE2, APM_MATCH = range(4)
+
+
+def selector_sets(kind: int, n_ctx: int) -> int:
+    """Weight sets of a selector kind."""
+    return {SEL_SEEN: 8 * N_MB * (n_ctx + 1), SEL_PARTIAL: 256, SEL_BYTE1: 256 * 8, SEL_BYTE2: BYTE2_SETS * 8}[kind]
+
+
+def apm_rows(kind: int, bits: int) -> int:
+    """Curves of an APM kind (`bits`: rows of the hashed/masked kinds)."""
+    return {APM_PARTIAL: 256, APM_BYTE1: 1 << bits, APM_BYTE2: 1 << bits, APM_MATCH: N_MB * 2 * 256}[kind]
+
+
+def idx_width(n_sel: int, n_apm: int) -> int:
+    """Columns of the per-bit index cache: mixer rows, final row, match index, match sign, APM rows."""
+    return n_sel + 3 + n_apm
 
 
 @numba.njit(cache=True, inline="always")
@@ -72,16 +106,17 @@ def softplus(x):
 
 
 @numba.njit(cache=True)
-def mix_node(j, c, bit, hashes, e, mb, prev_byte, ctx, tables, params, lay, feat, qidx, idx):
+def mix_node(j, c, bit, hashes, e, mb, hist, ctx, tables, params, lay, feat, qidx, idx, zk):
     """Logit of bit j at partial byte c (1 followed by the j known bits) for one position.
 
-    Fills feat (K inputs), qidx (C count-map indices) and idx = (weight row, match-map index or
-    -1, match sign, APM row 1, APM row 2); returns (z, zf, dzf/dz, APM fraction). `bit` is the true
-    bit for leave-one-out, or -1 for no leave-one-out (test time, generation).
-    Shared by training (forward_position) and generation (sample.byte_distribution).
+    hist holds the two bytes before the position (previous byte in the low 8 bits). Fills feat (K
+    inputs), qidx (C count-map indices), zk (each mixer's output) and idx (see idx_width); returns
+    (z, zf, dzf/dz, APM fraction). `bit` is the true bit for leave-one-out, or -1 for none (test
+    time, generation). Shared by training (forward_position) and generation (sample.py).
     """
     n_ctx = lay[L_NCTX]
     n_in = lay[L_K]
+    n_sel = lay[L_NSEL]
     if j < 4:
         node = c
         nib = np.int64(0)
@@ -109,64 +144,105 @@ def mix_node(j, c, bit, hashes, e, mb, prev_byte, ctx, tables, params, lay, feat
         if n0 + n1 > 0:
             nz += 1
     mstate = 0
+    ebit = 0
     feat[2 * n_ctx] = 0.0
-    idx[1] = -1
-    idx[2] = 0
+    idx[n_sel + 1] = -1
+    idx[n_sel + 2] = 0
     if mb > 0 and (e >> (8 - j)) == (c ^ (np.int64(1) << j)):
         mstate = mb
+        ebit = (e >> (7 - j)) & 1
         mi = lay[L_ML] + mb * 8 + j
-        sign = 1.0 if ((e >> (7 - j)) & 1) == 1 else -1.0
+        sign = 1.0 if ebit == 1 else -1.0
         feat[2 * n_ctx] = params[mi] * sign
-        idx[1] = mi
-        idx[2] = 1 if sign > 0 else -1
+        idx[n_sel + 1] = mi
+        idx[n_sel + 2] = 1 if sign > 0 else -1
     feat[2 * n_ctx + 1] = 1.0
-    s = (j * N_MB + mstate) * (n_ctx + 1) + nz
-    if lay[L_FLAGS] & NO_WEIGHT_SETS:
-        s = 0
-    base = lay[L_W] + s * n_in
-    idx[0] = base
-    z = 0.0
-    for k in range(n_in):
-        z += params[base + k] * feat[k]
+    prev_byte = hist & 255
+    for k in range(n_sel):
+        kind = lay[L_SEL + 2 * k]
+        if lay[L_FLAGS] & NO_WEIGHT_SETS:
+            s = np.int64(0)
+        elif kind == SEL_SEEN:
+            s = (j * N_MB + mstate) * (n_ctx + 1) + nz
+        elif kind == SEL_PARTIAL:
+            s = c
+        elif kind == SEL_BYTE1:
+            s = prev_byte * 8 + j
+        else:
+            s = ((mix64((hist & 0xFFFF) + 0x10000) >> 24) & (BYTE2_SETS - 1)) * 8 + j
+        base = lay[L_SEL + 2 * k + 1] + s * n_in
+        idx[k] = base
+        zz = 0.0
+        for q in range(n_in):
+            zz += params[base + q] * feat[q]
+        zk[k] = zz
+    if n_sel == 1:
+        z = zk[0]
+        idx[n_sel] = -1
+    else:
+        vrow = lay[L_V] + c * n_sel
+        idx[n_sel] = vrow
+        z = 0.0
+        for k in range(n_sel):
+            z += params[vrow + k] * zk[k]
+    n_apm = lay[L_NAPM]
     if lay[L_FLAGS] & NO_APM:
-        idx[3] = -1
-        idx[4] = -1
+        n_apm = 0
+    for r in range(lay[L_NAPM]):
+        idx[n_sel + 3 + r] = -1
+    if n_apm == 0:
         return z, z, 1.0, 0.0
-    # APM stages: piecewise-linear corrections of z, one curve per context
+    # APM stages: piecewise-linear corrections of z, one curve per context row, shared knots
     zc = min(max(z, APM_LO), -APM_LO)
     u = (zc - APM_LO) / APM_STEP
     kk = np.int64(u)
     if kk > APM_KNOTS - 2:
         kk = APM_KNOTS - 2
     f = u - kk
-    r1 = lay[L_A1] + c * APM_KNOTS + kk
-    r2 = lay[L_A2] + ((prev_byte * 256 + c) & lay[L_A2MASK]) * APM_KNOTS + kk
-    idx[3] = r1
-    idx[4] = r2
-    v = params[r1] * (1 - f) + params[r1 + 1] * f + params[r2] * (1 - f) + params[r2 + 1] * f
+    v = 0.0
+    rise = 0.0
+    for r in range(n_apm):
+        kind = lay[L_APM + 3 * r]
+        mask = lay[L_APM + 3 * r + 2]
+        if kind == APM_PARTIAL:
+            row = c
+        elif kind == APM_BYTE1:
+            row = (prev_byte * 256 + c) & mask
+        elif kind == APM_BYTE2:
+            row = (mix64(((hist & 0xFFFF) << 8) + c + 0x3000000) >> 24) & mask
+        else:
+            row = (mstate * 2 + ebit) * 256 + c
+        a = lay[L_APM + 3 * r + 1] + row * APM_KNOTS + kk
+        idx[n_sel + 3 + r] = a
+        v += params[a] * (1 - f) + params[a + 1] * f
+        rise += params[a + 1] - params[a]
     if z < APM_LO or z > -APM_LO:
         slope = 1.0
     else:
-        slope = 1.0 + (params[r1 + 1] - params[r1] + params[r2 + 1] - params[r2]) / APM_STEP
+        slope = 1.0 + rise / APM_STEP
     return z, z + v, slope, f
 
 
 @numba.njit(cache=True)
 def forward_position(b, data, pos, loo, prev, prev_base, minlens, ctx, tables, params, lay,
-                     hashes, feat, qidx, zmix, idx, frac, slope, prob, loss):
+                     hashes, feat, qidx, zmix, zk, idx, frac, slope, prob, loss):
     """Forward for position pos[b]; writes row b of every cache array and loss[b] (bits)."""
     t = pos[b]
     y = np.int64(data[t])
     for i in range(lay[L_NCTX]):
         hashes[b, i] = context_hash(data, t, ctx[i, 0], ctx[i, 1], i)
     e, mb = match_lookup(data, t, prev, t - prev_base, minlens)
-    prev_byte = np.int64(data[t - 1]) if t > 0 else np.int64(0)
+    hist = np.int64(0)
+    if t > 0:
+        hist = np.int64(data[t - 1])
+    if t > 1:
+        hist |= np.int64(data[t - 2]) << 8
     c = np.int64(1)
     total = 0.0
     for j in range(8):
         bit = (y >> (7 - j)) & 1
-        z, zf, sl, f = mix_node(j, c, bit if loo else -1, hashes[b], e, mb, prev_byte, ctx, tables, params,
-                                lay, feat[b, j], qidx[b, j], idx[b, j])
+        z, zf, sl, f = mix_node(j, c, bit if loo else -1, hashes[b], e, mb, hist, ctx, tables, params,
+                                lay, feat[b, j], qidx[b, j], idx[b, j], zk[b, j])
         zmix[b, j] = z
         slope[b, j] = sl
         frac[b, j] = f
@@ -179,10 +255,10 @@ def forward_position(b, data, pos, loo, prev, prev_base, minlens, ctx, tables, p
 
 @numba.njit(cache=True, parallel=True)
 def forward_cpu(data, pos, loo, prev, prev_base, minlens, ctx, tables, params, lay,
-                hashes, feat, qidx, zmix, idx, frac, slope, prob, loss):
+                hashes, feat, qidx, zmix, zk, idx, frac, slope, prob, loss):
     for b in numba.prange(pos.shape[0]):
         forward_position(b, data, pos, loo, prev, prev_base, minlens, ctx, tables, params, lay,
-                         hashes, feat, qidx, zmix, idx, frac, slope, prob, loss)
+                         hashes, feat, qidx, zmix, zk, idx, frac, slope, prob, loss)
 
 
 forward_position_k = for_kernels(forward_position)
@@ -190,44 +266,52 @@ forward_position_k = for_kernels(forward_position)
 
 @cuda.jit(cache=True)
 def forward_kernel(data, pos, loo, prev, prev_base, minlens, ctx, tables, params, lay,
-                   hashes, feat, qidx, zmix, idx, frac, slope, prob, loss):
+                   hashes, feat, qidx, zmix, zk, idx, frac, slope, prob, loss):
     b = cuda.grid(1)
     if b < pos.shape[0]:
         forward_position_k(b, data, pos, loo, prev, prev_base, minlens, ctx, tables, params, lay,
-                         hashes, feat, qidx, zmix, idx, frac, slope, prob, loss)
+                           hashes, feat, qidx, zmix, zk, idx, frac, slope, prob, loss)
 
 
 @numba.njit(cache=True)
-def backward_position(b, data, pos, params, lay, feat, qidx, idx, frac, slope, prob, scale, grad):
+def backward_position(b, data, pos, params, lay, feat, qidx, zk, idx, frac, slope, prob, scale, grad):
     """Adds d(scale * loss_nats[b]) / d params into grad (plain adds: CPU)."""
     n_ctx = lay[L_NCTX]
     n_in = lay[L_K]
+    n_sel = lay[L_NSEL]
     y = np.int64(data[pos[b]])
     for j in range(8):
         bit = (y >> (7 - j)) & 1
         # p = sigmoid(zf), loss = -ln p(bit)  =>  dloss/dzf = p - bit
         dzf = (prob[b, j] - bit) * scale
         f = frac[b, j]
-        for r in range(2):
-            if idx[b, j, 3 + r] >= 0:
-                grad[idx[b, j, 3 + r]] += dzf * (1 - f)
-                grad[idx[b, j, 3 + r] + 1] += dzf * f
-        # zf = z + apm(z)
+        for r in range(lay[L_NAPM]):
+            a = idx[b, j, n_sel + 3 + r]
+            if a >= 0:
+                grad[a] += dzf * (1 - f)
+                grad[a + 1] += dzf * f
+        # zf = z + sum of APM curves at z
         dz = dzf * slope[b, j]
-        base = idx[b, j, 0]
-        for k in range(n_in):
-            grad[base + k] += dz * feat[b, j, k]
-        # feat[2i+1] = SM[q]
-        for i in range(n_ctx):
-            grad[qidx[b, j, i]] += dz * params[base + 2 * i + 1]
-        mi = idx[b, j, 1]
-        if mi >= 0:
-            # feat[2C] = ML[mi] * sign
-            grad[mi] += dz * params[base + 2 * n_ctx] * idx[b, j, 2]
+        vrow = idx[b, j, n_sel]
+        mi = idx[b, j, n_sel + 1]
+        for k in range(n_sel):
+            # z = sum_k V[k] z_k (or z = z_0)
+            dzk = dz
+            if vrow >= 0:
+                dzk = dz * params[vrow + k]
+                grad[vrow + k] += dz * zk[b, j, k]
+            base = idx[b, j, k]
+            for q in range(n_in):
+                grad[base + q] += dzk * feat[b, j, q]
+            # feat[2i+1] = SM[q]; feat[2C] = ML[mi] * sign
+            for i in range(n_ctx):
+                grad[qidx[b, j, i]] += dzk * params[base + 2 * i + 1]
+            if mi >= 0:
+                grad[mi] += dzk * params[base + 2 * n_ctx] * idx[b, j, n_sel + 2]
 
 
 @numba.njit(cache=True, parallel=True)
-def backward_cpu(data, pos, params, lay, feat, qidx, idx, frac, slope, prob, scale, grads):
+def backward_cpu(data, pos, params, lay, feat, qidx, zk, idx, frac, slope, prob, scale, grads):
     """grads: (chunks, P); chunk k handles a fixed slice of the batch. Caller sums over chunks."""
     n_b = pos.shape[0]
     n_chunks = grads.shape[0]
@@ -235,58 +319,69 @@ def backward_cpu(data, pos, params, lay, feat, qidx, idx, frac, slope, prob, sca
         lo = ch * n_b // n_chunks
         hi = (ch + 1) * n_b // n_chunks
         for b in range(lo, hi):
-            backward_position(b, data, pos, params, lay, feat, qidx, idx, frac, slope, prob, scale, grads[ch])
+            backward_position(b, data, pos, params, lay, feat, qidx, zk, idx, frac, slope, prob, scale, grads[ch])
 
 
 @cuda.jit(cache=True)
-def backward_kernel(data, pos, params, lay, feat, qidx, idx, frac, slope, prob, scale, grad):
+def backward_kernel(data, pos, params, lay, feat, qidx, zk, idx, frac, slope, prob, scale, grad):
+    """backward_position with atomic adds (kept in step with it; tests/gpu_parity.py compares them)."""
     b = cuda.grid(1)
     if b >= pos.shape[0]:
         return
     n_ctx = lay[L_NCTX]
     n_in = lay[L_K]
+    n_sel = lay[L_NSEL]
     y = np.int64(data[pos[b]])
     for j in range(8):
         bit = (y >> (7 - j)) & 1
         dzf = (prob[b, j] - bit) * scale
         f = frac[b, j]
-        for r in range(2):
-            if idx[b, j, 3 + r] >= 0:
-                cuda.atomic.add(grad, idx[b, j, 3 + r], dzf * (1 - f))
-                cuda.atomic.add(grad, idx[b, j, 3 + r] + 1, dzf * f)
+        for r in range(lay[L_NAPM]):
+            a = idx[b, j, n_sel + 3 + r]
+            if a >= 0:
+                cuda.atomic.add(grad, a, dzf * (1 - f))
+                cuda.atomic.add(grad, a + 1, dzf * f)
         dz = dzf * slope[b, j]
-        base = idx[b, j, 0]
-        for k in range(n_in):
-            cuda.atomic.add(grad, base + k, dz * feat[b, j, k])
-        for i in range(n_ctx):
-            cuda.atomic.add(grad, qidx[b, j, i], dz * params[base + 2 * i + 1])
-        mi = idx[b, j, 1]
-        if mi >= 0:
-            cuda.atomic.add(grad, mi, dz * params[base + 2 * n_ctx] * idx[b, j, 2])
+        vrow = idx[b, j, n_sel]
+        mi = idx[b, j, n_sel + 1]
+        for k in range(n_sel):
+            dzk = dz
+            if vrow >= 0:
+                dzk = dz * params[vrow + k]
+                cuda.atomic.add(grad, vrow + k, dz * zk[b, j, k])
+            base = idx[b, j, k]
+            for q in range(n_in):
+                cuda.atomic.add(grad, base + q, dzk * feat[b, j, q])
+            for i in range(n_ctx):
+                cuda.atomic.add(grad, qidx[b, j, i], dzk * params[base + 2 * i + 1])
+            if mi >= 0:
+                cuda.atomic.add(grad, mi, dzk * params[base + 2 * n_ctx] * idx[b, j, n_sel + 2])
 
 
 class Caches:
     """Forward caches for a batch of B positions, on the host or the device."""
 
-    def __init__(self, n_b: int, n_ctx: int, n_in: int, dtype=np.float32, device: bool = False):
+    def __init__(self, n_b: int, n_ctx: int, n_in: int, n_sel: int = 1, n_apm: int = 2, dtype=np.float32,
+                 device: bool = False):
         alloc = cuda.device_array if device else np.zeros
         self.n_b = n_b
         self.hashes = alloc((n_b, n_ctx), dtype=np.int64)
         self.feat = alloc((n_b, 8, n_in), dtype=dtype)
         self.qidx = alloc((n_b, 8, n_ctx), dtype=np.int64)
-        self.idx = alloc((n_b, 8, 5), dtype=np.int64)  # weight row, match index, sign, APM rows
+        self.idx = alloc((n_b, 8, idx_width(n_sel, n_apm)), dtype=np.int64)
         self.zmix = alloc((n_b, 8), dtype=dtype)
+        self.zk = alloc((n_b, 8, n_sel), dtype=dtype)
         self.frac = alloc((n_b, 8), dtype=dtype)
         self.slope = alloc((n_b, 8), dtype=dtype)
         self.prob = alloc((n_b, 8), dtype=dtype)
         self.loss = alloc(n_b, dtype=dtype)
 
     def forward_args(self):
-        return (self.hashes, self.feat, self.qidx, self.zmix, self.idx, self.frac, self.slope, self.prob,
+        return (self.hashes, self.feat, self.qidx, self.zmix, self.zk, self.idx, self.frac, self.slope, self.prob,
                 self.loss)
 
     def backward_args(self):
-        return (self.feat, self.qidx, self.idx, self.frac, self.slope, self.prob)
+        return (self.feat, self.qidx, self.zk, self.idx, self.frac, self.slope, self.prob)
 
 
 def _blocks(n: int) -> tuple[int, int]:
