@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .kernels import adam, counts, mixer
-from .kernels.hashing import ORDER, SPARSE, WORD
+from .kernels.hashing import ORDER, SKIP, SPARSE, WORD
 from .kernels.match import N_MATCH_BUCKETS
 
 ROW_BYTES = 32 * 4
@@ -27,6 +27,7 @@ class ModelConfig:
     orders: list = field(default_factory=lambda: [0, 1, 2, 3, 4, 5, 6, 8, 12, 16, 24])
     words: int = 3  # word contexts: partial word, + previous word, + the two previous words
     sparse: list = field(default_factory=lambda: [0b10, 0b1100])  # byte-offset masks
+    skips: list = field(default_factory=list)  # skip-word contexts: partial word + the word n back
     table_bits: int = 20  # rows per context table (at most; low orders need fewer)
     match_minlens: list = field(default_factory=lambda: [12, 6])
     match_bits: int = 22
@@ -40,7 +41,7 @@ class ModelConfig:
 
     def contexts(self) -> list[tuple[int, int]]:
         return ([(ORDER, k) for k in self.orders] + [(WORD, n) for n in range(1, self.words + 1)]
-                + [(SPARSE, m) for m in self.sparse])
+                + [(SPARSE, m) for m in self.sparse] + [(SKIP, n) for n in self.skips])
 
     def rows_bits(self) -> list[int]:
         out = []
@@ -80,6 +81,8 @@ class ModelConfig:
             raise ValueError("orders must be in 0..64")
         if not (0 <= self.words <= 4):
             raise ValueError("words must be in 0..4")
+        if any(not (2 <= n <= 6) for n in self.skips):
+            raise ValueError("skips must be in 2..6 (skip 1 is the word bigram, words 2)")
         if not self.contexts():
             raise ValueError("the model needs at least one context")
         if any(m < 2 or m > 64 for m in self.match_minlens):

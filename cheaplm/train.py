@@ -56,7 +56,7 @@ class TrainConfig:
     batch: int = 0  # 0: 4096 on CPU, 65536 on GPU
     count_chunk: int = 0  # 0: 128 KiB on CPU, 1 MiB on GPU
     lr: float = 0.004
-    mix_steps: int = 1  # mixer updates per counted chunk (each on its own batch of the chunk)
+    mix_steps: int = 0  # mixer updates per counted chunk, each on its own batch; 0: auto (see mix_steps_for)
     warmup: int = 50
     seed: int = 0
     val_bytes: int = 1 << 17
@@ -184,6 +184,29 @@ class StopRequested:
             signal.signal(sig, old)
 
 
+def mix_steps_for(tc: TrainConfig, time_left: float | None, chunks_left: int, t_update: float | None,
+                  t_other: float | None) -> int:
+    """Mixer updates for the next counted chunk.
+
+    The mixer is short of updates, not of positions (bench/NOTES.md §9: on 2 CPU cores 182 updates
+    of 4096 positions gave 1.848 bpb, 4x as many 1.759, 16x 1.733; one update of 16384 positions
+    1.831), but drawing each chunk's positions more than about once over fits the chunk (H200: 16
+    updates of 65536 per MiB 1.6270, 64 updates 1.6319). Auto therefore draws about one chunk's
+    worth, count_chunk / batch updates, and with a minutes budget no more than the time left for
+    counting pays for (time_left: seconds until counting must end; t_update, t_other: measured
+    seconds per mixer update and per chunk besides them).
+    """
+    if tc.mix_steps:
+        return tc.mix_steps
+    most = max(1, tc.count_chunk // tc.batch)
+    if time_left is None:
+        return most
+    if t_update is None or t_other is None:
+        return 1  # first chunk: measure
+    per_chunk = time_left / max(1, chunks_left) - t_other
+    return int(min(most, max(1, per_chunk // max(t_update, 1e-6))))
+
+
 def lr_at(tc: TrainConfig, step: int, frac: float) -> float:
     warm = min(1.0, step / max(tc.warmup, 1))
     decay = 1.0 if frac < 0.5 else 1.0 - 0.9 * min(1.0, (frac - 0.5) / 0.5)
@@ -197,8 +220,8 @@ def train(data_dir: Path, run_dir: Path, model_cfg: ModelConfig | None, tc: Trai
     run_dir = Path(run_dir)
     if tc.minutes is None and tc.bytes is None and not resume:
         raise TrainError("give a budget: --minutes or --bytes")
-    if tc.mix_steps < 1:
-        raise TrainError(f"mix_steps must be at least 1 (got {tc.mix_steps})")
+    if tc.mix_steps < 0:
+        raise TrainError(f"mix_steps must be 0 (auto) or more (got {tc.mix_steps})")
     if (tc.minutes is not None and tc.minutes <= 0) or (tc.bytes is not None and tc.bytes <= 0):
         raise TrainError("the budget must be positive (got --minutes/--bytes of zero or less)")
     try:
@@ -332,6 +355,7 @@ def train(data_dir: Path, run_dir: Path, model_cfg: ModelConfig | None, tc: Trai
     stopped = None
     tail = None  # (start, end) of the uncounted region the mixer-only tail trains on
     tail_seen = int(state.get("tail_seen", 0))  # positions the tail has trained on
+    t_update = t_other = None  # measured seconds per mixer update / per chunk besides them
 
     # a minutes budget usually outlasts the work (count everything, then the tail's passes), so the
     # schedule follows whichever is further along: time or steps (before, a CPU run that finished at
@@ -388,6 +412,7 @@ def train(data_dir: Path, run_dir: Path, model_cfg: ModelConfig | None, tc: Trai
             counting = cursor < count_limit and (tc.minutes is None or elapsed < COUNT_SHARE * tc.minutes * 60)
             if counting:
                 # causal: score the next chunk with counts of everything before it, then count it
+                t_chunk = time.perf_counter()
                 lo, hi = cursor, min(cursor + tc.count_chunk, count_limit)
                 pointers_ready(hi)
             else:
@@ -402,7 +427,12 @@ def train(data_dir: Path, run_dir: Path, model_cfg: ModelConfig | None, tc: Trai
                 tail_seen += min(tc.batch, hi - lo)
             step += 1
             lr = lr_at(tc, step, frac_done(elapsed))
-            for _ in range(tc.mix_steps if counting else 1):
+            n_mix = 1
+            if counting:
+                time_left = None if tc.minutes is None else COUNT_SHARE * tc.minutes * 60 - elapsed
+                n_mix = mix_steps_for(tc, time_left, math.ceil((count_limit - lo) / tc.count_chunk), t_update, t_other)
+            t_iter = time.perf_counter()
+            for _ in range(n_mix):
                 pos = lo + rng.integers(0, hi - lo, min(tc.batch, hi - lo), dtype=np.int64)
                 if device != "cuda":
                     pos.sort()  # nearby positions share cache lines on the CPU; the GPU gains nothing for the sort's time
@@ -418,9 +448,16 @@ def train(data_dir: Path, run_dir: Path, model_cfg: ModelConfig | None, tc: Trai
                 updates += 1
                 model.update(updates, lr)
                 state["tokens_mixed"] = state.get("tokens_mixed", 0) + len(pos)
+            t_mixed = time.perf_counter()
             if counting:
                 model.count(d_data, lo, hi)
                 cursor = hi
+                # per-update time (each update waits for its loss, so it is synchronous) and the rest
+                # of the chunk (count and the wait for pointers), measured for mix_steps_for
+                now = time.perf_counter()
+                tu, to = (t_mixed - t_iter) / n_mix, (now - t_chunk) - (t_mixed - t_iter)
+                t_update = tu if t_update is None else 0.8 * t_update + 0.2 * tu
+                t_other = to if t_other is None else 0.8 * t_other + 0.2 * to
             losses.append(loss)
             ema = loss if ema is None else 0.95 * ema + 0.05 * loss
             now = time.perf_counter()

@@ -37,7 +37,7 @@ def check(big: bool = False) -> bool:
     n_b = 50_000 if big else 23
     cfg = ModelConfig(orders=[0, 1, 2, 3, 5], words=2, sparse=[0b10], table_bits=16 if big else 6,
                       match_minlens=[8, 3], match_bits=14 if big else 8, apm2_bits=6, apm_hash_bits=8,
-                      selectors=["seen", "partial", "byte1", "byte2"])
+                      selectors=["seen", "partial", "byte1", "byte2"], skips=[2])
     data = make_text(rng, n)
     ctx = context_array(cfg)
     ok = True

@@ -11,7 +11,7 @@ import pytest
 
 from cheaplm.kernels import adam, mixer
 from cheaplm.kernels.counts import count_add_cpu
-from cheaplm.kernels.hashing import ORDER, SPARSE, WORD, context_hash, match_hash, mix64, slot_of
+from cheaplm.kernels.hashing import ORDER, SKIP, SPARSE, WORD, context_hash, match_hash, mix64, slot_of
 from cheaplm.kernels.match import MATCH_CAP, _index_segments, match_index, match_lookup
 from cheaplm.model import Model, ModelConfig, context_array
 
@@ -59,6 +59,19 @@ def test_word_hash_folds_case_and_sparse_skips_bytes():
     assert context_hash(d, 49, SPARSE, 0b10, 0) == context_hash(e, 49, SPARSE, 0b10, 0)
     e[47] ^= 1
     assert context_hash(d, 49, SPARSE, 0b10, 0) != context_hash(e, 49, SPARSE, 0b10, 0)
+
+
+def test_skip_hash_sees_the_partial_word_and_the_word_n_back_only():
+    def h(s, n=2):
+        a = np.frombuffer(s, np.uint8).copy()
+        return context_hash(a, len(a), SKIP, n, 5)
+
+    assert h(b"of The big riv") == h(b"in the small riv")  # word 1 back left out, case folded
+    assert h(b"of the big riv") != h(b"of a big riv")  # word 2 back differs
+    assert h(b"of the big riv") != h(b"of the big rive")  # partial word differs
+    assert h(b"x the big riv", 3) != h(b"y the big riv", 3)
+    assert h(b"x the big riv", 3) == h(b"x a small riv", 3)
+    assert h(b"the big riv") != context_hash(np.frombuffer(b"the big riv", np.uint8).copy(), 11, WORD, 3, 5)
 
 
 # ---- tier 1: CPU twins vs oracles --------------------------------------------------------------------

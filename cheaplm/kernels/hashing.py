@@ -4,7 +4,9 @@ A context is (kind, param):
 - ORDER k: the last k bytes (k = 0 is the empty context);
 - WORD n: the current partial word (letters lowercased; UTF-8 bytes >= 128 count as letters)
   and the n-1 words before it, as PAQ's word model does;
-- SPARSE mask: the bytes at the offsets set in `mask` (bit i = byte t-1-i), skipping the others.
+- SPARSE mask: the bytes at the offsets set in `mask` (bit i = byte t-1-i), skipping the others;
+- SKIP n: the current partial word and the word n words before it, the words between left out
+  (PAQ's skip-word contexts: "the ... of" predicts alike whatever stands between).
 
 All functions are `numba.njit` and are called both from CPU loops and from CUDA kernels (numba
 compiles an njit function for the GPU when a kernel calls it), so the hash a GPU kernel computes is
@@ -17,6 +19,7 @@ import numpy as np
 ORDER = 0
 WORD = 1
 SPARSE = 2
+SKIP = 3
 
 # odd 63-bit multipliers; values only need to mix well
 M1 = 0x2545F4914F6CDD1D
@@ -74,6 +77,28 @@ def context_hash(data, t, kind, param, ident):
             while s >= 0 and skipped < 8 and not is_letter(data[s]):
                 s -= 1
                 skipped += 1
+    elif kind == SKIP:
+        s = t - 1
+        if s >= 0 and not is_letter(data[s]):
+            h = (h + np.int64(data[s]) + 300) * M3
+        n = 0
+        while s >= 0 and n < 24 and is_letter(data[s]):
+            h = (h + np.int64(lower(data[s])) + 1) * M3
+            s -= 1
+            n += 1
+        h = (h + 777) * M1
+        for w in range(param):
+            skipped = 0
+            while s >= 0 and skipped < 8 and not is_letter(data[s]):
+                s -= 1
+                skipped += 1
+            n = 0
+            while s >= 0 and n < 24 and is_letter(data[s]):
+                if w == param - 1:
+                    h = (h + np.int64(lower(data[s])) + 1) * M3
+                s -= 1
+                n += 1
+        h = (h + 555) * M1
     else:  # SPARSE
         for i in range(16):
             if (param >> i) & 1:
