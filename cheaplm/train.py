@@ -42,6 +42,7 @@ HOLDOUT_MAX = 8 << 20  # bytes kept uncounted for the mixer-only tail
 TAIL_PASSES = 4  # the tail sees each held-out byte about this many times, no more (it overfits)
 TAIL = 0.25  # mixer-only steps after counting, as a share of the counting steps (bytes budget)
 COUNT_SHARE = 0.75  # share of a minutes budget that counting may take
+MIX_STEPS_MAX = 16  # most mixer updates per counted chunk under mix_steps auto
 
 
 class TrainError(Exception):
@@ -190,15 +191,16 @@ def mix_steps_for(tc: TrainConfig, time_left: float | None, chunks_left: int, t_
 
     The mixer is short of updates, not of positions (bench/NOTES.md §9: on 2 CPU cores 182 updates
     of 4096 positions gave 1.848 bpb, 4x as many 1.759, 16x 1.733; one update of 16384 positions
-    1.831), but drawing each chunk's positions more than about once over fits the chunk (H200: 16
-    updates of 65536 per MiB 1.6270, 64 updates 1.6319). Auto therefore draws about one chunk's
-    worth, count_chunk / batch updates, and with a minutes budget no more than the time left for
-    counting pays for (time_left: seconds until counting must end; t_update, t_other: measured
-    seconds per mixer update and per chunk besides them).
+    1.831), but drawing a chunk's positions too often over fits the chunk (CPU, 128 KiB chunks of
+    4096-position batches: 64 updates 1.771; H200, 1 MiB chunks of 65536: 16 updates 1.6270, 64
+    updates 1.6319). Auto takes count_chunk / batch updates, at most MIX_STEPS_MAX (the best
+    measured on both), and with a minutes budget no more than the time left for counting pays for
+    (time_left: seconds until counting must end; t_update, t_other: measured seconds per mixer
+    update and per chunk besides them).
     """
     if tc.mix_steps:
         return tc.mix_steps
-    most = max(1, tc.count_chunk // tc.batch)
+    most = max(1, min(MIX_STEPS_MAX, tc.count_chunk // tc.batch))
     if time_left is None:
         return most
     if t_update is None or t_other is None:

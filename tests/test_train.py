@@ -192,9 +192,10 @@ def test_resume_needs_no_budget_and_a_full_disk_is_one_clean_error(data_dir, tmp
 
 def test_auto_mix_steps_draw_about_one_chunk_and_fit_the_time_left():
     tc = TrainConfig(batch=4096, count_chunk=1 << 17)
-    assert mix_steps_for(tc, None, 100, None, None) == 32  # bytes budget: one chunk's worth of positions
+    assert mix_steps_for(tc, None, 100, None, None) == 16  # bytes budget: at most MIX_STEPS_MAX
+    assert mix_steps_for(TrainConfig(batch=4096, count_chunk=1 << 14), None, 100, None, None) == 4  # a chunk's worth
     assert mix_steps_for(TrainConfig(batch=4096, count_chunk=1 << 17, mix_steps=3), 1.0, 100, 9.0, 9.0) == 3
     assert mix_steps_for(tc, 100.0, 10, None, None) == 1  # nothing measured yet
-    assert mix_steps_for(tc, 100.0, 10, 0.5, 2.0) == 16  # 10 s per chunk: 2 s counting, 8 s of updates
-    assert mix_steps_for(tc, 1e6, 10, 0.5, 2.0) == 32  # plenty of time: still one chunk's worth
+    assert mix_steps_for(tc, 50.0, 10, 0.5, 2.0) == 6  # 5 s per chunk: 2 s counting, 3 s of updates
+    assert mix_steps_for(tc, 1e6, 10, 0.5, 2.0) == 16  # plenty of time: still no more than the cap
     assert mix_steps_for(tc, 5.0, 10, 0.5, 2.0) == 1  # behind schedule: at least one update
