@@ -12,6 +12,7 @@ byte over all 5,000,074 test bytes, training throughput, sampling-free eval spee
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import platform
@@ -128,15 +129,19 @@ def main() -> None:
         if args.adaptive:
             out["test_bpb_adaptive"] = stream_bpb(model, history, test, adaptive=True)["bpb"]
         del model, history
+        gc.collect()  # the next variant's tables need this one's memory (tens of GB on the GPU)
         print(json.dumps({k: v for k, v in out.items() if k not in ("model", "train", "memory")}), flush=True)
+        print(f"[{label}] test {out['test_bpb']:.4f} bpb, adaptive {out.get('test_bpb_adaptive', float('nan')):.4f}",
+              flush=True)
         rows.append(out)
+        if args.json:  # after every variant: a later one failing (out of memory) keeps the earlier results
+            Path(args.json).write_text(json.dumps(rows, indent=1))
     print("\n| variant | card | budget min | trained s | counted MB | train MB/s | test bpb | adaptive |")
     print("|---|---|---|---|---|---|---|---|")
     for o in rows:
         print(f"| {o['label']} | {o['card']} | {o['minutes']} | {o['train_seconds']:.0f} | {o['counted_bytes'] / 1e6:.1f} | "
               f"{o['train_mb_per_s']:.2f} | {o['test_bpb']:.4f} | {o.get('test_bpb_adaptive', float('nan')):.4f} |")
-    if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=1))
+
 
 if __name__ == "__main__":
     main()

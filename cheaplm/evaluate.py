@@ -57,7 +57,7 @@ def stream_bpb(model: Model, history: np.ndarray, stream: np.ndarray, batch: int
     finally:
         if saved_tables is not None:
             if model.device == "cuda":
-                model.tables = cuda.to_device(saved_tables)
+                model.tables.copy_to_device(saved_tables)  # in place: a second copy may not fit
             else:
                 model.tables[:] = saved_tables
     dt = time.perf_counter() - t0
