@@ -4,7 +4,8 @@ The stream is scored after the model's history (the counted training bytes): cou
 trained, no leave-one-out, and the match model indexing history plus the part of the stream
 already scored (as any language model conditions on the text before the byte it predicts).
 With `adaptive=True` the stream's bytes are also added to the count tables once scored, chunk by
-chunk, as a compressor would (reported separately: it changes the model's memory at test time).
+chunk, as a compressor would (reported separately: it changes the model's memory at test time);
+afterwards they are counted back out, which restores the tables exactly without a copy of them.
 """
 
 from __future__ import annotations
@@ -28,14 +29,12 @@ def stream_bpb(model: Model, history: np.ndarray, stream: np.ndarray, batch: int
     last_pos = model.last_pos.copy()
     prev = np.empty((len(model.cfg.match_minlens), n), dtype=np.int32)
     match_index(data, h, h + n, model.minlens, model.cfg.match_bits, last_pos, prev, h)
-    saved_tables = None
+    counted = 0  # stream bytes added to the tables so far (adaptive)
     if model.device == "cuda":
         d_data = cuda.to_device(data)
         d_prev = cuda.to_device(prev)
     else:
         d_data, d_prev = data, prev
-    if adaptive:
-        saved_tables = model.tables.copy() if model.device != "cuda" else model.tables.copy_to_host()
     batch = min(batch, n)
     caches = model.make_caches(batch)
     total = 0.0
@@ -52,13 +51,10 @@ def stream_bpb(model: Model, history: np.ndarray, stream: np.ndarray, batch: int
             total += float(np.sum(loss, dtype=np.float64))
             if adaptive:
                 model.count(d_data, h + start, h + end)
+                counted = end
             if progress:
                 progress(end, n)
     finally:
-        if saved_tables is not None:
-            if model.device == "cuda":
-                model.tables.copy_to_device(saved_tables)  # in place: a second copy may not fit
-            else:
-                model.tables[:] = saved_tables
+        model.count(d_data, h, h + counted, delta=-1)
     dt = time.perf_counter() - t0
     return {"bpb": total / n, "bytes": n, "seconds": dt, "bytes_per_s": n / max(dt, 1e-9), "adaptive": adaptive}

@@ -213,9 +213,10 @@ class Model:
         return arr.copy_to_host() if self.device == "cuda" else arr
 
     # ---- memory ----------------------------------------------------------------------------------
-    def count(self, data, start: int, end: int) -> None:
-        """Add bytes data[start:end] to the count tables (data on the same device as the tables)."""
-        counts.count_add(data, start, end, self.d_ctx, self.tables)
+    def count(self, data, start: int, end: int, delta: int = 1) -> None:
+        """Add bytes data[start:end] to the count tables (data on the same device as the tables);
+        delta -1 takes them back out exactly."""
+        counts.count_add(data, start, end, self.d_ctx, self.tables, delta)
 
     # ---- mixer -------------------------------------------------------------------------------------
     def make_caches(self, n_b: int, dtype=np.float32) -> mixer.Caches:

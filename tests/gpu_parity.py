@@ -44,13 +44,23 @@ def check(big: bool = False) -> bool:
 
     # counts: integer tables must be identical
     t_cpu = np.zeros((cfg.table_rows(), 32), np.uint32)
-    counts.count_add_cpu(data, 1, n, ctx, t_cpu)
+    counts.count_add_cpu(data, 1, n, ctx, t_cpu, np.uint32(1))
     d_t = cuda.to_device(np.zeros_like(t_cpu))
     tot = (n - 1) * ctx.shape[0]
     tpb = config.THREADS_PER_BLOCK
-    counts.count_add_kernel[(tot + tpb - 1) // tpb, tpb](cuda.to_device(data), 1, n, cuda.to_device(ctx), d_t)
+    d_data, d_ctx = cuda.to_device(data), cuda.to_device(ctx)
+    counts.count_add_kernel[(tot + tpb - 1) // tpb, tpb](d_data, 1, n, d_ctx, d_t, np.uint32(1))
     same = np.array_equal(t_cpu, d_t.copy_to_host())
     print(f"count_add: {'ok' if same else 'MISMATCH'} ({int(t_cpu.sum())} counts)")
+    ok &= same
+    # taking counts back out (adaptive evaluation restores the tables so): exactly what was there
+    half = np.zeros_like(t_cpu)
+    counts.count_add_cpu(data, 1, n // 2, ctx, half, np.uint32(1))
+    tot2 = (n - n // 2) * ctx.shape[0]
+    d_back = cuda.to_device(t_cpu)
+    counts.count_add_kernel[(tot2 + tpb - 1) // tpb, tpb](d_data, n // 2, n, d_ctx, d_back, np.uint32(0xFFFFFFFF))
+    same = np.array_equal(half, d_back.copy_to_host())
+    print(f"count_add -1: {'ok' if same else 'MISMATCH'}")
     ok &= same
 
     # mixer forward/backward with trained-looking random params

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cheaplm.evaluate import stream_bpb
 from cheaplm.kernels import adam, mixer
 from cheaplm.kernels.counts import count_add_cpu
 from cheaplm.kernels.hashing import ORDER, SKIP, SPARSE, WORD, context_hash, match_hash, mix64, slot_of
@@ -81,7 +82,7 @@ def test_count_add_matches_python_oracle(n, start):
     d = text(n, seed=n)
     ctx = context_array(TINY)
     got = np.zeros((TINY.table_rows(), 32), np.uint32)
-    count_add_cpu(d, start, n, ctx, got)
+    count_add_cpu(d, start, n, ctx, got, np.uint32(1))
     want = np.zeros(got.shape, np.int64)
     for t in range(start, n):
         y = int(d[t])
@@ -259,6 +260,19 @@ def test_mixer_forward_matches_float64_oracle(loo, n_b, cfg):
     assert np.all(np.isfinite(caches.loss)) and np.all((caches.prob > 0) & (caches.prob < 1))
 
 
+def test_adaptive_eval_counts_the_stream_then_takes_it_back_exactly():
+    d = text(3000, seed=4)
+    model = Model(TINY)
+    model.count(d, 0, 1000)
+    match_index(d, 0, 1000, model.minlens, TINY.match_bits, model.last_pos, np.empty((2, 1000), np.int32), 0)
+    before = model.tables.copy()
+    static = stream_bpb(model, d[:1000], d[1000:], batch=128)
+    adaptive = stream_bpb(model, d[:1000], d[1000:], batch=128, adaptive=True)
+    assert np.array_equal(model.tables, before)
+    assert adaptive["bpb"] < static["bpb"] - 0.01  # the stream's own counts help on repetitive text
+    assert stream_bpb(model, d[:1000], d[1000:], batch=128)["bpb"] == static["bpb"]
+
+
 def test_adam_matches_numpy():
     rng = np.random.default_rng(3)
     p, g, m, v = (rng.normal(size=101).astype(np.float32) for _ in range(4))
@@ -311,4 +325,4 @@ def test_cuda_kernels_match_cpu_twins_in_simulator():
     proc = subprocess.run([sys.executable, str(REPO / "tests" / "gpu_parity.py"), "--tpb", "7"],
                           env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert proc.stdout.count(" ok") == 6, proc.stdout
+    assert proc.stdout.count(" ok") == 7, proc.stdout

@@ -29,19 +29,20 @@ slot_of_k = for_kernels(slot_of)
 
 
 @numba.njit(cache=True, inline="always")
-def add_byte(tables, row_hi, row_lo, y):
-    """Count byte y in the two nibble rows (CPU: plain adds)."""
+def add_byte(tables, row_hi, row_lo, y, d):
+    """Count byte y in the two nibble rows (CPU: plain adds of d, a uint32: 1 counts, 2**32 - 1
+    takes a count back exactly, by wrap-around)."""
     hi = y >> 4
     node = 1
     for j in range(4):
         bit = (hi >> (3 - j)) & 1
-        tables[row_hi, 2 * node + bit] += 1
+        tables[row_hi, 2 * node + bit] += d
         node = 2 * node + bit
     lo = y & 15
     node = 1
     for j in range(4):
         bit = (lo >> (3 - j)) & 1
-        tables[row_lo, 2 * node + bit] += 1
+        tables[row_lo, 2 * node + bit] += d
         node = 2 * node + bit
 
 
@@ -50,7 +51,7 @@ BLOCK = 4096  # positions whose rows are computed before their adds run
 
 
 @numba.njit(cache=True, parallel=True)
-def count_add_cpu(data, start, end, ctx, tables):
+def count_add_cpu(data, start, end, ctx, tables, d):
     """Add the bytes data[start:end] to every context's rows. ctx: (C, 4) kind, param, offset, mask."""
     n_ctx = ctx.shape[0]
     for i in numba.prange(n_ctx):
@@ -82,11 +83,11 @@ def count_add_cpu(data, start, end, ctx, tables):
                 rows[2 * (t - b0)] = slot_of(h, 0, offset, mask)
                 rows[2 * (t - b0) + 1] = slot_of(h, (y >> 4) + 1, offset, mask)
             for t in range(b0, b1):
-                add_byte(tables, rows[2 * (t - b0)], rows[2 * (t - b0) + 1], np.int64(data[t]))
+                add_byte(tables, rows[2 * (t - b0)], rows[2 * (t - b0) + 1], np.int64(data[t]), d)
 
 
 @cuda.jit(cache=True)
-def count_add_kernel(data, start, end, ctx, tables):
+def count_add_kernel(data, start, end, ctx, tables, d):
     # context-major: the threads of a warp take neighbouring positions of one context, so they run
     # the same hash code (no divergence between context kinds) and read neighbouring bytes
     k = cuda.grid(1)
@@ -102,23 +103,25 @@ def count_add_kernel(data, start, end, ctx, tables):
     node = 1
     for j in range(4):
         bit = ((y >> 4) >> (3 - j)) & 1
-        cuda.atomic.add(tables, (row, 2 * node + bit), np.uint32(1))
+        cuda.atomic.add(tables, (row, 2 * node + bit), d)
         node = 2 * node + bit
     row = slot_of_k(h, (y >> 4) + 1, offset, mask)
     node = 1
     for j in range(4):
         bit = ((y & 15) >> (3 - j)) & 1
-        cuda.atomic.add(tables, (row, 2 * node + bit), np.uint32(1))
+        cuda.atomic.add(tables, (row, 2 * node + bit), d)
         node = 2 * node + bit
 
 
-def count_add(data, start: int, end: int, ctx, tables) -> None:
-    """Dispatch on where `tables` lives."""
+def count_add(data, start: int, end: int, ctx, tables, delta: int = 1) -> None:
+    """Add delta (1, or -1 to take counts back) per byte of data[start:end]; dispatch on where
+    `tables` lives."""
     if end <= start:
         return
+    d = np.uint32(delta & 0xFFFFFFFF)
     if on_device(tables):
         n = (end - start) * ctx.shape[0]
         tpb = config.THREADS_PER_BLOCK
-        count_add_kernel[(n + tpb - 1) // tpb, tpb](data, start, end, ctx, tables)
+        count_add_kernel[(n + tpb - 1) // tpb, tpb](data, start, end, ctx, tables, d)
     else:
-        count_add_cpu(data, start, end, ctx, tables)
+        count_add_cpu(data, start, end, ctx, tables, d)
