@@ -114,6 +114,8 @@ def main() -> None:
                             log=lambda m: print(f"[{label}] {m}", flush=True), keep_model=True)
             wall = time.perf_counter() - t0
         model, history = summary.pop("model"), summary.pop("history")
+        if summary["stopped"]:  # interrupted (SIGINT/SIGTERM): a part-trained model is not a result
+            sys.exit(f"[{label}] training was interrupted ({summary['stopped']}); no result written")
         res = stream_bpb(model, history, test)
         out = {
             "label": label, "date": time.strftime("%Y-%m-%d"), "card": card_name(device), "device": device,

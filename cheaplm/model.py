@@ -27,7 +27,7 @@ class ModelConfig:
     orders: list = field(default_factory=lambda: [0, 1, 2, 3, 4, 5, 6, 8, 12, 16, 24])
     words: int = 3  # word contexts: partial word, + previous word, + the two previous words
     sparse: list = field(default_factory=lambda: [0b10, 0b1100])  # byte-offset masks
-    skips: list = field(default_factory=list)  # skip-word contexts: partial word + the word n back
+    skips: list = field(default_factory=lambda: [2, 3, 4, 5])  # skip-word contexts: partial word + the word n back
     table_bits: int = 20  # rows per context table (at most; low orders need fewer)
     match_minlens: list = field(default_factory=lambda: [12, 6])
     match_bits: int = 22
@@ -101,7 +101,7 @@ class ModelConfig:
 
 
 # what a checkpoint saved before `selectors` and `apms` existed holds: one mixer, two APMs
-LEGACY = {"selectors": ["seen"], "apms": ["partial", "byte1"], "apm_hash_bits": 16}
+LEGACY = {"selectors": ["seen"], "apms": ["partial", "byte1"], "apm_hash_bits": 16, "skips": []}
 
 
 def param_layout(cfg: ModelConfig) -> np.ndarray:

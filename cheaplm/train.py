@@ -6,9 +6,11 @@ bytes will not be), then counts the chunk into the tables. Leave-one-out counts 
 and lose: they remove a position's own occurrence but keep the rest of its article, so the mixer
 learned to trust high orders more than held-out text deserves (bench/NOTES.md).
 
-The last 5% of the data (at most 8 MiB) is kept out of the tables: after the counting phase a
-tail of mixer-only steps fits the mixer to the final tables on those unseen bytes, which are
-counted at the very end.
+5% of the data (at most 8 MiB), in blocks spread evenly over it, is kept out of the tables: after
+the counting phase a tail of mixer-only steps fits the mixer to the final tables on those unseen
+bytes, which are counted at the very end. Spread, because the training text is not alike from end
+to end (wikibench's last 100 MB are another source than its first 55 MB and the test): a tail
+fitted on the end alone calibrated the mixer to the end (bench/NOTES.md §7, §9).
 
 Budget: `bytes` uses that many training bytes and runs a tail of 25% more steps (deterministic:
 the resume tests use it); `minutes` counts until the data is used up or 75% of the time has
@@ -67,6 +69,7 @@ class TrainConfig:
     keep: int = 2
     holdout_fraction: float = 0.05  # share of the data kept out of the tables for the mixer-only tail
     holdout_max: int = HOLDOUT_MAX
+    holdout_at_end: bool = False  # hold out the data's end instead of blocks spread over it (ablation)
 
     def resolved(self, device: str) -> "TrainConfig":
         out = TrainConfig(**asdict(self))
@@ -183,6 +186,42 @@ class StopRequested:
     def __exit__(self, *exc):
         for sig, old in self._old.items():
             signal.signal(sig, old)
+
+
+def holdout_blocks(n: int, holdout: int, chunk: int) -> list[tuple[int, int]]:
+    """Held-out ranges: about `holdout` bytes in blocks of at most `chunk`, centred at evenly
+    spaced points of data[:n], in order and not overlapping."""
+    size = max(1, min(chunk, holdout, n))
+    count = max(1, holdout // size)
+    blocks, end = [], 0
+    for b in range(count):
+        lo = min(max((2 * b + 1) * n // (2 * count) - size // 2, end), n - size)
+        if lo < end:
+            break
+        blocks.append((lo, lo + size))
+        end = lo + size
+    return blocks
+
+
+def draw_positions(rng, ranges, batch: int) -> np.ndarray:
+    """min(batch, bytes in ranges) positions drawn uniformly from the (start, end) ranges."""
+    sizes = np.array([b - a for a, b in ranges], dtype=np.int64)
+    starts = np.array([a for a, _ in ranges], dtype=np.int64)
+    ends = np.cumsum(sizes)
+    u = rng.integers(0, int(ends[-1]), min(batch, int(ends[-1])), dtype=np.int64)
+    k = np.searchsorted(ends, u, side="right")
+    return starts[k] + u - (ends[k] - sizes[k])
+
+
+def next_chunk(cursor: int, blocks, chunk: int, n: int) -> tuple[int, int] | None:
+    """The next range to count at or after cursor, stepping over held-out blocks; None at the end."""
+    for lo, hi in blocks:
+        if lo <= cursor < hi:
+            cursor = hi
+    if cursor >= n:
+        return None
+    stop = min([lo for lo, _ in blocks if lo > cursor], default=n)
+    return cursor, min(cursor + chunk, stop)
 
 
 def mix_steps_for(tc: TrainConfig, time_left: float | None, chunks_left: int, t_update: float | None,
@@ -341,8 +380,12 @@ def train(data_dir: Path, run_dir: Path, model_cfg: ModelConfig | None, tc: Trai
 
     # 5% of the data by default, at most 8 MiB; small data sets keep a quarter (up to 64 KiB) so the tail has text
     holdout = min(tc.holdout_max, max(int(n_train * tc.holdout_fraction), min(n_train // 4, 1 << 16)))
-    count_limit = n_train - holdout
-    count_steps = max(1, math.ceil(count_limit / tc.count_chunk))
+    held = ([(n_train - holdout, n_train)] if tc.holdout_at_end and holdout
+            else holdout_blocks(n_train, holdout, tc.count_chunk))
+    count_steps, at = 0, 0
+    while (span := next_chunk(at, held, tc.count_chunk, n_train)) is not None:
+        count_steps, at = count_steps + 1, span[1]
+    count_steps = max(1, count_steps)
     total_steps = math.ceil(count_steps * (1 + TAIL)) if tc.bytes is not None else None
     step = int(state["step"])
     updates = int(state.get("updates", step))  # optimizer updates (several per step with mix_steps > 1)
@@ -355,14 +398,15 @@ def train(data_dir: Path, run_dir: Path, model_cfg: ModelConfig | None, tc: Trai
     val_bpb = None
     losses = []
     stopped = None
-    tail = None  # (start, end) of the uncounted region the mixer-only tail trains on
+    tail = None  # the uncounted (start, end) ranges the mixer-only tail trains on
+    holdout_counted = bool(state.get("holdout_counted", False))
     tail_seen = int(state.get("tail_seen", 0))  # positions the tail has trained on
     t_update = t_other = None  # measured seconds per mixer update / per chunk besides them
 
     # a minutes budget usually outlasts the work (count everything, then the tail's passes), so the
     # schedule follows whichever is further along: time or steps (before, a CPU run that finished at
     # half its budget never decayed its learning rate)
-    tail_len = min(n_train, count_limit + max(holdout, tc.count_chunk)) - count_limit
+    tail_len = sum(hi - lo for lo, hi in held)
     work_steps = count_steps + math.ceil(TAIL_PASSES * tail_len / max(1, min(tc.batch, tail_len)))
 
     def frac_done(elapsed: float) -> float:
@@ -373,7 +417,8 @@ def train(data_dir: Path, run_dir: Path, model_cfg: ModelConfig | None, tc: Trai
     def snapshot() -> dict:
         return {"step": step, "cursor": cursor, "elapsed": elapsed0 + time.perf_counter() - t_start,
                 "rng": rng.bit_generator.state, "tokens_mixed": state.get("tokens_mixed", 0), "updates": updates,
-                "tail_seen": tail_seen, "data": state["data"], "train_config": asdict(tc)}
+                "tail_seen": tail_seen, "holdout_counted": holdout_counted, "data": state["data"],
+                "train_config": asdict(tc)}
 
     on_device_to = cursor  # match pointers copied to the GPU up to here
 
@@ -403,7 +448,7 @@ def train(data_dir: Path, run_dir: Path, model_cfg: ModelConfig | None, tc: Trai
                 break
             if tc.minutes is not None and elapsed >= tc.minutes * 60:
                 break
-            if tail is not None and tail_seen >= TAIL_PASSES * (tail[1] - tail[0]):
+            if tail is not None and tail_seen >= TAIL_PASSES * sum(b - a for a, b in tail):
                 break  # counting is done and the tail has had its passes: finish early
             if stop.flag:
                 stopped = stop.signal
@@ -411,31 +456,35 @@ def train(data_dir: Path, run_dir: Path, model_cfg: ModelConfig | None, tc: Trai
             if stop_after_steps is not None and step >= stop_after_steps:
                 stopped = "stop_after_steps"
                 break
-            counting = cursor < count_limit and (tc.minutes is None or elapsed < COUNT_SHARE * tc.minutes * 60)
+            span = None if holdout_counted else next_chunk(cursor, held, tc.count_chunk, n_train)
+            counting = span is not None and (tc.minutes is None or elapsed < COUNT_SHARE * tc.minutes * 60)
             if counting:
                 # causal: score the next chunk with counts of everything before it, then count it
                 t_chunk = time.perf_counter()
-                lo, hi = cursor, min(cursor + tc.count_chunk, count_limit)
+                lo, hi = span
+                ranges = [span]
                 pointers_ready(hi)
             else:
-                if tail is None and cursor >= n_train:
+                if holdout_counted:
                     break  # every byte is counted: the run is complete (e.g. --resume of a finished run)
                 if tail is None:
                     count_seconds, count_bytes = elapsed, cursor
-                    # the tail trains on bytes no table has seen
-                    tail = (cursor, min(n_train, cursor + max(holdout, tc.count_chunk)))
-                    pointers_ready(tail[1])
-                lo, hi = tail
-                tail_seen += min(tc.batch, hi - lo)
+                    # the tail trains on held-out bytes no table has seen: every block when counting
+                    # finished, the blocks passed when time ran out, or the bytes after the cursor
+                    tail = held if span is None else [(a, b) for a, b in held if b <= cursor]
+                    tail = tail or [(cursor, min(n_train, cursor + max(holdout, tc.count_chunk)))]
+                    pointers_ready(max(b for _, b in tail))
+                ranges = tail
+                tail_seen += min(tc.batch, sum(b - a for a, b in tail))
             step += 1
             lr = lr_at(tc, step, frac_done(elapsed))
             n_mix = 1
             if counting:
                 time_left = None if tc.minutes is None else COUNT_SHARE * tc.minutes * 60 - elapsed
-                n_mix = mix_steps_for(tc, time_left, math.ceil((count_limit - lo) / tc.count_chunk), t_update, t_other)
+                n_mix = mix_steps_for(tc, time_left, math.ceil((n_train - lo) / tc.count_chunk), t_update, t_other)
             t_iter = time.perf_counter()
             for _ in range(n_mix):
-                pos = lo + rng.integers(0, hi - lo, min(tc.batch, hi - lo), dtype=np.int64)
+                pos = draw_positions(rng, ranges, tc.batch)
                 if device != "cuda":
                     pos.sort()  # nearby positions share cache lines on the CPU; the GPU gains nothing for the sort's time
                 d_pos = to_dev(pos) if to_dev else pos
@@ -485,10 +534,14 @@ def train(data_dir: Path, run_dir: Path, model_cfg: ModelConfig | None, tc: Trai
                 save_checkpoint(snapshot())
                 last_ckpt = now
 
-    if tail is not None and stopped is None:
-        # the tail's bytes join the memory at the very end
-        model.count(d_data, tail[0], tail[1])
-        cursor = tail[1]
+    if stopped is None and not holdout_counted:
+        # the held-out bytes join the memory at the very end (those before the cursor, when time
+        # ran out before counting finished)
+        final = tail if tail is not None else [(a, b) for a, b in held if b <= cursor]
+        for a, b in final:
+            model.count(d_data, a, b)
+        cursor = max([cursor] + [b for _, b in final])
+        holdout_counted = True
     index_to(cursor)
     final_state = snapshot()
     model.history_len = cursor

@@ -12,7 +12,7 @@ from cheaplm.evaluate import stream_bpb
 from cheaplm.model import ModelConfig
 from cheaplm.prepare import PrepareOptions, prepare
 from cheaplm.shards import write_raw_split_dir
-from cheaplm.train import TrainConfig, TrainError, mix_steps_for, train
+from cheaplm.train import TrainConfig, TrainError, draw_positions, holdout_blocks, mix_steps_for, next_chunk, train
 
 from conftest import SAMPLE_DUMP
 
@@ -199,3 +199,22 @@ def test_auto_mix_steps_draw_about_one_chunk_and_fit_the_time_left():
     assert mix_steps_for(tc, 50.0, 10, 0.5, 2.0) == 6  # 5 s per chunk: 2 s counting, 3 s of updates
     assert mix_steps_for(tc, 1e6, 10, 0.5, 2.0) == 16  # plenty of time: still no more than the cap
     assert mix_steps_for(tc, 5.0, 10, 0.5, 2.0) == 1  # behind schedule: at least one update
+
+
+def test_holdout_blocks_spread_over_the_data_and_counting_steps_over_them():
+    blocks = holdout_blocks(1000, 100, 30)
+    assert blocks == [(151, 181), (485, 515), (818, 848)]  # centred at 1/6, 3/6, 5/6 of the data
+    spans, at = [], 0
+    while (span := next_chunk(at, blocks, 64, 1000)) is not None:
+        spans.append(span)
+        at = span[1]
+    counted = set().union(*(range(a, b) for a, b in spans))
+    held = set().union(*(range(a, b) for a, b in blocks))
+    assert counted | held == set(range(1000)) and not counted & held  # every byte once, in one role
+    assert all(b - a <= 64 for a, b in spans) and spans == sorted(spans)
+    assert holdout_blocks(10, 40, 64) == [(0, 10)]  # tiny data: one block, clipped
+    pos = draw_positions(np.random.default_rng(0), blocks, 5000)
+    assert len(pos) == 90 and set(pos.tolist()) <= held  # min(batch, bytes); only held-out bytes
+    rng = np.random.default_rng(1)
+    seen = set().union(*(draw_positions(rng, blocks, 90).tolist() for _ in range(50)))
+    assert seen == held  # every held-out byte gets drawn
