@@ -116,12 +116,14 @@ def parse_ints(text: str | None) -> list[int] | None:
 @click.option("--words", type=int, default=None, help="Word contexts (0-4) [default: 3].")
 @click.option("--batch", type=int, default=0, help="Mixer positions per step (0: 4096 CPU, 65536 GPU).")
 @click.option("--lr", type=float, default=0.004, help="Adam learning rate of the mixer.")
+@click.option("--mix-steps", type=click.IntRange(min=0), default=None,
+              help="Mixer updates per counted chunk (0: auto, up to 16; 1 trains fastest).")
 @click.option("--seed", type=int, default=0)
 @click.option("--checkpoint-minutes", type=float, default=5.0, help="Minutes between checkpoints (0: only at the end).")
 @click.option("--config", "config_file", type=click.Path(path_type=Path), default=None,
               help="JSON file with 'model' and/or 'train' objects; command-line options win.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out exactly where it stopped.")
-def train(data_dir, run_dir, device, minutes, nbytes, table_bits, orders, words, batch, lr, seed,
+def train(data_dir, run_dir, device, minutes, nbytes, table_bits, orders, words, batch, lr, mix_steps, seed,
           checkpoint_minutes, config_file, resume):
     """Train a model on prepared shards.
 
@@ -156,6 +158,7 @@ def train(data_dir, run_dir, device, minutes, nbytes, table_bits, orders, words,
         tc = TrainConfig(device=dev, minutes=minutes if minutes is not None else train_opts.get("minutes"),
                          bytes=nbytes if nbytes is not None else train_opts.get("bytes"),
                          batch=batch or train_opts.get("batch", 0), lr=lr, seed=seed,
+                         mix_steps=mix_steps if mix_steps is not None else train_opts.get("mix_steps", 0),
                          checkpoint_minutes=checkpoint_minutes)
         console.print("compiling kernels (cached after the first run)…")
         summary = run_train(data_dir, run_dir, model_cfg, tc, resume=resume, log=console.print)
