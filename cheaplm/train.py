@@ -41,7 +41,7 @@ from .progress import fmt_seconds
 from .shards import ShardError, load_split, read_manifest
 
 HOLDOUT_MAX = 8 << 20  # bytes kept uncounted for the mixer-only tail
-TAIL_PASSES = 4  # the tail sees each held-out byte about this many times, no more (it overfits)
+TAIL_PASSES = 4  # default: the tail sees each held-out byte about this many times, no more (it overfits)
 TAIL = 0.25  # mixer-only steps after counting, as a share of the counting steps (bytes budget)
 COUNT_SHARE = 0.75  # share of a minutes budget that counting may take
 MIX_STEPS_MAX = 16  # most mixer updates per counted chunk under mix_steps auto
@@ -70,6 +70,7 @@ class TrainConfig:
     holdout_fraction: float = 0.05  # share of the data kept out of the tables for the mixer-only tail
     holdout_max: int = HOLDOUT_MAX
     holdout_at_end: bool = False  # hold out the data's end instead of blocks spread over it (ablation)
+    tail_passes: int = TAIL_PASSES
 
     def resolved(self, device: str) -> "TrainConfig":
         out = TrainConfig(**asdict(self))
@@ -261,6 +262,8 @@ def train(data_dir: Path, run_dir: Path, model_cfg: ModelConfig | None, tc: Trai
     run_dir = Path(run_dir)
     if tc.minutes is None and tc.bytes is None and not resume:
         raise TrainError("give a budget: --minutes or --bytes")
+    if tc.tail_passes < 0:
+        raise TrainError(f"tail_passes must be 0 or more (got {tc.tail_passes})")
     if tc.mix_steps < 0:
         raise TrainError(f"mix_steps must be 0 (auto) or more (got {tc.mix_steps})")
     if (tc.minutes is not None and tc.minutes <= 0) or (tc.bytes is not None and tc.bytes <= 0):
@@ -407,7 +410,7 @@ def train(data_dir: Path, run_dir: Path, model_cfg: ModelConfig | None, tc: Trai
     # schedule follows whichever is further along: time or steps (before, a CPU run that finished at
     # half its budget never decayed its learning rate)
     tail_len = sum(hi - lo for lo, hi in held)
-    work_steps = count_steps + math.ceil(TAIL_PASSES * tail_len / max(1, min(tc.batch, tail_len)))
+    work_steps = count_steps + math.ceil(tc.tail_passes * tail_len / max(1, min(tc.batch, tail_len)))
 
     def frac_done(elapsed: float) -> float:
         if total_steps is not None:
@@ -448,7 +451,7 @@ def train(data_dir: Path, run_dir: Path, model_cfg: ModelConfig | None, tc: Trai
                 break
             if tc.minutes is not None and elapsed >= tc.minutes * 60:
                 break
-            if tail is not None and tail_seen >= TAIL_PASSES * sum(b - a for a, b in tail):
+            if tail is not None and tail_seen >= tc.tail_passes * sum(b - a for a, b in tail):
                 break  # counting is done and the tail has had its passes: finish early
             if stop.flag:
                 stopped = stop.signal
