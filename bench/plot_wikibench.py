@@ -25,8 +25,8 @@ def load(name):
 def main() -> None:
     tf = sorted((r["minutes"], r["test_bpb"]) for n in ("1min", "2min", "5min")
                 for r in load(f"h200-transformer-{n}.json"))
-    full = {r["label"]: r for r in load("h200-8381eb5.json")}["cheaplm:full"]
-    best = {r["label"]: r for r in load("h200-big27-8381eb5.json")}["cheaplm:big27"]
+    full = {r["label"]: r for r in load("h200-tail-e5ca69c.json")}["cheaplm:hold32"]  # the default since e5ca69c
+    best = {r["label"]: r for r in load("h200-big27-hold32-e5ca69c.json")}["cheaplm:big27-hold32"]
     fig, ax = plt.subplots(figsize=(7, 4.5))
     ax.plot([m for m, _ in tf], [b for _, b in tf], "o-", label="byte-level transformer (25M params)")
     for label, r, style in [("cheaplm GPU default (table_bits 24, 20 contexts)", full, "s--"),

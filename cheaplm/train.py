@@ -6,9 +6,9 @@ bytes will not be), then counts the chunk into the tables. Leave-one-out counts 
 and lose: they remove a position's own occurrence but keep the rest of its article, so the mixer
 learned to trust high orders more than held-out text deserves (bench/NOTES.md).
 
-5% of the data (at most 8 MiB), in blocks spread evenly over it, is kept out of the tables: after
-the counting phase a tail of mixer-only steps fits the mixer to the final tables on those unseen
-bytes, which are counted at the very end. Spread, because the training text is not alike from end
+Part of the data (GPU 20%, at most 32 MiB; CPU 5%, at most 8 MiB), in blocks spread evenly over
+it, is kept out of the tables: after the counting phase a tail of mixer-only steps fits the mixer
+to the final tables on those unseen bytes, which are counted at the very end. Spread, because the training text is not alike from end
 to end (wikibench's last 100 MB are another source than its first 55 MB and the test): a tail
 fitted on the end alone calibrated the mixer to the end (bench/NOTES.md §7, §9).
 
@@ -40,7 +40,10 @@ from .model import Model, ModelConfig, memory_estimate
 from .progress import fmt_seconds
 from .shards import ShardError, load_split, read_manifest
 
-HOLDOUT_MAX = 8 << 20  # bytes kept uncounted for the mixer-only tail
+# data kept uncounted for the mixer-only tail, by device: more is better (H200: 5%/8 MiB 1.5862,
+# 20%/32 MiB 1.5777, bench/NOTES.md §9), but the CPU's 4096-position tail steps would take 40
+# minutes for four passes over 32 MiB
+HOLDOUT = {"cuda": (0.2, 32 << 20), "cpu": (0.05, 8 << 20)}
 TAIL_PASSES = 4  # default: the tail sees each held-out byte about this many times, no more (it overfits)
 TAIL = 0.25  # mixer-only steps after counting, as a share of the counting steps (bytes budget)
 COUNT_SHARE = 0.75  # share of a minutes budget that counting may take
@@ -67,8 +70,8 @@ class TrainConfig:
     val_seconds: float = 60.0
     checkpoint_minutes: float = 5.0
     keep: int = 2
-    holdout_fraction: float = 0.05  # share of the data kept out of the tables for the mixer-only tail
-    holdout_max: int = HOLDOUT_MAX
+    holdout_fraction: float = 0.0  # share of the data kept out of the tables for the tail; 0: HOLDOUT
+    holdout_max: int = 0  # at most this many bytes; 0: HOLDOUT
     holdout_at_end: bool = False  # hold out the data's end instead of blocks spread over it (ablation)
     tail_passes: int = TAIL_PASSES
 
@@ -79,6 +82,8 @@ class TrainConfig:
             out.batch = 65536 if device == "cuda" else 4096
         if not out.count_chunk:
             out.count_chunk = (1 << 20) if device == "cuda" else (1 << 17)
+        out.holdout_fraction = out.holdout_fraction or HOLDOUT[device][0]
+        out.holdout_max = out.holdout_max or HOLDOUT[device][1]
         return out
 
 
