@@ -47,6 +47,29 @@ def lower(b):
     return b
 
 
+@numba.njit(cache=True, inline="always")
+def word_back(data, s, h, take):
+    """Steps back over the word ending at data[s] (at most 24 letters), folding its lowercased
+    letters into h when `take`; returns (h, the position before the word)."""
+    n = 0
+    while s >= 0 and n < 24 and is_letter(data[s]):
+        if take:
+            h = (h + np.int64(lower(data[s])) + 1) * M3
+        s -= 1
+        n += 1
+    return h, s
+
+
+@numba.njit(cache=True, inline="always")
+def gap_back(data, s):
+    """Steps back over at most 8 non-letters (the gap between two words)."""
+    skipped = 0
+    while s >= 0 and skipped < 8 and not is_letter(data[s]):
+        s -= 1
+        skipped += 1
+    return s
+
+
 @numba.njit(cache=True)
 def context_hash(data, t, kind, param, ident):
     """Hash of context (kind, param) for predicting data[t] from data[:t]; `ident` separates contexts."""
@@ -66,38 +89,19 @@ def context_hash(data, t, kind, param, ident):
         if s >= 0 and not is_letter(data[s]):
             h = (h + np.int64(data[s]) + 300) * M3
         while words < param and s >= 0:
-            n = 0
-            while s >= 0 and n < 24 and is_letter(data[s]):
-                h = (h + np.int64(lower(data[s])) + 1) * M3
-                s -= 1
-                n += 1
+            h, s = word_back(data, s, h, True)
             h = (h + 777) * M1
             words += 1
-            skipped = 0
-            while s >= 0 and skipped < 8 and not is_letter(data[s]):
-                s -= 1
-                skipped += 1
+            s = gap_back(data, s)
     elif kind == SKIP:
         s = t - 1
         if s >= 0 and not is_letter(data[s]):
             h = (h + np.int64(data[s]) + 300) * M3
-        n = 0
-        while s >= 0 and n < 24 and is_letter(data[s]):
-            h = (h + np.int64(lower(data[s])) + 1) * M3
-            s -= 1
-            n += 1
+        h, s = word_back(data, s, h, True)
         h = (h + 777) * M1
         for w in range(param):
-            skipped = 0
-            while s >= 0 and skipped < 8 and not is_letter(data[s]):
-                s -= 1
-                skipped += 1
-            n = 0
-            while s >= 0 and n < 24 and is_letter(data[s]):
-                if w == param - 1:
-                    h = (h + np.int64(lower(data[s])) + 1) * M3
-                s -= 1
-                n += 1
+            s = gap_back(data, s)
+            h, s = word_back(data, s, h, w == param - 1)
         h = (h + 555) * M1
     else:  # SPARSE
         for i in range(16):
