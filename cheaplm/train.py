@@ -8,9 +8,10 @@ learned to trust high orders more than held-out text deserves (bench/NOTES.md).
 
 Part of the data (GPU 20%, at most 32 MiB; CPU 5%, at most 8 MiB), in blocks spread evenly over
 it, is kept out of the tables: after the counting phase a tail of mixer-only steps fits the mixer
-to the final tables on those unseen bytes, which are counted at the very end. Spread, because the training text is not alike from end
-to end (wikibench's last 100 MB are another source than its first 55 MB and the test): a tail
-fitted on the end alone calibrated the mixer to the end (bench/NOTES.md §7, §9).
+to the final tables on those unseen bytes, which are counted at the very end. Spread, because the
+training text is not alike from end to end (wikibench's last 100 MB are another source than its
+first 55 MB and the test): a tail fitted on the end alone calibrated the mixer to the end
+(bench/NOTES.md §7, §9).
 
 Budget: `bytes` uses that many training bytes and runs a tail of 25% more steps (deterministic:
 the resume tests use it); `minutes` counts until the data is used up or 75% of the time has
