@@ -408,6 +408,7 @@ def train(data_dir: Path, run_dir: Path, model_cfg: ModelConfig | None, tc: Trai
     losses = []
     stopped = None
     tail = None  # the uncounted (start, end) ranges the mixer-only tail trains on
+    tail_bytes = 0  # their total length
     holdout_counted = bool(state.get("holdout_counted", False))
     tail_seen = int(state.get("tail_seen", 0))  # positions the tail has trained on
     t_update = t_other = None  # measured seconds per mixer update / per chunk besides them
@@ -457,7 +458,7 @@ def train(data_dir: Path, run_dir: Path, model_cfg: ModelConfig | None, tc: Trai
                 break
             if tc.minutes is not None and elapsed >= tc.minutes * 60:
                 break
-            if tail is not None and tail_seen >= tc.tail_passes * sum(b - a for a, b in tail):
+            if tail is not None and tail_seen >= tc.tail_passes * tail_bytes:
                 break  # counting is done and the tail has had its passes: finish early
             if stop.flag:
                 stopped = stop.signal
@@ -482,9 +483,10 @@ def train(data_dir: Path, run_dir: Path, model_cfg: ModelConfig | None, tc: Trai
                     # finished, the blocks passed when time ran out, or the bytes after the cursor
                     tail = held if span is None else [(a, b) for a, b in held if b <= cursor]
                     tail = tail or [(cursor, min(n_train, cursor + max(holdout, tc.count_chunk)))]
+                    tail_bytes = sum(b - a for a, b in tail)
                     pointers_ready(max(b for _, b in tail))
                 ranges = tail
-                tail_seen += min(tc.batch, sum(b - a for a, b in tail))
+                tail_seen += min(tc.batch, tail_bytes)
             step += 1
             lr = lr_at(tc, step, frac_done(elapsed))
             n_mix = 1

@@ -188,9 +188,9 @@ def mix_node(j, c, bit, hashes, e, mb, hist, ctx, tables, params, lay, feat, qid
     n_apm = lay[L_NAPM]
     if lay[L_FLAGS] & NO_APM:
         n_apm = 0
-    for r in range(lay[L_NAPM]):
-        idx[n_sel + 3 + r] = -1
     if n_apm == 0:
+        for r in range(lay[L_NAPM]):  # APMs switched off: backward skips their rows
+            idx[n_sel + 3 + r] = -1
         return z, z, 1.0, 0.0
     # APM stages: piecewise-linear corrections of z, one curve per context row, shared knots
     zc = min(max(z, APM_LO), -APM_LO)
