@@ -17,7 +17,6 @@ import numpy as np
 
 from .kernels import adam, counts, mixer
 from .kernels.hashing import ORDER, SKIP, SPARSE, WORD
-from .kernels.match import N_MATCH_BUCKETS
 
 ROW_BYTES = 32 * 4
 
@@ -31,6 +30,10 @@ class ModelConfig:
     table_bits: int = 20  # rows per context table (at most; low orders need fewer)
     match_minlens: list = field(default_factory=lambda: [12, 6])
     match_bits: int = 22
+    match_cap: int = 64  # verify a match at most this many bytes back (a multiple of 16, >= 32)
+    # the match state also says how far back the match is: below 4 KiB (mostly the same article),
+    # 64 KiB, 1 MiB, or further; [] = length only
+    match_recency: list = field(default_factory=lambda: [4096, 65536, 1048576])
     apm2_bits: int = 12  # rows of the byte1 APM
     weight_sets: bool = True  # select mixer weights by each selector's context; off = one set per mixer
     apm: bool = True  # the APM/SSE stages after the mixer; off = none
@@ -87,6 +90,11 @@ class ModelConfig:
             raise ValueError("the model needs at least one context")
         if any(m < 2 or m > 64 for m in self.match_minlens):
             raise ValueError("match_minlens must be in 2..64")
+        if self.match_cap < 32 or self.match_cap > 256 or self.match_cap % 16:
+            raise ValueError("match_cap must be a multiple of 16 in 32..256")
+        if (len(self.match_recency) > mixer.MAX_REC or any(d < 1 for d in self.match_recency)
+                or list(self.match_recency) != sorted(set(self.match_recency))):
+            raise ValueError(f"match_recency: at most {mixer.MAX_REC} increasing distances >= 1")
         if not (8 <= self.match_bits <= 28) or not (0 <= self.apm2_bits <= 16):
             raise ValueError("match_bits must be in 8..28 and apm2_bits in 0..16")
         if not (0 <= self.apm_hash_bits <= 22):
@@ -100,9 +108,11 @@ class ModelConfig:
             raise ValueError("selectors: the model needs at least one mixer")
 
 
-# what a checkpoint saved before `selectors`, `apms` and `skips` existed holds: one mixer, two APMs, no
-# skip contexts (checked: an old checkpoint scores the same bpb with this code as with its own)
-LEGACY = {"selectors": ["seen"], "apms": ["partial", "byte1"], "apm_hash_bits": 16, "skips": []}
+# what a checkpoint saved before `selectors`, `apms`, `skips` and the match options existed holds: one
+# mixer, two APMs, no skip contexts, matches verified to 32 bytes with no recency (checked: an old
+# checkpoint scores the same bpb with this code as with its own)
+LEGACY = {"selectors": ["seen"], "apms": ["partial", "byte1"], "apm_hash_bits": 16, "skips": [],
+          "match_cap": 32, "match_recency": []}
 
 
 def param_layout(cfg: ModelConfig) -> np.ndarray:
@@ -111,23 +121,27 @@ def param_layout(cfg: ModelConfig) -> np.ndarray:
     n_ctx = len(cfg.contexts())
     n_in = 2 * n_ctx + 2
     n_sel, n_apm = len(cfg.selectors), len(cfg.apms)
+    n_mb = mixer.match_states(cfg.match_cap, len(cfg.match_recency))
     lay = np.zeros(mixer.L_LEN, dtype=np.int64)
+    lay[mixer.L_MCAP], lay[mixer.L_NMB], lay[mixer.L_NREC] = cfg.match_cap, n_mb, len(cfg.match_recency)
+    for i, d in enumerate(cfg.match_recency):
+        lay[mixer.L_REC + i] = d
     at = 0
     for k, name in enumerate(cfg.selectors):
         kind = mixer.SELECTORS[name]
         lay[mixer.L_SEL + 2 * k], lay[mixer.L_SEL + 2 * k + 1] = kind, at
-        at += mixer.selector_sets(kind, n_ctx) * n_in
+        at += mixer.selector_sets(kind, n_ctx, n_mb) * n_in
     lay[mixer.L_V] = at
     if n_sel > 1:
         at += 256 * n_sel
     lay[mixer.L_SM] = at
     at += n_ctx * mixer.N_Q * mixer.N_Q
     lay[mixer.L_ML] = at
-    at += N_MATCH_BUCKETS * 8
+    at += n_mb * 8
     for r, name in enumerate(cfg.apms):
         kind = mixer.APMS[name]
         bits = cfg.apm2_bits if kind == mixer.APM_BYTE1 else cfg.apm_hash_bits
-        rows = mixer.apm_rows(kind, bits)
+        rows = mixer.apm_rows(kind, bits, n_mb)
         lay[mixer.L_APM + 3 * r], lay[mixer.L_APM + 3 * r + 1], lay[mixer.L_APM + 3 * r + 2] = kind, at, rows - 1
         at += rows * mixer.APM_KNOTS
     lay[mixer.L_NCTX], lay[mixer.L_K], lay[mixer.L_NSEL], lay[mixer.L_NAPM] = n_ctx, n_in, n_sel, n_apm
@@ -142,7 +156,7 @@ def init_params(cfg: ModelConfig) -> np.ndarray:
     p = np.zeros(int(lay[mixer.L_P]), dtype=np.float32)
     for k in range(n_sel):
         lo = int(lay[mixer.L_SEL + 2 * k + 1])
-        hi = lo + mixer.selector_sets(int(lay[mixer.L_SEL + 2 * k]), n_ctx) * n_in
+        hi = lo + mixer.selector_sets(int(lay[mixer.L_SEL + 2 * k]), n_ctx, int(lay[mixer.L_NMB])) * n_in
         w = p[lo:hi].reshape(-1, n_in)
         w[:, 0:2 * n_ctx:2] = 2.0 / n_ctx  # trust in the raw count ratios, shared out over contexts
         w[:, 1:2 * n_ctx:2] = 1.0  # the learned count maps start at 0; a unit weight lets them learn

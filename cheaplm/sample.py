@@ -21,7 +21,7 @@ import numpy as np
 
 from .kernels.hashing import context_hash
 from .kernels.match import match_index, match_lookup
-from .kernels.mixer import L_K, L_NAPM, L_NCTX, L_NSEL, idx_width, mix_node
+from .kernels.mixer import L_K, L_MCAP, L_NAPM, L_NCTX, L_NSEL, idx_width, match_state, mix_node
 from .model import Model
 
 END_OF_ARTICLE = 0
@@ -35,7 +35,8 @@ def byte_distribution(buf, t, prev_t, minlens, ctx, tables, params, lay, hashes,
     """out[y] = P(byte at t is y | buf[:t]); prev_t: (n_match, 1) match pointers for position t."""
     for i in range(lay[L_NCTX]):
         hashes[i] = context_hash(buf, t, ctx[i, 0], ctx[i, 1], i)
-    e, mb = match_lookup(buf, t, prev_t, 0, minlens)
+    e, mlen, dist = match_lookup(buf, t, prev_t, 0, minlens, lay[L_MCAP])
+    mb = match_state(mlen, dist, lay)
     hist = np.int64(0)
     if t > 0:
         hist = np.int64(buf[t - 1])

@@ -13,14 +13,16 @@ from cheaplm.evaluate import stream_bpb
 from cheaplm.kernels import adam, mixer
 from cheaplm.kernels.counts import count_add_cpu
 from cheaplm.kernels.hashing import ORDER, SKIP, SPARSE, WORD, context_hash, match_hash, mix64, slot_of
-from cheaplm.kernels.match import MATCH_CAP, _index_segments, match_index, match_lookup
+from cheaplm.kernels.match import _index_segments, match_index, match_lookup
 from cheaplm.model import Model, ModelConfig, context_array
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = ModelConfig(orders=[0, 1, 2, 4], words=2, sparse=[0b10], table_bits=7, match_minlens=[6, 3],
-                   match_bits=10, apm2_bits=5, apm_hash_bits=6, selectors=["seen", "partial", "byte1", "byte2"])
-# one mixer and two APMs: the model before the final mixer existed (no V block)
-TINY_ONE = ModelConfig(**{**TINY.__dict__, "selectors": ["seen"], "apms": ["partial", "byte1"]})
+                   match_bits=10, apm2_bits=5, apm_hash_bits=6, selectors=["seen", "partial", "byte1", "byte2"],
+                   match_cap=48, match_recency=[50, 400])
+# one mixer, two APMs, match state by length only: the model before the final mixer existed (no V block)
+TINY_ONE = ModelConfig(**{**TINY.__dict__, "selectors": ["seen"], "apms": ["partial", "byte1"],
+                          "match_cap": 32, "match_recency": []})
 
 
 def text(n, seed=0):
@@ -117,23 +119,22 @@ def test_match_index_and_lookup_vs_brute_force():
             assert prev[k, t] < t
             direct[k, h] = t
     hits = 0
-    for t in range(10, len(d)):
-        e, b = match_lookup(d, t, prev, t, ml)
-        want = (-1, 0)
-        for k, m in enumerate(ml):
-            p = prev[k, t]
-            if p < 0:
-                continue
-            n = 0
-            while n < MATCH_CAP and p - 1 - n >= 0 and d[t - 1 - n] == d[p - 1 - n]:
-                n += 1
-            if n >= m:
-                want = (int(d[p]), 1 if n < 8 else None)
-                break
-        assert e == want[0]
-        if want[0] >= 0:
-            hits += 1
-            assert 1 <= b <= 7 and (want[1] is None or b == want[1])
+    for cap in (32, 48):
+        for t in range(10, len(d)):
+            e, n, dist = match_lookup(d, t, prev, t, ml, cap)
+            want = (-1, 0, 0)
+            for k, m in enumerate(ml):
+                p = prev[k, t]
+                if p < 0:
+                    continue
+                n_want = 0
+                while n_want < cap and p - 1 - n_want >= 0 and d[t - 1 - n_want] == d[p - 1 - n_want]:
+                    n_want += 1
+                if n_want >= m:
+                    want = (int(d[p]), n_want, t - p)
+                    break
+            assert (e, n, dist) == want
+            hits += want[0] >= 0
     assert hits > 100
 
 
@@ -174,17 +175,37 @@ def oracle_losses(model, d, pos, prev, loo):
     n_ctx, n_in = len(ctx), 2 * len(ctx) + 2
     knots = mixer.APM_LO + mixer.APM_STEP * np.arange(mixer.APM_KNOTS)
     # block offsets by adding up sizes in the documented order
+    def length_bucket(n):
+        return 1 if n < 8 else 2 if n < 12 else 3 if n < 16 else 4 if n < 20 else 5 if n < 24 else \
+            6 if n < 32 else 7 + (n - 32) // 16
+
+    def match(t):
+        """(predicted byte, match state) of the longest verified match, or (-1, 0)."""
+        for k, m in enumerate(cfg.match_minlens):
+            q = int(prev[k, t])
+            if q < 0:
+                continue
+            n = 0
+            while n < cfg.match_cap and q - 1 - n >= 0 and d[t - 1 - n] == d[q - 1 - n]:
+                n += 1
+            if n >= m:
+                r = sum(t - q >= x for x in cfg.match_recency)
+                return int(d[q]), length_bucket(n) + length_bucket(cfg.match_cap) * r
+        return -1, 0
+
+    n_mb = 1 + length_bucket(cfg.match_cap) * (len(cfg.match_recency) + 1)
     at, w_at = 0, []
     for name in cfg.selectors:
         w_at.append(at)
-        at += {"seen": 8 * 8 * (n_ctx + 1), "partial": 256, "byte1": 2048, "byte2": 4096}[name] * n_in
+        at += {"seen": 8 * n_mb * (n_ctx + 1), "partial": 256, "byte1": 2048, "byte2": 4096}[name] * n_in
     v_at = at
     at += 256 * len(cfg.selectors) if len(cfg.selectors) > 1 else 0
     sm_at, ml_at = at, at + n_ctx * 256
-    at = ml_at + 64
+    at = ml_at + n_mb * 8
     a_at, a_rows = [], []
     for name in cfg.apms:
-        rows = {"partial": 256, "byte1": 1 << cfg.apm2_bits, "byte2": 1 << cfg.apm_hash_bits, "match": 4096}[name]
+        rows = {"partial": 256, "byte1": 1 << cfg.apm2_bits, "byte2": 1 << cfg.apm_hash_bits,
+                "match": n_mb * 2 * 256}[name]
         a_at.append(at)
         a_rows.append(rows)
         at += rows * 33
@@ -192,7 +213,7 @@ def oracle_losses(model, d, pos, prev, loo):
     out = []
     for t in pos:
         y = int(d[t])
-        e, mb = match_lookup(d, t, prev, t, model.minlens)
+        e, mb = match(t)
         hs = [context_hash(d, t, ctx[i, 0], ctx[i, 1], i) for i in range(n_ctx)]
         b1 = int(d[t - 1]) if t > 0 else 0
         b2 = int(d[t - 2]) if t > 1 else 0
@@ -218,7 +239,7 @@ def oracle_losses(model, d, pos, prev, loo):
                 x[2 * n_ctx] = p[ml_at + mb * 8 + j] * (1 if ebit else -1)
             x[-1] = 1.0
             h2 = (int(mix64(np.int64(b2 * 256 + b1 + 0x10000))) >> 24) & 511
-            sets = {"seen": (j * 8 + mstate) * (n_ctx + 1) + nz, "partial": c, "byte1": b1 * 8 + j,
+            sets = {"seen": (j * n_mb + mstate) * (n_ctx + 1) + nz, "partial": c, "byte1": b1 * 8 + j,
                     "byte2": h2 * 8 + j}
             zk = [float(p[w_at[k] + sets[name] * n_in:w_at[k] + (sets[name] + 1) * n_in] @ x)
                   for k, name in enumerate(cfg.selectors)]
@@ -238,6 +259,8 @@ def oracle_losses(model, d, pos, prev, loo):
 
 def tiny_model(seed=0, n=2000, cfg=TINY):
     d = text(n, seed)
+    if n >= 1600:
+        d[1500:1600] = d[200:300]  # long matches (beyond the cap), far back
     model = Model(cfg)
     model.count(d, 0, n // 2)
     rng = np.random.default_rng(seed)

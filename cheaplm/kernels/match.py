@@ -8,7 +8,8 @@ generation.
 
 `match_lookup` (njit, also called from CUDA kernels) verifies the candidate by comparing bytes
 backwards (a hash collision gives a short verified length and is rejected) and returns the
-predicted byte and a length bucket.
+predicted byte, the verified length and how far back the match is; the mixer turns the last two
+into its match state (kernels/mixer.py `match_state`).
 
 The index build is a scan (each step depends on the last), so it has no GPU kernel: it runs on
 the host with njit in both modes (~70 ns a byte on one thread) and its output is copied to the
@@ -21,8 +22,6 @@ import numpy as np
 
 from .hashing import M2, M3, mix64, poly_hash
 
-MATCH_CAP = 32  # verify at most this many bytes back
-N_MATCH_BUCKETS = 8
 
 
 @numba.njit(cache=True, nogil=True)
@@ -129,33 +128,17 @@ def _merge(last_k, local_ks, valid_from, n_chunks):
                 last_k[slot] = p
 
 
-@numba.njit(cache=True, inline="always")
-def length_bucket(n):
-    if n < 8:
-        return 1
-    if n < 12:
-        return 2
-    if n < 16:
-        return 3
-    if n < 20:
-        return 4
-    if n < 24:
-        return 5
-    if n < MATCH_CAP:
-        return 6
-    return 7
-
-
 @numba.njit(cache=True)
-def match_lookup(data, t, prev, prev_t, minlens):
-    """(predicted byte, length bucket 1..7) of the longest verified match for data[t], or (-1, 0)."""
+def match_lookup(data, t, prev, prev_t, minlens, cap):
+    """(predicted byte, verified length (at most cap), distance t - p back to the match) of the
+    longest verified match for data[t], or (-1, 0, 0)."""
     for k in range(minlens.shape[0]):
         p = np.int64(prev[k, prev_t])
         if p < 0:
             continue
         n = 0
-        while n < MATCH_CAP and p - 1 - n >= 0 and data[t - 1 - n] == data[p - 1 - n]:
+        while n < cap and p - 1 - n >= 0 and data[t - 1 - n] == data[p - 1 - n]:
             n += 1
         if n >= minlens[k]:
-            return np.int64(data[p]), length_bucket(n)
-    return np.int64(-1), np.int64(0)
+            return np.int64(data[p]), np.int64(n), t - p
+    return np.int64(-1), np.int64(0), np.int64(0)

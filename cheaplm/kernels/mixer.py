@@ -5,10 +5,15 @@ already known), per context i:
     (n0, n1)   = counts at node c in the context's nibble row (leave-one-out: minus t's own bit)
     a_i        = clip(ln((n1 + .4) / (n0 + .4)), -8, 8)          # what the counts say
     b_i        = SM[i, q(n0), q(n1)]                               # learned count -> logit map
-match model:  m = ML[len bucket, j] * (+1 if the predicted byte's next bit is 1 else -1)
+match state:  s_m = 0 without a match (or once the partial byte leaves the predicted byte), else
+              L(n) + n_len * r, where n is the verified length (at most the cap), L(n) its bucket:
+              1 below 8, 2 below 12, 3 below 16, 4 below 20, 5 below 24, 6 below 32, then
+              7 + (n - 32) // 16 (n_len = L(cap)); r = how many recency thresholds the distance back
+              to the match reaches (0 = nearer than all)
+match model:  m = ML[s_m, j] * (+1 if the predicted byte's next bit is 1 else -1)
 features:     x = (a_0, b_0, ..., a_C-1, b_C-1, m, 1)
 mixers:       one per selector k, each with its own weight set s_k chosen by a small context:
-                seen:    (j, match bucket, number of contexts with any count)
+                seen:    (j, s_m, number of contexts with any count)
                 partial: c
                 byte1:   (previous byte, j)
                 byte2:   (hash of the previous two bytes to 512 values, j)
@@ -16,7 +21,7 @@ mixers:       one per selector k, each with its own weight set s_k chosen by a s
 final mixer:  z = sum_k V[c, k] z_k        (one selector: z = z_0, no V)
 APM stages:   zf = z + sum_r A_r[row_r](z)  (33-knot piecewise-linear curves), rows chosen by:
                 partial: c;  byte1: (previous byte * 256 + c) masked;
-                byte2:   hash(previous two bytes, c) masked;  match: (match bucket, expected bit, c)
+                byte2:   hash(previous two bytes, c) masked;  match: (s_m, expected bit, c)
     p  = sigmoid(zf);  loss = -log2 p(bit)
 
 Forward caches everything backward needs (features, each mixer's output and weight row, count-map
@@ -43,11 +48,12 @@ Q_TOP = 3 << (N_Q // 2 - 2)  # counts from here on share the last bucket (192 fo
 APM_KNOTS = 33
 APM_LO = -12.0
 APM_STEP = 0.75
-N_MB = 8  # match length buckets (0 = no match)
 STRETCH_CLIP = 8.0
 
 # layout vector: sizes and where each parameter block starts in the flat buffer
 L_NCTX, L_K, L_SM, L_ML, L_P, L_FLAGS, L_NSEL, L_NAPM, L_V = range(9)
+L_MCAP, L_NMB, L_NREC, L_REC = 9, 10, 11, 12  # match: cap, states, recency thresholds (at L_REC + i)
+MAX_REC = 3
 L_SEL = 16  # selector k: kind at L_SEL + 2k, its weight block at L_SEL + 2k + 1
 L_APM = 32  # APM k: kind at L_APM + 3k, its block at + 1, its row mask at + 2
 L_LEN = 56
@@ -64,19 +70,54 @@ APMS = {"partial": 0, "byte1": 1, "byte2": 2, "match": 3}
 APM_PARTIAL, APM_BYTE1, APM_BYTE2, APM_MATCH = range(4)
 
 
-def selector_sets(kind: int, n_ctx: int) -> int:
+def match_states(cap: int, n_rec: int) -> int:
+    """Match states (0 = none) for a verification cap and a number of recency thresholds."""
+    return 1 + length_bucket(cap) * (n_rec + 1)
+
+
+def selector_sets(kind: int, n_ctx: int, n_mb: int) -> int:
     """Weight sets of a selector kind."""
-    return {SEL_SEEN: 8 * N_MB * (n_ctx + 1), SEL_PARTIAL: 256, SEL_BYTE1: 256 * 8, SEL_BYTE2: BYTE2_SETS * 8}[kind]
+    return {SEL_SEEN: 8 * n_mb * (n_ctx + 1), SEL_PARTIAL: 256, SEL_BYTE1: 256 * 8, SEL_BYTE2: BYTE2_SETS * 8}[kind]
 
 
-def apm_rows(kind: int, bits: int) -> int:
+def apm_rows(kind: int, bits: int, n_mb: int) -> int:
     """Curves of an APM kind (`bits`: rows of the hashed/masked kinds)."""
-    return {APM_PARTIAL: 256, APM_BYTE1: 1 << bits, APM_BYTE2: 1 << bits, APM_MATCH: N_MB * 2 * 256}[kind]
+    return {APM_PARTIAL: 256, APM_BYTE1: 1 << bits, APM_BYTE2: 1 << bits, APM_MATCH: n_mb * 2 * 256}[kind]
 
 
 def idx_width(n_sel: int, n_apm: int) -> int:
     """Columns of the per-bit index cache: mixer rows, final row, match index, match sign, APM rows."""
     return n_sel + 3 + n_apm
+
+
+@numba.njit(cache=True, inline="always")
+def length_bucket(n):
+    """Bucket of a verified match length n >= 1 (the docstring's L(n))."""
+    if n < 8:
+        return 1
+    if n < 12:
+        return 2
+    if n < 16:
+        return 3
+    if n < 20:
+        return 4
+    if n < 24:
+        return 5
+    if n < 32:
+        return 6
+    return 7 + (n - 32) // 16
+
+
+@numba.njit(cache=True, inline="always")
+def match_state(n, dist, lay):
+    """s_m of a match of verified length n found dist bytes back (n = 0: no match)."""
+    if n == 0:
+        return np.int64(0)
+    r = 0
+    for i in range(lay[L_NREC]):
+        if dist >= lay[L_REC + i]:
+            r += 1
+    return length_bucket(n) + length_bucket(lay[L_MCAP]) * r
 
 
 @numba.njit(cache=True, inline="always")
@@ -163,7 +204,7 @@ def mix_node(j, c, bit, hashes, e, mb, hist, ctx, tables, params, lay, feat, qid
         if lay[L_FLAGS] & NO_WEIGHT_SETS:
             s = np.int64(0)
         elif kind == SEL_SEEN:
-            s = (j * N_MB + mstate) * (n_ctx + 1) + nz
+            s = (j * lay[L_NMB] + mstate) * (n_ctx + 1) + nz
         elif kind == SEL_PARTIAL:
             s = c
         elif kind == SEL_BYTE1:
@@ -231,7 +272,8 @@ def forward_position(b, data, pos, loo, prev, prev_base, minlens, ctx, tables, p
     y = np.int64(data[t])
     for i in range(lay[L_NCTX]):
         hashes[b, i] = context_hash(data, t, ctx[i, 0], ctx[i, 1], i)
-    e, mb = match_lookup(data, t, prev, t - prev_base, minlens)
+    e, mlen, dist = match_lookup(data, t, prev, t - prev_base, minlens, lay[L_MCAP])
+    mb = match_state(mlen, dist, lay)
     hist = np.int64(0)
     if t > 0:
         hist = np.int64(data[t - 1])
