@@ -31,9 +31,12 @@ class ModelConfig:
     match_minlens: list = field(default_factory=lambda: [12, 6, 4])  # longest verified first
     match_bits: int = 22
     match_cap: int = 64  # verify a match at most this many bytes back (a multiple of 16, >= 32)
-    # the match state also says how far back the match is: below 4 KiB (mostly the same article),
-    # 64 KiB, 1 MiB, or further; [] = length only
-    match_recency: list = field(default_factory=lambda: [4096, 65536, 1048576])
+    # the match state also says how far back the match is: below 1 KiB, 8 KiB (mostly the same
+    # article), 128 KiB, or further; [] = length only
+    match_recency: list = field(default_factory=lambda: [1024, 8192, 131072])
+    # one mixer input per minimum length, each candidate verified on its own (the most recent
+    # occurrence of a short context beside the longest match); off = one input, the longest match
+    match_each: bool = True
     apm2_bits: int = 12  # rows of the byte1 APM
     weight_sets: bool = True  # select mixer weights by each selector's context; off = one set per mixer
     apm: bool = True  # the APM/SSE stages after the mixer; off = none
@@ -109,21 +112,23 @@ class ModelConfig:
 
 
 # what a checkpoint saved before `selectors`, `apms`, `skips` and the match options existed holds: one
-# mixer, two APMs, no skip contexts, matches verified to 32 bytes with no recency (checked: an old
+# mixer, two APMs, no skip contexts, one match input verified to 32 bytes with no recency (checked: an old
 # checkpoint scores the same bpb with this code as with its own)
 LEGACY = {"selectors": ["seen"], "apms": ["partial", "byte1"], "apm_hash_bits": 16, "skips": [],
-          "match_cap": 32, "match_recency": []}
+          "match_cap": 32, "match_recency": [], "match_each": False}
 
 
 def param_layout(cfg: ModelConfig) -> np.ndarray:
     """Block offsets in the flat parameter buffer, in this order: one weight block per selector,
     the final mixer (only with several selectors), count maps, match map, one block per APM."""
     n_ctx = len(cfg.contexts())
-    n_in = 2 * n_ctx + 2
+    n_mi = len(cfg.match_minlens) if cfg.match_each else 1
+    n_in = 2 * n_ctx + n_mi + 1
     n_sel, n_apm = len(cfg.selectors), len(cfg.apms)
     n_mb = mixer.match_states(cfg.match_cap, len(cfg.match_recency))
     lay = np.zeros(mixer.L_LEN, dtype=np.int64)
     lay[mixer.L_MCAP], lay[mixer.L_NMB], lay[mixer.L_NREC] = cfg.match_cap, n_mb, len(cfg.match_recency)
+    lay[mixer.L_NMI] = n_mi
     for i, d in enumerate(cfg.match_recency):
         lay[mixer.L_REC + i] = d
     at = 0
@@ -137,7 +142,7 @@ def param_layout(cfg: ModelConfig) -> np.ndarray:
     lay[mixer.L_SM] = at
     at += n_ctx * mixer.N_Q * mixer.N_Q
     lay[mixer.L_ML] = at
-    at += n_mb * 8
+    at += n_mi * n_mb * 8
     for r, name in enumerate(cfg.apms):
         kind = mixer.APMS[name]
         bits = cfg.apm2_bits if kind == mixer.APM_BYTE1 else cfg.apm_hash_bits
@@ -160,7 +165,7 @@ def init_params(cfg: ModelConfig) -> np.ndarray:
         w = p[lo:hi].reshape(-1, n_in)
         w[:, 0:2 * n_ctx:2] = 2.0 / n_ctx  # trust in the raw count ratios, shared out over contexts
         w[:, 1:2 * n_ctx:2] = 1.0  # the learned count maps start at 0; a unit weight lets them learn
-        w[:, 2 * n_ctx] = 1.0  # match input
+        w[:, 2 * n_ctx:2 * n_ctx + int(lay[mixer.L_NMI])] = 1.0  # match inputs
     if n_sel > 1:
         p[lay[mixer.L_V]:lay[mixer.L_SM]] = 1.0 / n_sel  # the mixers start equal: their average
     return p
@@ -236,7 +241,8 @@ class Model:
     # ---- mixer -------------------------------------------------------------------------------------
     def make_caches(self, n_b: int, dtype=np.float32) -> mixer.Caches:
         return mixer.Caches(n_b, self.n_ctx, int(self.lay[mixer.L_K]), int(self.lay[mixer.L_NSEL]),
-                            int(self.lay[mixer.L_NAPM]), dtype=dtype, device=self.device == "cuda")
+                            int(self.lay[mixer.L_NAPM]), int(self.lay[mixer.L_NMI]), dtype=dtype,
+                            device=self.device == "cuda")
 
     def forward(self, data, pos, prev, prev_base: int, caches: mixer.Caches, loo: bool) -> None:
         mixer.forward(data, pos, 1 if loo else 0, prev, prev_base, self.d_minlens, self.d_ctx, self.tables,

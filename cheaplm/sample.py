@@ -20,8 +20,8 @@ import numba
 import numpy as np
 
 from .kernels.hashing import context_hash
-from .kernels.match import match_index, match_lookup
-from .kernels.mixer import L_K, L_MCAP, L_NAPM, L_NCTX, L_NSEL, idx_width, match_state, mix_node
+from .kernels.match import match_index
+from .kernels.mixer import L_K, L_NAPM, L_NCTX, L_NMI, L_NSEL, idx_width, match_inputs, mix_node
 from .model import Model
 
 END_OF_ARTICLE = 0
@@ -31,12 +31,12 @@ PRUNE = 1e-6
 
 
 @numba.njit(cache=True)
-def byte_distribution(buf, t, prev_t, minlens, ctx, tables, params, lay, hashes, feat, qidx, idx, zk, mass, out):
+def byte_distribution(buf, t, prev_t, minlens, ctx, tables, params, lay, hashes, cand, feat, qidx, idx, zk, mass,
+                      out):
     """out[y] = P(byte at t is y | buf[:t]); prev_t: (n_match, 1) match pointers for position t."""
     for i in range(lay[L_NCTX]):
         hashes[i] = context_hash(buf, t, ctx[i, 0], ctx[i, 1], i)
-    e, mlen, dist = match_lookup(buf, t, prev_t, 0, minlens, lay[L_MCAP])
-    mb = match_state(mlen, dist, lay)
+    match_inputs(buf, t, prev_t, 0, minlens, lay, cand)
     hist = np.int64(0)
     if t > 0:
         hist = np.int64(buf[t - 1])
@@ -53,7 +53,7 @@ def byte_distribution(buf, t, prev_t, minlens, ctx, tables, params, lay, hashes,
             mass[2 * c + 1] = mass[c] * 0.5
             mass[2 * c] = mass[c] * 0.5
             continue
-        z, zf, sl, f = mix_node(j, np.int64(c), -1, hashes, e, mb, hist, ctx, tables, params, lay,
+        z, zf, sl, f = mix_node(j, np.int64(c), -1, hashes, cand, hist, ctx, tables, params, lay,
                                 feat, qidx, idx, zk)
         p1 = 1.0 / (1.0 + math.exp(-zf))
         mass[2 * c + 1] = mass[c] * p1
@@ -146,7 +146,9 @@ class Generator:
         self._hashes = np.zeros(n_ctx, np.int64)
         self._feat = np.zeros(n_in, np.float32)
         self._qidx = np.zeros(n_ctx, np.int64)
-        self._idx = np.zeros(idx_width(n_sel, n_apm), np.int64)
+        n_mi = int(model.lay[L_NMI])
+        self._cand = np.zeros((n_mi, 2), np.int64)
+        self._idx = np.zeros(idx_width(n_sel, n_apm, n_mi), np.int64)
         self._zk = np.zeros(n_sel, np.float32)
         self._mass = np.zeros(512, np.float64)
         self.pending = b""  # bytes of an incomplete UTF-8 character at the end of the stream
@@ -183,7 +185,7 @@ class Generator:
         m = self.model
         out = np.zeros(256, np.float64)
         byte_distribution(self.buf, self.t, self.prev_t, m.minlens, m.ctx, m.tables, m.params, m.lay,
-                          self._hashes, self._feat, self._qidx, self._idx, self._zk, self._mass, out)
+                          self._hashes, self._cand, self._feat, self._qidx, self._idx, self._zk, self._mass, out)
         return out
 
     def sample(self, rng: np.random.Generator, temperature=1.0, top_k=0, top_p=1.0, allow_end=True) -> int:

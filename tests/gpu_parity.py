@@ -74,7 +74,7 @@ def check(big: bool = False) -> bool:
         mixer.forward_cpu(data, pos, loo, prev, 0, model.minlens, ctx, t_cpu, model.params, model.lay,
                           *c_cpu.forward_args())
         c_gpu = mixer.Caches(n_b, model.n_ctx, int(model.lay[mixer.L_K]), int(model.lay[mixer.L_NSEL]),
-                             int(model.lay[mixer.L_NAPM]), device=True)
+                             int(model.lay[mixer.L_NAPM]), int(model.lay[mixer.L_NMI]), device=True)
         d_params = cuda.to_device(model.params)
         d_args = [cuda.to_device(a) for a in (data, pos)]
         mixer.forward_kernel[(n_b + tpb - 1) // tpb, tpb](

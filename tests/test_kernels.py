@@ -22,7 +22,7 @@ TINY = ModelConfig(orders=[0, 1, 2, 4], words=2, sparse=[0b10], table_bits=7, ma
                    match_cap=48, match_recency=[50, 400])
 # one mixer, two APMs, match state by length only: the model before the final mixer existed (no V block)
 TINY_ONE = ModelConfig(**{**TINY.__dict__, "selectors": ["seen"], "apms": ["partial", "byte1"],
-                          "match_cap": 32, "match_recency": []})
+                          "match_cap": 32, "match_recency": [], "match_each": False})
 
 
 def text(n, seed=0):
@@ -172,26 +172,30 @@ def oracle_losses(model, d, pos, prev, loo):
     pick byte2 rows are definitions and are called)."""
     ctx, p = model.ctx, model.params.astype(np.float64)
     cfg, lay = model.cfg, model.lay
-    n_ctx, n_in = len(ctx), 2 * len(ctx) + 2
+    n_mi = len(cfg.match_minlens) if cfg.match_each else 1
+    n_ctx, n_in = len(ctx), 2 * len(ctx) + n_mi + 1
     knots = mixer.APM_LO + mixer.APM_STEP * np.arange(mixer.APM_KNOTS)
     # block offsets by adding up sizes in the documented order
     def length_bucket(n):
         return 1 if n < 8 else 2 if n < 12 else 3 if n < 16 else 4 if n < 20 else 5 if n < 24 else \
             6 if n < 32 else 7 + (n - 32) // 16
 
-    def match(t):
-        """(predicted byte, match state) of the longest verified match, or (-1, 0)."""
+    def candidates(t):
+        """[(predicted byte, match state)] per minimum length, (-1, 0) where it does not verify."""
+        out = []
         for k, m in enumerate(cfg.match_minlens):
             q = int(prev[k, t])
-            if q < 0:
-                continue
             n = 0
-            while n < cfg.match_cap and q - 1 - n >= 0 and d[t - 1 - n] == d[q - 1 - n]:
+            while q >= 0 and n < cfg.match_cap and q - 1 - n >= 0 and d[t - 1 - n] == d[q - 1 - n]:
                 n += 1
-            if n >= m:
+            if q < 0 or n < m:
+                out.append((-1, 0))
+            else:
                 r = sum(t - q >= x for x in cfg.match_recency)
-                return int(d[q]), length_bucket(n) + length_bucket(cfg.match_cap) * r
-        return -1, 0
+                out.append((int(d[q]), length_bucket(n) + length_bucket(cfg.match_cap) * r))
+        if cfg.match_each:
+            return out
+        return [next((x for x in out if x[0] >= 0), (-1, 0))]  # the longest that verifies
 
     n_mb = 1 + length_bucket(cfg.match_cap) * (len(cfg.match_recency) + 1)
     at, w_at = 0, []
@@ -201,7 +205,7 @@ def oracle_losses(model, d, pos, prev, loo):
     v_at = at
     at += 256 * len(cfg.selectors) if len(cfg.selectors) > 1 else 0
     sm_at, ml_at = at, at + n_ctx * 256
-    at = ml_at + n_mb * 8
+    at = ml_at + n_mi * n_mb * 8
     a_at, a_rows = [], []
     for name in cfg.apms:
         rows = {"partial": 256, "byte1": 1 << cfg.apm2_bits, "byte2": 1 << cfg.apm_hash_bits,
@@ -213,7 +217,7 @@ def oracle_losses(model, d, pos, prev, loo):
     out = []
     for t in pos:
         y = int(d[t])
-        e, mb = match(t)
+        cands = candidates(t)
         hs = [context_hash(d, t, ctx[i, 0], ctx[i, 1], i) for i in range(n_ctx)]
         b1 = int(d[t - 1]) if t > 0 else 0
         b2 = int(d[t - 2]) if t > 1 else 0
@@ -234,9 +238,12 @@ def oracle_losses(model, d, pos, prev, loo):
                 x[2 * i + 1] = p[sm_at + i * 256 + mixer.count_bucket(n0) * 16 + mixer.count_bucket(n1)]
                 nz += (n0 + n1) > 0
             mstate, ebit = 0, 0
-            if mb > 0 and (e >> (8 - j)) == c - (1 << j):
-                mstate, ebit = mb, (e >> (7 - j)) & 1
-                x[2 * n_ctx] = p[ml_at + mb * 8 + j] * (1 if ebit else -1)
+            for k, (e, s) in enumerate(cands):
+                if s > 0 and (e >> (8 - j)) == c - (1 << j):
+                    eb = (e >> (7 - j)) & 1
+                    if mstate == 0:
+                        mstate, ebit = s, eb
+                    x[2 * n_ctx + k] = p[ml_at + (k * n_mb + s) * 8 + j] * (1 if eb else -1)
             x[-1] = 1.0
             h2 = (int(mix64(np.int64(b2 * 256 + b1 + 0x10000))) >> 24) & 511
             sets = {"seen": (j * n_mb + mstate) * (n_ctx + 1) + nz, "partial": c, "byte1": b1 * 8 + j,

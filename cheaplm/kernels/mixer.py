@@ -10,8 +10,13 @@ match state:  s_m = 0 without a match (or once the partial byte leaves the predi
               1 below 8, 2 below 12, 3 below 16, 4 below 20, 5 below 24, 6 below 32, then
               7 + (n - 32) // 16 (n_len = L(cap)); r = how many recency thresholds the distance back
               to the match reaches (0 = nearer than all)
-match model:  m = ML[s_m, j] * (+1 if the predicted byte's next bit is 1 else -1)
-features:     x = (a_0, b_0, ..., a_C-1, b_C-1, m, 1)
+match inputs: one candidate per minimum length (each verified on its own, so the most recent
+              occurrence of a short context rides beside the longest match), or, in the older
+              layout, one: the first (longest) that verifies. Candidate k has state s_k and
+              m_k = ML[k, s_k, j] * (+1 if its predicted byte's next bit is 1 else -1), 0 when it
+              has no match or the partial byte has left its predicted byte. s_m, the state the
+              selectors and the match APM use, is that of the first candidate still in play.
+features:     x = (a_0, b_0, ..., a_C-1, b_C-1, m_0, ..., m_M-1, 1)
 mixers:       one per selector k, each with its own weight set s_k chosen by a small context:
                 seen:    (j, s_m, number of contexts with any count)
                 partial: c
@@ -53,6 +58,7 @@ STRETCH_CLIP = 8.0
 # layout vector: sizes and where each parameter block starts in the flat buffer
 L_NCTX, L_K, L_SM, L_ML, L_P, L_FLAGS, L_NSEL, L_NAPM, L_V = range(9)
 L_MCAP, L_NMB, L_NREC, L_REC = 9, 10, 11, 12  # match: cap, states, recency thresholds (at L_REC + i)
+L_NMI = 15  # match inputs (candidates fed to the mixers)
 MAX_REC = 3
 L_SEL = 16  # selector k: kind at L_SEL + 2k, its weight block at L_SEL + 2k + 1
 L_APM = 32  # APM k: kind at L_APM + 3k, its block at + 1, its row mask at + 2
@@ -85,9 +91,10 @@ def apm_rows(kind: int, bits: int, n_mb: int) -> int:
     return {APM_PARTIAL: 256, APM_BYTE1: 1 << bits, APM_BYTE2: 1 << bits, APM_MATCH: n_mb * 2 * 256}[kind]
 
 
-def idx_width(n_sel: int, n_apm: int) -> int:
-    """Columns of the per-bit index cache: mixer rows, final row, match index, match sign, APM rows."""
-    return n_sel + 3 + n_apm
+def idx_width(n_sel: int, n_apm: int, n_mi: int = 1) -> int:
+    """Columns of the per-bit index cache: mixer rows, final row, (match index, sign) per match
+    input, APM rows."""
+    return n_sel + 1 + 2 * n_mi + n_apm
 
 
 @numba.njit(cache=True, inline="always")
@@ -120,6 +127,29 @@ def match_state(n, dist, lay):
     return length_bucket(n) + length_bucket(lay[L_MCAP]) * r
 
 
+@numba.njit(cache=True)
+def match_inputs(data, t, prev, prev_t, minlens, lay, cand):
+    """cand[k] = (predicted byte, state) of match input k for position t ((-1, 0): none)."""
+    cap = lay[L_MCAP]
+    if lay[L_NMI] == 1:
+        e, n, dist = match_lookup(data, t, prev, prev_t, minlens, cap)
+        cand[0, 0] = e
+        cand[0, 1] = match_state(n, dist, lay)
+        return
+    for k in range(lay[L_NMI]):
+        cand[k, 0] = -1
+        cand[k, 1] = 0
+        p = np.int64(prev[k, prev_t])
+        if p < 0:
+            continue
+        n = 0
+        while n < cap and p - 1 - n >= 0 and data[t - 1 - n] == data[p - 1 - n]:
+            n += 1
+        if n >= minlens[k]:
+            cand[k, 0] = data[p]
+            cand[k, 1] = match_state(n, t - p, lay)
+
+
 @numba.njit(cache=True, inline="always")
 def count_bucket(n):
     """0,1,2,3 exactly, then two buckets per power of two (integer math: the GPU's log2 rounds
@@ -147,10 +177,11 @@ def softplus(x):
 
 
 @numba.njit(cache=True)
-def mix_node(j, c, bit, hashes, e, mb, hist, ctx, tables, params, lay, feat, qidx, idx, zk):
+def mix_node(j, c, bit, hashes, cand, hist, ctx, tables, params, lay, feat, qidx, idx, zk):
     """Logit of bit j at partial byte c (1 followed by the j known bits) for one position.
 
-    hist holds the two bytes before the position (previous byte in the low 8 bits). Fills feat (K
+    cand: the match inputs (match_inputs). hist holds the two bytes before the position (previous
+    byte in the low 8 bits). Fills feat (K
     inputs), qidx (C count-map indices), zk (each mixer's output) and idx (see idx_width); returns
     (z, zf, dzf/dz, APM fraction). `bit` is the true bit for leave-one-out, or -1 for none (test
     time, generation). Shared by training (forward_position) and generation (sample.py).
@@ -184,20 +215,26 @@ def mix_node(j, c, bit, hashes, e, mb, hist, ctx, tables, params, lay, feat, qid
         qidx[i] = q
         if n0 + n1 > 0:
             nz += 1
+    n_mi = lay[L_NMI]
     mstate = 0
     ebit = 0
-    feat[2 * n_ctx] = 0.0
-    idx[n_sel + 1] = -1
-    idx[n_sel + 2] = 0
-    if mb > 0 and (e >> (8 - j)) == (c ^ (np.int64(1) << j)):
-        mstate = mb
-        ebit = (e >> (7 - j)) & 1
-        mi = lay[L_ML] + mb * 8 + j
-        sign = 1.0 if ebit == 1 else -1.0
-        feat[2 * n_ctx] = params[mi] * sign
-        idx[n_sel + 1] = mi
-        idx[n_sel + 2] = 1 if sign > 0 else -1
-    feat[2 * n_ctx + 1] = 1.0
+    for k in range(n_mi):
+        e = cand[k, 0]
+        s = cand[k, 1]
+        feat[2 * n_ctx + k] = 0.0
+        idx[n_sel + 1 + 2 * k] = -1
+        idx[n_sel + 2 + 2 * k] = 0
+        if s > 0 and (e >> (8 - j)) == (c ^ (np.int64(1) << j)):
+            eb = (e >> (7 - j)) & 1
+            if mstate == 0:
+                mstate = s
+                ebit = eb
+            mi = lay[L_ML] + (k * lay[L_NMB] + s) * 8 + j
+            sign = 1.0 if eb == 1 else -1.0
+            feat[2 * n_ctx + k] = params[mi] * sign
+            idx[n_sel + 1 + 2 * k] = mi
+            idx[n_sel + 2 + 2 * k] = 1 if sign > 0 else -1
+    feat[2 * n_ctx + n_mi] = 1.0
     prev_byte = hist & 255
     for k in range(n_sel):
         kind = lay[L_SEL + 2 * k]
@@ -227,11 +264,12 @@ def mix_node(j, c, bit, hashes, e, mb, hist, ctx, tables, params, lay, feat, qid
         for k in range(n_sel):
             z += params[vrow + k] * zk[k]
     n_apm = lay[L_NAPM]
+    at = n_sel + 1 + 2 * n_mi  # the APM rows' columns in idx
     if lay[L_FLAGS] & NO_APM:
         n_apm = 0
     if n_apm == 0:
         for r in range(lay[L_NAPM]):  # APMs switched off: backward skips their rows
-            idx[n_sel + 3 + r] = -1
+            idx[at + r] = -1
         return z, z, 1.0, 0.0
     # APM stages: piecewise-linear corrections of z, one curve per context row, shared knots
     zc = min(max(z, APM_LO), -APM_LO)
@@ -254,7 +292,7 @@ def mix_node(j, c, bit, hashes, e, mb, hist, ctx, tables, params, lay, feat, qid
         else:
             row = (mstate * 2 + ebit) * 256 + c
         a = lay[L_APM + 3 * r + 1] + row * APM_KNOTS + kk
-        idx[n_sel + 3 + r] = a
+        idx[at + r] = a
         v += params[a] * (1 - f) + params[a + 1] * f
         rise += params[a + 1] - params[a]
     if z < APM_LO or z > -APM_LO:
@@ -266,14 +304,13 @@ def mix_node(j, c, bit, hashes, e, mb, hist, ctx, tables, params, lay, feat, qid
 
 @numba.njit(cache=True)
 def forward_position(b, data, pos, loo, prev, prev_base, minlens, ctx, tables, params, lay,
-                     hashes, feat, qidx, zmix, zk, idx, frac, slope, prob, loss):
+                     hashes, cand, feat, qidx, zmix, zk, idx, frac, slope, prob, loss):
     """Forward for position pos[b]; writes row b of every cache array and loss[b] (bits)."""
     t = pos[b]
     y = np.int64(data[t])
     for i in range(lay[L_NCTX]):
         hashes[b, i] = context_hash(data, t, ctx[i, 0], ctx[i, 1], i)
-    e, mlen, dist = match_lookup(data, t, prev, t - prev_base, minlens, lay[L_MCAP])
-    mb = match_state(mlen, dist, lay)
+    match_inputs(data, t, prev, t - prev_base, minlens, lay, cand[b])
     hist = np.int64(0)
     if t > 0:
         hist = np.int64(data[t - 1])
@@ -283,7 +320,7 @@ def forward_position(b, data, pos, loo, prev, prev_base, minlens, ctx, tables, p
     total = 0.0
     for j in range(8):
         bit = (y >> (7 - j)) & 1
-        z, zf, sl, f = mix_node(j, c, bit if loo else -1, hashes[b], e, mb, hist, ctx, tables, params,
+        z, zf, sl, f = mix_node(j, c, bit if loo else -1, hashes[b], cand[b], hist, ctx, tables, params,
                                 lay, feat[b, j], qidx[b, j], idx[b, j], zk[b, j])
         zmix[b, j] = z
         slope[b, j] = sl
@@ -297,10 +334,10 @@ def forward_position(b, data, pos, loo, prev, prev_base, minlens, ctx, tables, p
 
 @numba.njit(cache=True, parallel=True)
 def forward_cpu(data, pos, loo, prev, prev_base, minlens, ctx, tables, params, lay,
-                hashes, feat, qidx, zmix, zk, idx, frac, slope, prob, loss):
+                hashes, cand, feat, qidx, zmix, zk, idx, frac, slope, prob, loss):
     for b in numba.prange(pos.shape[0]):
         forward_position(b, data, pos, loo, prev, prev_base, minlens, ctx, tables, params, lay,
-                         hashes, feat, qidx, zmix, zk, idx, frac, slope, prob, loss)
+                         hashes, cand, feat, qidx, zmix, zk, idx, frac, slope, prob, loss)
 
 
 forward_position_k = for_kernels(forward_position)
@@ -308,11 +345,11 @@ forward_position_k = for_kernels(forward_position)
 
 @cuda.jit(cache=True)
 def forward_kernel(data, pos, loo, prev, prev_base, minlens, ctx, tables, params, lay,
-                   hashes, feat, qidx, zmix, zk, idx, frac, slope, prob, loss):
+                   hashes, cand, feat, qidx, zmix, zk, idx, frac, slope, prob, loss):
     b = cuda.grid(1)
     if b < pos.shape[0]:
         forward_position_k(b, data, pos, loo, prev, prev_base, minlens, ctx, tables, params, lay,
-                           hashes, feat, qidx, zmix, zk, idx, frac, slope, prob, loss)
+                           hashes, cand, feat, qidx, zmix, zk, idx, frac, slope, prob, loss)
 
 
 @numba.njit(cache=True)
@@ -321,6 +358,7 @@ def backward_position(b, data, pos, params, lay, feat, qidx, zk, idx, frac, slop
     n_ctx = lay[L_NCTX]
     n_in = lay[L_K]
     n_sel = lay[L_NSEL]
+    n_mi = lay[L_NMI]
     y = np.int64(data[pos[b]])
     for j in range(8):
         bit = (y >> (7 - j)) & 1
@@ -328,14 +366,13 @@ def backward_position(b, data, pos, params, lay, feat, qidx, zk, idx, frac, slop
         dzf = (prob[b, j] - bit) * scale
         f = frac[b, j]
         for r in range(lay[L_NAPM]):
-            a = idx[b, j, n_sel + 3 + r]
+            a = idx[b, j, n_sel + 1 + 2 * n_mi + r]
             if a >= 0:
                 grad[a] += dzf * (1 - f)
                 grad[a + 1] += dzf * f
         # zf = z + sum of APM curves at z
         dz = dzf * slope[b, j]
         vrow = idx[b, j, n_sel]
-        mi = idx[b, j, n_sel + 1]
         for k in range(n_sel):
             # z = sum_k V[k] z_k (or z = z_0)
             dzk = dz
@@ -345,11 +382,13 @@ def backward_position(b, data, pos, params, lay, feat, qidx, zk, idx, frac, slop
             base = idx[b, j, k]
             for q in range(n_in):
                 grad[base + q] += dzk * feat[b, j, q]
-            # feat[2i+1] = SM[q]; feat[2C] = ML[mi] * sign
+            # feat[2i+1] = SM[q]; feat[2C+m] = ML[mi_m] * sign_m
             for i in range(n_ctx):
                 grad[qidx[b, j, i]] += dzk * params[base + 2 * i + 1]
-            if mi >= 0:
-                grad[mi] += dzk * params[base + 2 * n_ctx] * idx[b, j, n_sel + 2]
+            for m in range(n_mi):
+                mi = idx[b, j, n_sel + 1 + 2 * m]
+                if mi >= 0:
+                    grad[mi] += dzk * params[base + 2 * n_ctx + m] * idx[b, j, n_sel + 2 + 2 * m]
 
 
 @numba.njit(cache=True, parallel=True)
@@ -373,19 +412,19 @@ def backward_kernel(data, pos, params, lay, feat, qidx, zk, idx, frac, slope, pr
     n_ctx = lay[L_NCTX]
     n_in = lay[L_K]
     n_sel = lay[L_NSEL]
+    n_mi = lay[L_NMI]
     y = np.int64(data[pos[b]])
     for j in range(8):
         bit = (y >> (7 - j)) & 1
         dzf = (prob[b, j] - bit) * scale
         f = frac[b, j]
         for r in range(lay[L_NAPM]):
-            a = idx[b, j, n_sel + 3 + r]
+            a = idx[b, j, n_sel + 1 + 2 * n_mi + r]
             if a >= 0:
                 cuda.atomic.add(grad, a, dzf * (1 - f))
                 cuda.atomic.add(grad, a + 1, dzf * f)
         dz = dzf * slope[b, j]
         vrow = idx[b, j, n_sel]
-        mi = idx[b, j, n_sel + 1]
         for k in range(n_sel):
             dzk = dz
             if vrow >= 0:
@@ -396,21 +435,24 @@ def backward_kernel(data, pos, params, lay, feat, qidx, zk, idx, frac, slope, pr
                 cuda.atomic.add(grad, base + q, dzk * feat[b, j, q])
             for i in range(n_ctx):
                 cuda.atomic.add(grad, qidx[b, j, i], dzk * params[base + 2 * i + 1])
-            if mi >= 0:
-                cuda.atomic.add(grad, mi, dzk * params[base + 2 * n_ctx] * idx[b, j, n_sel + 2])
+            for m in range(n_mi):
+                mi = idx[b, j, n_sel + 1 + 2 * m]
+                if mi >= 0:
+                    cuda.atomic.add(grad, mi, dzk * params[base + 2 * n_ctx + m] * idx[b, j, n_sel + 2 + 2 * m])
 
 
 class Caches:
     """Forward caches for a batch of B positions, on the host or the device."""
 
-    def __init__(self, n_b: int, n_ctx: int, n_in: int, n_sel: int = 1, n_apm: int = 2, dtype=np.float32,
-                 device: bool = False):
+    def __init__(self, n_b: int, n_ctx: int, n_in: int, n_sel: int = 1, n_apm: int = 2, n_mi: int = 1,
+                 dtype=np.float32, device: bool = False):
         alloc = cuda.device_array if device else np.zeros
         self.n_b = n_b
         self.hashes = alloc((n_b, n_ctx), dtype=np.int64)
+        self.cand = alloc((n_b, n_mi, 2), dtype=np.int64)
         self.feat = alloc((n_b, 8, n_in), dtype=dtype)
         self.qidx = alloc((n_b, 8, n_ctx), dtype=np.int64)
-        self.idx = alloc((n_b, 8, idx_width(n_sel, n_apm)), dtype=np.int64)
+        self.idx = alloc((n_b, 8, idx_width(n_sel, n_apm, n_mi)), dtype=np.int64)
         self.zmix = alloc((n_b, 8), dtype=dtype)
         self.zk = alloc((n_b, 8, n_sel), dtype=dtype)
         self.frac = alloc((n_b, 8), dtype=dtype)
@@ -419,7 +461,7 @@ class Caches:
         self.loss = alloc(n_b, dtype=dtype)
 
     def forward_args(self):
-        return (self.hashes, self.feat, self.qidx, self.zmix, self.zk, self.idx, self.frac, self.slope, self.prob,
+        return (self.hashes, self.cand, self.feat, self.qidx, self.zmix, self.zk, self.idx, self.frac, self.slope, self.prob,
                 self.loss)
 
     def backward_args(self):
