@@ -18,7 +18,7 @@ from cheaplm.model import Model, ModelConfig, context_array
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = ModelConfig(orders=[0, 1, 2, 4], words=2, sparse=[0b10], table_bits=7, match_minlens=[6, 3],
-                   match_bits=10, apm2_bits=5, apm_hash_bits=6, selectors=["seen", "partial", "byte1", "byte2"],
+                   match_bits=10, apm2_bits=5, apm_hash_bits=6, selectors=["seen", "partial", "byte1", "byte2", "votes"],
                    match_cap=48, match_recency=[50, 400])
 # one mixer, two APMs, match state by length only: the model before the final mixer existed (no V block)
 TINY_ONE = ModelConfig(**{**TINY.__dict__, "selectors": ["seen"], "apms": ["partial", "byte1"],
@@ -201,7 +201,7 @@ def oracle_losses(model, d, pos, prev, loo):
     at, w_at = 0, []
     for name in cfg.selectors:
         w_at.append(at)
-        at += {"seen": 8 * n_mb * (n_ctx + 1), "partial": 256, "byte1": 2048, "byte2": 4096}[name] * n_in
+        at += {"seen": 8 * n_mb * (n_ctx + 1), "partial": 256, "byte1": 2048, "byte2": 4096, "votes": 512}[name] * n_in
     v_at = at
     at += 256 * len(cfg.selectors) if len(cfg.selectors) > 1 else 0
     sm_at, ml_at = at, at + n_ctx * 256
@@ -237,17 +237,18 @@ def oracle_losses(model, d, pos, prev, loo):
                 x[2 * i] = np.clip(np.log((n1 + 0.4) / (n0 + 0.4)), -8, 8)
                 x[2 * i + 1] = p[sm_at + i * 256 + mixer.count_bucket(n0) * 16 + mixer.count_bucket(n1)]
                 nz += (n0 + n1) > 0
-            mstate, ebit = 0, 0
+            mstate, ebit, expect = 0, 0, [0, 0]
             for k, (e, s) in enumerate(cands):
                 if s > 0 and (e >> (8 - j)) == c - (1 << j):
                     eb = (e >> (7 - j)) & 1
+                    expect[eb] += 1
                     if mstate == 0:
                         mstate, ebit = s, eb
                     x[2 * n_ctx + k] = p[ml_at + (k * n_mb + s) * 8 + j] * (1 if eb else -1)
             x[-1] = 1.0
             h2 = (int(mix64(np.int64(b2 * 256 + b1 + 0x10000))) >> 24) & 511
             sets = {"seen": (j * n_mb + mstate) * (n_ctx + 1) + nz, "partial": c, "byte1": b1 * 8 + j,
-                    "byte2": h2 * 8 + j}
+                    "byte2": h2 * 8 + j, "votes": (j * 8 + min(expect[1], 7)) * 8 + min(expect[0], 7)}
             zk = [float(p[w_at[k] + sets[name] * n_in:w_at[k] + (sets[name] + 1) * n_in] @ x)
                   for k, name in enumerate(cfg.selectors)]
             z = zk[0] if len(zk) == 1 else float(p[v_at + c * len(zk):v_at + (c + 1) * len(zk)] @ zk)
@@ -279,7 +280,7 @@ def tiny_model(seed=0, n=2000, cfg=TINY):
 
 @pytest.mark.parametrize("loo", [False, True])
 @pytest.mark.parametrize("n_b", [1, 37])
-@pytest.mark.parametrize("cfg", [TINY, TINY_ONE], ids=["four-mixers", "one-mixer"])
+@pytest.mark.parametrize("cfg", [TINY, TINY_ONE], ids=["five-mixers", "one-mixer"])
 def test_mixer_forward_matches_float64_oracle(loo, n_b, cfg):
     model, d, prev = tiny_model(seed=n_b, cfg=cfg)
     pos = np.random.default_rng(1).integers(0, len(d), n_b).astype(np.int64)
@@ -317,7 +318,7 @@ def test_adam_matches_numpy():
 
 # ---- tier 3: backward vs central finite differences (float64) ---------------------------------------
 
-@pytest.mark.parametrize("cfg", [TINY, TINY_ONE], ids=["four-mixers", "one-mixer"])
+@pytest.mark.parametrize("cfg", [TINY, TINY_ONE], ids=["five-mixers", "one-mixer"])
 def test_backward_matches_finite_differences(cfg):
     model, d, prev = tiny_model(seed=9, cfg=cfg)
     model.params = model.params.astype(np.float64)

@@ -22,6 +22,8 @@ mixers:       one per selector k, each with its own weight set s_k chosen by a s
                 partial: c
                 byte1:   (previous byte, j)
                 byte2:   (hash of the previous two bytes to 512 values, j)
+                votes:   (j, match inputs in play that expect a 1, those that expect a 0; each
+                          count at most 7)
               z_k = W_k[s_k] . x
 final mixer:  z = sum_k V[c, k] z_k        (one selector: z = z_0, no V)
 APM stages:   zf = z + sum_r A_r[row_r](z)  (33-knot piecewise-linear curves), rows chosen by:
@@ -69,8 +71,9 @@ MAX_APM = 8
 NO_WEIGHT_SETS = 1
 NO_APM = 2
 
-SELECTORS = {"seen": 0, "partial": 1, "byte1": 2, "byte2": 3}
-SEL_SEEN, SEL_PARTIAL, SEL_BYTE1, SEL_BYTE2 = range(4)
+SELECTORS = {"seen": 0, "partial": 1, "byte1": 2, "byte2": 3, "votes": 4}
+SEL_SEEN, SEL_PARTIAL, SEL_BYTE1, SEL_BYTE2, SEL_VOTES = range(5)
+VOTE_SIDE = 8  # votes for each bit value are counted up to 7
 BYTE2_SETS = 512
 APMS = {"partial": 0, "byte1": 1, "byte2": 2, "match": 3}
 APM_PARTIAL, APM_BYTE1, APM_BYTE2, APM_MATCH = range(4)
@@ -83,7 +86,8 @@ def match_states(cap: int, n_rec: int) -> int:
 
 def selector_sets(kind: int, n_ctx: int, n_mb: int) -> int:
     """Weight sets of a selector kind."""
-    return {SEL_SEEN: 8 * n_mb * (n_ctx + 1), SEL_PARTIAL: 256, SEL_BYTE1: 256 * 8, SEL_BYTE2: BYTE2_SETS * 8}[kind]
+    return {SEL_SEEN: 8 * n_mb * (n_ctx + 1), SEL_PARTIAL: 256, SEL_BYTE1: 256 * 8, SEL_BYTE2: BYTE2_SETS * 8,
+            SEL_VOTES: 8 * VOTE_SIDE * VOTE_SIDE}[kind]
 
 
 def apm_rows(kind: int, bits: int, n_mb: int) -> int:
@@ -218,6 +222,7 @@ def mix_node(j, c, bit, hashes, cand, hist, ctx, tables, params, lay, feat, qidx
     n_mi = lay[L_NMI]
     mstate = 0
     ebit = 0
+    votes = np.int64(0)  # VOTE_SIDE * (inputs expecting 1) + (inputs expecting 0)
     for k in range(n_mi):
         e = cand[k, 0]
         s = cand[k, 1]
@@ -226,6 +231,10 @@ def mix_node(j, c, bit, hashes, cand, hist, ctx, tables, params, lay, feat, qidx
         idx[n_sel + 2 + 2 * k] = 0
         if s > 0 and (e >> (8 - j)) == (c ^ (np.int64(1) << j)):
             eb = (e >> (7 - j)) & 1
+            if eb == 1 and votes < VOTE_SIDE * (VOTE_SIDE - 1):
+                votes += VOTE_SIDE
+            elif eb == 0 and votes % VOTE_SIDE < VOTE_SIDE - 1:
+                votes += 1
             if mstate == 0:
                 mstate = s
                 ebit = eb
@@ -246,6 +255,8 @@ def mix_node(j, c, bit, hashes, cand, hist, ctx, tables, params, lay, feat, qidx
             s = c
         elif kind == SEL_BYTE1:
             s = prev_byte * 8 + j
+        elif kind == SEL_VOTES:
+            s = j * VOTE_SIDE * VOTE_SIDE + votes
         else:
             s = ((mix64((hist & 0xFFFF) + 0x10000) >> 24) & (BYTE2_SETS - 1)) * 8 + j
         base = lay[L_SEL + 2 * k + 1] + s * n_in
