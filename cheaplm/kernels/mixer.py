@@ -12,8 +12,8 @@ match state:  s_m = 0 without a match (or once the partial byte leaves the predi
               to the match reaches (0 = nearer than all)
 match inputs: one candidate per minimum length (each verified on its own, so the most recent
               occurrence of a short context rides beside the longest match), or, in the older
-              layout, one: the first (longest) that verifies. Candidate k has state s_k and
-              m_k = ML[k, s_k, j] * (+1 if its predicted byte's next bit is 1 else -1), 0 when it
+              layout, one: the first (longest) that verifies. Candidate k has a match state
+              (as s_m, from its own length and distance) ms_k and m_k = ML[k, ms_k, j] * (+1 if its predicted byte's next bit is 1 else -1), 0 when it
               has no match or the partial byte has left its predicted byte. s_m, the state the
               selectors and the match APM use, is that of the first candidate still in play.
 features:     x = (a_0, b_0, ..., a_C-1, b_C-1, m_0, ..., m_M-1, 1)
