@@ -41,7 +41,7 @@ class ModelConfig:
     weight_sets: bool = True  # select mixer weights by each selector's context; off = one set per mixer
     apm: bool = True  # the APM/SSE stages after the mixer; off = none
     # one mixer per selector (kernels/mixer.py), combined by a final mixer when there are several
-    selectors: list = field(default_factory=lambda: ["seen", "partial", "byte1"])
+    selectors: list = field(default_factory=lambda: ["seen", "partial", "byte1", "votes"])
     apms: list = field(default_factory=lambda: ["partial", "byte1", "byte2", "match"])
     apm_hash_bits: int = 16  # rows of the byte2 APM
 
