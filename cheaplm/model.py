@@ -28,7 +28,7 @@ class ModelConfig:
     sparse: list = field(default_factory=lambda: [0b10, 0b1100])  # byte-offset masks
     skips: list = field(default_factory=lambda: [2, 3, 4, 5])  # skip-word contexts: partial word + the word n back
     table_bits: int = 20  # rows per context table (at most; low orders need fewer)
-    match_minlens: list = field(default_factory=lambda: [24, 12, 8, 5, 3])  # longest first
+    match_minlens: list = field(default_factory=lambda: [24, 12, 8, 5, 3, 2])  # longest first
     match_bits: int = 22
     match_cap: int = 64  # verify a match at most this many bytes back (a multiple of 16, >= 32)
     # the match state also says how far back the match is: below 1 KiB, 8 KiB (mostly the same
