@@ -128,6 +128,15 @@ def _merge(last_k, local_ks, valid_from, n_chunks):
                 last_k[slot] = p
 
 
+@numba.njit(cache=True, inline="always")
+def verified_length(data, t, p, cap):
+    """How many bytes before p equal the bytes before t (at most cap; a hash collision verifies few)."""
+    n = 0
+    while n < cap and p - 1 - n >= 0 and data[t - 1 - n] == data[p - 1 - n]:
+        n += 1
+    return n
+
+
 @numba.njit(cache=True)
 def match_lookup(data, t, prev, prev_t, minlens, cap):
     """(predicted byte, verified length (at most cap), distance t - p back to the match) of the
@@ -136,9 +145,7 @@ def match_lookup(data, t, prev, prev_t, minlens, cap):
         p = np.int64(prev[k, prev_t])
         if p < 0:
             continue
-        n = 0
-        while n < cap and p - 1 - n >= 0 and data[t - 1 - n] == data[p - 1 - n]:
-            n += 1
+        n = verified_length(data, t, p, cap)
         if n >= minlens[k]:
             return np.int64(data[p]), np.int64(n), t - p
     return np.int64(-1), np.int64(0), np.int64(0)

@@ -48,7 +48,7 @@ from numba import cuda
 from .. import config
 from .hashing import context_hash, mix64, slot_of
 from .dual import for_kernels, on_device
-from .match import match_lookup
+from .match import match_lookup, verified_length
 
 N_Q = 16  # count buckets of the learned count map
 Q_TOP = 3 << (N_Q // 2 - 2)  # counts from here on share the last bucket (192 for 16 buckets)
@@ -146,9 +146,7 @@ def match_inputs(data, t, prev, prev_t, minlens, lay, cand):
         p = np.int64(prev[k, prev_t])
         if p < 0:
             continue
-        n = 0
-        while n < cap and p - 1 - n >= 0 and data[t - 1 - n] == data[p - 1 - n]:
-            n += 1
+        n = verified_length(data, t, p, cap)
         if n >= minlens[k]:
             cand[k, 0] = data[p]
             cand[k, 1] = match_state(n, t - p, lay)
