@@ -23,7 +23,6 @@ import numpy as np
 from .hashing import M2, M3, mix64, poly_hash
 
 
-
 @numba.njit(cache=True, nogil=True)
 def _walk(data, lo, hi, m, bits, table, prev_k, prev_start, valid_from, mark_first):
     """One minimum length, positions [lo, hi) in order: prev_k[t] = table[slot] before table[slot] = t.

@@ -12,10 +12,12 @@ match state:  s_m = 0 without a match (or once the partial byte leaves the predi
               to the match reaches (0 = nearer than all)
 match inputs: one candidate per minimum length (each verified on its own, so the most recent
               occurrence of a short context rides beside the longest match), or, in the older
-              layout, one: the first (longest) that verifies. Candidate k has a match state
-              (as s_m, from its own length and distance) ms_k and m_k = ML[k, ms_k, j] * (+1 if its predicted byte's next bit is 1 else -1), 0 when it
-              has no match or the partial byte has left its predicted byte. s_m, the state the
-              selectors and the match APM use, is that of the first candidate still in play.
+              layout, one: the first (longest) that verifies. Candidate k has a match state ms_k
+              (as s_m, from its own length and distance) and
+              m_k = ML[k, ms_k, j] * (+1 if its predicted byte's next bit is 1 else -1),
+              0 when it has no match or the partial byte has left its predicted byte. s_m, the
+              state the selectors and the match APM use, is that of the first candidate still in
+              play.
 features:     x = (a_0, b_0, ..., a_C-1, b_C-1, m_0, ..., m_M-1, 1)
 mixers:       one per selector k, each with its own weight set s_k chosen by a small context:
                 seen:    (j, s_m, number of contexts with any count)
@@ -183,8 +185,8 @@ def mix_node(j, c, bit, hashes, cand, hist, ctx, tables, params, lay, feat, qidx
     """Logit of bit j at partial byte c (1 followed by the j known bits) for one position.
 
     cand: the match inputs (match_inputs). hist holds the two bytes before the position (previous
-    byte in the low 8 bits). Fills feat (K
-    inputs), qidx (C count-map indices), zk (each mixer's output) and idx (see idx_width); returns
+    byte in the low 8 bits). Fills feat (K inputs), qidx (C count-map indices), zk (each mixer's
+    output) and idx (see idx_width); returns
     (z, zf, dzf/dz, APM fraction). `bit` is the true bit for leave-one-out, or -1 for none (test
     time, generation). Shared by training (forward_position) and generation (sample.py).
     """
