@@ -1,0 +1,139 @@
+"""The reader on its own, on the GPU: product kernel check and speed, GPU vs CPU twin, and a
+reader-only training run on wikibench train with bits per byte on a held-out stretch.
+
+    python bench/reader_probe.py --seconds 150 [--reader '{"hidden": [2048, 1024]}'] [--json out.json]
+
+Val: the 2 MB of wikibench train just before the test (same source as test), kept out of training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import numpy as np  # noqa: E402
+from numba import cuda  # noqa: E402
+
+from cheaplm.kernels import gemm  # noqa: E402
+from cheaplm.reader import Reader, ReaderConfig, describe, flops_per_position, reader_bpb  # noqa: E402
+from cheaplm.shards import load_split  # noqa: E402
+from wikibench_data import TEST_START, build  # noqa: E402
+
+VAL = 2_000_000
+
+
+def check_gemm() -> dict:
+    rng = np.random.default_rng(0)
+    out = {}
+    for m, n, k in ((128, 64, 16), (256, 192, 1088), (1024, 2048, 64)):
+        a = rng.standard_normal((m, k)).astype(np.float32)
+        b = rng.standard_normal((n, k)).astype(np.float32)
+        a16, b16 = gemm.bf16_bits_host(a), gemm.bf16_bits_host(b)
+        ref = gemm.bf16_to_float(a16).astype(np.float64) @ gemm.bf16_to_float(b16).astype(np.float64).T
+        c = cuda.to_device(np.ones((m, n), np.float32))
+        gemm.gemm_nt(cuda.to_device(a16), cuda.to_device(b16), c, accumulate=True)
+        err = float(np.max(np.abs(c.copy_to_host() - 1.0 - ref)) / np.max(np.abs(ref)))
+        d = cuda.device_array((k, m), np.uint16)
+        e = cuda.device_array((m, k), np.uint16)
+        gemm.to_bf16(cuda.to_device(a), e, d)
+        conv = bool(np.array_equal(e.copy_to_host(), a16) and np.array_equal(d.copy_to_host(), a16.T))
+        out[f"{m}x{n}x{k}"] = {"rel_err": err, "bf16_conversion_exact": conv}
+        print(f"gemm {m}x{n}x{k}: rel err {err:.2e}, bf16 conversion exact {conv}", flush=True)
+    for m, n, k in ((16384, 2048, 1088), (16384, 1024, 2048), (2048, 1024, 16384)):
+        a = cuda.to_device(rng.integers(0, 1 << 14, (m, k)).astype(np.uint16))
+        b = cuda.to_device(rng.integers(0, 1 << 14, (n, k)).astype(np.uint16))
+        c = cuda.device_array((m, n), np.float32)
+        gemm.gemm_nt(a, b, c)
+        cuda.synchronize()
+        t0 = time.perf_counter()
+        reps = 20
+        for _ in range(reps):
+            gemm.gemm_nt(a, b, c)
+        cuda.synchronize()
+        tf = 2.0 * m * n * k * reps / (time.perf_counter() - t0) / 1e12
+        out[f"speed {m}x{n}x{k}"] = tf
+        print(f"gemm {m}x{n}x{k}: {tf:.1f} TFLOP/s", flush=True)
+    return out
+
+
+def check_parity() -> dict:
+    cfg = ReaderConfig(window=3, dim=64, ctx_bits=10, hidden=[128, 64], batch=192, contexts=[[0, 2], [1, 1], [3, 2], [0, 4]])
+    rng = np.random.default_rng(1)
+    text = np.frombuffer(b"the river flows into the sea; the stream flows into the lake. " * 200, dtype=np.uint8)
+    pos = rng.integers(0, len(text), cfg.batch).astype(np.int64)
+    cpu = Reader(cfg, "cpu")
+    gpu = Reader(cfg, "cuda", params=cpu.host(cpu.params).copy())
+    cpu.params[: cpu.view(cpu.params, 0).size] += rng.standard_normal(cpu.view(cpu.params, 0).size).astype(np.float32) * 0.3
+    gpu.params = cuda.to_device(cpu.params)
+    cpu.forward(text, pos, scale=1.0 / cfg.batch)
+    cpu.backward()
+    gpu.forward(cuda.to_device(text), cuda.to_device(pos), scale=1.0 / cfg.batch)
+    gpu.backward()
+    lc, lg = cpu.ws["loss"], gpu.host(gpu.ws["loss"])
+    gc_, gg = cpu.grad, gpu.host(gpu.grad)
+    out = {"loss_max_diff": float(np.max(np.abs(lc - lg))), "loss_mean": float(lc.mean()),
+           "grad_rel_err": float(np.max(np.abs(gc_ - gg)) / np.max(np.abs(gc_))),
+           "bitp_max_diff": float(np.max(np.abs(cpu.ws["bitp"] - gpu.host(gpu.ws["bitp"]))))}
+    print("parity (bf16 GPU vs float32 CPU):", out, flush=True)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seconds", type=float, default=120)
+    ap.add_argument("--reader", default="{}")
+    ap.add_argument("--data", default=str(Path(__file__).resolve().parent.parent.parent / "shared" / "data"))
+    ap.add_argument("--split-dir", default=str(Path(__file__).resolve().parent / "work" / "wikibench"))
+    ap.add_argument("--json", default=None)
+    ap.add_argument("--skip-checks", action="store_true")
+    args = ap.parse_args()
+    res = {"date": time.strftime("%Y-%m-%d"), "command": " ".join(sys.argv)}
+    if not args.skip_checks:
+        res["gemm"] = check_gemm()
+        res["parity"] = check_parity()
+    train = load_split(build(Path(args.split_dir), Path(args.data)), "train")
+    cfg = ReaderConfig.for_device("cuda", **json.loads(args.reader))
+    print(describe(cfg), flush=True)
+    reader = Reader(cfg, "cuda")
+    d_data = cuda.to_device(train)
+    val_lo, val_hi = TEST_START - VAL, TEST_START
+    rng = np.random.default_rng(0)
+    n = len(train)
+    t0 = time.perf_counter()
+    step, seen, last = 0, 0, t0
+    curve = []
+    while True:
+        el = time.perf_counter() - t0
+        if el >= args.seconds:
+            break
+        pos = rng.integers(1, n - VAL, cfg.batch, dtype=np.int64)
+        pos[pos >= val_lo] += VAL  # step over the val stretch
+        loss = reader.train_step(d_data, cuda.to_device(pos), el / args.seconds)
+        step += 1
+        seen += cfg.batch
+        if time.perf_counter() - last >= 15 or step == 1:
+            last = time.perf_counter()
+            vb = reader_bpb(reader, d_data, val_lo, val_lo + 262144)
+            curve.append({"seconds": round(el, 1), "step": step, "train_bpb": loss, "val_bpb_256k": vb})
+            print(f"{el:6.1f} s  step {step}  train {loss:.3f}  val(256 KB) {vb:.4f}  "
+                  f"{seen / el / 1e6 if el else 0:.2f} M pos/s", flush=True)
+    cuda.synchronize()
+    el = time.perf_counter() - t0
+    vb = reader_bpb(reader, d_data, val_lo, val_hi)
+    res.update({"reader": json.loads(reader.to_json()), "seconds": el, "steps": step, "positions": seen,
+                "positions_per_s": seen / el, "dense_tflops": seen * flops_per_position(cfg) / el / 1e12,
+                "val_bpb": vb, "curve": curve})
+    print(f"reader alone: val {vb:.4f} bpb after {el:.0f} s, {seen / el / 1e6:.2f} M positions/s, "
+          f"{res['dense_tflops']:.1f} TFLOP/s dense (whole step)", flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(res, indent=1))
+
+
+if __name__ == "__main__":
+    main()

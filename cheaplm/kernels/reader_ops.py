@@ -1,0 +1,212 @@
+"""Element-wise and gather/scatter kernels of the reader (reader.py holds the model).
+
+Each op has a CUDA kernel and a numba.njit CPU twin; where the arithmetic is per element it is
+written once (an njit body both call). On the GPU the dense products take bf16 operands, so the
+kernels that feed a product write bf16 bits, plain and transposed (gemm.py says why both); the CPU
+twins keep float32 throughout.
+
+rows:     per position, one embedding row per slot: the bytes t-1 .. t-W (a table row per offset
+          and byte value), one hashed row per context (kernels/hashing.py's contexts), and one
+          constant row (the first layer's bias, learned as an embedding).
+gather:   x[b, s*E:(s+1)*E] = table[rows[b, s]]
+relu:     h = max(h_pre, 0)
+softmax:  p = softmax(logits); loss = -log2 p[y]; dlogits = (p - onehot(y)) * scale; and the
+          probability of each of y's bits given the bits before it (for the memory mix, reader.py)
+relu_bwd: dh_pre = dh * (h > 0)
+scatter:  grad_table[rows[b, s]] += dx[b, s*E:(s+1)*E]   (CUDA: atomics, sums not bit-reproducible)
+Parallelisation: one thread per position (rows, softmax) or per element (the rest).
+"""
+
+import math
+
+import numba
+import numpy as np
+from numba import cuda
+
+from .dual import SIMULATOR, for_kernels
+from .gemm import bf16_bits_dev
+from .hashing import context_hash
+
+context_hash_k = for_kernels(context_hash)
+
+
+@numba.njit(cache=True, inline="always")
+def rows_position(b, data, pos, window, ctx, bits, base_ctx, const_row, rows):
+    t = pos[b]
+    for i in range(window):
+        s = t - 1 - i
+        v = np.int64(data[s]) if s >= 0 else np.int64(0)
+        rows[b, i] = i * 256 + v
+    mask = (np.int64(1) << bits) - 1
+    for c in range(ctx.shape[0]):
+        h = context_hash(data, t, ctx[c, 0], ctx[c, 1], 100 + c)
+        rows[b, window + c] = base_ctx + (np.int64(c) << bits) + ((h >> 16) & mask)
+    rows[b, window + ctx.shape[0]] = const_row
+
+
+rows_position_k = for_kernels(rows_position)
+
+
+@numba.njit(cache=True, parallel=True)
+def rows_cpu(data, pos, window, ctx, bits, base_ctx, const_row, rows):
+    for b in numba.prange(pos.shape[0]):
+        rows_position(b, data, pos, window, ctx, bits, base_ctx, const_row, rows)
+
+
+@cuda.jit(cache=True)
+def rows_kernel(data, pos, window, ctx, bits, base_ctx, const_row, rows):
+    b = cuda.grid(1)
+    if b < pos.shape[0]:
+        rows_position_k(b, data, pos, window, ctx, bits, base_ctx, const_row, rows)
+
+
+@numba.njit(cache=True, parallel=True)
+def gather_cpu(table, rows, x):
+    dim = table.shape[1]
+    for b in numba.prange(rows.shape[0]):
+        for s in range(rows.shape[1]):
+            r = rows[b, s]
+            for e in range(dim):
+                x[b, s * dim + e] = table[r, e]
+
+
+@cuda.jit
+def gather_kernel(table, rows, x, x_t):
+    """bf16 x (B, S*E) and x_t (S*E, B); thread (b, f), b fastest so x_t's writes coalesce."""
+    b, f = cuda.grid(2)
+    if b < rows.shape[0] and f < x.shape[1]:
+        dim = table.shape[1]
+        v = bf16_bits_dev(table[rows[b, f // dim], f % dim])
+        x[b, f] = v
+        x_t[f, b] = v
+
+
+@numba.njit(cache=True, parallel=True)
+def relu_cpu(h):
+    for b in numba.prange(h.shape[0]):
+        for j in range(h.shape[1]):
+            if h[b, j] < 0.0:
+                h[b, j] = 0.0
+
+
+@cuda.jit
+def relu_kernel(h_pre, h, h_t):
+    """bf16 relu(h_pre) into h (B, H) and h_t (H, B)."""
+    b, j = cuda.grid(2)
+    if b < h_pre.shape[0] and j < h_pre.shape[1]:
+        v = h_pre[b, j]
+        if v < 0.0:
+            v = 0.0
+            h_pre[b, j] = 0.0  # relu_bwd reads the mask from here
+        bits = bf16_bits_dev(v)
+        h[b, j] = bits
+        h_t[j, b] = bits
+
+
+@numba.njit(cache=True, inline="always")
+def softmax_position(b, logits, target, scale, loss, dl, bitp):
+    """Softmax and cross-entropy of row b; dl[b] = (p - onehot) * scale; bitp[b, j] = P(bit j of
+    the target = 1 | its bits before j). Leaves p in dl's row before scaling is applied."""
+    n = logits.shape[1]
+    mx = logits[b, 0]
+    for v in range(1, n):
+        if logits[b, v] > mx:
+            mx = logits[b, v]
+    tot = 0.0
+    for v in range(n):
+        e = math.exp(logits[b, v] - mx)
+        dl[b, v] = e
+        tot += e
+    y = target[b]
+    for v in range(n):
+        dl[b, v] = dl[b, v] / tot
+    loss[b] = -math.log(max(dl[b, y], 1e-30)) / math.log(2.0)
+    for j in range(8):
+        width = 1 << (8 - j)
+        lo = (y >> (8 - j)) << (8 - j)
+        half = width >> 1
+        s0 = 0.0
+        s1 = 0.0
+        for v in range(lo, lo + half):
+            s0 += dl[b, v]
+        for v in range(lo + half, lo + width):
+            s1 += dl[b, v]
+        bitp[b, j] = s1 / max(s0 + s1, 1e-30)
+    for v in range(n):
+        dl[b, v] = (dl[b, v] - (1.0 if v == y else 0.0)) * scale
+
+
+softmax_position_k = for_kernels(softmax_position)
+
+
+@numba.njit(cache=True, parallel=True)
+def softmax_cpu(logits, target, scale, loss, dl, bitp):
+    for b in numba.prange(logits.shape[0]):
+        softmax_position(b, logits, target, scale, loss, dl, bitp)
+
+
+@cuda.jit
+def softmax_kernel(logits, target, scale, loss, dl, bitp, dl16, dl16_t):
+    """One thread per position; dl (float32 work space) also goes out as bf16, plain and transposed."""
+    b = cuda.grid(1)
+    if b < logits.shape[0]:
+        softmax_position_k(b, logits, target, scale, loss, dl, bitp)
+        for v in range(logits.shape[1]):
+            bits = bf16_bits_dev(dl[b, v])
+            dl16[b, v] = bits
+            dl16_t[v, b] = bits
+
+
+@numba.njit(cache=True, parallel=True)
+def relu_bwd_cpu(dh, h):
+    for b in numba.prange(dh.shape[0]):
+        for j in range(dh.shape[1]):
+            if h[b, j] <= 0.0:
+                dh[b, j] = 0.0
+
+
+@cuda.jit
+def relu_bwd_kernel(dh, h_pre, d16, d16_t):
+    """dh * (relu output > 0) as bf16, plain and transposed (h_pre holds relu's output)."""
+    b, j = cuda.grid(2)
+    if b < dh.shape[0] and j < dh.shape[1]:
+        v = dh[b, j] if h_pre[b, j] > 0.0 else 0.0
+        bits = bf16_bits_dev(v)
+        d16[b, j] = bits
+        d16_t[j, b] = bits
+
+
+@numba.njit(cache=True)
+def scatter_cpu(dx, rows, grad):
+    """Sequential, so the sums are the same on every run and machine."""
+    dim = grad.shape[1]
+    for b in range(rows.shape[0]):
+        for s in range(rows.shape[1]):
+            r = rows[b, s]
+            for e in range(dim):
+                grad[r, e] += dx[b, s * dim + e]
+
+
+@cuda.jit
+def scatter_kernel(dx, rows, grad):
+    b, f = cuda.grid(2)
+    if b < rows.shape[0] and f < dx.shape[1]:
+        dim = grad.shape[1]
+        cuda.atomic.add(grad, (rows[b, f // dim], f % dim), dx[b, f])
+
+
+@numba.njit(cache=True, inline="always")
+def mix_bit(zm, zr, j, sets, w):
+    """The memory-reader mix of one bit: weight set chosen by (bit, memory confidence, reader
+    confidence); returns (z, set row)."""
+    cm = min(3, int(abs(zm) / 2.0))
+    cr = min(3, int(abs(zr) / 2.0))
+    row = (j * 4 + cm) * 4 + cr
+    return w[row, 0] * zm + w[row, 1] * zr + w[row, 2], row
+
+
+def launch_2d(n0: int, n1: int, tpb=(32, 8)):
+    return ((n0 + tpb[0] - 1) // tpb[0], (n1 + tpb[1] - 1) // tpb[1]), tpb
+
+
+__all__ = ["SIMULATOR"]

@@ -1,0 +1,429 @@
+"""The reader: a learned network over the bytes, mixed with the memory's prediction.
+
+The memory (count tables + match model, model.py) recalls what it has seen; the reader generalises:
+its rows are learned vectors shared by every context that hashes to them, and an MLP turns the
+recent bytes into a distribution over the next byte. No attention, no recurrence: every position is
+independent, so a batch is a few large matrix products (tensor cores, kernels/gemm.py) and
+gathers/scatters of rows (memory bandwidth).
+
+    x      = [E[byte t-1 at offset 1], ..., E[byte t-W at offset W],      # W byte slots
+              E[hash of context c] for c in contexts,                       # hashed, learned rows
+              E[constant]]                                                  # the first layer's bias
+    h1     = relu(x @ W1^T);  h2 = relu(h1 @ W2^T);  logits = h2 @ W3^T     # (B, 256)
+    p_r    = softmax(logits)
+
+The mix ("reading the memory"): for each bit j of the byte, with z_m = stretch(the memory's
+p(bit)) and z_r = stretch(the reader's p(bit | bits before j), from p_r),
+    z = w[s, 0] z_m + w[s, 1] z_r + w[s, 2],   s = (j, |z_m| bucket, |z_r| bucket)
+so the weights say, per confidence of each side, how far to trust memory and how far the reader.
+The mix is fitted on held-out bytes the count tables have not seen (train.py), as the memory's
+own mixer is: on counted bytes the memory would look better than it will be on new text.
+
+Parameters live in one flat buffer with named blocks from a size table (`blocks`); each block has
+its own learning-rate factor; the embedding table is updated lazily (only rows with a gradient,
+kernels/adam.py) so its size costs memory, not time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass, field
+
+import numba
+import numpy as np
+
+from .kernels import adam, gemm, reader_ops
+from .kernels.hashing import ORDER, SKIP, WORD
+
+MIX_SETS = 8 * 4 * 4
+STRETCH_CLIP = 8.0
+
+
+@dataclass
+class ReaderConfig:
+    window: int = 8  # byte slots: the last W bytes, each through its own row per byte value
+    contexts: list = field(default_factory=lambda: [[ORDER, 2], [ORDER, 3], [ORDER, 4], [ORDER, 6],
+                                                    [WORD, 1], [WORD, 2], [WORD, 3], [SKIP, 2]])
+    dim: int = 64  # width of every slot's row
+    ctx_bits: int = 20  # rows per hashed context
+    hidden: list = field(default_factory=lambda: [2048, 1024])
+    batch: int = 16384
+    lr: float = 0.002
+    table_lr: float = 5.0  # the embedding table's learning rate, as a factor of lr
+    warmup: int = 100
+    memory_share: float = 0.3  # of a minutes budget, the most the memory's phases may take
+    mix_share: float = 0.05  # of a minutes budget, fitting the memory-reader mix
+    seed: int = 0
+
+    @property
+    def width(self) -> int:
+        return (self.window + len(self.contexts) + 1) * self.dim
+
+    def validate(self) -> None:
+        if not (1 <= self.window <= 32) or self.dim < 1 or not (8 <= self.ctx_bits <= 26):
+            raise ValueError("reader: window must be in 1..32, dim >= 1, ctx_bits in 8..26")
+        if not self.hidden or any(h < 1 for h in self.hidden) or len(self.hidden) > 4:
+            raise ValueError("reader: hidden must list 1..4 positive layer widths")
+        if self.batch < 1 or self.lr <= 0 or self.table_lr <= 0:
+            raise ValueError("reader: batch, lr and table_lr must be positive")
+        if not (0 < self.memory_share < 1) or not (0 <= self.mix_share < 1):
+            raise ValueError("reader: memory_share in (0, 1), mix_share in [0, 1)")
+        for kind, _ in self.contexts:
+            if kind not in (ORDER, WORD, SKIP):
+                raise ValueError("reader: contexts are [kind, param] with kind ORDER, WORD or SKIP")
+
+    def gpu_shapes_ok(self) -> bool:
+        return self.width % 64 == 0 and all(h % 64 == 0 for h in self.hidden) and self.batch % 64 == 0
+
+    @classmethod
+    def for_device(cls, device: str, **over) -> "ReaderConfig":
+        """Defaults by device: the GPU's fill an H200's minutes; the CPU's fit 2 cores."""
+        if device == "cuda":
+            cfg = cls()
+        else:
+            cfg = cls(window=6, dim=16, ctx_bits=16, hidden=[256, 128], batch=1024, lr=0.003)
+        cfg = dataclasses.replace(cfg, **over)
+        cfg.validate()
+        return cfg
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ReaderConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown reader option(s): {', '.join(sorted(unknown))}")
+        cfg = cls(**d)
+        cfg.validate()
+        return cfg
+
+
+def blocks(cfg: ReaderConfig) -> list[tuple[str, tuple[int, int], float, bool]]:
+    """The size table: (name, shape, learning-rate factor, lazy) of each parameter block, in order."""
+    rows = cfg.window * 256 + (len(cfg.contexts) << cfg.ctx_bits) + 1
+    out = [("table", (rows, cfg.dim), cfg.table_lr, True)]
+    fan_in = cfg.width
+    for i, h in enumerate(cfg.hidden):
+        out.append((f"w{i + 1}", (h, fan_in), 1.0, False))
+        fan_in = h
+    out.append(("out", (256, fan_in), 1.0, False))
+    return out
+
+
+def init_params(cfg: ReaderConfig) -> np.ndarray:
+    rng = np.random.default_rng(cfg.seed)
+    parts = []
+    for name, shape, _, _ in blocks(cfg):
+        if name == "table":
+            w = np.zeros(shape, np.float32)
+            w[: cfg.window * 256] = rng.standard_normal((cfg.window * 256, cfg.dim))
+            w[-1] = rng.standard_normal(cfg.dim)  # the constant row; hashed rows start at 0 (unseen = nothing)
+        elif name == "out":
+            w = rng.standard_normal(shape) * (0.5 / math.sqrt(shape[1]))
+        else:
+            w = rng.standard_normal(shape) * math.sqrt(2.0 / shape[1])  # relu layers
+        parts.append(np.asarray(w, np.float32).ravel())
+    return np.concatenate(parts)
+
+
+def init_mix() -> np.ndarray:
+    w = np.zeros((MIX_SETS, 3), np.float32)
+    w[:, 0], w[:, 1] = 0.4, 0.6
+    return w
+
+
+class Reader:
+    """Parameters, optimizer state and batch work space of one reader, on the CPU or the GPU."""
+
+    def __init__(self, cfg: ReaderConfig, device: str = "cpu", params=None, mix=None):
+        cfg.validate()
+        if device == "cuda" and not cfg.gpu_shapes_ok():
+            raise ValueError("reader on the GPU: the input width, hidden widths and batch must be multiples of 64")
+        self.cfg = cfg
+        self.device = device
+        self.blocks = blocks(cfg)
+        self.offsets = []
+        at = 0
+        for _, shape, _, _ in self.blocks:
+            self.offsets.append(at)
+            at += shape[0] * shape[1]
+        self.n_params = at
+        host = params if params is not None else init_params(cfg)
+        if len(host) != self.n_params:
+            raise ValueError(f"reader: {len(host)} parameters, its config needs {self.n_params}")
+        self.mix = (mix if mix is not None else init_mix()).astype(np.float32)
+        self.ctx = np.asarray(cfg.contexts, dtype=np.int64).reshape(-1, 2)
+        self.base_ctx = cfg.window * 256
+        self.const_row = self.blocks[0][1][0] - 1
+        if device == "cuda":
+            from numba import cuda
+
+            self._cuda = cuda
+            self.params = cuda.to_device(np.ascontiguousarray(host, np.float32))
+            self.d_ctx = cuda.to_device(self.ctx)
+        else:
+            self.params = np.ascontiguousarray(host, np.float32).copy()
+            self.d_ctx = self.ctx
+        self.grad = self._zeros(self.n_params)
+        self.adam_m = self._zeros(self.n_params)
+        self.adam_v = self._zeros(self.n_params)
+        self.step = 0
+        self.ws = None
+
+    # ---- arrays ----------------------------------------------------------------------------------
+    def _zeros(self, n):
+        if self.device == "cuda":
+            return self._cuda.to_device(np.zeros(n, np.float32))
+        return np.zeros(n, np.float32)
+
+    def view(self, buf, k: int):
+        """Block k of a flat buffer (params, grad, moments) as its 2-D shape."""
+        shape = self.blocks[k][1]
+        lo = self.offsets[k]
+        return buf[lo: lo + shape[0] * shape[1]].reshape(shape)
+
+    def host(self, arr) -> np.ndarray:
+        return arr.copy_to_host() if self.device == "cuda" else arr
+
+    def _workspace(self, n_b: int):
+        if self.ws is not None and self.ws["n"] == n_b:
+            return self.ws
+        cfg = self.cfg
+        widths = [cfg.width] + list(cfg.hidden) + [256]
+        if self.device == "cuda":
+            cuda = self._cuda
+            f32 = lambda *s: cuda.device_array(s, np.float32)  # noqa: E731
+            u16 = lambda *s: cuda.device_array(s, np.uint16)  # noqa: E731
+            ws = {"n": n_b, "rows": cuda.device_array((n_b, cfg.window + len(cfg.contexts) + 1), np.int64),
+                  "act": [u16(n_b, w) for w in widths[:-1]], "act_t": [u16(w, n_b) for w in widths[:-1]],
+                  "pre": [f32(n_b, w) for w in widths[1:]],  # GEMM outputs (relu applied in place)
+                  "d": [f32(n_b, w) for w in widths],  # gradients w.r.t. each layer's input/output
+                  "d16": [u16(n_b, w) for w in widths[1:]], "d16_t": [u16(w, n_b) for w in widths[1:]],
+                  "w16": [None] * (len(widths) - 1), "w16_t": [None] * (len(widths) - 1),
+                  "loss": cuda.device_array(n_b, np.float32), "bitp": cuda.device_array((n_b, 8), np.float32)}
+            for k in range(1, len(self.blocks)):
+                o, i = self.blocks[k][1]
+                ws["w16"][k - 1] = u16(o, i)
+                ws["w16_t"][k - 1] = u16(i, o)
+        else:
+            ws = {"n": n_b, "rows": np.zeros((n_b, cfg.window + len(cfg.contexts) + 1), np.int64),
+                  "act": [np.zeros((n_b, w), np.float32) for w in widths[:-1]],
+                  "pre": [np.zeros((n_b, w), np.float32) for w in widths[1:]],
+                  "d": [np.zeros((n_b, w), np.float32) for w in widths],
+                  "loss": np.zeros(n_b, np.float32), "bitp": np.zeros((n_b, 8), np.float32)}
+        self.ws = ws
+        return ws
+
+    # ---- forward / backward ----------------------------------------------------------------------
+    def forward(self, data, pos, targets_from_data: bool = True, scale: float = 0.0):
+        """Scores positions `pos` of `data` (both on the reader's device): per-position loss (bits)
+        and per-bit probabilities in the work space; with scale > 0 also d(loss * scale)/d(logits)."""
+        n_b = pos.shape[0]
+        ws = self._workspace(n_b)
+        cfg = self.cfg
+        table = self.view(self.params, 0)
+        n_layers = len(self.blocks) - 1
+        if self.device == "cuda":
+            tpb = 128
+            reader_ops.rows_kernel[(n_b + tpb - 1) // tpb, tpb](data, pos, cfg.window, self.d_ctx, cfg.ctx_bits,
+                                                                self.base_ctx, self.const_row, ws["rows"])
+            grid, blk = reader_ops.launch_2d(n_b, cfg.width)
+            reader_ops.gather_kernel[grid, blk](table, ws["rows"], ws["act"][0], ws["act_t"][0])
+            for k in range(n_layers):
+                gemm.to_bf16(self.view(self.params, k + 1), ws["w16"][k], ws["w16_t"][k])
+                gemm.gemm_nt(ws["act"][k], ws["w16"][k], ws["pre"][k])
+                if k + 1 < n_layers:
+                    grid, blk = reader_ops.launch_2d(n_b, ws["pre"][k].shape[1])
+                    reader_ops.relu_kernel[grid, blk](ws["pre"][k], ws["act"][k + 1], ws["act_t"][k + 1])
+            targets = self._targets(data, pos)
+            reader_ops.softmax_kernel[(n_b + tpb - 1) // tpb, tpb](ws["pre"][-1], targets, scale, ws["loss"],
+                                                                   ws["d"][-1], ws["bitp"], ws["d16"][-1],
+                                                                   ws["d16_t"][-1])
+        else:
+            reader_ops.rows_cpu(data, pos, cfg.window, self.ctx, cfg.ctx_bits, self.base_ctx, self.const_row,
+                                ws["rows"])
+            reader_ops.gather_cpu(table, ws["rows"], ws["act"][0])
+            for k in range(n_layers):
+                gemm.gemm_nt(ws["act"][k], self.view(self.params, k + 1), ws["pre"][k])
+                if k + 1 < n_layers:
+                    reader_ops.relu_cpu(ws["pre"][k])
+                    ws["act"][k + 1][:] = ws["pre"][k]
+            targets = data[pos]
+            reader_ops.softmax_cpu(ws["pre"][-1], targets, scale, ws["loss"], ws["d"][-1], ws["bitp"])
+        return ws
+
+    def _targets(self, data, pos):
+        ws = self.ws
+        if "targets" not in ws or ws["targets"].shape[0] != pos.shape[0]:
+            ws["targets"] = self._cuda.device_array(pos.shape[0], np.uint8)
+        _take_kernel[(pos.shape[0] + 127) // 128, 128](data, pos, ws["targets"])
+        return ws["targets"]
+
+    def backward(self) -> None:
+        """Adds d(loss * scale)/d(params) into self.grad (forward must have run with scale > 0):
+        the literal reverse of forward, layer by layer."""
+        ws = self.ws
+        n_layers = len(self.blocks) - 1
+        table_grad = self.view(self.grad, 0)
+        if self.device == "cuda":
+            for k in range(n_layers - 1, -1, -1):
+                # pre[k] = act[k] @ W^T  =>  dW += dpre^T @ act ;  dact = dpre @ W
+                gemm.gemm_nt(ws["d16_t"][k], ws["act_t"][k], self.view(self.grad, k + 1), accumulate=True)
+                gemm.gemm_nt(ws["d16"][k], ws["w16_t"][k], ws["d"][k])
+                if k > 0:
+                    # act[k] = relu(pre[k-1])
+                    grid, blk = reader_ops.launch_2d(ws["n"], ws["d"][k].shape[1])
+                    reader_ops.relu_bwd_kernel[grid, blk](ws["d"][k], ws["pre"][k - 1], ws["d16"][k - 1],
+                                                          ws["d16_t"][k - 1])
+            grid, blk = reader_ops.launch_2d(ws["n"], self.cfg.width)
+            reader_ops.scatter_kernel[grid, blk](ws["d"][0], ws["rows"], table_grad)
+        else:
+            for k in range(n_layers - 1, -1, -1):
+                dpre = ws["d"][k + 1]
+                gw = self.view(self.grad, k + 1)
+                gw += np.dot(dpre.T, ws["act"][k])
+                np.dot(dpre, self.view(self.params, k + 1), out=ws["d"][k])
+                if k > 0:
+                    reader_ops.relu_bwd_cpu(ws["d"][k], ws["act"][k])
+            reader_ops.scatter_cpu(ws["d"][0], ws["rows"], table_grad)
+
+    def update(self, lr: float) -> None:
+        self.step += 1
+        for k, (_, shape, factor, lazy) in enumerate(self.blocks):
+            lo, hi = self.offsets[k], self.offsets[k] + shape[0] * shape[1]
+            adam.adam_step(self.params[lo:hi], self.grad[lo:hi], self.adam_m[lo:hi], self.adam_v[lo:hi],
+                           self.step, lr * factor, lazy=lazy)
+
+    def lr_at(self, frac: float) -> float:
+        warm = min(1.0, (self.step + 1) / max(1, self.cfg.warmup))
+        decay = 1.0 if frac < 0.6 else 1.0 - 0.9 * min(1.0, (frac - 0.6) / 0.4)
+        return self.cfg.lr * warm * decay
+
+    def train_step(self, data, pos, frac: float) -> float:
+        """One update on positions pos; returns the batch's mean loss in bits per byte."""
+        self.forward(data, pos, scale=1.0 / pos.shape[0])
+        self.backward()
+        self.update(self.lr_at(frac))
+        return float(np.mean(self.host(self.ws["loss"]), dtype=np.float64))
+
+    def bit_probs(self, data, pos) -> np.ndarray:
+        """(B, 8) host array: the reader's p(bit j = 1 | the byte's bits before j) for the true bytes."""
+        ws = self.forward(data, pos)
+        return self.host(ws["bitp"]).copy()
+
+    # ---- checkpoints -----------------------------------------------------------------------------
+    def arrays(self) -> dict:
+        return {"reader_params": self.host(self.params), "reader_mix": self.mix}
+
+    def state_arrays(self) -> dict:
+        return {"reader_m": self.host(self.adam_m), "reader_v": self.host(self.adam_v),
+                "reader_step": np.array(self.step, np.int64)}
+
+    def load_state(self, z: dict) -> None:
+        if self.device == "cuda":
+            self.adam_m = self._cuda.to_device(z["reader_m"])
+            self.adam_v = self._cuda.to_device(z["reader_v"])
+        else:
+            self.adam_m, self.adam_v = z["reader_m"].copy(), z["reader_v"].copy()
+        self.step = int(z["reader_step"])
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self.cfg), sort_keys=True)
+
+
+from numba import cuda as _cuda  # noqa: E402
+
+
+@_cuda.jit
+def _take_kernel(data, pos, out):
+    b = _cuda.grid(1)
+    if b < pos.shape[0]:
+        out[b] = data[pos[b]]
+
+
+# ---- the memory-reader mix (host: (B, 8) numbers per batch) ------------------------------------
+
+@numba.njit(cache=True, inline="always")
+def stretch(p):
+    p = min(max(p, 1e-6), 1.0 - 1e-6)
+    z = math.log(p / (1.0 - p))
+    return min(max(z, -STRETCH_CLIP), STRETCH_CLIP)
+
+
+@numba.njit(cache=True)
+def mix_loss(pm, pr, y, w, grad):
+    """Mixed loss (bits) per position of bit probabilities pm (memory) and pr (reader) for true bytes
+    y; adds d(mean loss in nats)/dw into grad when grad has rows."""
+    n = pm.shape[0]
+    loss = np.zeros(n, np.float64)
+    for b in range(n):
+        tot = 0.0
+        for j in range(8):
+            bit = (y[b] >> (7 - j)) & 1
+            zm = stretch(pm[b, j])
+            zr = stretch(pr[b, j])
+            z, row = reader_ops.mix_bit(zm, zr, j, 0, w)
+            p = 1.0 / (1.0 + math.exp(-z))
+            p = min(max(p, 1e-9), 1.0 - 1e-9)
+            tot += -math.log(p if bit == 1 else 1.0 - p)
+            if grad.shape[0] > 0:
+                dz = (p - bit) / n
+                grad[row, 0] += dz * zm
+                grad[row, 1] += dz * zr
+                grad[row, 2] += dz
+        loss[b] = tot / math.log(2.0)
+    return loss
+
+
+class MixFit:
+    """Adam on the mix weights, batch by batch."""
+
+    def __init__(self, w: np.ndarray, lr: float = 0.002):
+        self.w, self.lr = w, lr
+        self.m = np.zeros_like(w)
+        self.v = np.zeros_like(w)
+        self.t = 0
+
+    def step(self, pm, pr, y) -> float:
+        g = np.zeros_like(self.w)
+        loss = mix_loss(pm, pr, y, self.w, g)
+        self.t += 1
+        self.m = 0.9 * self.m + 0.1 * g
+        self.v = 0.999 * self.v + 0.001 * g * g
+        mh, vh = self.m / (1 - 0.9**self.t), self.v / (1 - 0.999**self.t)
+        self.w -= (self.lr * mh / (np.sqrt(vh) + 1e-8)).astype(np.float32)
+        return float(loss.mean())
+
+
+def describe(cfg: ReaderConfig) -> str:
+    n = sum(s[0] * s[1] for _, s, _, _ in blocks(cfg))
+    dense = sum(s[0] * s[1] for name, s, _, _ in blocks(cfg) if name != "table")
+    return (f"reader: {cfg.window} byte slots + {len(cfg.contexts)} hashed contexts x {cfg.dim}, MLP "
+            f"{cfg.width}->{'->'.join(map(str, cfg.hidden))}->256; {dense / 1e6:.1f}M dense + "
+            f"{(n - dense) / 1e6:.0f}M table parameters")
+
+
+def flops_per_position(cfg: ReaderConfig) -> float:
+    """Multiply-adds x2 of the dense products, forward + backward (3x forward)."""
+    dims = [cfg.width] + list(cfg.hidden) + [256]
+    return 3 * sum(2.0 * a * b for a, b in zip(dims, dims[1:]))
+
+
+_ = time
+
+
+def reader_bpb(reader: Reader, data, start: int, end: int, batch: int | None = None) -> float:
+    """The reader's own bits per byte on data[start:end] (no memory): for ablations and probes."""
+    batch = batch or reader.cfg.batch
+    total, n = 0.0, end - start
+    for lo in range(start, end, batch):
+        pos = np.arange(lo, min(lo + batch, end), dtype=np.int64)
+        if len(pos) < batch and reader.device == "cuda":  # keep the GPU shapes (multiples of 64)
+            pos = np.concatenate([pos, np.full(batch - len(pos), pos[-1], np.int64)])
+        d_pos = reader._cuda.to_device(pos) if reader.device == "cuda" else pos
+        ws = reader.forward(data, d_pos)
+        loss = reader.host(ws["loss"])[: min(batch, end - lo)]
+        total += float(np.sum(loss, dtype=np.float64))
+    return total / n
