@@ -54,11 +54,13 @@ def save(run_dir: Path, model: Model, state: dict, history: np.ndarray, keep: in
         _write_history(run_dir, history)
         meta = {"format": FORMAT, "version": FORMAT_VERSION, "code_version": __version__,
                 "config": json.loads(model.cfg.to_json()), "history_len": int(len(history))}
+        extra = model.reader.arrays() if model.reader is not None else {}
         np.savez(tmp / "model.npz", meta=np.array(json.dumps(meta)), params=model.host(model.params),
-                 tables=model.host(model.tables), last_pos=model.last_pos)
+                 tables=model.host(model.tables), last_pos=model.last_pos, **extra)
         st = dict(state)
+        extra = model.reader.state_arrays() if model.reader is not None else {}
         np.savez(tmp / "state.npz", state=np.array(json.dumps(st)), adam_m=model.host(model.adam_m),
-                 adam_v=model.host(model.adam_v))
+                 adam_v=model.host(model.adam_v), **extra)
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         need = model.cfg.table_bytes() / 2**30
@@ -134,7 +136,14 @@ def load_model(run_dir: Path, device: str = "cpu", ckpt: Path | None = None) -> 
                       and z["last_pos"].shape == (len(cfg.match_minlens), 1 << cfg.match_bits))
     if not model_shape_ok:
         raise CheckpointError(f"{ckpt}: arrays do not match the model config (mismatched checkpoint)")
-    model = Model(cfg, device=device, tables=z["tables"], params=z["params"], last_pos=z["last_pos"])
+    reader_on = cfg.reader.get("on", True)
+    if reader_on and ("reader_params" not in z or "reader_mix" not in z):
+        raise CheckpointError(f"{ckpt / 'model.npz'}: the config has a reader but the checkpoint holds no reader arrays")
+    try:
+        model = Model(cfg, device=device, tables=z["tables"], params=z["params"], last_pos=z["last_pos"],
+                      reader_params=z.get("reader_params"), reader_mix=z.get("reader_mix"))
+    except ValueError as exc:
+        raise CheckpointError(f"{ckpt}: {exc}") from None
     if len(z["params"]) != model.n_params:
         raise CheckpointError(f"{ckpt}: {len(z['params'])} parameters, config needs {model.n_params}")
     hist_path = Path(ckpt).parent / "history.bin"
@@ -159,4 +168,8 @@ def load_state(ckpt: Path, model: Model) -> dict:
     else:
         model.adam_m = z["adam_m"].copy()
         model.adam_v = z["adam_v"].copy()
+    if model.reader is not None:
+        if "reader_m" not in z:
+            raise CheckpointError(f"{ckpt}: no reader optimizer state in state.npz")
+        model.reader.load_state(z)
     return state

@@ -17,6 +17,7 @@ from numba import cuda
 
 from .kernels.match import match_index
 from .model import Model
+from .reader import mix_loss
 
 
 def stream_bpb(model: Model, history: np.ndarray, stream: np.ndarray, batch: int = 1 << 16,
@@ -47,7 +48,13 @@ def stream_bpb(model: Model, history: np.ndarray, stream: np.ndarray, batch: int
                 caches = model.make_caches(len(pos))
             d_pos = cuda.to_device(pos) if model.device == "cuda" else pos
             model.forward(d_data, d_pos, d_prev, h, caches, loo=False)
-            loss = model.host(caches.loss)
+            if model.reader is not None:
+                # the memory's bit probabilities mixed with the reader's (reader.py)
+                pm = model.host(caches.prob)
+                pr = reader_bits(model, d_data, pos, d_prev, h)
+                loss = mix_loss(pm, pr, data[pos], model.reader.mix, np.zeros((0, 3), np.float32))
+            else:
+                loss = model.host(caches.loss)
             total += float(np.sum(loss, dtype=np.float64))
             if adaptive:
                 model.count(d_data, h + start, h + end)
@@ -58,3 +65,19 @@ def stream_bpb(model: Model, history: np.ndarray, stream: np.ndarray, batch: int
         model.count(d_data, h, h + counted, delta=-1)
     dt = time.perf_counter() - t0
     return {"bpb": total / n, "bytes": n, "seconds": dt, "bytes_per_s": n / max(dt, 1e-9), "adaptive": adaptive}
+
+
+def reader_bits(model: Model, d_data, pos: np.ndarray, d_prev, prev_base: int) -> np.ndarray:
+    """The reader's (len(pos), 8) bit probabilities, in batches of its own size (padded)."""
+    reader = model.reader
+    rb = reader.cfg.batch
+    out = np.empty((len(pos), 8), np.float32)
+    match = model.match_args(d_prev, prev_base)
+    for lo in range(0, len(pos), rb):
+        chunk = pos[lo: lo + rb]
+        k = len(chunk)
+        if k < rb:
+            chunk = np.resize(chunk, rb)
+        d_chunk = cuda.to_device(chunk) if model.device == "cuda" else chunk
+        out[lo: lo + k] = reader.bit_probs(d_data, d_chunk, match)[:k]
+    return out

@@ -44,6 +44,9 @@ class ModelConfig:
     selectors: list = field(default_factory=lambda: ["seen", "partial", "byte1", "votes"])
     apms: list = field(default_factory=lambda: ["partial", "byte1", "byte2", "match"])
     apm_hash_bits: int = 16  # rows of the byte2 APM
+    # the learned reader (reader.py): {"on": true} takes the device's defaults (ReaderConfig.for_device),
+    # other keys override them; a new run stores the resolved options here; {"on": false}: memory only
+    reader: dict = field(default_factory=lambda: {"on": True})
 
     def contexts(self) -> list[tuple[int, int]]:
         return ([(ORDER, k) for k in self.orders] + [(WORD, n) for n in range(1, self.words + 1)]
@@ -109,13 +112,27 @@ class ModelConfig:
                 raise ValueError(f"{name}: {given!r}; give at most {most} distinct of {', '.join(allowed)}")
         if not self.selectors:
             raise ValueError("selectors: the model needs at least one mixer")
+        if not isinstance(self.reader, dict) or not isinstance(self.reader.get("on", True), bool):
+            raise ValueError('reader: a JSON object such as {"on": true} or {"on": false, ...}')
+
+    def reader_config(self, device: str):
+        """The reader's resolved ReaderConfig for a device, or None (memory only)."""
+        from .reader import ReaderConfig
+
+        opts = dict(self.reader)
+        if not opts.pop("on", True):
+            return None
+        if "match_inputs" not in opts:  # read the memory's match candidates
+            opts["match_inputs"] = len(self.match_minlens) if self.match_each else 1
+            opts["match_states"] = mixer.match_states(self.match_cap, len(self.match_recency))
+        return ReaderConfig.for_device(device, **opts)
 
 
 # what a checkpoint saved before `selectors`, `apms`, `skips` and the match options existed holds: one
 # mixer, two APMs, no skip contexts, one match input verified to 32 bytes with no recency (checked: an old
 # checkpoint scores the same bpb with this code as with its own)
 LEGACY = {"selectors": ["seen"], "apms": ["partial", "byte1"], "apm_hash_bits": 16, "skips": [],
-          "match_cap": 32, "match_recency": [], "match_each": False}
+          "match_cap": 32, "match_recency": [], "match_each": False, "reader": {"on": False}}
 
 
 def param_layout(cfg: ModelConfig) -> np.ndarray:
@@ -185,7 +202,8 @@ def context_array(cfg: ModelConfig) -> np.ndarray:
 class Model:
     """Arrays of one model. `device='cuda'` keeps tables, params and optimizer state on the GPU."""
 
-    def __init__(self, cfg: ModelConfig, device: str = "cpu", tables=None, params=None, last_pos=None):
+    def __init__(self, cfg: ModelConfig, device: str = "cpu", tables=None, params=None, last_pos=None,
+                 reader_params=None, reader_mix=None):
         cfg.validate()
         self.cfg = cfg
         self.device = device
@@ -213,6 +231,16 @@ class Model:
         self.adam_m = self.zeros(self.n_params)
         self.adam_v = self.zeros(self.n_params)
         self.grad_chunks = None
+        rcfg = cfg.reader_config(device)
+        self.reader = None
+        if rcfg is not None:
+            from .reader import Reader
+
+            self.reader = Reader(rcfg, device, params=reader_params, mix=reader_mix)
+
+    def match_args(self, prev, prev_base: int) -> tuple:
+        """What the reader needs of the match model for positions whose pointers are prev[:, t - prev_base]."""
+        return (prev, prev_base, self.d_minlens, self.d_lay)
 
     @property
     def n_params(self) -> int:
@@ -264,7 +292,16 @@ def memory_estimate(cfg: ModelConfig, train_bytes: int, batch: int) -> dict:
     lay = param_layout(cfg)
     n_ctx, n_in = int(lay[mixer.L_NCTX]), int(lay[mixer.L_K])
     per_pos = n_ctx * 8 + 8 * n_in * 4 + 8 * n_ctx * 8 + 8 * 8 * 8 + 64
+    out = {}
+    rcfg = cfg.reader_config("cuda" if cfg.table_bits >= 22 else "cpu") if cfg.reader.get("on", True) else None
+    if rcfg is not None:
+        from .reader import blocks
+
+        n = sum(s[0] * s[1] for _, s, _, _ in blocks(rcfg))
+        widths = [rcfg.width] + list(rcfg.hidden) + [256]
+        out["reader"] = 16 * n + rcfg.batch * sum(widths) * 16
     return {
+        **out,
         "tables": cfg.table_bytes(),
         "params+adam": int(lay[mixer.L_P]) * 4 * 4,
         "match index": len(cfg.match_minlens) * (4 << cfg.match_bits),

@@ -8,9 +8,17 @@ gathers/scatters of rows (memory bandwidth).
 
     x      = [E[byte t-1 at offset 1], ..., E[byte t-W at offset W],      # W byte slots
               E[hash of context c] for c in contexts,                       # hashed, learned rows
+              E[match candidate k: (k, state, predicted byte)] for each k,  # what memory recalls
               E[constant]]                                                  # the first layer's bias
     h1     = relu(x @ W1^T);  h2 = relu(h1 @ W2^T);  logits = h2 @ W3^T     # (B, 256)
+    logits[predicted byte of k] += C[k, state of k]  for each candidate k in play   # copy path
     p_r    = softmax(logits)
+
+The match candidates are the memory's own (kernels/mixer.py's match_inputs: for each minimum
+length the most recent earlier occurrence of the context, its verified length and how far back it
+is). They are causal by construction: the index at position t holds only positions before t, in
+training as in evaluation, so the reader learns to read the match model as it will meet it on new
+text (a first reader without them over-fitted the text it had read: bench/NOTES.md §11).
 
 The mix ("reading the memory"): for each bit j of the byte, with z_m = stretch(the memory's
 p(bit)) and z_r = stretch(the reader's p(bit | bits before j), from p_r),
@@ -48,6 +56,8 @@ class ReaderConfig:
     contexts: list = field(default_factory=lambda: [[ORDER, 2], [ORDER, 3], [ORDER, 4], [ORDER, 6],
                                                     [WORD, 1], [WORD, 2], [WORD, 3], [SKIP, 2]])
     dim: int = 64  # width of every slot's row
+    match_inputs: int = 0  # match candidates read (the memory's; filled in from its config)
+    match_states: int = 0  # states of one candidate (length x recency; from the memory's config)
     ctx_bits: int = 20  # rows per hashed context
     hidden: list = field(default_factory=lambda: [2048, 1024])
     batch: int = 16384
@@ -60,7 +70,11 @@ class ReaderConfig:
 
     @property
     def width(self) -> int:
-        return (self.window + len(self.contexts) + 1) * self.dim
+        return self.slots * self.dim
+
+    @property
+    def slots(self) -> int:
+        return self.window + len(self.contexts) + self.match_inputs + 1
 
     def validate(self) -> None:
         if not (1 <= self.window <= 32) or self.dim < 1 or not (8 <= self.ctx_bits <= 26):
@@ -102,13 +116,14 @@ class ReaderConfig:
 
 def blocks(cfg: ReaderConfig) -> list[tuple[str, tuple[int, int], float, bool]]:
     """The size table: (name, shape, learning-rate factor, lazy) of each parameter block, in order."""
-    rows = cfg.window * 256 + (len(cfg.contexts) << cfg.ctx_bits) + 1
+    rows = cfg.window * 256 + (len(cfg.contexts) << cfg.ctx_bits) + cfg.match_inputs * cfg.match_states * 256 + 1
     out = [("table", (rows, cfg.dim), cfg.table_lr, True)]
     fan_in = cfg.width
     for i, h in enumerate(cfg.hidden):
         out.append((f"w{i + 1}", (h, fan_in), 1.0, False))
         fan_in = h
     out.append(("out", (256, fan_in), 1.0, False))
+    out.append(("copy", (max(1, cfg.match_inputs), max(1, cfg.match_states)), 1.0, False))
     return out
 
 
@@ -120,6 +135,8 @@ def init_params(cfg: ReaderConfig) -> np.ndarray:
             w = np.zeros(shape, np.float32)
             w[: cfg.window * 256] = rng.standard_normal((cfg.window * 256, cfg.dim))
             w[-1] = rng.standard_normal(cfg.dim)  # the constant row; hashed rows start at 0 (unseen = nothing)
+        elif name == "copy":
+            w = np.zeros(shape)
         elif name == "out":
             w = rng.standard_normal(shape) * (0.5 / math.sqrt(shape[1]))
         else:
@@ -156,6 +173,8 @@ class Reader:
         self.mix = (mix if mix is not None else init_mix()).astype(np.float32)
         self.ctx = np.asarray(cfg.contexts, dtype=np.int64).reshape(-1, 2)
         self.base_ctx = cfg.window * 256
+        self.base_match = self.base_ctx + (len(cfg.contexts) << cfg.ctx_bits)
+        self.n_layers = len(self.blocks) - 2  # dense layers (the last block is the copy path)
         self.const_row = self.blocks[0][1][0] - 1
         if device == "cuda":
             from numba import cuda
@@ -196,19 +215,21 @@ class Reader:
             cuda = self._cuda
             f32 = lambda *s: cuda.device_array(s, np.float32)  # noqa: E731
             u16 = lambda *s: cuda.device_array(s, np.uint16)  # noqa: E731
-            ws = {"n": n_b, "rows": cuda.device_array((n_b, cfg.window + len(cfg.contexts) + 1), np.int64),
+            ws = {"n": n_b, "rows": cuda.device_array((n_b, cfg.slots), np.int64),
+                  "cand": cuda.device_array((n_b, cfg.match_inputs, 2), np.int64),
                   "act": [u16(n_b, w) for w in widths[:-1]], "act_t": [u16(w, n_b) for w in widths[:-1]],
                   "pre": [f32(n_b, w) for w in widths[1:]],  # GEMM outputs (relu applied in place)
                   "d": [f32(n_b, w) for w in widths],  # gradients w.r.t. each layer's input/output
                   "d16": [u16(n_b, w) for w in widths[1:]], "d16_t": [u16(w, n_b) for w in widths[1:]],
                   "w16": [None] * (len(widths) - 1), "w16_t": [None] * (len(widths) - 1),
                   "loss": cuda.device_array(n_b, np.float32), "bitp": cuda.device_array((n_b, 8), np.float32)}
-            for k in range(1, len(self.blocks)):
+            for k in range(1, self.n_layers + 1):
                 o, i = self.blocks[k][1]
                 ws["w16"][k - 1] = u16(o, i)
                 ws["w16_t"][k - 1] = u16(i, o)
         else:
-            ws = {"n": n_b, "rows": np.zeros((n_b, cfg.window + len(cfg.contexts) + 1), np.int64),
+            ws = {"n": n_b, "rows": np.zeros((n_b, cfg.slots), np.int64),
+                  "cand": np.zeros((n_b, cfg.match_inputs, 2), np.int64),
                   "act": [np.zeros((n_b, w), np.float32) for w in widths[:-1]],
                   "pre": [np.zeros((n_b, w), np.float32) for w in widths[1:]],
                   "d": [np.zeros((n_b, w), np.float32) for w in widths],
@@ -217,18 +238,26 @@ class Reader:
         return ws
 
     # ---- forward / backward ----------------------------------------------------------------------
-    def forward(self, data, pos, targets_from_data: bool = True, scale: float = 0.0):
+    def forward(self, data, pos, match=None, scale: float = 0.0):
         """Scores positions `pos` of `data` (both on the reader's device): per-position loss (bits)
-        and per-bit probabilities in the work space; with scale > 0 also d(loss * scale)/d(logits)."""
+        and per-bit probabilities in the work space; with scale > 0 also d(loss * scale)/d(logits).
+        match = (prev, prev_base, minlens, lay): the memory's match pointers for these positions
+        (prev[k, t - prev_base]) and its layout; required when the reader reads match candidates."""
         n_b = pos.shape[0]
         ws = self._workspace(n_b)
         cfg = self.cfg
         table = self.view(self.params, 0)
-        n_layers = len(self.blocks) - 1
+        copy = self.view(self.params, len(self.blocks) - 1)
+        copy_grad = self.view(self.grad, len(self.blocks) - 1)
+        n_layers = self.n_layers
+        if cfg.match_inputs and match is None:
+            raise ValueError("this reader reads the match model: pass match=(prev, prev_base, minlens, lay)")
+        prev, prev_base, minlens, lay = match if match is not None else self._no_match()
         if self.device == "cuda":
             tpb = 128
             reader_ops.rows_kernel[(n_b + tpb - 1) // tpb, tpb](data, pos, cfg.window, self.d_ctx, cfg.ctx_bits,
-                                                                self.base_ctx, self.const_row, ws["rows"])
+                                                                self.base_ctx, self.const_row, ws["rows"], prev,
+                                                                prev_base, minlens, lay, self.base_match, ws["cand"])
             grid, blk = reader_ops.launch_2d(n_b, cfg.width)
             reader_ops.gather_kernel[grid, blk](table, ws["rows"], ws["act"][0], ws["act_t"][0])
             for k in range(n_layers):
@@ -239,11 +268,11 @@ class Reader:
                     reader_ops.relu_kernel[grid, blk](ws["pre"][k], ws["act"][k + 1], ws["act_t"][k + 1])
             targets = self._targets(data, pos)
             reader_ops.softmax_kernel[(n_b + tpb - 1) // tpb, tpb](ws["pre"][-1], targets, scale, ws["loss"],
-                                                                   ws["d"][-1], ws["bitp"], ws["d16"][-1],
-                                                                   ws["d16_t"][-1])
+                                                                   ws["d"][-1], ws["bitp"], ws["cand"], copy,
+                                                                   copy_grad, ws["d16"][-1], ws["d16_t"][-1])
         else:
             reader_ops.rows_cpu(data, pos, cfg.window, self.ctx, cfg.ctx_bits, self.base_ctx, self.const_row,
-                                ws["rows"])
+                                ws["rows"], prev, prev_base, minlens, lay, self.base_match, ws["cand"])
             reader_ops.gather_cpu(table, ws["rows"], ws["act"][0])
             for k in range(n_layers):
                 gemm.gemm_nt(ws["act"][k], self.view(self.params, k + 1), ws["pre"][k])
@@ -251,8 +280,19 @@ class Reader:
                     reader_ops.relu_cpu(ws["pre"][k])
                     ws["act"][k + 1][:] = ws["pre"][k]
             targets = data[pos]
-            reader_ops.softmax_cpu(ws["pre"][-1], targets, scale, ws["loss"], ws["d"][-1], ws["bitp"])
+            reader_ops.softmax_cpu(ws["pre"][-1], targets, scale, ws["loss"], ws["d"][-1], ws["bitp"], ws["cand"],
+                                   copy)
+            if scale != 0.0:
+                reader_ops.copy_grad_cpu(ws["d"][-1], ws["cand"], copy_grad)
         return ws
+
+    def _no_match(self):
+        if not hasattr(self, "_nm"):
+            arrs = (np.full((1, 1), -1, np.int32), np.zeros(1, np.int64), np.zeros(64, np.int64))
+            if self.device == "cuda":
+                arrs = tuple(self._cuda.to_device(a) for a in arrs)
+            self._nm = (arrs[0], 0, arrs[1], arrs[2])
+        return self._nm
 
     def _targets(self, data, pos):
         ws = self.ws
@@ -265,7 +305,7 @@ class Reader:
         """Adds d(loss * scale)/d(params) into self.grad (forward must have run with scale > 0):
         the literal reverse of forward, layer by layer."""
         ws = self.ws
-        n_layers = len(self.blocks) - 1
+        n_layers = self.n_layers
         table_grad = self.view(self.grad, 0)
         if self.device == "cuda":
             for k in range(n_layers - 1, -1, -1):
@@ -301,16 +341,16 @@ class Reader:
         decay = 1.0 if frac < 0.6 else 1.0 - 0.9 * min(1.0, (frac - 0.6) / 0.4)
         return self.cfg.lr * warm * decay
 
-    def train_step(self, data, pos, frac: float) -> float:
+    def train_step(self, data, pos, frac: float, match=None) -> float:
         """One update on positions pos; returns the batch's mean loss in bits per byte."""
-        self.forward(data, pos, scale=1.0 / pos.shape[0])
+        self.forward(data, pos, match, scale=1.0 / pos.shape[0])
         self.backward()
         self.update(self.lr_at(frac))
         return float(np.mean(self.host(self.ws["loss"]), dtype=np.float64))
 
-    def bit_probs(self, data, pos) -> np.ndarray:
+    def bit_probs(self, data, pos, match=None) -> np.ndarray:
         """(B, 8) host array: the reader's p(bit j = 1 | the byte's bits before j) for the true bytes."""
-        ws = self.forward(data, pos)
+        ws = self.forward(data, pos, match)
         return self.host(ws["bitp"]).copy()
 
     # ---- checkpoints -----------------------------------------------------------------------------
@@ -400,7 +440,8 @@ class MixFit:
 def describe(cfg: ReaderConfig) -> str:
     n = sum(s[0] * s[1] for _, s, _, _ in blocks(cfg))
     dense = sum(s[0] * s[1] for name, s, _, _ in blocks(cfg) if name != "table")
-    return (f"reader: {cfg.window} byte slots + {len(cfg.contexts)} hashed contexts x {cfg.dim}, MLP "
+    return (f"reader: {cfg.window} byte slots + {len(cfg.contexts)} hashed contexts + {cfg.match_inputs} match "
+            f"candidates x {cfg.dim}, MLP "
             f"{cfg.width}->{'->'.join(map(str, cfg.hidden))}->256; {dense / 1e6:.1f}M dense + "
             f"{(n - dense) / 1e6:.0f}M table parameters")
 
@@ -414,7 +455,7 @@ def flops_per_position(cfg: ReaderConfig) -> float:
 _ = time
 
 
-def reader_bpb(reader: Reader, data, start: int, end: int, batch: int | None = None) -> float:
+def reader_bpb(reader: Reader, data, start: int, end: int, batch: int | None = None, match=None) -> float:
     """The reader's own bits per byte on data[start:end] (no memory): for ablations and probes."""
     batch = batch or reader.cfg.batch
     total, n = 0.0, end - start
@@ -423,7 +464,7 @@ def reader_bpb(reader: Reader, data, start: int, end: int, batch: int | None = N
         if len(pos) < batch and reader.device == "cuda":  # keep the GPU shapes (multiples of 64)
             pos = np.concatenate([pos, np.full(batch - len(pos), pos[-1], np.int64)])
         d_pos = reader._cuda.to_device(pos) if reader.device == "cuda" else pos
-        ws = reader.forward(data, d_pos)
+        ws = reader.forward(data, d_pos, match)
         loss = reader.host(ws["loss"])[: min(batch, end - lo)]
         total += float(np.sum(loss, dtype=np.float64))
     return total / n

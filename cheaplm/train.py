@@ -330,6 +330,10 @@ def train(data_dir: Path, run_dir: Path, model_cfg: ModelConfig | None, tc: Trai
                          f"lower --table-bits (each step down halves the {est['tables'] / 2**30:.1f} GiB of tables) or --bytes")
 
     if model is None:
+        rcfg = model_cfg.reader_config(device)
+        if rcfg is not None:  # store the resolved options: the run loads the same reader on any device
+            model_cfg = ModelConfig.from_dict({**json.loads(model_cfg.to_json()),
+                                               "reader": {"on": True, **asdict(rcfg)}})
         model = Model(model_cfg, device=device)
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.json").write_text(json.dumps({"model": json.loads(model_cfg.to_json()),
@@ -428,6 +432,7 @@ def train(data_dir: Path, run_dir: Path, model_cfg: ModelConfig | None, tc: Trai
         return {"step": step, "cursor": cursor, "elapsed": elapsed0 + time.perf_counter() - t_start,
                 "rng": rng.bit_generator.state, "tokens_mixed": state.get("tokens_mixed", 0), "updates": updates,
                 "tail_seen": tail_seen, "holdout_counted": holdout_counted, "data": state["data"],
+                "reader_done": state.get("reader_done", False), "mix_done": state.get("mix_done", False),
                 "train_config": asdict(tc)}
 
     on_device_to = cursor  # match pointers copied to the GPU up to here
@@ -451,12 +456,15 @@ def train(data_dir: Path, run_dir: Path, model_cfg: ModelConfig | None, tc: Trai
             return None
         return stream_bpb(model, train_bytes[:cursor], val_bytes, batch=min(tc.batch, 1 << 16))["bpb"]
 
+    reader = model.reader
+    # with a reader the memory's phases get a share of a minutes budget; the reader learns in the rest
+    mem_minutes = None if tc.minutes is None else tc.minutes * (reader.cfg.memory_share if reader else 1.0)
     with StopRequested() as stop:
         while True:
             elapsed = elapsed0 + time.perf_counter() - t_start
             if total_steps is not None and step >= total_steps:
                 break
-            if tc.minutes is not None and elapsed >= tc.minutes * 60:
+            if mem_minutes is not None and elapsed >= mem_minutes * 60:
                 break
             if tail is not None and tail_seen >= tc.tail_passes * tail_bytes:
                 break  # counting is done and the tail has had its passes: finish early
@@ -467,7 +475,7 @@ def train(data_dir: Path, run_dir: Path, model_cfg: ModelConfig | None, tc: Trai
                 stopped = "stop_after_steps"
                 break
             span = None if holdout_counted else next_chunk(cursor, held, tc.count_chunk, n_train)
-            counting = span is not None and (tc.minutes is None or elapsed < COUNT_SHARE * tc.minutes * 60)
+            counting = span is not None and (mem_minutes is None or elapsed < COUNT_SHARE * mem_minutes * 60)
             if counting:
                 # causal: score the next chunk with counts of everything before it, then count it
                 t_chunk = time.perf_counter()
@@ -491,7 +499,7 @@ def train(data_dir: Path, run_dir: Path, model_cfg: ModelConfig | None, tc: Trai
             lr = lr_at(tc, step, frac_done(elapsed))
             n_mix = 1
             if counting:
-                time_left = None if tc.minutes is None else COUNT_SHARE * tc.minutes * 60 - elapsed
+                time_left = None if mem_minutes is None else COUNT_SHARE * mem_minutes * 60 - elapsed
                 n_mix = mix_steps_for(tc, time_left, math.ceil((n_train - lo) / tc.count_chunk), t_update, t_other)
             t_iter = time.perf_counter()
             for _ in range(n_mix):
@@ -545,6 +553,14 @@ def train(data_dir: Path, run_dir: Path, model_cfg: ModelConfig | None, tc: Trai
                 save_checkpoint(snapshot())
                 last_ckpt = now
 
+        if reader is not None and stopped is None and not holdout_counted:
+            if tail is None:  # the memory's loop ended before its tail (a bytes budget's last step)
+                tail = [(a, b) for a, b in held if b <= cursor] or [(cursor, min(n_train, cursor + holdout))]
+                tail_bytes = sum(b - a for a, b in tail)
+            pointers_ready(n_train)
+            stopped = reader_phases(model, tc, state, d_data, d_prev, to_dev, counted_ranges(held, cursor), tail,
+                                    rng, lambda: elapsed0 + time.perf_counter() - t_start, stop, log, metrics)
+
     if stopped is None and not holdout_counted:
         # the held-out bytes join the memory at the very end (those before the cursor, when time
         # ran out before counting finished)
@@ -568,3 +584,112 @@ def train(data_dir: Path, run_dir: Path, model_cfg: ModelConfig | None, tc: Trai
     if keep_model:
         summary["model"], summary["history"] = model, train_bytes[:cursor]
     return summary
+
+
+def counted_ranges(held, cursor: int) -> list[tuple[int, int]]:
+    """data[:cursor] without the held-out blocks: the bytes in the count tables."""
+    out, at = [], 0
+    for lo, hi in held:
+        if lo >= cursor:
+            break
+        if lo > at:
+            out.append((at, lo))
+        at = hi
+    if at < cursor:
+        out.append((at, cursor))
+    return out or [(0, max(1, cursor))]
+
+
+def reader_phases(model, tc: TrainConfig, state: dict, d_data, d_prev, to_dev, ranges, tail, rng, clock, stop,
+                  log, metrics) -> str | None:
+    """The reader learns on the counted bytes for the rest of the budget (less the mix's share), then
+    the memory-reader mix is fitted on the held-out tail, whose bytes no table has seen. Returns the
+    signal name when interrupted. State keys reader_done / mix_done let a resumed run continue."""
+    from .reader import MixFit
+
+    reader = model.reader
+    rc = reader.cfg
+    match = model.match_args(d_prev, 0)
+    total = None if tc.minutes is None else tc.minutes * 60
+    mix_at = None if total is None else total * (1 - rc.mix_share)
+    counted = sum(b - a for a, b in ranges)
+    # a bytes budget (tests, reproducible runs): one pass over the counted bytes
+    steps_goal = None if total is not None else max(1, counted // rc.batch)
+    start_step = reader.step
+    t0, last = clock(), clock()
+    ema = None
+    if not state.get("reader_done"):
+        log(f"reader phase: {rc.batch} positions per step on {counted / 1e6:.1f} MB"
+            + ("" if total is None else f" until {mix_at:.0f} s"))
+        while True:
+            now = clock()
+            if (total is not None and now >= mix_at) or (steps_goal is not None and reader.step - start_step >= steps_goal):
+                break
+            if stop.flag:
+                return stop.signal
+            frac = (now / mix_at) if total is not None else (reader.step - start_step) / steps_goal
+            pos = draw_positions(rng, ranges, rc.batch)
+            if len(pos) < rc.batch:  # the GPU's products need the full batch; repeat positions
+                pos = np.resize(pos, rc.batch)
+            loss = reader.train_step(d_data, to_dev(pos) if to_dev else pos, frac, match)
+            if not math.isfinite(loss):
+                raise TrainError(f"reader loss became {loss} at reader step {reader.step}; try a lower reader lr")
+            ema = loss if ema is None else 0.97 * ema + 0.03 * loss
+            if clock() - last >= tc.log_seconds:
+                last = clock()
+                rate = (reader.step - start_step) * rc.batch / max(1e-9, last - t0)
+                log(f"reader step {reader.step:6d}  train {ema:.3f} bpb (reader alone)  {rate / 1e6:.2f} M positions/s  "
+                    f"elapsed {fmt_seconds(last)}")
+                if metrics:
+                    metrics.write(json.dumps({"reader_step": reader.step, "reader_train_bpb": round(ema, 4),
+                                              "elapsed": round(last, 1)}) + "\n")
+        state["reader_done"] = True
+    if not state.get("mix_done"):
+        fit = MixFit(reader.mix)
+        tail_bytes = sum(b - a for a, b in tail)
+        batch = min(tc.batch, tail_bytes)
+        n_steps = max(1, math.ceil(2 * tail_bytes / batch))  # two passes over the held-out bytes
+        caches = model.make_caches(batch)
+        mix_loss = None
+        for i in range(n_steps):
+            if total is not None and clock() >= total and i > 0:
+                break
+            if stop.flag:
+                return stop.signal
+            pos = draw_positions(rng, tail, batch)
+            if len(pos) < batch:
+                pos = np.resize(pos, batch)
+            d_pos = to_dev(pos) if to_dev else pos
+            model.forward(d_data, d_pos, d_prev, 0, caches, loo=False)
+            pm = model.host(caches.prob)
+            pr = _pad_bits(reader, d_data, pos, d_pos, match, to_dev)
+            y = model.host(d_data)[pos] if not to_dev else _host_bytes(d_data, pos)
+            mix_loss = fit.step(pm, pr, y)
+        reader.mix = fit.w
+        state["mix_done"] = True
+        log(f"memory-reader mix fitted on {tail_bytes / 1e6:.1f} MB held out: {mix_loss:.4f} bpb on its last batch")
+    return None
+
+
+def _pad_bits(reader, d_data, pos, d_pos, match, to_dev) -> np.ndarray:
+    """The reader's bit probabilities for pos, in batches of the reader's own size."""
+    n, rb = len(pos), reader.cfg.batch
+    out = np.empty((n, 8), np.float32)
+    for lo in range(0, n, rb):
+        chunk = pos[lo: lo + rb]
+        k = len(chunk)
+        if k < rb:
+            chunk = np.resize(chunk, rb)
+        out[lo: lo + k] = reader.bit_probs(d_data, to_dev(chunk) if to_dev else chunk, match)[:k]
+    return out
+
+
+_HOST_DATA: dict = {}
+
+
+def _host_bytes(d_data, pos) -> np.ndarray:
+    key = id(d_data)
+    if key not in _HOST_DATA:
+        _HOST_DATA.clear()
+        _HOST_DATA[key] = d_data.copy_to_host()
+    return _HOST_DATA[key][pos]

@@ -11,41 +11,65 @@ Policy (also in the README):
   links, See also, Notes, Further reading, Sources, Bibliography) are cut;
 - bold/italic quote marks and HTML tags are removed, HTML entities decoded.
 
-Nested constructs are resolved innermost first, repeatedly, so a link inside a file caption or a
-template inside a table goes before its container.
+Nested constructs are resolved innermost first, so a link inside a file caption or a template
+inside a table goes before its container.
+
+Every pass is linear in the page (a page is untrusted input: a regex that backtracks turned 2 KB of
+spaces after a '=' into minutes): nested templates and tables are resolved by one scan with a stack;
+paired tags (<ref>, <math>, ...) are paired by one scan over their tokens; patterns that scan to a
+closing character stop at the next opening one, or are possessive, so no two attempts rescan the
+same text. `clean_wikitext` also takes a deadline, checked between passes, for the worker's per-page
+time budget.
 """
 
 from __future__ import annotations
 
+import bisect
 import html
+import time
 
 import regex
 
 _COMMENT = regex.compile(r"<!--.*?(?:-->|\Z)", regex.S)
-_REF_SELF = regex.compile(r"<ref\b[^>]*/\s*>", regex.I)
-_REF = regex.compile(r"<ref\b[^>]*>.*?</ref\s*>", regex.I | regex.S)
-_BLOCKS = regex.compile(
-    r"<(math|gallery|timeline|score|syntaxhighlight|source|pre|imagemap|mapframe|graph|"
-    r"templatedata|chem|ce|hiero|references|table|noinclude|includeonly)\b[^>]*>.*?</\1\s*>",
-    regex.I | regex.S)
-# innermost template: no '{{' or '}}' inside (single braces allowed)
-_TEMPLATE = regex.compile(r"\{\{((?:[^{}]|\{(?!\{)|\}(?!\}))*)\}\}")
-_TABLE = regex.compile(r"\{\|(?:(?!\{\|)(?!\|\}).)*?\|\}", regex.S)
-_LINK = regex.compile(r"\[\[([^\[\]]*)\]\]")
-_EXTLINK = regex.compile(r"\[(?:https?:|ftp:|//)[^\s\]]*(?:\s+([^\]]*))?\]")
+# Tags whose content goes with them. An opening tag's attributes stop at the next '<' or '>', so
+# each attempt scans only its own stretch; closes are paired by index (see _strip_paired_tags).
+_PAIRED = regex.compile(
+    r"<(/?)(ref|math|gallery|timeline|score|syntaxhighlight|source|pre|imagemap|mapframe|graph|"
+    r"templatedata|chem|ce|hiero|references|table|noinclude|includeonly)\b([^<>]*+)>",
+    regex.I)
+_BRACES = regex.compile(r"\{\{|\}\}")
+# innermost templates and links, for a fast first pass in C (one pass is linear: an attempt stops
+# at the next opener, which is where the next attempt starts)
+_TEMPLATE_INNER = regex.compile(r"\{\{((?:[^{}]|\{(?!\{)|\}(?!\}))*+)\}\}")
+_LINK_INNER = regex.compile(r"\[\[([^\[\]]*+)\]\]")
+_TABLE_MARKS = regex.compile(r"\{\||\|\}")
+_LINK_MARKS = regex.compile(r"\[\[(?!\[)|\]\]")  # '[[[x]]' is '[' then the link '[[x]]'
+_EXTLINK_START = regex.compile(r"\[(?:https?:|ftp:|//)")
+_WHITESPACE = regex.compile(r"\s+")
+_EQUALS_LINE = regex.compile(r"^=[^\n]*+", regex.M)  # heading candidates, read by _heading()
 _QUOTES = regex.compile(r"'{2,}")
-_HEADING = regex.compile(r"^(={1,6})\s*(.*?)\s*\1\s*$", regex.M)
-_TAG = regex.compile(r"</?[a-zA-Z][a-zA-Z0-9]*\b[^<>]*>")
-_MAGIC = regex.compile(r"__[A-Z]+__")
-_LIST = regex.compile(r"^[*#:;]+\s*", regex.M)
-_RULE = regex.compile(r"^-{4,}\s*$", regex.M)
-_EMPTY_PARENS = regex.compile(r"\(\s*[,;:]?\s*\)")
-_PAREN_OPEN_PUNCT = regex.compile(r"\(\s*[,;]\s*")
-_PAREN_CLOSE_PUNCT = regex.compile(r"\s*[,;]\s*\)")
+_TAG = regex.compile(r"</?[a-zA-Z][a-zA-Z0-9]*+\b[^<>]*+>")
+_MAGIC = regex.compile(r"__[A-Z]++__")
+_LIST = regex.compile(r"^[*#:;]++\s*+", regex.M)
+_RULE = regex.compile(r"^-{4,}+\s*$", regex.M)
+_EMPTY_PARENS = regex.compile(r"\(\s*+(?:[,;:]\s*+)?\)")
+_PAREN_OPEN_PUNCT = regex.compile(r"\(\s*+[,;]\s*+")
+# the whitespace before it is stripped by _close_paren_punct (a pattern starting with '\s*' would
+# be tried at every position of a run of whitespace, rescanning the run each time)
+_PAREN_CLOSE_PUNCT = regex.compile(r"[,;]\s*+\)")
 _SPACES = regex.compile(r"[ \t\u00a0]{2,}")
+# linear because it runs after _SPACES: no two spaces in a row are left to rescan
 _SPACE_BEFORE_PUNCT = regex.compile(r" +([,.;:!?])")
-_BLANK_LINES = regex.compile(r"\n\s*\n\s*\n+")
-_LEFTOVER = regex.compile(r"\{\{|\}\}|\[\[|\]\]|\{\||\|\}|<ref\b[^>]*>?|</ref>", regex.I)
+_BLANK_LINES = regex.compile(r"\n{3,}")  # lines are stripped by then
+_LEFTOVER = regex.compile(r"\{\{|\}\}|\[\[|\]\]|\{\||\|\}|<ref\b[^<>]*+>?|</ref>", regex.I)
+
+# Templates nested deeper than this are dropped without expanding: expanding keeps inner text, and
+# re-reading it at every level would make a page of deeply nested templates quadratic.
+MAX_NESTING = 64
+
+
+class CleanTimeout(Exception):
+    """The page took longer than its time budget to clean."""
 
 TRAILING_SECTIONS = {
     "references", "external links", "see also", "notes", "further reading", "sources",
@@ -133,42 +157,175 @@ def _link_text(inner: str) -> str:
     return t
 
 
+def _link_or_literal(inner: str) -> str:
+    # a single bracket inside means this is not a link: it stays as written
+    return "[[" + inner + "]]" if ("[" in inner or "]" in inner) else _link_text(inner)
+
+
+def _heading(line: str) -> tuple[int, str] | None:
+    """(level, text) of a heading line such as '== History ==', or None."""
+    if not line.startswith("="):
+        return None
+    s = line.rstrip()
+    lead = len(s) - len(s.lstrip("="))
+    trail = len(s) - len(s.rstrip("="))
+    level = min(lead, trail, 6, len(s) // 2)
+    if level == 0:
+        return None
+    return level, s[level:len(s) - level].strip()
+
+
 def _cut_trailing_sections(text: str) -> str:
-    for m in _HEADING.finditer(text):
-        if len(m.group(1)) == 2 and m.group(2).strip().lower() in TRAILING_SECTIONS:
-            return text[: m.start()]
+    for m in _EQUALS_LINE.finditer(text):
+        h = _heading(m.group())
+        if h is not None and h[0] == 2 and h[1].lower() in TRAILING_SECTIONS:
+            return text[:m.start()]
     return text
 
 
-def _replace_until_stable(pattern, repl, text: str, limit: int = 50) -> str:
-    for _ in range(limit):
-        text, n = pattern.subn(repl, text)
-        if not n:
-            break
-    return text
+def _headings_as_lines(text: str) -> str:
+    def repl(m):
+        h = _heading(m.group())
+        return m.group() if h is None else "\n" + h[1] + "\n"
+    return _EQUALS_LINE.sub(repl, text)
 
 
-def clean_wikitext(text: str, title: str = "") -> str:
-    """Plain text of an article's wikitext; the title is not included."""
+def _strip_paired_tags(text: str) -> str:
+    """Remove <ref>...</ref>, <math>...</math> and the like, with their content, in one scan.
+
+    An opening tag pairs with the next closing tag of its name (a tag is not nested in itself);
+    one without a closing tag stays (the leftover pass removes the tag alone); a self-closing
+    <ref .../> goes by itself. Closes are found by bisection, so unclosed openings cost no rescan.
+    """
+    tokens = list(_PAIRED.finditer(text))
+    if not tokens:
+        return text
+    closes: dict[str, list[int]] = {}
+    for i, m in enumerate(tokens):
+        if m.group(1) and not m.group(3).strip():  # '</ref name="x">' closes nothing
+            closes.setdefault(m.group(2).lower(), []).append(i)
+    out = []
+    pos = 0
+    i = 0
+    while i < len(tokens):
+        m = tokens[i]
+        i += 1
+        if m.group(1):
+            continue
+        name = m.group(2).lower()
+        if m.group(3).rstrip().endswith("/"):
+            if name == "ref":
+                out.append(text[pos:m.start()])
+                pos = m.end()
+            continue
+        later = closes.get(name, [])
+        k = bisect.bisect_left(later, i)
+        if k == len(later):
+            continue
+        j = later[k]
+        out.append(text[pos:m.start()])
+        pos = tokens[j].end()
+        i = j + 1
+    out.append(text[pos:])
+    return "".join(out)
+
+
+def _resolve_nested(text: str, marks, opener: str, expand) -> str:
+    """Replace every `opener body closer` by `expand(body)`, innermost first, in one scan.
+
+    `marks` finds the opener and closer tokens. A closer without an opener and an opener without
+    a closer stay as written. `expand=None` drops the construct with everything in it. Nested
+    deeper than MAX_NESTING, constructs are dropped rather than expanded.
+    """
+    if opener not in text:
+        return text
+    out: list[str] = []
+    opened: list[int] = []  # indexes in `out` of the openers not closed yet
+    pos = 0
+    for m in marks.finditer(text):
+        out.append(text[pos:m.start()])
+        pos = m.end()
+        if m.group() == opener:
+            opened.append(len(out))
+            out.append(opener)
+        elif opened:
+            at = opened.pop()
+            body = "".join(out[at + 1:]) if expand is not None and len(opened) < MAX_NESTING else None
+            del out[at:]
+            out.append(expand(body) if body is not None else "")
+        else:
+            out.append(m.group())
+    out.append(text[pos:])
+    return "".join(out)
+
+
+def _replace_extlinks(text: str) -> str:
+    """[http://example.org anchor text] -> anchor text; [http://example.org] -> nothing."""
+    out = []
+    pos = 0
+    close = -1
+    for m in _EXTLINK_START.finditer(text):
+        if m.start() < pos:
+            continue  # inside the link just replaced
+        if close < m.end():
+            close = text.find("]", m.end())
+            if close < 0:
+                break  # no ']' after here: no later link can close either
+        body = text[m.end():close]
+        gap = _WHITESPACE.search(body)
+        out.append(text[pos:m.start()])
+        out.append(body[gap.end():] if gap else "")
+        pos = close + 1
+    out.append(text[pos:])
+    return "".join(out)
+
+
+def _close_paren_punct(text: str) -> str:
+    """'(a, b ; )' -> '(a, b)': a comma or semicolon, with whitespace around it, before ')'."""
+    out = []
+    pos = 0
+    for m in _PAREN_CLOSE_PUNCT.finditer(text):
+        out.append(text[pos:m.start()].rstrip())
+        out.append(")")
+        pos = m.end()
+    out.append(text[pos:])
+    return "".join(out)
+
+
+def _check_deadline(deadline: float | None) -> None:
+    if deadline is not None and time.monotonic() > deadline:
+        raise CleanTimeout
+
+
+def clean_wikitext(text: str, title: str = "", deadline: float | None = None) -> str:
+    """Plain text of an article's wikitext; the title is not included.
+
+    `deadline` (a `time.monotonic()` value) is checked between passes: past it, CleanTimeout.
+    """
     text = _COMMENT.sub("", text)
-    text = _REF_SELF.sub("", text)
-    text = _REF.sub("", text)
-    text = _BLOCKS.sub("", text)
+    text = _strip_paired_tags(text)
     text = _cut_trailing_sections(text)
+    _check_deadline(deadline)
     for _ in range(20):
         before = text
-        text = _replace_until_stable(_TEMPLATE, lambda m: expand_template(m.group(1)), text)
-        text = _replace_until_stable(_TABLE, "", text)
-        if text == before:
+        text = _TEMPLATE_INNER.sub(lambda m: expand_template(m.group(1)), text)
+        text = _resolve_nested(text, _BRACES, "{{", expand_template)
+        _check_deadline(deadline)
+        text = _resolve_nested(text, _TABLE_MARKS, "{|", None)
+        _check_deadline(deadline)
+        if text == before or ("{{" not in text and "{|" not in text):
             break
-    text = _replace_until_stable(_LINK, lambda m: _link_text(m.group(1)), text)
-    text = _EXTLINK.sub(lambda m: m.group(1) or "", text)
-    text = _HEADING.sub(lambda m: "\n" + m.group(2) + "\n", text)
+    text = _LINK_INNER.sub(lambda m: _link_text(m.group(1)), text)
+    text = _resolve_nested(text, _LINK_MARKS, "[[", _link_or_literal)
+    _check_deadline(deadline)
+    text = _replace_extlinks(text)
+    text = _headings_as_lines(text)
     text = _QUOTES.sub("", text)
     text = _MAGIC.sub("", text)
     text = _RULE.sub("", text)
     text = _LIST.sub("", text)
     text = _TAG.sub("", text)
+    _check_deadline(deadline)
     for _ in range(3):  # '&amp;nbsp;' needs two passes
         unescaped = html.unescape(text)
         if unescaped == text:
@@ -178,7 +335,7 @@ def clean_wikitext(text: str, title: str = "") -> str:
     text = _LEFTOVER.sub("", text)
     text = _EMPTY_PARENS.sub("", text)
     text = _PAREN_OPEN_PUNCT.sub("(", text)
-    text = _PAREN_CLOSE_PUNCT.sub(")", text)
+    text = _close_paren_punct(text)
     text = _SPACES.sub(" ", text)
     text = _SPACE_BEFORE_PUNCT.sub(r"\1", text)
     lines = [line.strip() for line in text.split("\n")]

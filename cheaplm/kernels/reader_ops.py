@@ -26,12 +26,14 @@ from numba import cuda
 from .dual import SIMULATOR, for_kernels
 from .gemm import bf16_bits_dev
 from .hashing import context_hash
+from .mixer import L_NMB, L_NMI, match_inputs
 
 context_hash_k = for_kernels(context_hash)
 
 
 @numba.njit(cache=True, inline="always")
-def rows_position(b, data, pos, window, ctx, bits, base_ctx, const_row, rows):
+def rows_position(b, data, pos, window, ctx, bits, base_ctx, const_row, rows, prev, prev_base, minlens, lay,
+                  base_match, cand):
     t = pos[b]
     for i in range(window):
         s = t - 1 - i
@@ -41,23 +43,39 @@ def rows_position(b, data, pos, window, ctx, bits, base_ctx, const_row, rows):
     for c in range(ctx.shape[0]):
         h = context_hash(data, t, ctx[c, 0], ctx[c, 1], 100 + c)
         rows[b, window + c] = base_ctx + (np.int64(c) << bits) + ((h >> 16) & mask)
-    rows[b, window + ctx.shape[0]] = const_row
+    # the match model's candidates (predicted byte, state: length x recency), one slot each
+    n_mi = cand.shape[1]
+    if n_mi > 0:
+        match_inputs(data, t, prev, t - prev_base, minlens, lay, cand[b])
+        n_mb = lay[L_NMB]
+        for k in range(n_mi):
+            e = cand[b, k, 0]
+            st = cand[b, k, 1]
+            if e < 0:
+                e = 0
+                st = 0
+            rows[b, window + ctx.shape[0] + k] = base_match + (k * n_mb + st) * 256 + e
+    rows[b, window + ctx.shape[0] + n_mi] = const_row
 
 
 rows_position_k = for_kernels(rows_position)
 
 
 @numba.njit(cache=True, parallel=True)
-def rows_cpu(data, pos, window, ctx, bits, base_ctx, const_row, rows):
+def rows_cpu(data, pos, window, ctx, bits, base_ctx, const_row, rows, prev, prev_base, minlens, lay,
+             base_match, cand):
     for b in numba.prange(pos.shape[0]):
-        rows_position(b, data, pos, window, ctx, bits, base_ctx, const_row, rows)
+        rows_position(b, data, pos, window, ctx, bits, base_ctx, const_row, rows, prev, prev_base, minlens, lay,
+                      base_match, cand)
 
 
 @cuda.jit(cache=True)
-def rows_kernel(data, pos, window, ctx, bits, base_ctx, const_row, rows):
+def rows_kernel(data, pos, window, ctx, bits, base_ctx, const_row, rows, prev, prev_base, minlens, lay,
+                base_match, cand):
     b = cuda.grid(1)
     if b < pos.shape[0]:
-        rows_position_k(b, data, pos, window, ctx, bits, base_ctx, const_row, rows)
+        rows_position_k(b, data, pos, window, ctx, bits, base_ctx, const_row, rows, prev, prev_base, minlens,
+                        lay, base_match, cand)
 
 
 @numba.njit(cache=True, parallel=True)
@@ -104,10 +122,14 @@ def relu_kernel(h_pre, h, h_t):
 
 
 @numba.njit(cache=True, inline="always")
-def softmax_position(b, logits, target, scale, loss, dl, bitp):
+def softmax_position(b, logits, target, scale, loss, dl, bitp, cand, copy):
     """Softmax and cross-entropy of row b; dl[b] = (p - onehot) * scale; bitp[b, j] = P(bit j of
-    the target = 1 | its bits before j). Leaves p in dl's row before scaling is applied."""
+    the target = 1 | its bits before j). First the copy path: each match candidate in play adds
+    copy[k, its state] to the logit of the byte it predicts."""
     n = logits.shape[1]
+    for k in range(cand.shape[1]):
+        if cand[b, k, 1] > 0 and cand[b, k, 0] >= 0:
+            logits[b, cand[b, k, 0]] += copy[k, cand[b, k, 1]]
     mx = logits[b, 0]
     for v in range(1, n):
         if logits[b, v] > mx:
@@ -140,21 +162,35 @@ softmax_position_k = for_kernels(softmax_position)
 
 
 @numba.njit(cache=True, parallel=True)
-def softmax_cpu(logits, target, scale, loss, dl, bitp):
+def softmax_cpu(logits, target, scale, loss, dl, bitp, cand, copy):
     for b in numba.prange(logits.shape[0]):
-        softmax_position(b, logits, target, scale, loss, dl, bitp)
+        softmax_position(b, logits, target, scale, loss, dl, bitp, cand, copy)
+
+
+@numba.njit(cache=True)
+def copy_grad_cpu(dl, cand, copy_grad):
+    """copy path backward: d copy[k, s] += dlogits[b, predicted byte] (sequential: fixed sums)."""
+    for b in range(dl.shape[0]):
+        for k in range(cand.shape[1]):
+            if cand[b, k, 1] > 0 and cand[b, k, 0] >= 0:
+                copy_grad[k, cand[b, k, 1]] += dl[b, cand[b, k, 0]]
 
 
 @cuda.jit
-def softmax_kernel(logits, target, scale, loss, dl, bitp, dl16, dl16_t):
-    """One thread per position; dl (float32 work space) also goes out as bf16, plain and transposed."""
+def softmax_kernel(logits, target, scale, loss, dl, bitp, cand, copy, copy_grad, dl16, dl16_t):
+    """One thread per position; dl (float32 work space) also goes out as bf16, plain and transposed;
+    the copy path's gradient is added with atomics."""
     b = cuda.grid(1)
     if b < logits.shape[0]:
-        softmax_position_k(b, logits, target, scale, loss, dl, bitp)
+        softmax_position_k(b, logits, target, scale, loss, dl, bitp, cand, copy)
         for v in range(logits.shape[1]):
             bits = bf16_bits_dev(dl[b, v])
             dl16[b, v] = bits
             dl16_t[v, b] = bits
+        if scale != 0.0:
+            for k in range(cand.shape[1]):
+                if cand[b, k, 1] > 0 and cand[b, k, 0] >= 0:
+                    cuda.atomic.add(copy_grad, (k, cand[b, k, 1]), dl[b, cand[b, k, 0]])
 
 
 @numba.njit(cache=True, parallel=True)
