@@ -76,6 +76,8 @@ def main() -> None:
     ap.add_argument("--data", default=str(Path(__file__).resolve().parent.parent.parent / "shared" / "data"))
     ap.add_argument("--split-dir", default=str(Path(__file__).resolve().parent / "work" / "wikibench"))
     ap.add_argument("--small", action="store_true", help="train on train-small (Vibhas part only)")
+    ap.add_argument("--val", action="store_true",
+                    help="score the 2 MB of Vibhas before the test instead of the test (kept out of train): for decisions")
     ap.add_argument("--test-bytes", type=int, default=None, help="score only the first N test bytes")
     ap.add_argument("--adaptive", action="store_true", help="also report adaptive (online-count) test bpb")
     ap.add_argument("--json", default=None)
@@ -85,7 +87,9 @@ def main() -> None:
     ap.add_argument("--no-full", action="store_true", help="skip the default configuration")
     args = ap.parse_args()
 
-    split_dir = build(Path(args.split_dir), Path(args.data), small=args.small)
+    if args.val:
+        args.split_dir = args.split_dir.rstrip("/") + "-val"
+    split_dir = build(Path(args.split_dir), Path(args.data), small=args.small, val=args.val)
     device = pick_device(args.device)
     base_model = {"table_bits": 24 if device == "cuda" else 20, **json.loads(args.model)}
     variants = [("full", {}, {})]
@@ -124,6 +128,7 @@ def main() -> None:
             "counted_bytes": summary["counted_bytes"], "steps": summary["steps"],
             "train_mb_per_s": summary["counted_bytes"] / 1e6 / summary["elapsed"],
             "count_seconds": summary["count_seconds"], "count_mb_per_s": summary["count_mb_per_s"],
+            "split": "val" if args.val else "test",
             "test_bytes": res["bytes"], "test_bpb": res["bpb"], "eval_seconds": res["seconds"],
             "model": json.loads(model_cfg.to_json()), "train": asdict(tc),
             "memory": memory_estimate(model_cfg, summary["train_bytes"], 0),

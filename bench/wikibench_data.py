@@ -8,6 +8,8 @@ splits (no `val`: bench scripts report test bpb once, at the end).
 
 Usage: python bench/wikibench_data.py OUT_DIR [--data ../shared/data] [--small]
 (--small: train = the first 54,870,061 bytes of Vibhas only, "train-small")
+--val: for design decisions without touching test: the 2,000,000 bytes of Vibhas just before the
+test become the scored split (written as `test` of a separate directory) and leave train.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ AGGIPP = ("wikitext/ag-gipp_wikiextractor.txt.xz", 99_980_922,
 TEST_START = 54_870_061
 TRAIN_BYTES = 154_850_983
 TEST_BYTES = 5_000_074
+VAL_BYTES = 2_000_000
 
 
 def read_checked(data: Path, spec) -> bytes:
@@ -39,15 +42,18 @@ def read_checked(data: Path, spec) -> bytes:
     return raw
 
 
-def build(out: Path, data: Path, small: bool = False) -> Path:
+def build(out: Path, data: Path, small: bool = False, val: bool = False) -> Path:
     out = Path(out)
     if (out / MANIFEST).exists():
         return out
     vib = read_checked(data, VIBHAS)
     test = vib[TEST_START:]
     assert len(test) == TEST_BYTES and test.startswith(b"<doc id="), "test split does not start at a <doc>"
-    train = vib[:TEST_START] if small else vib[:TEST_START] + read_checked(data, AGGIPP)
-    if not small:
+    cut = TEST_START - VAL_BYTES if val else TEST_START
+    if val:
+        test = vib[cut:TEST_START]
+    train = vib[:cut] if small else vib[:cut] + read_checked(data, AGGIPP)
+    if not small and not val:
         assert len(train) == TRAIN_BYTES
     write_raw_split_dir(out, {"train": train, "test": test},
                         "wikibench" + ("-small" if small else "") + " split from ../shared/data/SOURCES.md")

@@ -258,7 +258,7 @@ class Reader:
             reader_ops.rows_kernel[(n_b + tpb - 1) // tpb, tpb](data, pos, cfg.window, self.d_ctx, cfg.ctx_bits,
                                                                 self.base_ctx, self.const_row, ws["rows"], prev,
                                                                 prev_base, minlens, lay, self.base_match, ws["cand"])
-            grid, blk = reader_ops.launch_2d(n_b, cfg.width)
+            grid, blk = reader_ops.launch_2d(cfg.width, n_b)
             reader_ops.gather_kernel[grid, blk](table, ws["rows"], ws["act"][0], ws["act_t"][0])
             for k in range(n_layers):
                 gemm.to_bf16(self.view(self.params, k + 1), ws["w16"][k], ws["w16_t"][k])
@@ -267,7 +267,7 @@ class Reader:
                     grid, blk = reader_ops.launch_2d(n_b, ws["pre"][k].shape[1])
                     reader_ops.relu_kernel[grid, blk](ws["pre"][k], ws["act"][k + 1], ws["act_t"][k + 1])
             targets = self._targets(data, pos)
-            reader_ops.softmax_kernel[(n_b + tpb - 1) // tpb, tpb](ws["pre"][-1], targets, scale, ws["loss"],
+            reader_ops.softmax_kernel[n_b, reader_ops.SOFTMAX_THREADS](ws["pre"][-1], targets, scale, ws["loss"],
                                                                    ws["d"][-1], ws["bitp"], ws["cand"], copy,
                                                                    copy_grad, ws["d16"][-1], ws["d16_t"][-1])
         else:
@@ -317,7 +317,7 @@ class Reader:
                     grid, blk = reader_ops.launch_2d(ws["n"], ws["d"][k].shape[1])
                     reader_ops.relu_bwd_kernel[grid, blk](ws["d"][k], ws["pre"][k - 1], ws["d16"][k - 1],
                                                           ws["d16_t"][k - 1])
-            grid, blk = reader_ops.launch_2d(ws["n"], self.cfg.width)
+            grid, blk = reader_ops.launch_2d(self.cfg.width, ws["n"])
             reader_ops.scatter_kernel[grid, blk](ws["d"][0], ws["rows"], table_grad)
         else:
             for k in range(n_layers - 1, -1, -1):

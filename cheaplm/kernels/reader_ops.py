@@ -90,8 +90,8 @@ def gather_cpu(table, rows, x):
 
 @cuda.jit
 def gather_kernel(table, rows, x, x_t):
-    """bf16 x (B, S*E) and x_t (S*E, B); thread (b, f), b fastest so x_t's writes coalesce."""
-    b, f = cuda.grid(2)
+    """bf16 x (B, S*E) and x_t (S*E, B); thread (f, b), f fastest so that a warp reads whole rows."""
+    f, b = cuda.grid(2)
     if b < rows.shape[0] and f < x.shape[1]:
         dim = table.shape[1]
         v = bf16_bits_dev(table[rows[b, f // dim], f % dim])
@@ -139,7 +139,7 @@ def softmax_position(b, logits, target, scale, loss, dl, bitp, cand, copy):
         e = math.exp(logits[b, v] - mx)
         dl[b, v] = e
         tot += e
-    y = target[b]
+    y = np.int64(target[b])
     for v in range(n):
         dl[b, v] = dl[b, v] / tot
     loss[b] = -math.log(max(dl[b, y], 1e-30)) / math.log(2.0)
@@ -176,21 +176,71 @@ def copy_grad_cpu(dl, cand, copy_grad):
                 copy_grad[k, cand[b, k, 1]] += dl[b, cand[b, k, 0]]
 
 
+SOFTMAX_THREADS = 256  # one block per position, a thread per byte value
+
+
 @cuda.jit
 def softmax_kernel(logits, target, scale, loss, dl, bitp, cand, copy, copy_grad, dl16, dl16_t):
-    """One thread per position; dl (float32 work space) also goes out as bf16, plain and transposed;
-    the copy path's gradient is added with atomics."""
-    b = cuda.grid(1)
-    if b < logits.shape[0]:
-        softmax_position_k(b, logits, target, scale, loss, dl, bitp, cand, copy)
-        for v in range(logits.shape[1]):
-            bits = bf16_bits_dev(dl[b, v])
-            dl16[b, v] = bits
-            dl16_t[v, b] = bits
-        if scale != 0.0:
-            for k in range(cand.shape[1]):
-                if cand[b, k, 1] > 0 and cand[b, k, 0] >= 0:
-                    cuda.atomic.add(copy_grad, (k, cand[b, k, 1]), dl[b, cand[b, k, 0]])
+    """softmax_position for the GPU, one block of 256 threads per position (a thread per byte value;
+    a thread per position left the GPU mostly idle). Reductions go through shared memory (the
+    simulator has no warp shuffles). dl (float32) also goes out as bf16, plain and transposed; the
+    copy path's gradient is added with atomics."""
+    b = cuda.blockIdx.x
+    v = cuda.threadIdx.x
+    red = cuda.shared.array(SOFTMAX_THREADS, numba.float32)
+    prob = cuda.shared.array(SOFTMAX_THREADS, numba.float32)
+    if v == 0:
+        for k in range(cand.shape[1]):
+            if cand[b, k, 1] > 0 and cand[b, k, 0] >= 0:
+                logits[b, cand[b, k, 0]] += copy[k, cand[b, k, 1]]
+    cuda.syncthreads()
+    z = logits[b, v]
+    red[v] = z
+    cuda.syncthreads()
+    step = SOFTMAX_THREADS // 2
+    while step > 0:
+        if v < step and red[v + step] > red[v]:
+            red[v] = red[v + step]
+        cuda.syncthreads()
+        step //= 2
+    mx = red[0]
+    cuda.syncthreads()
+    e = math.exp(z - mx)
+    red[v] = e
+    cuda.syncthreads()
+    step = SOFTMAX_THREADS // 2
+    while step > 0:
+        if v < step:
+            red[v] += red[v + step]
+        cuda.syncthreads()
+        step //= 2
+    p = e / red[0]
+    prob[v] = p
+    cuda.syncthreads()
+    y = np.int64(target[b])
+    if v == 0:
+        loss[b] = -math.log(max(prob[y], 1e-30)) / math.log(2.0)
+    if v < 8:
+        j = v
+        width = 1 << (8 - j)
+        lo = (y >> (8 - j)) << (8 - j)
+        half = width >> 1
+        s0 = 0.0
+        s1 = 0.0
+        for u in range(lo, lo + half):
+            s0 += prob[u]
+        for u in range(lo + half, lo + width):
+            s1 += prob[u]
+        bitp[b, j] = s1 / max(s0 + s1, 1e-30)
+    g = (p - (1.0 if v == y else 0.0)) * scale
+    dl[b, v] = g
+    bits = bf16_bits_dev(g)
+    dl16[b, v] = bits
+    dl16_t[v, b] = bits
+    if scale != 0.0 and v < cand.shape[1]:
+        if cand[b, v, 1] > 0 and cand[b, v, 0] >= 0:
+            e_k = cand[b, v, 0]
+            cuda.atomic.add(copy_grad, (v, cand[b, v, 1]), (prob[e_k] - (1.0 if e_k == y else 0.0)) * scale)
 
 
 @numba.njit(cache=True, parallel=True)
@@ -225,7 +275,7 @@ def scatter_cpu(dx, rows, grad):
 
 @cuda.jit
 def scatter_kernel(dx, rows, grad):
-    b, f = cuda.grid(2)
+    f, b = cuda.grid(2)  # f fastest: a warp adds into one row
     if b < rows.shape[0] and f < dx.shape[1]:
         dim = grad.shape[1]
         cuda.atomic.add(grad, (rows[b, f // dim], f % dim), dx[b, f])
