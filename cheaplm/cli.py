@@ -219,8 +219,9 @@ def sampling_options(f):
 
 
 def _check_sampling(temperature: float, top_p: float) -> None:
-    if temperature < 0:
-        raise UserError(f"--temperature must be 0 or more, not {temperature}")
+    # log p / T must stay finite for every byte: nan, inf or a subnormal T would sample garbage
+    if not (temperature == 0 or 1e-3 <= temperature <= 1e3):
+        raise UserError(f"--temperature must be 0 (greedy) or from 0.001 to 1000, not {temperature}")
     if not (0 < top_p <= 1):
         raise UserError(f"--top-p must be in (0, 1], not {top_p}")
 
