@@ -13,8 +13,10 @@ gives the same shards, byte for byte, whatever the number of worker processes.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -100,37 +102,116 @@ def read_manifest(data_dir: Path) -> dict:
         manifest = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ShardError(f"{path}: not valid JSON ({exc})") from None
+    except OSError as exc:
+        raise ShardError(f"{path}: cannot read ({exc.strerror})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise ShardError(f"{path}: not a cheaplm shard manifest")
     if manifest.get("version") != FORMAT_VERSION:
         raise ShardError(f"{path}: shard format version {manifest.get('version')}, "
                          f"this cheaplm reads version {FORMAT_VERSION}; run `cheaplm prepare` again")
+    _check_layout(path, manifest)
     return manifest
 
 
-def load_split(data_dir: Path, split: str, limit: int | None = None, verify: bool = False) -> np.ndarray:
-    """All bytes of one split as a uint8 array (at most `limit` bytes, cut at a shard's end)."""
+def _check_layout(path: Path, manifest: dict) -> None:
+    """Every field that readers index exists with its type; shard names are plain file names."""
+    splits = manifest.get("splits")
+    if not isinstance(splits, dict):
+        raise ShardError(f"{path}: damaged manifest ('splits' is not an object)")
+    for split, info in splits.items():
+        if not isinstance(info, dict) or not isinstance(info.get("shards"), list):
+            raise ShardError(f"{path}: damaged manifest (split '{split}' has no list of shards)")
+        for shard in info["shards"]:
+            if not (isinstance(shard, dict) and isinstance(shard.get("name"), str)
+                    and isinstance(shard.get("bytes"), int) and shard["bytes"] >= 0
+                    and isinstance(shard.get("sha256"), str)):
+                raise ShardError(f"{path}: damaged manifest (a shard of '{split}' lacks its name, bytes or sha256)")
+            name = shard["name"]
+            # a name like '../../etc/hostname' or '/etc/hostname' would read outside the directory
+            if name in ("", ".", "..") or name.startswith(".") or "/" in name or "\\" in name or "\0" in name:
+                raise ShardError(f"{path}: shard name {name!r} is not a plain file name in the directory")
+
+
+VERIFY_ENV = "CHEAPLM_VERIFY_SHARDS"  # 0: check shard sizes only, not sha256 (for huge data)
+STAMP = ".verified.json"  # shards already hashed, by (size, mtime, inode): hashed once, not at every load
+
+
+def _verify_default() -> bool:
+    return os.environ.get(VERIFY_ENV, "1").strip().lower() not in ("0", "no", "false", "off")
+
+
+def _stat_key(path: Path, shard: dict) -> list:
+    st = path.stat()
+    return [shard["sha256"], st.st_size, st.st_mtime_ns, st.st_ino]
+
+
+def _read_stamp(data_dir: Path) -> dict:
+    try:
+        stamp = json.loads((data_dir / STAMP).read_text())
+    except (OSError, ValueError):
+        return {}
+    return stamp if isinstance(stamp, dict) else {}
+
+
+def _write_stamp(data_dir: Path, stamp: dict) -> None:
+    tmp = data_dir / f"{STAMP}.{os.getpid()}.tmp"
+    try:
+        tmp.write_text(json.dumps(stamp))
+        tmp.rename(data_dir / STAMP)
+    except OSError:  # a read-only data directory: hash again next time
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+
+
+def _sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(16 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def load_split(data_dir: Path, split: str, limit: int | None = None, verify: bool | None = None) -> np.ndarray:
+    """All bytes of one split as a uint8 array (at most `limit` bytes, cut at a shard's end).
+
+    Each shard read is checked against the manifest: its size always; its sha256 too unless
+    `verify` is False (default: True, or the environment's CHEAPLM_VERIFY_SHARDS=0 for huge data).
+    A shard is hashed whole, once: the stamp file remembers it by size, mtime and inode.
+    """
     data_dir = Path(data_dir)
     manifest = read_manifest(data_dir)
+    if verify is None:
+        verify = _verify_default()
     info = manifest["splits"].get(split)
     if info is None or not info["shards"]:
         raise ShardError(f"{data_dir}: split '{split}' is empty")
+    stamp = _read_stamp(data_dir) if verify else {}
+    stamp_changed = False
     parts = []
     total = 0
-    for shard in info["shards"]:
-        path = data_dir / shard["name"]
-        if not path.exists():
-            raise ShardError(f"{path}: shard listed in the manifest is missing")
-        if path.stat().st_size != shard["bytes"]:
-            raise ShardError(f"{path}: {path.stat().st_size:,} bytes, manifest says {shard['bytes']:,}")
-        want = shard["bytes"] if limit is None else min(shard["bytes"], limit - total)
-        arr = np.fromfile(path, dtype=np.uint8, count=want)
-        if verify and hashlib.sha256(arr.tobytes()).hexdigest() != shard["sha256"]:
-            raise ShardError(f"{path}: sha256 does not match the manifest")
-        parts.append(arr)
-        total += want
-        if limit is not None and total >= limit:
-            break
+    try:
+        for shard in info["shards"]:
+            path = data_dir / shard["name"]
+            if not path.is_file():
+                raise ShardError(f"{path}: shard listed in the manifest is missing")
+            if path.stat().st_size != shard["bytes"]:
+                raise ShardError(f"{path}: {path.stat().st_size:,} bytes, manifest says {shard['bytes']:,}")
+            if verify and stamp.get(shard["name"]) != _stat_key(path, shard):
+                if _sha256_of(path) != shard["sha256"]:
+                    raise ShardError(f"{path}: sha256 does not match the manifest (the shard was changed or "
+                                     f"damaged); prepare the data again, or set {VERIFY_ENV}=0 to skip the check")
+                stamp[shard["name"]] = _stat_key(path, shard)
+                stamp_changed = True
+            want = shard["bytes"] if limit is None else min(shard["bytes"], limit - total)
+            parts.append(np.fromfile(path, dtype=np.uint8, count=want))
+            total += want
+            if limit is not None and total >= limit:
+                break
+    except OSError as exc:
+        raise ShardError(f"{exc.filename or data_dir}: cannot read ({exc.strerror})") from None
+    finally:
+        if stamp_changed:
+            _write_stamp(data_dir, stamp)
     return np.concatenate(parts) if len(parts) > 1 else parts[0]
 
 
