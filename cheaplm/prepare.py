@@ -64,6 +64,8 @@ def clean_batch(batch: list[tuple[str, str, str]], keep_markup: bool, min_chars:
     """Worker: (title, text, kind) -> (title, article bytes or None, skip reason)."""
     out = []
     for title, text, kind in batch:
+        # NUL ends an article in the shards: one inside the text would split it in two
+        title, text = title.replace("\0", ""), text.replace("\0", "")
         body = text if (kind == CLEAN or keep_markup) else clean_wikitext(text, title)
         if len(body.strip()) < min_chars:
             out.append((title, None, "empty"))

@@ -44,7 +44,9 @@ def split_of(title: str, val_fraction: float, test_fraction: float) -> str:
 
 
 def encode_article(title: str, body: str) -> bytes:
-    return (title.strip() + "\n\n" + body.strip() + "\n").encode("utf-8") + SEPARATOR
+    # a NUL inside would end the article early: the separator must be the only one
+    text = title.strip() + "\n\n" + body.strip() + "\n"
+    return text.replace("\0", "").encode("utf-8") + SEPARATOR
 
 
 @dataclass
