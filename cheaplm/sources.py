@@ -12,6 +12,7 @@ import gzip
 import hashlib
 import io
 import lzma
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,7 +110,7 @@ class DecompressingReader(io.RawIOBase):
             raise SourceError(
                 f"{self.path}: truncated {self.compression} stream "
                 f"(ends after {self.bytes_out:,} decompressed bytes)") from None
-        except (OSError, lzma.LZMAError, ValueError) as exc:
+        except (OSError, lzma.LZMAError, zlib.error, ValueError) as exc:  # zlib.error: damaged gzip data
             raise SourceError(
                 f"{self.path}: corrupt {self.compression} data after {self.bytes_out:,} "
                 f"decompressed bytes ({exc})") from None
@@ -174,8 +175,11 @@ def open_source(path: Path) -> OpenedSource:
     size = path.stat().st_size
     if size == 0:
         raise SourceError(f"{path}: empty file")
-    compression = compression_of(path)
-    raw = HashingReader(path)
+    try:
+        compression = compression_of(path)
+        raw = HashingReader(path)
+    except OSError as exc:
+        raise SourceError(f"{path}: cannot read ({exc.strerror})") from None
     stream = io.BufferedReader(DecompressingReader(path, raw, compression), buffer_size=1 << 20)
     try:
         head = stream.peek(PEEK_BYTES)[:PEEK_BYTES]

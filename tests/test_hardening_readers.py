@@ -42,3 +42,16 @@ def test_nul_bytes_in_article_text_never_reach_the_shards(tmp_path):
         data = shards_of(out)
         assert data.count(b"\0") == m["pages"]["kept"], src.name  # one NUL per article, as the end mark
         assert all(a for a in data.split(b"\0")[:-1]), src.name
+
+
+def test_damaged_gzip_is_one_source_error(tmp_path):
+    raw = ('<mediawiki xmlns="http://www.mediawiki.org/xml/export-0.10/" version="0.10">'
+           + "".join(f"<page><title>P{i}</title><ns>0</ns><revision><text>{PARAGRAPH * 20}</text></revision></page>"
+                     for i in range(20)) + "</mediawiki>").encode()
+    data = bytearray(gzip.compress(raw))
+    data[10] ^= 0xFF  # the first deflate block header
+    bad = tmp_path / "dump.xml.gz"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(SourceError, match="dump.xml.gz: corrupt gzip data"):
+        prepare([str(bad)], tmp_path / "out", PrepareOptions(workers=1))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dump.xml.gz"]
