@@ -37,7 +37,9 @@ def main() -> None:
 @click.option("--keep-markup", is_flag=True, help="Write page text unchanged (raw wikitext) instead of cleaning it.")
 @click.option("--workers", default=0, type=click.IntRange(0, 512), help="Cleaning processes (0 = all cores).")
 @click.option("--force", is_flag=True, help="Replace --out even if it holds something else.")
-def prepare(sources, out, val_fraction, test_fraction, shard_mb, keep_markup, workers, force):
+@click.option("--max-page-mb", default=16, type=click.IntRange(1, 4096),
+              help="Skip (and count as oversized) a page with more than this many Mi characters of text.")
+def prepare(sources, out, val_fraction, test_fraction, shard_mb, keep_markup, workers, force, max_page_mb):
     """Turn Wikipedia dumps into byte shards for training.
 
     SOURCES are MediaWiki XML dumps (.xml, .xml.bz2, multistream .bz2, .xz, .gz), WikiExtractor
@@ -51,7 +53,8 @@ def prepare(sources, out, val_fraction, test_fraction, shard_mb, keep_markup, wo
 
     console = stderr_console()
     opts = PrepareOptions(val_fraction=val_fraction, test_fraction=test_fraction,
-                          shard_bytes=shard_mb << 20, keep_markup=keep_markup, workers=workers)
+                          shard_bytes=shard_mb << 20, keep_markup=keep_markup, workers=workers,
+                          max_page_chars=max_page_mb << 20)
     try:
         manifest = run_prepare(list(sources), out, opts, console=console, force=force)
     except SourceError as exc:

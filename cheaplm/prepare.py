@@ -24,7 +24,7 @@ from . import __version__
 from .progress import Progress
 from .shards import FORMAT, FORMAT_VERSION, MANIFEST, SPLITS, SplitWriter, encode_article, split_of
 from .sources import SourceError, expand_sources, open_source
-from .wiki import CLEAN, NAMESPACE, REDIRECT, ReadState, read_pages
+from .wiki import CLEAN, MAX_PAGE_CHARS, NAMESPACE, OVERSIZED, REDIRECT, ReadState, read_pages
 from .wikitext import clean_wikitext
 
 BATCH_CHARS = 1 << 20
@@ -38,11 +38,12 @@ class PrepareOptions:
     keep_markup: bool = False
     workers: int = 0  # 0 = all cores
     min_chars: int = 1
+    max_page_chars: int = MAX_PAGE_CHARS  # longer pages are skipped and counted as 'oversized'
 
     def as_dict(self) -> dict:
         return {"val_fraction": self.val_fraction, "test_fraction": self.test_fraction,
                 "shard_bytes": self.shard_bytes, "keep_markup": self.keep_markup,
-                "min_chars": self.min_chars}
+                "min_chars": self.min_chars, "max_page_chars": self.max_page_chars}
 
 
 @dataclass
@@ -93,8 +94,10 @@ def check_out_dir(out: Path, sources_sig: list, options: dict) -> bool:
             old = json.loads(manifest.read_text())
         except json.JSONDecodeError:
             old = {}
+        # a preparation from before an option existed used its default
+        old_options = {"max_page_chars": MAX_PAGE_CHARS, **old.get("options", {})}
         same = ([(s["path"], s["bytes"]) for s in old.get("sources", [])] == sources_sig
-                and old.get("options") == options)
+                and old_options == options)
         if same:
             return True
     raise OutputExists(f"{out}: exists and holds other content; choose an empty or new --out (or pass --force)")
@@ -143,7 +146,7 @@ def _prepare_into(files: list[Path], tmp: Path, options: PrepareOptions, console
             stats_all.append(stats)
             src = open_source(f)
             stats.format, stats.compression, stats.bytes = src.format, src.compression, src.size
-            state = ReadState()
+            state = ReadState(max_page_chars=options.max_page_chars)
             pending: collections.deque = collections.deque()
             try:
                 batch: list = []
@@ -162,7 +165,7 @@ def _prepare_into(files: list[Path], tmp: Path, options: PrepareOptions, console
 
                 for page in read_pages(src, state):
                     stats.pages_read += 1
-                    if page.kind in (REDIRECT, NAMESPACE):
+                    if page.kind in (REDIRECT, NAMESPACE, OVERSIZED):
                         stats.skipped[page.kind] += 1
                         continue
                     batch.append((page.title, page.text, page.kind))

@@ -4,10 +4,15 @@ Every reader yields `RawPage(title, text, kind)` where kind says whether the pag
 keep (`article`, text still raw wikitext; `clean`, text already plain) or why it is skipped
 (`redirect`, `namespace`). Cleaning happens elsewhere, in worker processes.
 
-MediaWiki XML (export schema 0.3 to 0.11) is read with expat's pull parser fed in 1 MiB chunks;
-each finished <page> is handled and then cleared from the tree, so memory does not grow with the
-dump. Export 0.3 (enwik8) has no <ns>: the namespace then comes from the title prefix and the
-<namespaces> list in <siteinfo>.
+MediaWiki XML (export schema 0.3 to 0.11) is read with expat, fed in 1 MiB chunks: its callbacks
+keep only the fields of the current <page> (title, ns, redirect, the revision's text), so memory
+does not grow with the dump. Export 0.3 (enwik8) has no <ns>: the namespace then comes from the
+title prefix and the <namespaces> list in <siteinfo>.
+
+A page is at most `ReadState.max_page_chars` characters: past that, its text is dropped as it
+arrives and the page is yielded as `oversized`, so one huge page (a 357 KB bz2 can hold a 2 GB one)
+costs no memory. A reader never holds more than that, whatever its input: WikiExtractor bodies
+and tar members are capped the same way, and plain text is cut into documents of about 1 MiB.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from __future__ import annotations
 import codecs
 import html
 import tarfile
-import xml.etree.ElementTree as ET
+import xml.parsers.expat as expat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -29,6 +34,10 @@ ARTICLE = "article"  # wikitext to clean
 CLEAN = "clean"  # plain text already
 REDIRECT = "redirect"
 NAMESPACE = "namespace"
+OVERSIZED = "oversized"  # longer than ReadState.max_page_chars: skipped and counted
+
+MAX_PAGE_CHARS = 16 << 20  # MediaWiki's own limit is 2 MiB of wikitext per page
+DOC_CHARS = 1 << 20  # plain text is cut into documents of about this size
 
 # Used when an export has no <siteinfo>/<ns> to go by (English Wikipedia's namespace names).
 DEFAULT_NAMESPACES = {
@@ -49,140 +58,196 @@ class RawPage:
 
 @dataclass
 class ReadState:
-    """What a reader learned about its source beyond the pages: filled in as it goes."""
+    """The reader's limit, and what it learned about its source beyond the pages (filled in as it goes)."""
+    max_page_chars: int = MAX_PAGE_CHARS
     truncated: bool = False
     schema: str = ""
-
-
-def _local(tag: str) -> str:
-    return tag.rsplit("}", 1)[-1]
 
 
 def read_pages(src: OpenedSource, state: ReadState) -> Iterator[RawPage]:
     if src.format == XML_DUMP:
         return read_xml_dump(src, state)
     if src.format == WIKIEXTRACTOR:
-        return read_wikiextractor(src.path, src.stream)
+        return read_wikiextractor(src.path, src.stream, state.max_page_chars)
     if src.format == TAR:
-        return read_tar(src)
+        return read_tar(src, state.max_page_chars)
     if src.format == WIKITEXT:
-        return read_single(src.path, src.stream, ARTICLE)
+        return read_single(src.path, src.stream, ARTICLE, state.max_page_chars)
     if src.format == TEXT:
-        return read_single(src.path, src.stream, CLEAN)
+        return read_single(src.path, src.stream, CLEAN, state.max_page_chars)
     raise SourceError(f"{src.path}: unknown format {src.format}")
 
 
 def read_xml_dump(src: OpenedSource, state: ReadState) -> Iterator[RawPage]:
-    parser = ET.XMLPullParser(events=("start", "end"))
-    root = None
-    namespaces: set[str] = set()
-    pages_seen = 0
+    handler = _DumpHandler(src.path, state.max_page_chars)
+    parser = expat.ParserCreate()
+    parser.buffer_text = True  # one callback per run of text, not per line or entity
+    parser.StartElementHandler = handler.start
+    parser.EndElementHandler = handler.end
+    parser.CharacterDataHandler = handler.data
+    # never fetch external entities (XXE); expat refuses one with an error
+    parser.ExternalEntityRefHandler = lambda *args: 0
     while True:
         chunk = src.stream.read(CHUNK)
         try:
-            if chunk:
-                parser.feed(chunk)
-            else:
-                parser.close()
-            events = list(parser.read_events())
-        except ET.ParseError as exc:
-            if not chunk and pages_seen and _is_truncation(exc):
+            parser.Parse(chunk, not chunk)
+        except expat.ExpatError as exc:
+            if not chunk and handler.pages_seen and _is_truncation(exc):
                 # The dump stops mid-element (e.g. the enwik8 prefix): keep the pages before the cut.
                 state.truncated = True
-                yield from _pages_of(_pending_events(parser), namespaces, state)
+                yield from handler.take()
                 return
             raise SourceError(f"{src.path}: malformed XML ({exc})") from None
-        for event, elem in events:
-            if event == "start":
-                if root is None:
-                    root = elem
-                    if _local(elem.tag) != "mediawiki":
-                        raise SourceError(f"{src.path}: XML root is <{_local(elem.tag)}>, not <mediawiki>")
-                    state.schema = elem.get("version", "") or elem.tag.split("export-")[-1].rstrip("/}")
-                continue
-            name = _local(elem.tag)
-            if name == "namespaces":
-                namespaces = {(ns.text or "").strip().lower() for ns in elem if ns.get("key") != "0"}
-                namespaces.discard("")
-            elif name == "page":
-                pages_seen += 1
-                page = _page_from_element(elem, namespaces)
-                if page is not None:
-                    yield page
-                root.clear()
+        state.schema = handler.schema
+        yield from handler.take()
         if not chunk:
-            if root is None:
-                raise SourceError(f"{src.path}: no <mediawiki> element found")
             return
 
 
-def _pending_events(parser) -> list:
-    try:
-        return list(parser.read_events())
-    except ET.ParseError:
-        return []
+class _DumpHandler:
+    """expat callbacks that keep the fields of the current <page> and collect finished pages."""
+
+    def __init__(self, path: Path, max_chars: int):
+        self.path = path
+        self.max_chars = max_chars
+        self.schema = ""
+        self.pages_seen = 0
+        self.namespaces: set[str] = set()
+        self._done: list[RawPage] = []
+        self._path: list[str] = []  # names of the open elements, root first
+        self._page: dict | None = None
+        self._field: str | None = None  # the field whose text is being collected
+        self._parts: list[str] = []
+        self._size = 0
+        self._over = False  # the field outgrew max_chars: its text is dropped
+        self._ns_key: str | None = None
+
+    def take(self) -> list[RawPage]:
+        done, self._done = self._done, []
+        return done
+
+    def start(self, tag: str, attrs: dict) -> None:
+        name = _local(tag)
+        path = self._path
+        if not path and name != "mediawiki":
+            raise SourceError(f"{self.path}: XML root is <{name}>, not <mediawiki>")
+        if not path:
+            self.schema = attrs.get("version", "") or attrs.get("xmlns", "").rstrip("/").split("export-")[-1]
+        path.append(name)
+        depth = len(path)
+        if name == "page" and depth == 2:
+            self._page = {}
+        elif self._page is not None:
+            parent = path[-2]
+            if parent == "page" and name in ("title", "ns"):
+                self._collect(name)
+            elif parent == "page" and name == "redirect":
+                self._page["redirect"] = True
+            elif name == "text" and parent == "revision" and depth == 4:
+                self._collect(name)
+        elif name == "namespace" and path[-2] == "namespaces":
+            self._ns_key = attrs.get("key")
+            self._collect(name)
+
+    def _collect(self, field: str) -> None:
+        self._field = field
+        self._parts = []
+        self._size = 0
+        self._over = False
+
+    def data(self, text: str) -> None:
+        if self._field is None or self._over:
+            return
+        self._size += len(text)
+        if self._size > self.max_chars:
+            self._over = True
+            self._parts = []
+        else:
+            self._parts.append(text)
+
+    def end(self, tag: str) -> None:
+        name = self._path.pop()
+        if self._field is not None and name == self._field:
+            value = "".join(self._parts)
+            self._parts = []
+            self._field = None
+            if name == "namespace":
+                if self._ns_key != "0" and value.strip():
+                    self.namespaces.add(value.strip().lower())
+            elif self._page is not None:
+                self._page[name] = None if self._over else value  # None: too long, dropped
+        elif name == "page" and self._page is not None and not self._path[1:]:
+            self.pages_seen += 1
+            self._done.append(_page_of(self._page, self.namespaces))
+            self._page = None
 
 
-def _pages_of(events, namespaces, state) -> Iterator[RawPage]:
-    for event, elem in events:
-        if event == "end" and _local(elem.tag) == "page":
-            page = _page_from_element(elem, namespaces)
-            if page is not None:
-                yield page
-
-
-def _is_truncation(exc: ET.ParseError) -> bool:
-    msg = str(exc)
-    return "no element found" in msg or "unclosed token" in msg
-
-
-def _page_from_element(page, namespaces: set[str]) -> RawPage | None:
-    title = ""
-    ns = None
-    redirect = False
-    text = ""
-    for child in page:
-        name = _local(child.tag)
-        if name == "title":
-            title = child.text or ""
-        elif name == "ns":
-            ns = (child.text or "").strip()
-        elif name == "redirect":
-            redirect = True
-        elif name == "revision":
-            for field in child:
-                if _local(field.tag) == "text":
-                    text = field.text or ""
+def _page_of(fields: dict, namespaces: set[str]) -> RawPage:
+    oversized = None in fields.values()
+    title = fields.get("title") or ""
+    ns = fields.get("ns")
+    ns = ns.strip() if ns is not None else None
+    text = fields.get("text") or ""
     if ns is None:
         prefix = title.split(":", 1)[0].lower() if ":" in title else ""
         ns = "1" if prefix and prefix in (namespaces or DEFAULT_NAMESPACES) else "0"
     if ns != "0":
         return RawPage(title, "", NAMESPACE)
-    if redirect or is_redirect(text):
+    if fields.get("redirect") or is_redirect(text):
         return RawPage(title, "", REDIRECT)
+    if oversized:
+        return RawPage(title, "", OVERSIZED)
     return RawPage(title, text, ARTICLE)
+
+
+def _local(tag: str) -> str:
+    return tag.rsplit(":", 1)[-1]
+
+
+def _is_truncation(exc: expat.ExpatError) -> bool:
+    msg = str(exc)
+    return "no element found" in msg or "unclosed token" in msg
 
 
 _DOC_OPEN = b"<doc "
 
 
-def read_wikiextractor(path: Path, stream) -> Iterator[RawPage]:
-    """`<doc id=.. url=.. title=..>` records; the body is plain text already."""
+def read_wikiextractor(path: Path, stream, max_chars: int = MAX_PAGE_CHARS) -> Iterator[RawPage]:
+    """`<doc id=.. url=.. title=..>` records; the body is plain text already.
+
+    Lines are read in pieces of at most CHUNK bytes (a file with no line break costs no more), and
+    a body over `max_chars` bytes is dropped as it is read and the record yielded as oversized.
+    """
     import regex
 
     title_re = regex.compile(rb'title="([^"]*)"')
     title = None
     body: list[bytes] = []
-    for lineno, line in enumerate(stream, 1):
-        if line.startswith(_DOC_OPEN):
+    size = 0
+    lineno = 0
+    at_line_start = True
+    while True:
+        line = stream.readline(CHUNK)
+        if not line:
+            break
+        starts_line = at_line_start
+        at_line_start = line.endswith(b"\n")
+        if starts_line:
+            lineno += 1
+        if starts_line and line.startswith(_DOC_OPEN):
             m = title_re.search(line)
             if m is None:
                 raise SourceError(f"{path}: line {lineno}: <doc> without a title attribute")
             title = _decode(path, m.group(1), lineno)
             body = []
-        elif line.startswith(b"</doc>"):
+            size = 0
+        elif starts_line and line.startswith(b"</doc>"):
             if title is None:
                 raise SourceError(f"{path}: line {lineno}: </doc> without <doc>")
+            if size > max_chars:
+                yield RawPage(html.unescape(title), "", OVERSIZED)
+                title = None
+                continue
             text = _decode(path, b"".join(body), lineno).strip()
             # WikiExtractor repeats the title as the body's first line; the shard adds its own.
             first, _, rest = text.partition("\n")
@@ -191,7 +256,11 @@ def read_wikiextractor(path: Path, stream) -> Iterator[RawPage]:
             yield RawPage(html.unescape(title), text, CLEAN)
             title = None
         elif title is not None:
-            body.append(line)
+            size += len(line)
+            if size <= max_chars:
+                body.append(line)
+            else:
+                body = []
 
 
 def _decode(path: Path, data: bytes, lineno: int) -> str:
@@ -201,24 +270,30 @@ def _decode(path: Path, data: bytes, lineno: int) -> str:
         raise SourceError(f"{path}: not UTF-8 near line {lineno} (byte 0x{data[exc.start]:02x})") from None
 
 
-def read_tar(src: OpenedSource) -> Iterator[RawPage]:
+def read_tar(src: OpenedSource, max_chars: int = MAX_PAGE_CHARS) -> Iterator[RawPage]:
     """A tar of article sources (one file per article, title from the file name)."""
     try:
         with tarfile.open(fileobj=src.stream, mode="r|") as tar:
             for member in tar:
                 if not member.isfile():
                     continue
+                # member names are bytes; tarfile hands over undecodable ones as surrogates
+                name = Path(member.name.encode("utf-8", "surrogateescape").decode("utf-8", "replace"))
+                title = name.stem.replace("_", " ").replace("-", " ")
+                if member.size > 4 * max_chars:  # more bytes than any page of max_chars characters
+                    yield RawPage(title, "", OVERSIZED)
+                    continue
                 f = tar.extractfile(member)
                 data = f.read() if f else b""
-                name = Path(member.name)
                 try:
                     text = data.decode("utf-8")
                 except UnicodeDecodeError as exc:
-                    raise SourceError(f"{src.path}: member {member.name} is not UTF-8 "
+                    raise SourceError(f"{src.path}: member {name} is not UTF-8 "
                                       f"(byte 0x{data[exc.start]:02x} at {exc.start:,})") from None
-                title = name.stem.replace("_", " ").replace("-", " ")
                 if is_redirect(text):
                     yield RawPage(title, "", REDIRECT)
+                elif len(text) > max_chars:
+                    yield RawPage(title, "", OVERSIZED)
                 elif looks_like_wikitext(data[:1 << 16]):
                     yield RawPage(title, text, ARTICLE)
                 else:
@@ -227,11 +302,12 @@ def read_tar(src: OpenedSource) -> Iterator[RawPage]:
         raise SourceError(f"{src.path}: broken tar archive ({exc})") from None
 
 
-def read_single(path: Path, stream, kind: str) -> Iterator[RawPage]:
+def read_single(path: Path, stream, kind: str, max_chars: int = MAX_PAGE_CHARS) -> Iterator[RawPage]:
     """A file of plain text, or a single page of wikitext.
 
-    Plain text streams: it is cut into documents of about 1 MiB at paragraph breaks, titled
-    `name#k`, so a file of any size needs constant memory. A wikitext page is one document.
+    Plain text streams: it is cut into documents of about DOC_CHARS at paragraph breaks (at a line
+    break, a space or anywhere when a stretch that long has none), titled `name#k`, so a file of any
+    size needs constant memory. A wikitext page is one document, oversized past `max_chars`.
     """
     decoder = codecs.getincrementaldecoder("utf-8")("strict")
     base = path.name.split(".")[0].replace("_", " ")
@@ -239,30 +315,54 @@ def read_single(path: Path, stream, kind: str) -> Iterator[RawPage]:
     offset = 0
     part = 0
     pieces: list[str] = []
+    size = 0
     while True:
         chunk = stream.read(CHUNK)
         try:
-            pending += decoder.decode(chunk, final=not chunk)
+            new = decoder.decode(chunk, final=not chunk)
         except UnicodeDecodeError as exc:
             raise SourceError(f"{path}: not UTF-8 (invalid byte at offset {offset + exc.start:,})") from None
         offset += len(chunk)
-        if kind == CLEAN and chunk:
-            cut = pending.rfind("\n\n")
+        if kind == CLEAN:
+            searched = max(len(pending) - 1, 0)  # only the new text can hold a new break
+            pending += new
+            cut = pending.rfind("\n\n", searched)
             if cut > 0:
+                cut += 2
+            elif len(pending) >= DOC_CHARS:
+                cut = _fallback_cut(pending)
+            if cut > 0 and chunk:
                 yield RawPage(f"{base}#{part}", pending[:cut].strip(), CLEAN)
                 part += 1
-                pending = pending[cut + 2:]
-            continue
+                pending = pending[cut:]
+            if chunk:
+                continue
+            break
         if not chunk:
             break
-        pieces.append(pending)
-        pending = ""
+        size += len(new)
+        if size <= max_chars:
+            pieces.append(new)
+        else:
+            pieces = []
     if kind == CLEAN:
         if pending.strip():
             yield RawPage(f"{base}#{part}", pending.strip(), CLEAN)
         return
-    text = "".join(pieces) + pending
+    if size > max_chars:
+        yield RawPage(base, "", OVERSIZED)
+        return
+    text = "".join(pieces)
     if is_redirect(text):
         yield RawPage(base, "", REDIRECT)
     else:
         yield RawPage(base, text, ARTICLE)
+
+
+def _fallback_cut(text: str) -> int:
+    """Where to end a document that has no paragraph break: after the last line break or space, or at the end."""
+    for sep in ("\n", " "):
+        at = text.rfind(sep)
+        if at > 0:
+            return at + 1
+    return len(text)

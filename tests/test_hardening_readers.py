@@ -55,3 +55,67 @@ def test_damaged_gzip_is_one_source_error(tmp_path):
     with pytest.raises(SourceError, match="dump.xml.gz: corrupt gzip data"):
         prepare([str(bad)], tmp_path / "out", PrepareOptions(workers=1))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dump.xml.gz"]
+
+
+def xml_dump(pages) -> bytes:
+    body = "".join(f"<page><title>{t}</title><ns>0</ns><id>{i}</id><revision><text>{x}</text></revision></page>"
+                   for i, (t, x) in enumerate(pages))
+    return ('<mediawiki xmlns="http://www.mediawiki.org/xml/export-0.10/" version="0.10">'
+            + body + "</mediawiki>").encode()
+
+
+def test_an_oversized_page_is_skipped_and_counted_in_bounded_memory(tmp_path):
+    import tracemalloc
+
+    from cheaplm.sources import open_source
+    from cheaplm.wiki import ReadState, read_pages
+
+    huge = "lighthouse " * (3 << 20)  # 33 MB of text in one page
+    dump = tmp_path / "dump.xml.gz"
+    dump.write_bytes(gzip.compress(xml_dump([("Bay", PARAGRAPH), ("Huge", huge), ("Rock", PARAGRAPH)]), 1))
+    del huge
+    tracemalloc.start()
+    pages = [(p.title, p.kind, len(p.text)) for p in read_pages(open_source(dump), ReadState(max_page_chars=1 << 20))]
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert pages == [("Bay", "article", len(PARAGRAPH)), ("Huge", "oversized", 0), ("Rock", "article", len(PARAGRAPH))]
+    assert peak < 16 << 20, peak  # the page's 33 MB of text are dropped as they arrive
+
+    m = prepare([str(dump)], tmp_path / "out", PrepareOptions(workers=1, max_page_chars=1 << 20))
+    assert m["pages"] == {"read": 3, "kept": 2, "skipped": {"oversized": 1}}
+
+
+def test_oversized_pages_in_every_reader(tmp_path):
+    long = "word " * 400  # 2,000 characters, over the cap of 1,000 below
+    wex = tmp_path / "wex.txt"
+    wex.write_text(f'<doc id="1" url="u" title="Long">\n{long}\n</doc>\n<doc id="2" url="u" title="Short">\nok\n</doc>\n')
+    tar = tmp_path / "pages.tar"
+    tar.write_bytes(tar_of({"Long.wiki": long.encode(), "Short.wiki": b"ok"}))
+    wiki = tmp_path / "single.wiki"
+    wiki.write_text("'''Single''' is a [[page]] of {{wikitext}}. " + long)
+    expected = {wex: (1, 1), tar: (1, 1), wiki: (0, 1)}
+    for src, (kept, oversized) in expected.items():
+        m = prepare([str(src)], tmp_path / ("out-" + src.stem), PrepareOptions(workers=1, max_page_chars=1000))
+        assert (m["pages"]["kept"], m["pages"]["skipped"].get("oversized", 0)) == (kept, oversized), src.name
+
+
+def test_text_without_blank_lines_is_cut_into_documents():
+    from pathlib import Path
+
+    from cheaplm.wiki import CLEAN, DOC_CHARS, read_single
+
+    lines = ("One line of text after another, never a blank line between them.\n" * 60000).encode()
+    no_breaks = b"x" * (3 * DOC_CHARS)
+    for data in (lines, no_breaks):
+        docs = [p.text for p in read_single(Path("flat.txt"), io.BufferedReader(io.BytesIO(data)), CLEAN)]
+        assert len(docs) >= 3
+        assert max(map(len, docs)) <= 2 * DOC_CHARS
+        assert sum(map(len, docs)) >= len(data) - len(docs)  # nothing lost but the stripped line ends
+
+
+def test_tar_member_name_that_is_not_utf8(tmp_path):
+    tar = tmp_path / "pages.tar"
+    tar.write_bytes(tar_of({"Caf\udce9.txt": b"A cafe sells coffee.", "Tea.txt": b"Tea is a drink."}))
+    m = prepare([str(tar)], tmp_path / "out", PrepareOptions(workers=1))
+    assert m["pages"]["kept"] == 2
+    assert "Caf\ufffd\n\nA cafe sells coffee." in shards_of(tmp_path / "out").decode("utf-8")
