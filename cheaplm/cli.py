@@ -39,7 +39,10 @@ def main() -> None:
 @click.option("--force", is_flag=True, help="Replace --out even if it holds something else.")
 @click.option("--max-page-mb", default=16, type=click.IntRange(1, 4096),
               help="Skip (and count as oversized) a page with more than this many Mi characters of text.")
-def prepare(sources, out, val_fraction, test_fraction, shard_mb, keep_markup, workers, force, max_page_mb):
+@click.option("--page-seconds", default=60.0, type=click.FloatRange(0, min_open=True),
+              help="Skip (and count as timeout) a page whose cleaning takes longer than this.")
+def prepare(sources, out, val_fraction, test_fraction, shard_mb, keep_markup, workers, force, max_page_mb,
+            page_seconds):
     """Turn Wikipedia dumps into byte shards for training.
 
     SOURCES are MediaWiki XML dumps (.xml, .xml.bz2, multistream .bz2, .xz, .gz), WikiExtractor
@@ -54,7 +57,7 @@ def prepare(sources, out, val_fraction, test_fraction, shard_mb, keep_markup, wo
     console = stderr_console()
     opts = PrepareOptions(val_fraction=val_fraction, test_fraction=test_fraction,
                           shard_bytes=shard_mb << 20, keep_markup=keep_markup, workers=workers,
-                          max_page_chars=max_page_mb << 20)
+                          max_page_chars=max_page_mb << 20, page_seconds=page_seconds)
     try:
         manifest = run_prepare(list(sources), out, opts, console=console, force=force)
     except SourceError as exc:

@@ -25,7 +25,7 @@ from .progress import Progress
 from .shards import FORMAT, FORMAT_VERSION, MANIFEST, SPLITS, SplitWriter, encode_article, split_of
 from .sources import SourceError, expand_sources, open_source
 from .wiki import CLEAN, MAX_PAGE_CHARS, NAMESPACE, OVERSIZED, REDIRECT, ReadState, read_pages
-from .wikitext import clean_wikitext
+from .wikitext import CleanTimeout, clean_wikitext
 
 BATCH_CHARS = 1 << 20
 
@@ -39,6 +39,7 @@ class PrepareOptions:
     workers: int = 0  # 0 = all cores
     min_chars: int = 1
     max_page_chars: int = MAX_PAGE_CHARS  # longer pages are skipped and counted as 'oversized'
+    page_seconds: float = 60.0  # cleaning time budget per page; past it, skipped and counted as 'timeout'
 
     def as_dict(self) -> dict:
         return {"val_fraction": self.val_fraction, "test_fraction": self.test_fraction,
@@ -61,13 +62,22 @@ class SourceStats:
     schema: str = ""
 
 
-def clean_batch(batch: list[tuple[str, str, str]], keep_markup: bool, min_chars: int):
+def clean_batch(batch: list[tuple[str, str, str]], keep_markup: bool, min_chars: int,
+                page_seconds: float | None = None):
     """Worker: (title, text, kind) -> (title, article bytes or None, skip reason)."""
     out = []
     for title, text, kind in batch:
         # NUL ends an article in the shards: one inside the text would split it in two
         title, text = title.replace("\0", ""), text.replace("\0", "")
-        body = text if (kind == CLEAN or keep_markup) else clean_wikitext(text, title)
+        if kind == CLEAN or keep_markup:
+            body = text
+        else:
+            deadline = time.monotonic() + page_seconds if page_seconds else None
+            try:
+                body = clean_wikitext(text, title, deadline)
+            except CleanTimeout:
+                out.append((title, None, "timeout"))
+                continue
         if len(body.strip()) < min_chars:
             out.append((title, None, "empty"))
         else:
@@ -140,6 +150,7 @@ def _prepare_into(files: list[Path], tmp: Path, options: PrepareOptions, console
     done_text = 0  # uncompressed bytes of the finished sources, for MB/s
     t0 = time.time()
     ctx = mp.get_context("fork" if hasattr(os, "fork") else "spawn")
+    clean_args = (options.keep_markup, options.min_chars, options.page_seconds)
     with ctx.Pool(workers) as pool:
         for f in files:
             stats = SourceStats(str(f))
@@ -171,11 +182,11 @@ def _prepare_into(files: list[Path], tmp: Path, options: PrepareOptions, console
                     batch.append((page.title, page.text, page.kind))
                     chars += len(page.text)
                     if chars >= BATCH_CHARS:
-                        pending.append(pool.apply_async(clean_batch, (batch, options.keep_markup, options.min_chars)))
+                        pending.append(pool.apply_async(clean_batch, (batch, *clean_args)))
                         batch, chars = [], 0
                         drain(2 * workers)
                 if batch:
-                    pending.append(pool.apply_async(clean_batch, (batch, options.keep_markup, options.min_chars)))
+                    pending.append(pool.apply_async(clean_batch, (batch, *clean_args)))
                 drain(0)
                 stats.bytes_uncompressed = src.stream.raw.bytes_out
                 stats.sha256 = src.raw.finish_hash()

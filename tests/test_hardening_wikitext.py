@@ -87,3 +87,15 @@ def test_page_past_its_deadline_raises():
     with pytest.raises(wikitext.CleanTimeout):
         clean_wikitext("{{a}} [[b]] text", deadline=time.monotonic() - 1)
     assert clean_wikitext("{{a}} [[b]] text", deadline=time.monotonic() + 60) == "b text"
+
+
+def test_prepare_skips_and_counts_a_page_over_its_time_budget(tmp_path):
+    from cheaplm.prepare import PrepareOptions, clean_batch, prepare
+
+    batch = [("Slow", "{{a}} text", "article"), ("Plain", "text", "clean")]
+    assert [(t, a is None, r) for t, a, r in clean_batch(batch, False, 1, 1e-9)] == [
+        ("Slow", True, "timeout"), ("Plain", False, "")]
+    page = tmp_path / "page.wiki"
+    page.write_text("'''Bay''' is a [[bay]] with {{convert|3|km}} of [[shore]].")
+    m = prepare([str(page)], tmp_path / "out", PrepareOptions(workers=1, page_seconds=1e-9))
+    assert m["pages"] == {"read": 1, "kept": 0, "skipped": {"timeout": 1}}
