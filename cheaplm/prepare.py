@@ -16,6 +16,7 @@ import json
 import multiprocessing as mp
 import os
 import shutil
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,6 +86,14 @@ def clean_batch(batch: list[tuple[str, str, str]], keep_markup: bool, min_chars:
     return out
 
 
+def _worker_init() -> None:
+    # Ctrl-C reaches every process of the terminal's group: the main process handles it and
+    # ends the pool; a worker must not print a traceback of its own. SIGTERM is how the pool
+    # ends its workers, so it keeps its default action (the parent's handler is inherited by fork).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 class OutputExists(SourceError):
     pass
 
@@ -151,7 +160,7 @@ def _prepare_into(files: list[Path], tmp: Path, options: PrepareOptions, console
     t0 = time.time()
     ctx = mp.get_context("fork" if hasattr(os, "fork") else "spawn")
     clean_args = (options.keep_markup, options.min_chars, options.page_seconds)
-    with ctx.Pool(workers) as pool:
+    with ctx.Pool(workers, initializer=_worker_init) as pool:
         for f in files:
             stats = SourceStats(str(f))
             stats_all.append(stats)

@@ -1,0 +1,56 @@
+"""Ctrl-C and SIGTERM during `prepare`: one message, no tracebacks, nothing left behind (issue 12, items 7 and 12)."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from conftest import REPO, SAMPLE_DUMP
+
+# Runs `cheaplm prepare` with a reader that stops after its first page until killed.
+DRIVER = """
+import sys, time
+from pathlib import Path
+import cheaplm.prepare as prep
+from cheaplm.cli import main
+ready, src, out = sys.argv[1:4]
+real = prep.read_pages
+def stalled(source, state):
+    for page in real(source, state):
+        yield page
+        Path(ready).write_text("reading")
+        time.sleep(60)
+prep.read_pages = stalled
+sys.argv = ["cheaplm", "prepare", src, "--out", out, "--workers", "2"]
+main()
+"""
+
+
+def run_until_reading(tmp_path):
+    driver = tmp_path / "driver.py"
+    driver.write_text(DRIVER)
+    ready = tmp_path / "ready"
+    proc = subprocess.Popen([sys.executable, str(driver), str(ready), str(SAMPLE_DUMP), str(tmp_path / "out")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})  # this checkout's cheaplm
+    deadline = time.monotonic() + 30
+    while not ready.exists():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.05)
+    time.sleep(0.3)  # the workers are up and idle
+    return proc
+
+
+def left_behind(tmp_path):
+    return sorted(p.name for p in tmp_path.iterdir() if p.name not in ("driver.py", "ready"))
+
+
+def test_ctrl_c_reaches_the_workers_too_but_prints_no_traceback(tmp_path):
+    proc = run_until_reading(tmp_path)
+    os.killpg(proc.pid, signal.SIGINT)  # as a terminal does: the whole process group
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    assert "Interrupted" in err
+    assert left_behind(tmp_path) == []
