@@ -62,9 +62,11 @@ def prepare(sources, out, val_fraction, test_fraction, shard_mb, keep_markup, wo
         manifest = run_prepare(list(sources), out, opts, console=console, force=force)
     except SourceError as exc:
         _fail(exc)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (prepare's Terminated)
+        import signal
+
         console.print(f"Interrupted: nothing was written; {out} is as it was. Run the same command again to start over.")
-        sys.exit(130)
+        sys.exit(128 + getattr(exc, "signum", signal.SIGINT))
     if manifest.get("up_to_date"):
         console.print(f"{out} already holds this preparation (same sources and options); nothing to do.")
     print_prepare_summary(console, manifest, out)

@@ -6,17 +6,20 @@ stays constant however large the dump. Results are consumed in submission order,
 makes the shards independent of the number of workers.
 
 Everything is written into a temporary sibling of `--out` and renamed into place at the end: an
-interrupted or failed run leaves `--out` exactly as it was.
+interrupted (Ctrl-C, SIGTERM) or failed run leaves `--out` exactly as it was and removes its
+temporary directory; temporary directories of dead runs are removed at the next start.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import multiprocessing as mp
 import os
 import shutil
 import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,6 +101,64 @@ class OutputExists(SourceError):
     pass
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM during `prepare`: handled as Ctrl-C is (the temporary output is removed)."""
+    signum = signal.SIGTERM
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
+
+
+def remove_stale_partials(out: Path) -> list[Path]:
+    """Remove `.NAME.partial-PID` directories beside `out` left by runs that died."""
+    prefix = f".{out.name}.partial-"
+    removed = []
+    for p in out.parent.iterdir():
+        pid = p.name[len(prefix):] if p.name.startswith(prefix) else ""
+        if pid.isdigit() and (int(pid) == os.getpid() or not _pid_alive(int(pid))):
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+    return removed
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM raises Terminated in the main thread, so the temporary output is cleaned up as on Ctrl-C."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not cut the clean-up short
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _remove_quietly(path: Path) -> None:
+    """rmtree that a second Ctrl-C or SIGTERM does not interrupt (they are delivered after it)."""
+    blocked = {signal.SIGINT, signal.SIGTERM}
+    if hasattr(signal, "pthread_sigmask") and threading.current_thread() is threading.main_thread():
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
+        try:
+            shutil.rmtree(path, ignore_errors=True)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+    else:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def check_out_dir(out: Path, sources_sig: list, options: dict) -> bool:
     """True if `out` already holds exactly this preparation; raise if it holds anything else."""
     if not out.exists():
@@ -135,17 +196,18 @@ def prepare(paths: list[str], out: Path, options: PrepareOptions, console=None, 
         return manifest
 
     tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    try:
-        manifest = _prepare_into(files, tmp, options, console)
-        if out.exists():
-            shutil.rmtree(out)  # only reached with --force or an empty directory
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    with _sigterm_as_interrupt():
+        if out.parent.is_dir():
+            remove_stale_partials(out)
+        tmp.mkdir(parents=True)
+        try:
+            manifest = _prepare_into(files, tmp, options, console)
+            if out.exists():
+                shutil.rmtree(out)  # only reached with --force or an empty directory
+            tmp.rename(out)
+        except BaseException:
+            _remove_quietly(tmp)
+            raise
     return manifest
 
 

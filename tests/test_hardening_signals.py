@@ -6,6 +6,8 @@ import subprocess
 import sys
 import time
 
+from cheaplm.prepare import PrepareOptions, prepare
+
 from conftest import REPO, SAMPLE_DUMP
 
 # Runs `cheaplm prepare` with a reader that stops after its first page until killed.
@@ -54,3 +56,25 @@ def test_ctrl_c_reaches_the_workers_too_but_prints_no_traceback(tmp_path):
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
     assert "Interrupted" in err
     assert left_behind(tmp_path) == []
+
+
+def test_sigterm_removes_the_partial_output(tmp_path):
+    proc = run_until_reading(tmp_path)
+    assert any(name.startswith(".out.partial-") for name in left_behind(tmp_path))
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "Traceback" not in err and "Interrupted" in err, err
+    assert left_behind(tmp_path) == []
+
+
+def test_partial_output_of_a_dead_run_is_removed_at_the_next_start(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / f".out.partial-{dead.pid}"
+    stale.mkdir()
+    (stale / "train-00000.bin").write_bytes(b"x" * 1000)
+    alive = tmp_path / f".out.partial-{os.getppid()}"  # a live process's: not ours to remove
+    alive.mkdir()
+    prepare([str(SAMPLE_DUMP)], tmp_path / "out", PrepareOptions(workers=1))
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([alive.name, "out"])
