@@ -7,7 +7,9 @@ makes the shards independent of the number of workers.
 
 Everything is written into a temporary sibling of `--out` and renamed into place at the end: an
 interrupted (Ctrl-C, SIGTERM) or failed run leaves `--out` exactly as it was and removes its
-temporary directory; temporary directories of dead runs are removed at the next start.
+temporary directory. The output is guarded: a lock file beside it keeps a second `prepare` out, it
+is checked again before it is replaced (so nothing created in it during the run is lost), and it
+may neither hold nor lie inside an input. Temporary directories of dead runs are removed.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import json
+import math
 import multiprocessing as mp
 import os
 import shutil
@@ -30,6 +33,11 @@ from .shards import FORMAT, FORMAT_VERSION, MANIFEST, SPLITS, SplitWriter, encod
 from .sources import SourceError, expand_sources, open_source
 from .wiki import CLEAN, MAX_PAGE_CHARS, NAMESPACE, OVERSIZED, REDIRECT, ReadState, read_pages
 from .wikitext import CleanTimeout, clean_wikitext
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no lock on the output
+    fcntl = None
 
 BATCH_CHARS = 1 << 20
 
@@ -49,6 +57,16 @@ class PrepareOptions:
         return {"val_fraction": self.val_fraction, "test_fraction": self.test_fraction,
                 "shard_bytes": self.shard_bytes, "keep_markup": self.keep_markup,
                 "min_chars": self.min_chars, "max_page_chars": self.max_page_chars}
+
+    def check(self) -> None:
+        for name in ("val_fraction", "test_fraction"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and 0 <= v <= 0.5):
+                raise SourceError(f"{name.replace('_', '-')} must be a number from 0 to 0.5, not {v}")
+        if not (isinstance(self.page_seconds, (int, float)) and self.page_seconds > 0):
+            raise SourceError(f"page-seconds must be a positive number, not {self.page_seconds}")
+        if self.max_page_chars < 1 or self.shard_bytes < 1:
+            raise SourceError("max-page-mb and shard size must be positive")
 
 
 @dataclass
@@ -106,6 +124,86 @@ class Terminated(KeyboardInterrupt):
     signum = signal.SIGTERM
 
 
+def _source_signature(files: list[Path]) -> list[tuple[str, int]]:
+    return [(str(f), f.stat().st_size) for f in files]
+
+
+def _same_sources(old_sources, sig: list) -> bool:
+    """The manifest's sources are these files (same paths and sizes)."""
+    if not isinstance(old_sources, list) or len(old_sources) != len(sig):
+        return False
+    return all(isinstance(old, dict) and (old.get("path"), old.get("bytes")) == (path, size)
+               for old, (path, size) in zip(old_sources, sig))
+
+
+def check_out_dir(out: Path, sources_sig: list, options: dict) -> bool:
+    """True if `out` already holds exactly this preparation; raise if it holds anything else."""
+    if not out.exists():
+        return False
+    if not out.is_dir():
+        raise OutputExists(f"{out}: exists and is not a directory")
+    entries = [p for p in out.iterdir()]
+    if not entries:
+        return False
+    manifest = out / MANIFEST
+    if manifest.exists():
+        try:
+            old = json.loads(manifest.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError, OSError):
+            old = {}
+        if isinstance(old, dict) and isinstance(old.get("options"), dict):
+            # a preparation from before an option existed used its default
+            old_options = {"max_page_chars": MAX_PAGE_CHARS, **old["options"]}
+            if old_options == options and _same_sources(old.get("sources"), sources_sig):
+                return True
+    raise OutputExists(f"{out}: exists and holds other content; choose an empty or new --out (or pass --force)")
+
+
+class OutputLock:
+    """An exclusive lock on an output directory: flock on `.NAME.lock` beside it, which holds our pid.
+
+    The file is removed when the lock is released. A process that opened it just before that
+    locks a file no longer in the directory, sees so, and opens the new one.
+    """
+
+    def __init__(self, out: Path):
+        self.out = out
+        self.path = out.parent / f".{out.name}.lock"
+        self.fd: int | None = None
+
+    def __enter__(self) -> "OutputLock":
+        if fcntl is None:
+            return self
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.read(fd, 32).decode("ascii", "replace").strip() or "?"
+                os.close(fd)
+                raise OutputExists(f"{self.out}: another cheaplm prepare (pid {holder}) is writing it; "
+                                   "wait for it to finish or choose another --out") from None
+            try:
+                current = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                current = False
+            if current:
+                break
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode("ascii"))
+        self.fd = fd
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.fd is None:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+        os.close(self.fd)
+        self.fd = None
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -117,7 +215,7 @@ def _pid_alive(pid: int) -> bool:
 
 
 def remove_stale_partials(out: Path) -> list[Path]:
-    """Remove `.NAME.partial-PID` directories beside `out` left by runs that died."""
+    """Remove `.NAME.partial-PID` directories beside `out` left by runs that died (call under the lock)."""
     prefix = f".{out.name}.partial-"
     removed = []
     for p in out.parent.iterdir():
@@ -126,6 +224,46 @@ def remove_stale_partials(out: Path) -> list[Path]:
             shutil.rmtree(p, ignore_errors=True)
             removed.append(p)
     return removed
+
+
+def _snapshot(out: Path):
+    """What `out` holds now: None if absent, else its entries with their sizes and times."""
+    try:
+        entries = list(os.scandir(out))
+    except FileNotFoundError:
+        return None
+    return sorted((e.name, e.stat(follow_symlinks=False).st_mtime_ns, e.stat(follow_symlinks=False).st_size)
+                  for e in entries)
+
+
+def _check_places(out: Path, paths: list[str], files: list[Path]) -> None:
+    """Refuse an --out that holds an input, lies inside one, or holds the current directory."""
+    for name in [*paths, *map(str, files)]:
+        p = Path(name).resolve()
+        if p == out or out in p.parents:
+            raise SourceError(f"{out}: holds the input {name}; choose an --out outside the inputs")
+        if p in out.parents:
+            raise SourceError(f"{out}: is inside the input {name}; choose an --out outside the inputs")
+    cwd = Path.cwd().resolve()
+    if cwd == out or out in cwd.parents:
+        raise SourceError(f"{out}: is or holds the current directory; name a new directory, e.g. --out data/wiki")
+
+
+def _install(tmp: Path, out: Path, before) -> None:
+    """Move the finished `tmp` to `out` if `out` still holds what it held at the start."""
+    if _snapshot(out) != before:
+        raise OutputExists(f"{out}: changed while prepare ran (something was written into it); "
+                           "left as it is and nothing written. Run again into an empty or new --out")
+    if before is None:
+        tmp.rename(out)  # fails, rather than replaces, if a non-empty directory appeared meanwhile
+    elif not before:
+        out.rmdir()  # fails if anything appeared meanwhile
+        tmp.rename(out)
+    else:  # --force: the old content goes only once the new one is in place
+        old = out.parent / f".{out.name}.old-{os.getpid()}"
+        out.rename(old)
+        tmp.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -159,55 +297,38 @@ def _remove_quietly(path: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def check_out_dir(out: Path, sources_sig: list, options: dict) -> bool:
-    """True if `out` already holds exactly this preparation; raise if it holds anything else."""
-    if not out.exists():
-        return False
-    if not out.is_dir():
-        raise OutputExists(f"{out}: exists and is not a directory")
-    entries = [p for p in out.iterdir()]
-    if not entries:
-        return False
-    manifest = out / MANIFEST
-    if manifest.exists():
-        try:
-            old = json.loads(manifest.read_text())
-        except json.JSONDecodeError:
-            old = {}
-        # a preparation from before an option existed used its default
-        old_options = {"max_page_chars": MAX_PAGE_CHARS, **old.get("options", {})}
-        same = ([(s["path"], s["bytes"]) for s in old.get("sources", [])] == sources_sig
-                and old_options == options)
-        if same:
-            return True
-    raise OutputExists(f"{out}: exists and holds other content; choose an empty or new --out (or pass --force)")
-
-
 def prepare(paths: list[str], out: Path, options: PrepareOptions, console=None, force: bool = False) -> dict:
-    out = Path(out)
+    options.check()
+    given = out
     files = expand_sources(paths)
     for f in files:
         if not f.is_file():
             raise SourceError(f"{f}: not a regular file")
-    sig = [(str(f), f.stat().st_size) for f in files]
-    if not force and check_out_dir(out, sig, options.as_dict()):
-        manifest = json.loads((out / MANIFEST).read_text())
-        manifest["up_to_date"] = True
-        return manifest
-
-    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
-    with _sigterm_as_interrupt():
-        if out.parent.is_dir():
+    try:
+        out = Path(out).resolve()
+        _check_places(out, list(paths), files)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with _sigterm_as_interrupt(), OutputLock(out):
             remove_stale_partials(out)
-        tmp.mkdir(parents=True)
-        try:
-            manifest = _prepare_into(files, tmp, options, console)
-            if out.exists():
-                shutil.rmtree(out)  # only reached with --force or an empty directory
-            tmp.rename(out)
-        except BaseException:
-            _remove_quietly(tmp)
-            raise
+            sig = _source_signature(files)
+            if not force and check_out_dir(out, sig, options.as_dict()):
+                manifest = json.loads((out / MANIFEST).read_text())
+                manifest["up_to_date"] = True
+                return manifest
+            if out.exists() and not out.is_dir():
+                raise OutputExists(f"{given}: exists and is not a directory")
+            before = _snapshot(out)
+            tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
+            tmp.mkdir()
+            try:
+                manifest = _prepare_into(files, tmp, options, console)
+                _install(tmp, out, before)
+            except BaseException:
+                _remove_quietly(tmp)
+                raise
+    except OSError as exc:
+        where = exc.filename or given
+        raise SourceError(f"{where}: {exc.strerror or exc}") from None
     return manifest
 
 
