@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import hashlib
 import json
 import math
 import multiprocessing as mp
@@ -76,6 +77,7 @@ class SourceStats:
     compression: str | None = None
     sha256: str = ""
     bytes: int = 0
+    mtime_ns: int = 0
     bytes_uncompressed: int = 0
     pages_read: int = 0
     kept: int = 0
@@ -124,16 +126,28 @@ class Terminated(KeyboardInterrupt):
     signum = signal.SIGTERM
 
 
-def _source_signature(files: list[Path]) -> list[tuple[str, int]]:
-    return [(str(f), f.stat().st_size) for f in files]
+def _source_signature(files: list[Path]) -> list[tuple[str, int, int]]:
+    return [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def _same_sources(old_sources, sig: list) -> bool:
-    """The manifest's sources are these files (same paths and sizes)."""
+    """The manifest's sources are these files, unchanged (same size; same mtime, or else same sha256)."""
     if not isinstance(old_sources, list) or len(old_sources) != len(sig):
         return False
-    return all(isinstance(old, dict) and (old.get("path"), old.get("bytes")) == (path, size)
-               for old, (path, size) in zip(old_sources, sig))
+    for old, (path, size, mtime_ns) in zip(old_sources, sig):
+        if not isinstance(old, dict) or (old.get("path"), old.get("bytes")) != (path, size):
+            return False
+        if old.get("mtime_ns") != mtime_ns and old.get("sha256") != _file_sha256(Path(path)):
+            return False  # edited in place, even at the same size
+    return True
 
 
 def check_out_dir(out: Path, sources_sig: list, options: dict) -> bool:
@@ -349,6 +363,7 @@ def _prepare_into(files: list[Path], tmp: Path, options: PrepareOptions, console
             stats_all.append(stats)
             src = open_source(f)
             stats.format, stats.compression, stats.bytes = src.format, src.compression, src.size
+            stats.mtime_ns = f.stat().st_mtime_ns
             state = ReadState(max_page_chars=options.max_page_chars)
             pending: collections.deque = collections.deque()
             try:
@@ -401,7 +416,7 @@ def _prepare_into(files: list[Path], tmp: Path, options: PrepareOptions, console
         "options": options.as_dict(),
         "sources": [{
             "path": s.path, "format": s.format, "compression": s.compression, "schema": s.schema,
-            "sha256": s.sha256, "bytes": s.bytes, "bytes_uncompressed": s.bytes_uncompressed,
+            "sha256": s.sha256, "bytes": s.bytes, "mtime_ns": s.mtime_ns, "bytes_uncompressed": s.bytes_uncompressed,
             "pages_read": s.pages_read, "kept": s.kept, "skipped": dict(sorted(s.skipped.items())),
             "truncated": s.truncated} for s in stats_all],
         "pages": {"read": sum(s.pages_read for s in stats_all), "kept": sum(s.kept for s in stats_all),

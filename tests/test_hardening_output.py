@@ -1,6 +1,7 @@
-"""`prepare --out` is guarded: lock, re-check, no overlap with inputs, one-line errors (issue 12, items 1, 3, 10)."""
+"""`prepare --out` is guarded: lock, re-check, no overlap with inputs, one-line errors (issue 12, items 1, 3, 10, 17)."""
 
 import json
+import os
 
 import pytest
 from click.testing import CliRunner
@@ -93,3 +94,23 @@ def test_a_damaged_manifest_in_out_is_other_content(tmp_path, manifest):
 def test_nan_fraction_is_refused(tmp_path):
     result = CliRunner().invoke(main, ["prepare", str(SAMPLE_DUMP), "--out", str(tmp_path / "o"), "--val-fraction", "nan"])
     assert result.exit_code == 1 and "Error: val-fraction must be" in result.output, result.output
+
+
+def test_a_source_edited_in_place_is_prepared_again(tmp_path):
+    src = tmp_path / "notes.txt"
+    src.write_text("The lighthouse keeper wrote in the log every night.\n")
+    out = tmp_path / "out"
+    first = prepare([str(src)], out, PrepareOptions(workers=1))
+    st = src.stat()
+    src.write_text("The lighthouse keeper slept in the tower every day.\n"[: st.st_size])  # same size
+    os.utime(src, ns=(st.st_atime_ns, st.st_mtime_ns + 2_000_000_000))
+    with pytest.raises(SourceError, match="holds other content"):  # not "nothing to do"
+        prepare([str(src)], out, PrepareOptions(workers=1))
+    prepare([str(src)], out, PrepareOptions(workers=1), force=True)
+    second = json.loads((out / "manifest.json").read_text())
+    assert second["sources"][0]["sha256"] != first["sources"][0]["sha256"]
+    # touched but unchanged: still up to date (the sha256 decides when the time differs)
+    os.utime(src, ns=(st.st_atime_ns, st.st_mtime_ns + 4_000_000_000))
+    assert prepare([str(src)], out, PrepareOptions(workers=1))["up_to_date"] is True
+    os.utime(src, ns=(st.st_atime_ns, st.st_mtime_ns + 6_000_000_000))
+    assert prepare([str(src)], out, PrepareOptions(workers=1))["up_to_date"] is True
