@@ -6,6 +6,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from cheaplm.prepare import PrepareOptions, prepare
 
 from conftest import REPO, SAMPLE_DUMP
@@ -29,13 +31,25 @@ main()
 """
 
 
-def run_until_reading(tmp_path):
+@pytest.fixture
+def started():
+    """Processes a test starts; any still running at its end (a failed test) are killed with their group."""
+    procs = []
+    yield procs
+    for proc in procs:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def run_until_reading(tmp_path, started):
     driver = tmp_path / "driver.py"
     driver.write_text(DRIVER)
     ready = tmp_path / "ready"
     proc = subprocess.Popen([sys.executable, str(driver), str(ready), str(SAMPLE_DUMP), str(tmp_path / "out")],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
                             env={**os.environ, "PYTHONPATH": str(REPO)})  # this checkout's cheaplm
+    started.append(proc)
     deadline = time.monotonic() + 30
     while not ready.exists():
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
@@ -48,8 +62,8 @@ def left_behind(tmp_path):
     return sorted(p.name for p in tmp_path.iterdir() if p.name not in ("driver.py", "ready"))
 
 
-def test_ctrl_c_reaches_the_workers_too_but_prints_no_traceback(tmp_path):
-    proc = run_until_reading(tmp_path)
+def test_ctrl_c_reaches_the_workers_too_but_prints_no_traceback(tmp_path, started):
+    proc = run_until_reading(tmp_path, started)
     os.killpg(proc.pid, signal.SIGINT)  # as a terminal does: the whole process group
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 130, err
@@ -58,8 +72,8 @@ def test_ctrl_c_reaches_the_workers_too_but_prints_no_traceback(tmp_path):
     assert left_behind(tmp_path) == []
 
 
-def test_sigterm_removes_the_partial_output(tmp_path):
-    proc = run_until_reading(tmp_path)
+def test_sigterm_removes_the_partial_output(tmp_path, started):
+    proc = run_until_reading(tmp_path, started)
     assert any(name.startswith(".out.partial-") for name in left_behind(tmp_path))
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=30)
