@@ -144,6 +144,8 @@ def load_model(run_dir: Path, device: str = "cpu", ckpt: Path | None = None) -> 
                       reader_params=z.get("reader_params"), reader_mix=z.get("reader_mix"))
     except ValueError as exc:
         raise CheckpointError(f"{ckpt}: {exc}") from None
+    if model.reader is not None and "reader_step" in z:
+        model.reader.step = int(z["reader_step"])
     if len(z["params"]) != model.n_params:
         raise CheckpointError(f"{ckpt}: {len(z['params'])} parameters, config needs {model.n_params}")
     hist_path = Path(ckpt).parent / "history.bin"

@@ -23,6 +23,7 @@ from .kernels.hashing import context_hash
 from .kernels.match import match_index
 from .kernels.mixer import L_K, L_NAPM, L_NCTX, L_NMI, L_NSEL, idx_width, match_inputs, mix_node
 from .model import Model
+from .reader import mixed_distribution
 
 END_OF_ARTICLE = 0
 # High nibbles with less probability than this are not expanded (their bytes share it evenly).
@@ -32,8 +33,9 @@ PRUNE = 1e-6
 
 @numba.njit(cache=True)
 def byte_distribution(buf, t, prev_t, minlens, ctx, tables, params, lay, hashes, cand, feat, qidx, idx, zk, mass,
-                      out):
-    """out[y] = P(byte at t is y | buf[:t]); prev_t: (n_match, 1) match pointers for position t."""
+                      out, node_p1):
+    """out[y] = P(byte at t is y | buf[:t]) under the memory; node_p1[c] = its P(next bit = 1) at tree
+    node c (0.5 where pruned); prev_t: (n_match, 1) match pointers for position t."""
     for i in range(lay[L_NCTX]):
         hashes[i] = context_hash(buf, t, ctx[i, 0], ctx[i, 1], i)
     match_inputs(buf, t, prev_t, 0, minlens, lay, cand)
@@ -52,10 +54,12 @@ def byte_distribution(buf, t, prev_t, minlens, ctx, tables, params, lay, hashes,
             # and spread its mass evenly over its 16 bytes
             mass[2 * c + 1] = mass[c] * 0.5
             mass[2 * c] = mass[c] * 0.5
+            node_p1[c] = 0.5
             continue
         z, zf, sl, f = mix_node(j, np.int64(c), -1, hashes, cand, hist, ctx, tables, params, lay,
                                 feat, qidx, idx, zk)
         p1 = 1.0 / (1.0 + math.exp(-zf))
+        node_p1[c] = p1
         mass[2 * c + 1] = mass[c] * p1
         mass[2 * c] = mass[c] * (1.0 - p1)
     for y in range(256):
@@ -151,6 +155,8 @@ class Generator:
         self._idx = np.zeros(idx_width(n_sel, n_apm, n_mi), np.int64)
         self._zk = np.zeros(n_sel, np.float32)
         self._mass = np.zeros(512, np.float64)
+        self._node_p1 = np.zeros(256, np.float64)
+        self._pos1 = np.zeros(1, np.int64)
         self.pending = b""  # bytes of an incomplete UTF-8 character at the end of the stream
 
     def _ensure_prev(self) -> None:
@@ -180,12 +186,19 @@ class Generator:
             self.push(b)
 
     def distribution(self) -> np.ndarray:
-        """P(next byte) over 0..255 (float64), from the model alone."""
+        """P(next byte) over 0..255 (float64), from the model alone: the memory's byte tree, mixed
+        node by node with the reader's distribution when the model has a reader (as evaluation
+        mixes the bits of the true byte, reader.py)."""
         self._ensure_prev()
         m = self.model
         out = np.zeros(256, np.float64)
         byte_distribution(self.buf, self.t, self.prev_t, m.minlens, m.ctx, m.tables, m.params, m.lay,
-                          self._hashes, self._cand, self._feat, self._qidx, self._idx, self._zk, self._mass, out)
+                          self._hashes, self._cand, self._feat, self._qidx, self._idx, self._zk, self._mass, out,
+                          self._node_p1)
+        if m.reader is not None:
+            self._pos1[0] = self.t
+            pr = m.reader.next_byte_probs(self.buf, self._pos1, m.match_args(self.prev_t, self.t))
+            mixed_distribution(self._node_p1, pr, m.reader.mix, self._mass, out)
         return out
 
     def sample(self, rng: np.random.Generator, temperature=1.0, top_k=0, top_p=1.0, allow_end=True) -> int:

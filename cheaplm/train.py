@@ -263,8 +263,9 @@ def lr_at(tc: TrainConfig, step: int, frac: float) -> float:
 
 def train(data_dir: Path, run_dir: Path, model_cfg: ModelConfig | None, tc: TrainConfig, resume: bool = False,
           log=print, save: bool = True, stop_after_steps: int | None = None,
-          keep_model: bool = False) -> dict:
-    """Train; returns a summary. `stop_after_steps` stops early as an interruption would (tests)."""
+          keep_model: bool = False, stop_after_reader_steps: int | None = None) -> dict:
+    """Train; returns a summary. `stop_after_steps` (memory steps) and `stop_after_reader_steps`
+    stop early as an interruption would (tests)."""
     run_dir = Path(run_dir)
     if tc.minutes is None and tc.bytes is None and not resume:
         raise TrainError("give a budget: --minutes or --bytes")
@@ -432,7 +433,7 @@ def train(data_dir: Path, run_dir: Path, model_cfg: ModelConfig | None, tc: Trai
         return {"step": step, "cursor": cursor, "elapsed": elapsed0 + time.perf_counter() - t_start,
                 "rng": rng.bit_generator.state, "tokens_mixed": state.get("tokens_mixed", 0), "updates": updates,
                 "tail_seen": tail_seen, "holdout_counted": holdout_counted, "data": state["data"],
-                "reader_done": state.get("reader_done", False), "mix_done": state.get("mix_done", False),
+                **{k: state[k] for k in ("reader_done", "mix_done", "reader_t0", "reader_start_step") if k in state},
                 "train_config": asdict(tc)}
 
     on_device_to = cursor  # match pointers copied to the GPU up to here
@@ -466,6 +467,8 @@ def train(data_dir: Path, run_dir: Path, model_cfg: ModelConfig | None, tc: Trai
                 break
             if mem_minutes is not None and elapsed >= mem_minutes * 60:
                 break
+            if state.get("reader_t0") is not None:
+                break  # a resumed run whose memory phases had ended: on to the reader
             if tail is not None and tail_seen >= tc.tail_passes * tail_bytes:
                 break  # counting is done and the tail has had its passes: finish early
             if stop.flag:
@@ -559,7 +562,8 @@ def train(data_dir: Path, run_dir: Path, model_cfg: ModelConfig | None, tc: Trai
                 tail_bytes = sum(b - a for a, b in tail)
             pointers_ready(n_train)
             stopped = reader_phases(model, tc, state, d_data, d_prev, to_dev, counted_ranges(held, cursor), tail,
-                                    rng, lambda: elapsed0 + time.perf_counter() - t_start, stop, log, metrics)
+                                    rng, lambda: elapsed0 + time.perf_counter() - t_start, stop, log, metrics,
+                                    stop_after_reader_steps)
 
     if stopped is None and not holdout_counted:
         # the held-out bytes join the memory at the very end (those before the cursor, when time
@@ -601,7 +605,7 @@ def counted_ranges(held, cursor: int) -> list[tuple[int, int]]:
 
 
 def reader_phases(model, tc: TrainConfig, state: dict, d_data, d_prev, to_dev, ranges, tail, rng, clock, stop,
-                  log, metrics) -> str | None:
+                  log, metrics, stop_after: int | None = None) -> str | None:
     """The reader learns on the counted bytes for the rest of the budget (less the mix's share), then
     the memory-reader mix is fitted on the held-out tail, whose bytes no table has seen. Returns the
     signal name when interrupted. State keys reader_done / mix_done let a resumed run continue."""
@@ -613,21 +617,27 @@ def reader_phases(model, tc: TrainConfig, state: dict, d_data, d_prev, to_dev, r
     total = None if tc.minutes is None else tc.minutes * 60
     mix_at = None if total is None else total * (1 - rc.mix_share)
     counted = sum(b - a for a, b in ranges)
-    # a bytes budget (tests, reproducible runs): one pass over the counted bytes
-    steps_goal = None if total is not None else max(1, counted // rc.batch)
-    start_step = reader.step
+    # the reader stops at max_epochs passes or when the budget's time is up, whichever comes first;
+    # its learning rate follows whichever is further along (a bytes budget: the passes alone)
+    steps_goal = max(1, math.ceil(rc.max_epochs * counted / rc.batch))
+    start_step = int(state.get("reader_start_step", reader.step))
+    state["reader_start_step"] = start_step
     t0, last = clock(), clock()
+    t_phase = float(state.setdefault("reader_t0", t0))  # when the reader phase began (kept on resume)
     ema = None
     if not state.get("reader_done"):
         log(f"reader phase: {rc.batch} positions per step on {counted / 1e6:.1f} MB"
             + ("" if total is None else f" until {mix_at:.0f} s"))
         while True:
             now = clock()
-            if (total is not None and now >= mix_at) or (steps_goal is not None and reader.step - start_step >= steps_goal):
+            done = (reader.step - start_step) / steps_goal
+            if (total is not None and now >= mix_at) or done >= 1.0:
                 break
             if stop.flag:
                 return stop.signal
-            frac = (now / mix_at) if total is not None else (reader.step - start_step) / steps_goal
+            if stop_after is not None and reader.step >= stop_after:
+                return "stop_after_steps"
+            frac = done if total is None else max(done, (now - t_phase) / max(1e-9, mix_at - t_phase))
             pos = draw_positions(rng, ranges, rc.batch)
             if len(pos) < rc.batch:  # the GPU's products need the full batch; repeat positions
                 pos = np.resize(pos, rc.batch)

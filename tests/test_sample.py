@@ -117,7 +117,7 @@ def test_filter_probs():
 
 def test_bad_input(run_dir, tmp_path):
     for args, needle in [(["--top-p", "0"], "--top-p must be in (0, 1]"), (["--top-p", "1.5"], "--top-p"),
-                         (["--temperature", "-1"], "--temperature must be 0 or more")]:
+                         (["--temperature", "-1"], "--temperature must be 0")]:
         r = cli("sample", str(run_dir), "--prompt", "x", *args)
         assert r.returncode == 1 and r.stderr.decode().strip().splitlines()[-1].startswith("Error: ")
         assert needle in r.stderr.decode()

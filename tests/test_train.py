@@ -1,6 +1,7 @@
 """Tier 4 (model level): training lowers the loss; interrupted + resumed == straight; bad input."""
 
 import json
+import math
 import subprocess
 import sys
 
@@ -218,3 +219,39 @@ def test_holdout_blocks_spread_over_the_data_and_counting_steps_over_them():
     rng = np.random.default_rng(1)
     seen = set().union(*(draw_positions(rng, blocks, 90).tolist() for _ in range(50)))
     assert seen == held  # every held-out byte gets drawn
+
+
+READER = ModelConfig(**{**CFG.__dict__, "reader": {"on": True, "window": 3, "dim": 8, "ctx_bits": 8,
+                                                     "hidden": [32, 16], "batch": 64, "contexts": [[0, 2], [1, 1]]}})
+
+
+def test_reader_resume_equals_straight_and_the_reader_earns_its_place(data_dir, tmp_path):
+    """Interrupted in the reader's phase and resumed == straight (reader weights, Adam moments, mix,
+    val); and the reader with the memory beats the memory alone on val."""
+    straight = train(data_dir, tmp_path / "a", READER, small_tc(), log=lambda *a: None)
+    first = train(data_dir, tmp_path / "b", READER, small_tc(), log=lambda *a: None, stop_after_reader_steps=200)
+    assert first["stopped"] == "stop_after_steps"
+    mid, _, ck = load_model(tmp_path / "b")
+    assert mid.reader.step == 200 and ck.name.startswith("ckpt-")
+    second = train(data_dir, tmp_path / "b", None, small_tc(), resume=True, log=lambda *a: None)
+    ma, _, _ = load_model(tmp_path / "a")
+    mb, _, _ = load_model(tmp_path / "b")
+    assert ma.reader.step == mb.reader.step > 200
+    assert np.array_equal(ma.reader.params, mb.reader.params)
+    assert np.array_equal(ma.reader.mix, mb.reader.mix)
+    assert np.array_equal(ma.tables, mb.tables) and np.array_equal(ma.params, mb.params)
+    assert second["val_bpb"] == straight["val_bpb"]
+    memory_only = train(data_dir, tmp_path / "c", ModelConfig(**{**CFG.__dict__, "reader": {"on": False}}),
+                        small_tc(), log=lambda *a: None)
+    assert straight["val_bpb"] < memory_only["val_bpb"]
+
+
+def test_reader_phase_stops_after_max_epochs(data_dir, tmp_path):
+    cfg = ModelConfig(**{**READER.__dict__, "reader": {**READER.reader, "max_epochs": 0.5}})
+    train(data_dir, tmp_path / "r", cfg, small_tc(), log=lambda *a: None)
+    m, _, _ = load_model(tmp_path / "r")
+    train(data_dir, tmp_path / "one", READER, small_tc(), log=lambda *a: None)
+    one, _, _ = load_model(tmp_path / "one")
+    n = 60_000  # the budget's bytes, of which a quarter is held out of the tables
+    assert 0.6 * n / 64 < one.reader.step <= 0.75 * n / 64 + 1  # one pass over the counted bytes
+    assert abs(m.reader.step - one.reader.step / 2) <= 1

@@ -21,6 +21,7 @@ import numba
 import numpy as np
 from numba import cuda
 
+from .. import config
 from .dual import SIMULATOR
 
 TILE = 64  # one warp's tile of C
@@ -138,8 +139,9 @@ def bf16_to_float(bits: np.ndarray) -> np.ndarray:
     return (np.asarray(bits).astype(np.uint32) << 16).view(np.float32)
 
 
-def to_bf16(x, out, out_t=None, tpb: tuple = (16, 16)) -> None:
+def to_bf16(x, out, out_t=None) -> None:
     """Device float32 (R, C) -> bf16 bits in `out` (R, C) and, if given, `out_t` (C, R)."""
+    tpb = config.TILE_2D
     if out_t is None:
         out_t = _EMPTY.get("t")
         if out_t is None:

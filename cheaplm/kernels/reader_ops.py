@@ -23,6 +23,7 @@ import numba
 import numpy as np
 from numba import cuda
 
+from .. import config
 from .dual import SIMULATOR, for_kernels
 from .gemm import bf16_bits_dev
 from .hashing import context_hash
@@ -291,7 +292,8 @@ def mix_bit(zm, zr, j, sets, w):
     return w[row, 0] * zm + w[row, 1] * zr + w[row, 2], row
 
 
-def launch_2d(n0: int, n1: int, tpb=(32, 8)):
+def launch_2d(n0: int, n1: int):
+    tpb = config.TILE_2D
     return ((n0 + tpb[0] - 1) // tpb[0], (n1 + tpb[1] - 1) // tpb[1]), tpb
 
 

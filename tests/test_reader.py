@@ -1,0 +1,194 @@
+"""The reader (reader.py): tier 1 (CPU twin vs a float64 oracle written from the module docstring),
+tier 3 (backward vs finite differences), the product kernel's CPU twin and bf16 rounding, lazy Adam,
+the memory-reader mix at generation vs evaluation, and the reader's phase in training (tier 4 is in
+test_train.py). Tier 2 (CUDA vs CPU under the simulator) runs in gpu_parity.py."""
+
+import math
+
+import numpy as np
+import pytest
+
+from cheaplm.kernels import adam, gemm
+from cheaplm.kernels.hashing import context_hash
+from cheaplm.kernels.match import match_index
+from cheaplm.kernels.mixer import L_NMB, match_inputs
+from cheaplm.model import Model, ModelConfig
+from cheaplm.reader import Reader, ReaderConfig, blocks, mix_loss, mixed_distribution
+
+from test_kernels import text
+
+SMALL = {"on": True, "window": 3, "dim": 4, "ctx_bits": 6, "hidden": [12, 8], "batch": 37,
+         "contexts": [[0, 2], [1, 1], [3, 2]]}
+MEM = dict(orders=[0, 1, 2], words=1, sparse=[], skips=[], table_bits=8, match_minlens=[6, 3], match_bits=10,
+           match_cap=48, match_recency=[50, 400], apm2_bits=4, apm_hash_bits=5)
+
+
+def small_model(reader=SMALL, seed=0):
+    m = Model(ModelConfig.from_dict({**MEM, "reader": reader}), "cpu")
+    r = m.reader
+    rng = np.random.default_rng(seed)
+    r.params[:] += rng.standard_normal(r.n_params).astype(np.float32) * 0.3  # hashed rows start at 0: move them
+    return m
+
+
+def pointers(m, data):
+    prev = np.full((len(m.minlens), len(data)), -1, np.int32)
+    last = np.full((len(m.minlens), 1 << m.cfg.match_bits), -1, np.int32)
+    match_index(data, 0, len(data), m.minlens, m.cfg.match_bits, last, prev, 0)
+    return prev
+
+
+def oracle(m, data, pos, prev, params=None):
+    """float64: (loss in bits, bit probabilities, mean loss in nats) straight from the docstring."""
+    r = m.reader
+    cfg = r.cfg
+    p = (r.params if params is None else params).astype(np.float64)
+    views = []
+    at = 0
+    for _, shape, _, _ in blocks(cfg):
+        views.append(p[at: at + shape[0] * shape[1]].reshape(shape))
+        at += shape[0] * shape[1]
+    table, dense, copy = views[0], views[1:-1], views[-1]
+    n_mb = int(m.lay[L_NMB])
+    losses, bitps, nats = [], [], 0.0
+    for t in pos:
+        rows = [i * 256 + (int(data[t - 1 - i]) if t - 1 - i >= 0 else 0) for i in range(cfg.window)]
+        for c, (kind, param) in enumerate(cfg.contexts):
+            h = context_hash(data, t, kind, param, 100 + c)
+            rows.append(cfg.window * 256 + (c << cfg.ctx_bits) + ((h >> 16) & ((1 << cfg.ctx_bits) - 1)))
+        cand = np.zeros((cfg.match_inputs, 2), np.int64)
+        match_inputs(data, t, prev, t, m.minlens, m.lay, cand)
+        base = cfg.window * 256 + (len(cfg.contexts) << cfg.ctx_bits)
+        for k in range(cfg.match_inputs):
+            e, st = (cand[k, 0], cand[k, 1]) if cand[k, 0] >= 0 else (0, 0)
+            rows.append(base + (k * n_mb + st) * 256 + e)
+        rows.append(table.shape[0] - 1)
+        x = np.concatenate([table[q] for q in rows])
+        for i, w in enumerate(dense):
+            x = w @ x
+            if i + 1 < len(dense):
+                x = np.maximum(x, 0)
+        for k in range(cfg.match_inputs):
+            if cand[k, 1] > 0 and cand[k, 0] >= 0:
+                x[cand[k, 0]] += copy[k, cand[k, 1]]
+        q = np.exp(x - x.max())
+        q /= q.sum()
+        y = int(data[t])
+        losses.append(-math.log2(q[y]))
+        nats += -math.log(q[y])
+        bp = []
+        for j in range(8):
+            lo = (y >> (8 - j)) << (8 - j)
+            half = 1 << (7 - j)
+            bp.append(q[lo + half: lo + 2 * half].sum() / q[lo: lo + 2 * half].sum())
+        bitps.append(bp)
+    return np.array(losses), np.array(bitps), nats / len(pos)
+
+
+@pytest.mark.parametrize("n_b", [1, 37])
+def test_reader_forward_matches_float64_oracle(n_b):
+    m = small_model()
+    data = text(3000, seed=2)
+    data[1500:1600] = data[200:300]  # a long copied stretch: long, far matches occur
+    prev = pointers(m, data)
+    pos = np.random.default_rng(1).integers(0, len(data), n_b).astype(np.int64)
+    pos[0] = 1550  # inside the copy
+    ws = m.reader.forward(data, pos, m.match_args(prev, 0))
+    want_loss, want_bitp, _ = oracle(m, data, pos, prev)
+    assert np.allclose(ws["loss"], want_loss, atol=2e-4)
+    assert np.allclose(ws["bitp"], want_bitp, atol=2e-5)
+    assert (ws["cand"][:, :, 1] > 0).any()  # the match path was exercised
+
+
+def test_reader_backward_matches_finite_differences():
+    m = small_model(seed=3)
+    r = m.reader
+    data = text(2000, seed=4)
+    data[1200:1300] = data[100:200]
+    prev = pointers(m, data)
+    pos = np.random.default_rng(5).integers(1, len(data), 24).astype(np.int64)
+    pos[:4] = [1250, 1260, 1270, 1280]
+    r.forward(data, pos, m.match_args(prev, 0), scale=1.0 / len(pos))
+    r.backward()
+    grad = r.grad.astype(np.float64)
+    base = r.params.astype(np.float64)
+    rng = np.random.default_rng(6)
+    # parameters with a gradient in every block: touched table rows, dense layers, the copy path
+    candidates = [i for i in np.flatnonzero(np.abs(grad) > 1e-4)]
+    offs = [0]
+    for _, shape, _, _ in blocks(r.cfg):
+        offs.append(offs[-1] + shape[0] * shape[1])
+    picked = []
+    for lo, hi in zip(offs, offs[1:]):
+        inside = [i for i in candidates if lo <= i < hi]
+        assert inside, "every block must get a gradient"
+        picked += list(rng.choice(inside, min(6, len(inside)), replace=False))
+    eps = 1e-4
+    for i in picked:
+        up, dn = base.copy(), base.copy()
+        up[i] += eps
+        dn[i] -= eps
+        fd = (oracle(m, data, pos, prev, up)[2] - oracle(m, data, pos, prev, dn)[2]) / (2 * eps)
+        assert abs(fd - grad[i]) <= 2e-3 * max(1.0, abs(fd)) + 1e-4, (i, fd, grad[i])
+
+
+def test_gemm_cpu_twin_and_bf16_rounding():
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((5, 7)).astype(np.float32), rng.standard_normal((3, 7)).astype(np.float32)
+    c = np.ones((5, 3), np.float32)
+    gemm.gemm_nt(a, b, c, accumulate=True)
+    assert np.allclose(c, 1 + a.astype(np.float64) @ b.T.astype(np.float64), atol=1e-5)
+    with pytest.raises(ValueError):
+        gemm.gemm_nt(a, b.T.copy(), c)
+    # round to nearest even on the bit patterns, as the GPU conversion does
+    x = np.array([1.0, 1.00390625, 1.005859375, -2.5, 3.0e-39, 65504.0], np.float32)
+    back = gemm.bf16_to_float(gemm.bf16_bits_host(x))
+    assert back[0] == 1.0 and back[1] == 1.0  # a tie rounds to the even mantissa
+    assert back[2] == np.float32(1.0078125) and back[3] == -2.5
+    assert np.all(np.abs(back - x) <= np.abs(x) * 2.0**-8 + 1e-40)
+
+
+def test_lazy_adam_leaves_rows_without_gradient_alone():
+    p = np.arange(6, dtype=np.float32)
+    g = np.array([0, 1, 0, -2, 0, 0.5], np.float32)
+    m, v = np.full(6, 0.1, np.float32), np.full(6, 0.2, np.float32)
+    adam.adam_step(p, g, m, v, 3, 0.01, lazy=True)
+    assert p[0] == 0 and p[2] == 2 and p[4] == 4 and m[0] == np.float32(0.1) and v[2] == np.float32(0.2)
+    assert p[1] != 1 and p[3] != 3 and np.all(g == 0)
+    p2, g2 = np.arange(6, dtype=np.float32), np.array([0, 1, 0, -2, 0, 0.5], np.float32)
+    adam.adam_step(p2, g2, np.full(6, 0.1, np.float32), np.full(6, 0.2, np.float32), 3, 0.01, lazy=False)
+    assert p2[0] != 0  # the dense form moves on old momentum
+
+
+def test_generation_mix_equals_evaluation_mix():
+    """P(y) from the byte tree mixed node by node (generation) = 2^-(mix_loss of y's bits) (evaluation)."""
+    rng = np.random.default_rng(0)
+    node_pm = rng.uniform(0.001, 0.999, 256)
+    pr = rng.dirichlet(np.ones(256) * 0.3)
+    w = rng.normal(0.5, 0.3, (128, 3)).astype(np.float32)
+    out, mass = np.zeros(256), np.zeros(512)
+    mixed_distribution(node_pm, pr, w, mass, out)
+    assert abs(out.sum() - 1) < 1e-9
+    for y in (0, 65, 200, 255):
+        pm = np.array([[node_pm[(256 | y) >> (8 - j)] for j in range(8)]], np.float32)
+        sums = np.zeros(512)
+        sums[256:] = pr
+        for c in range(255, 0, -1):
+            sums[c] = sums[2 * c] + sums[2 * c + 1]
+        prb = np.array([[sums[2 * ((256 | y) >> (8 - j)) + 1] / sums[(256 | y) >> (8 - j)] for j in range(8)]],
+                       np.float32)
+        bits = mix_loss(pm, prb, np.array([y], np.uint8), w, np.zeros((0, 3), np.float32))[0]
+        assert abs(-math.log2(out[y]) - bits) < 1e-4
+
+
+def test_reader_config_checks_and_gpu_shapes():
+    with pytest.raises(ValueError, match="unknown reader"):
+        ReaderConfig.from_dict({"hiden": [64]})
+    with pytest.raises(ValueError):
+        ReaderConfig.from_dict({"max_epochs": 0})
+    gpu = ReaderConfig.for_device("cuda", match_inputs=6, match_states=37)
+    assert gpu.gpu_shapes_ok() and gpu.width == (8 + 8 + 6 + 1) * 64
+    with pytest.raises(ValueError, match="multiples of 64"):
+        Reader(ReaderConfig.for_device("cpu"), "cuda")
+    cfg = ModelConfig.from_dict({**MEM, "reader": {"on": False}})
+    assert cfg.reader_config("cpu") is None and Model(cfg, "cpu").reader is None
