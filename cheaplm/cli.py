@@ -127,12 +127,14 @@ def parse_ints(text: str | None) -> list[int] | None:
 @click.option("--mix-steps", type=click.IntRange(min=0), default=None,
               help="Mixer updates per counted chunk (0: auto, up to 16; 1 trains fastest).")
 @click.option("--seed", type=int, default=0)
+@click.option("--reader", "reader_opt", default="on",
+              help='The learned reader: on, off, or a JSON object of its options, e.g. \'{"hidden": [1024, 512]}\'.')
 @click.option("--checkpoint-minutes", type=float, default=5.0, help="Minutes between checkpoints (0: only at the end).")
 @click.option("--config", "config_file", type=click.Path(path_type=Path), default=None,
               help="JSON file with 'model' and/or 'train' objects; command-line options win.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out exactly where it stopped.")
 def train(data_dir, run_dir, device, minutes, nbytes, table_bits, orders, words, batch, lr, mix_steps, seed,
-          checkpoint_minutes, config_file, resume):
+          reader_opt, checkpoint_minutes, config_file, resume):
     """Train a model on prepared shards.
 
     Example: cheaplm train data/simple --out runs/simple --minutes 10
@@ -153,13 +155,15 @@ def train(data_dir, run_dir, device, minutes, nbytes, table_bits, orders, words,
             model_opts, train_opts = dict(cfg.get("model", {})), dict(cfg.get("train", {}))
         except (OSError, json.JSONDecodeError, AttributeError) as exc:
             _fail(ValueError(f"{config_file}: not a readable JSON config ({exc})"))
+    if reader_opt != "on" or "reader" not in model_opts:
+        model_opts["reader"] = parse_reader(reader_opt)
     for key, val in (("table_bits", table_bits), ("orders", parse_ints(orders)), ("words", words)):
         if val is not None:
             model_opts[key] = val
     nbytes = parse_size(nbytes)
     try:
         dev = pick_device(device)
-        explicit = bool(model_opts)
+        explicit = bool(set(model_opts) - {"reader"}) or reader_opt != "on"
         model_opts.setdefault("table_bits", 24 if dev == "cuda" else 20)
         # on --resume the run's own model config is used unless options are given (then they must match)
         model_cfg = ModelConfig.from_dict(model_opts) if (explicit or not resume) else None
@@ -178,6 +182,21 @@ def train(data_dir, run_dir, device, minutes, nbytes, table_bits, orders, words,
                   f"{summary['elapsed']:.0f} s; val {val} bpb; checkpoint in {run_dir}")
     if summary["stopped"]:
         sys.exit(130)
+
+
+def parse_reader(text: str) -> dict:
+    """--reader: 'on' (the device's defaults), 'off', or a JSON object of reader options."""
+    import json
+
+    if text in ("on", "off"):
+        return {"on": text == "on"}
+    try:
+        opts = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"not on, off or a JSON object ({exc.msg})", param_hint="--reader") from None
+    if not isinstance(opts, dict):
+        raise click.BadParameter("not on, off or a JSON object", param_hint="--reader")
+    return {"on": True, **opts}
 
 
 @main.command("eval", context_settings=CONTEXT)

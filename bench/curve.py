@@ -1,0 +1,69 @@
+"""bench/results/curve.json: test bpb against training minutes, one row per run, from the result
+JSONs in bench/results/ (written by bench/wikibench.py and bench/transformer_baseline.py).
+
+    python bench/curve.py            # rewrites bench/results/curve.json and prints the table
+
+Rows: model ("cheaplm" | "transformer"), config ("default" = the library's defaults at that
+commit), device, card, minutes, test_bpb, commit, command. A run is listed in RUNS below with the
+config it measured; add new runs there (the newest rows for the current default last).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+# (file, label inside it or None for the only/first row, model, config)
+RUNS = [
+    ("h200-transformer-1min.json", None, "transformer", "8x512, 25.4M params"),
+    ("h200-transformer-2min.json", None, "transformer", "8x512, 25.4M params"),
+    ("h200-transformer-5min-dfa64e9.json", None, "transformer", "8x512, 25.4M params"),
+    ("h200-each-b949e31.json", "cheaplm:ml5", "cheaplm", "memory only (the default before the reader, dfa64e9)"),
+    ("h200-reader-5min-76ed67e.json", None, "cheaplm", "default at 76ed67e (reader, no pass limit)"),
+    ("h200-reader-1min-3e24908.json", None, "cheaplm", "default"),
+    ("h200-reader-2min-3e24908.json", None, "cheaplm", "default"),
+    ("h200-reader-5min-3e24908.json", None, "cheaplm", "default (reader over-fits: 2.5 passes; max_epochs since cde5920)"),
+    ("cpu-cheaplm-10min-tb22.json", None, "cheaplm", "memory only, table_bits 22 (4b9b879)"),
+    ("cpu-reader-10min-cde5920.json", None, "cheaplm", "default"),
+]
+
+
+# runs whose JSON lacks the commit (no CHEAPLM_COMMIT given on the device, whose copy's git HEAD is
+# the session's base): the commit of the working tree that was sent, from bench/RESULTS.md
+COMMIT = {"h200-transformer-1min.json": "4b9b879", "h200-transformer-2min.json": "4b9b879",
+          "h200-reader-5min-76ed67e.json": "76ed67e"}
+
+
+def rows() -> list[dict]:
+    out = []
+    for name, label, model, config in RUNS:
+        path = RESULTS / name
+        if not path.exists():
+            print(f"missing: {name}")
+            continue
+        data = json.loads(path.read_text())
+        data = data if isinstance(data, list) else [data]
+        run = next((r for r in data if label is None or r.get("label") == label), None)
+        if run is None:
+            print(f"no row {label} in {name}")
+            continue
+        card = run.get("card", "")
+        out.append({"model": model, "config": config, "device": run.get("device", "cuda" if "H200" in card else "cpu"),
+                    "card": card, "minutes": run["minutes"], "test_bpb": round(run["test_bpb"], 4),
+                    "commit": COMMIT.get(name) or run.get("commit") or "", "command": "python " + run["command"].split(" --json")[0]})
+    return out
+
+
+def main() -> None:
+    table = rows()
+    (RESULTS / "curve.json").write_text(json.dumps(table, indent=1) + "\n")
+    print("| model | config | card | minutes | test bpb | commit |")
+    print("|---|---|---|---|---|---|")
+    for r in table:
+        print(f"| {r['model']} | {r['config']} | {r['card']} | {r['minutes']:g} | {r['test_bpb']:.4f} | {r['commit']} |")
+
+
+if __name__ == "__main__":
+    main()
