@@ -68,6 +68,10 @@ class ReaderConfig:
     # passes over the counted bytes, at most: the hashed rows memorise what they read twice (H200, 5
     # minutes = 2.5 passes: held-out 1.5788 bpb for the reader alone, 1.4774 after 0.8 passes at 2)
     max_epochs: float = 1.0
+    # which positions a step trains on: "random" (uniform over the counted bytes) or "stream" (the
+    # batch is that many cursors spread over the text, each moving one byte a step, so a row has
+    # seen only the past of the article it is read in, as the memory's counts have)
+    order: str = "random"
     memory_share: float = 0.3  # of a minutes budget, the most the memory's phases may take
     mix_share: float = 0.05  # of a minutes budget, fitting the memory-reader mix
     seed: int = 0
@@ -87,6 +91,8 @@ class ReaderConfig:
             raise ValueError("reader: hidden must list 1..4 positive layer widths")
         if self.batch < 1 or self.lr <= 0 or self.table_lr <= 0:
             raise ValueError("reader: batch, lr and table_lr must be positive")
+        if self.order not in ("random", "stream"):
+            raise ValueError("reader: order must be random or stream")
         if not (0 < self.max_epochs <= 100):
             raise ValueError("reader: max_epochs must be in (0, 100]")
         if not (0 < self.memory_share < 1) or not (0 <= self.mix_share < 1):

@@ -581,7 +581,8 @@ def train(data_dir: Path, run_dir: Path, model_cfg: ModelConfig | None, tc: Trai
     val_bpb = do_val()
     summary = {"steps": step, "counted_bytes": cursor, "train_bytes": n_train, "elapsed": final_state["elapsed"],
                "count_seconds": count_seconds, "count_mb_per_s": count_bytes / 1e6 / count_seconds if count_seconds else None,
-               "val_bpb": val_bpb, "train_bpb": ema, "stopped": stopped, "losses": losses, "device": device}
+               "val_bpb": val_bpb, "train_bpb": ema, "stopped": stopped, "losses": losses, "device": device,
+               "heldout": state.get("heldout")}
     if metrics:
         metrics.write(json.dumps({"final": True, **{k: v for k, v in summary.items() if k != "losses"}}) + "\n")
         metrics.close()
@@ -638,7 +639,10 @@ def reader_phases(model, tc: TrainConfig, state: dict, d_data, d_prev, to_dev, r
             if stop_after is not None and reader.step >= stop_after:
                 return "stop_after_steps"
             frac = done if total is None else max(done, (now - t_phase) / max(1e-9, mix_at - t_phase))
-            pos = draw_positions(rng, ranges, rc.batch)
+            if rc.order == "stream":
+                pos = stream_positions(ranges, rc.batch, reader.step - start_step)
+            else:
+                pos = draw_positions(rng, ranges, rc.batch)
             if len(pos) < rc.batch:  # the GPU's products need the full batch; repeat positions
                 pos = np.resize(pos, rc.batch)
             loss = reader.train_step(d_data, to_dev(pos) if to_dev else pos, frac, match)
@@ -678,9 +682,23 @@ def reader_phases(model, tc: TrainConfig, state: dict, d_data, d_prev, to_dev, r
         reader.mix = fit.w
         state["mix_done"] = True
         alone = [float(np.mean(_path_bits(p, y))) for p in (pm, pr)]
+        state["heldout"] = {"memory": alone[0], "reader": alone[1], "mixed": mix_loss}
         log(f"memory-reader mix fitted on {tail_bytes / 1e6:.1f} MB held out; its last batch: memory alone "
             f"{alone[0]:.4f}, reader alone {alone[1]:.4f}, mixed {mix_loss:.4f} bpb")
     return None
+
+
+def stream_positions(ranges, n: int, step: int) -> np.ndarray:
+    """Step `step` of n cursors spread evenly over the bytes of `ranges`, each one byte further on
+    each step (and round again after its stretch)."""
+    sizes = np.array([b - a for a, b in ranges], dtype=np.int64)
+    total = int(sizes.sum())
+    stretch = max(1, total // n)
+    idx = (np.arange(n, dtype=np.int64) * stretch + step % stretch) % total
+    ends = np.cumsum(sizes)
+    k = np.searchsorted(ends, idx, side="right")
+    starts = np.array([a for a, _ in ranges], dtype=np.int64)
+    return starts[k] + idx - (ends[k] - sizes[k])
 
 
 def _path_bits(p: np.ndarray, y: np.ndarray) -> np.ndarray:

@@ -255,3 +255,16 @@ def test_reader_phase_stops_after_max_epochs(data_dir, tmp_path):
     n = 60_000  # the budget's bytes, of which a quarter is held out of the tables
     assert 0.6 * n / 64 < one.reader.step <= 0.75 * n / 64 + 1  # one pass over the counted bytes
     assert abs(m.reader.step - one.reader.step / 2) <= 1
+
+
+def test_stream_positions_cover_each_byte_once_per_stretch():
+    from cheaplm.train import stream_positions
+
+    ranges = [(0, 1000), (1500, 2500), (3000, 3048)]
+    n = 16
+    total = 2048
+    seen = np.concatenate([stream_positions(ranges, n, s) for s in range(total // n)])
+    inside = np.concatenate([np.arange(a, b) for a, b in ranges])
+    assert np.array_equal(np.sort(seen), inside)
+    first, second = stream_positions(ranges, n, 0), stream_positions(ranges, n, 1)
+    assert np.array_equal(second, first + 1)  # no cursor starts at the last byte of a range here

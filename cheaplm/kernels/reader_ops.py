@@ -123,6 +123,24 @@ def relu_kernel(h_pre, h, h_t):
 
 
 @numba.njit(cache=True, inline="always")
+def path_bit_prob(p, y, j):
+    """P(bit j of the byte = 1 | its bits before j equal those of y) under the distribution p (256)."""
+    width = 1 << (8 - j)
+    lo = (y >> (8 - j)) << (8 - j)
+    half = width >> 1
+    s0 = 0.0
+    s1 = 0.0
+    for v in range(lo, lo + half):
+        s0 += p[v]
+    for v in range(lo + half, lo + width):
+        s1 += p[v]
+    return s1 / max(s0 + s1, 1e-30)
+
+
+path_bit_prob_k = for_kernels(path_bit_prob)
+
+
+@numba.njit(cache=True, inline="always")
 def softmax_position(b, logits, target, scale, loss, dl, bitp, cand, copy):
     """Softmax and cross-entropy of row b; dl[b] = (p - onehot) * scale; bitp[b, j] = P(bit j of
     the target = 1 | its bits before j). First the copy path: each match candidate in play adds
@@ -145,16 +163,7 @@ def softmax_position(b, logits, target, scale, loss, dl, bitp, cand, copy):
         dl[b, v] = dl[b, v] / tot
     loss[b] = -math.log(max(dl[b, y], 1e-30)) / math.log(2.0)
     for j in range(8):
-        width = 1 << (8 - j)
-        lo = (y >> (8 - j)) << (8 - j)
-        half = width >> 1
-        s0 = 0.0
-        s1 = 0.0
-        for v in range(lo, lo + half):
-            s0 += dl[b, v]
-        for v in range(lo + half, lo + width):
-            s1 += dl[b, v]
-        bitp[b, j] = s1 / max(s0 + s1, 1e-30)
+        bitp[b, j] = path_bit_prob(dl[b], y, j)
     for v in range(n):
         dl[b, v] = (dl[b, v] - (1.0 if v == y else 0.0)) * scale
 
@@ -222,17 +231,7 @@ def softmax_kernel(logits, target, scale, loss, dl, bitp, cand, copy, copy_grad,
     if v == 0:
         loss[b] = -math.log(max(prob[y], 1e-30)) / math.log(2.0)
     if v < 8:
-        j = v
-        width = 1 << (8 - j)
-        lo = (y >> (8 - j)) << (8 - j)
-        half = width >> 1
-        s0 = 0.0
-        s1 = 0.0
-        for u in range(lo, lo + half):
-            s0 += prob[u]
-        for u in range(lo + half, lo + width):
-            s1 += prob[u]
-        bitp[b, j] = s1 / max(s0 + s1, 1e-30)
+        bitp[b, v] = path_bit_prob_k(prob, y, v)
     g = (p - (1.0 if v == y else 0.0)) * scale
     dl[b, v] = g
     bits = bf16_bits_dev(g)
