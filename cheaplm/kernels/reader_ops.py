@@ -137,9 +137,6 @@ def path_bit_prob(p, y, j):
     return s1 / max(s0 + s1, 1e-30)
 
 
-path_bit_prob_k = for_kernels(path_bit_prob)
-
-
 @numba.njit(cache=True, inline="always")
 def softmax_position(b, logits, target, scale, loss, dl, bitp, cand, copy):
     """Softmax and cross-entropy of row b; dl[b] = (p - onehot) * scale; bitp[b, j] = P(bit j of
@@ -166,9 +163,6 @@ def softmax_position(b, logits, target, scale, loss, dl, bitp, cand, copy):
         bitp[b, j] = path_bit_prob(dl[b], y, j)
     for v in range(n):
         dl[b, v] = (dl[b, v] - (1.0 if v == y else 0.0)) * scale
-
-
-softmax_position_k = for_kernels(softmax_position)
 
 
 @numba.njit(cache=True, parallel=True)
@@ -231,7 +225,19 @@ def softmax_kernel(logits, target, scale, loss, dl, bitp, cand, copy, copy_grad,
     if v == 0:
         loss[b] = -math.log(max(prob[y], 1e-30)) / math.log(2.0)
     if v < 8:
-        bitp[b, v] = path_bit_prob_k(prob, y, v)
+        # path_bit_prob over the shared array, written out: this is the form run on the H200
+        # (3e24908); passing a shared array to the njit helper is not yet checked on a GPU
+        j = v
+        width = 1 << (8 - j)
+        lo = (y >> (8 - j)) << (8 - j)
+        half = width >> 1
+        s0 = 0.0
+        s1 = 0.0
+        for u in range(lo, lo + half):
+            s0 += prob[u]
+        for u in range(lo + half, lo + width):
+            s1 += prob[u]
+        bitp[b, j] = s1 / max(s0 + s1, 1e-30)
     g = (p - (1.0 if v == y else 0.0)) * scale
     dl[b, v] = g
     bits = bf16_bits_dev(g)
