@@ -12,6 +12,9 @@
 A checkpoint is written into `ckpt-N.tmp/` and renamed when complete; `latest` is replaced by
 rename too, so a crash at any moment leaves the previous checkpoint intact and `latest` pointing
 to a complete one. The last `keep` checkpoints are kept.
+
+A checkpoint is checked when it is loaded: array shapes and dtypes against its config, every float
+array finite (a NaN parameter made eval index out of bounds), match pointers inside the history.
 """
 
 from __future__ import annotations
@@ -115,6 +118,13 @@ def _load_npz(path: Path) -> dict:
         raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({type(exc).__name__}: {exc})") from None
 
 
+def _count_nonfinite(arr: np.ndarray, chunk: int = 1 << 22) -> int:
+    """NaN and infinite values in arr, counted a slice at a time (the reader's table is GBs)."""
+    flat = arr.reshape(-1)
+    return sum(int(flat[i:i + chunk].size - np.count_nonzero(np.isfinite(flat[i:i + chunk])))
+               for i in range(0, flat.size, chunk))
+
+
 def load_model(run_dir: Path, device: str = "cpu", ckpt: Path | None = None) -> tuple[Model, np.ndarray, Path]:
     """Model and its history bytes from the latest (or given) checkpoint."""
     ckpt = ckpt or latest_checkpoint(run_dir)
@@ -132,10 +142,15 @@ def load_model(run_dir: Path, device: str = "cpu", ckpt: Path | None = None) -> 
         cfg = ModelConfig.from_dict({**LEGACY, **meta["config"]})
     except (ValueError, TypeError) as exc:
         raise CheckpointError(f"{ckpt}: bad model config ({exc})") from None
-    model_shape_ok = (z["tables"].shape == (cfg.table_rows(), 32) and z["params"].dtype == np.float32
+    model_shape_ok = (z["tables"].shape == (cfg.table_rows(), 32) and z["tables"].dtype == np.uint32
+                      and z["params"].dtype == np.float32 and z["last_pos"].dtype == np.int32
                       and z["last_pos"].shape == (len(cfg.match_minlens), 1 << cfg.match_bits))
     if not model_shape_ok:
         raise CheckpointError(f"{ckpt}: arrays do not match the model config (mismatched checkpoint)")
+    for key, arr in z.items():
+        if arr.dtype.kind == "f" and (bad := _count_nonfinite(arr)):
+            raise CheckpointError(f"{ckpt / 'model.npz'}: '{key}' holds {bad:,} NaN or infinite values of {arr.size:,} "
+                                  "(damaged checkpoint); use an earlier checkpoint or retrain")
     reader_on = cfg.reader.get("on", True)
     if reader_on and ("reader_params" not in z or "reader_mix" not in z):
         raise CheckpointError(f"{ckpt / 'model.npz'}: the config has a reader but the checkpoint holds no reader arrays")
@@ -152,6 +167,10 @@ def load_model(run_dir: Path, device: str = "cpu", ckpt: Path | None = None) -> 
     n = int(meta["history_len"])
     if not hist_path.exists() or hist_path.stat().st_size < n:
         raise CheckpointError(f"{hist_path}: missing or shorter than the {n:,} bytes the checkpoint needs")
+    last_pos = z["last_pos"]
+    if last_pos.size and (int(last_pos.min()) < -1 or int(last_pos.max()) >= n):
+        # the match model reads history[p] for these pointers: one outside it reads out of bounds
+        raise CheckpointError(f"{ckpt / 'model.npz'}: match index points outside the {n:,} bytes of history (damaged checkpoint)")
     history = np.fromfile(hist_path, dtype=np.uint8, count=n)
     model.history_len = n
     return model, history, ckpt

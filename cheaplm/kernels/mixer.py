@@ -157,9 +157,10 @@ def match_inputs(data, t, prev, prev_t, minlens, lay, cand):
 @numba.njit(cache=True, inline="always")
 def count_bucket(n):
     """0,1,2,3 exactly, then two buckets per power of two (integer math: the GPU's log2 rounds
-    differently at powers of two, and a bucket index must not depend on the device)."""
+    differently at powers of two, and a bucket index must not depend on the device). A negative n
+    (not a count: a damaged table) takes bucket 0 rather than an index before the map."""
     if n < 4:
-        return n
+        return max(n, 0)
     if n >= Q_TOP:
         return N_Q - 1
     k = 0
@@ -282,8 +283,14 @@ def mix_node(j, c, bit, hashes, cand, hist, ctx, tables, params, lay, feat, qidx
         for r in range(lay[L_NAPM]):  # APMs switched off: backward skips their rows
             idx[at + r] = -1
         return z, z, 1.0, 0.0
-    # APM stages: piecewise-linear corrections of z, one curve per context row, shared knots
-    zc = min(max(z, APM_LO), -APM_LO)
+    # APM stages: piecewise-linear corrections of z, one curve per context row, shared knots.
+    # zc = min(max(z, APM_LO), -APM_LO), written so a NaN z (every comparison false) takes the
+    # first knot: int(NaN) is undefined and indexed far out of bounds (issue 12 item 8)
+    zc = z
+    if not zc > APM_LO:
+        zc = APM_LO
+    elif zc > -APM_LO:
+        zc = -APM_LO
     u = (zc - APM_LO) / APM_STEP
     kk = np.int64(u)
     if kk > APM_KNOTS - 2:

@@ -291,8 +291,14 @@ def scatter_kernel(dx, rows, grad):
 def mix_bit(zm, zr, j, sets, w):
     """The memory-reader mix of one bit: weight set chosen by (bit, memory confidence, reader
     confidence); returns (z, set row)."""
-    cm = min(3, int(abs(zm) / 2.0))
-    cr = min(3, int(abs(zr) / 2.0))
+    # cm = min(3, int(abs(zm) / 2)), written so NaN or inf (comparisons false, int() undefined)
+    # takes the last bucket instead of an index far out of bounds (issue 12 item 8)
+    cm = 3
+    if abs(zm) < 6.0:
+        cm = int(abs(zm) / 2.0)
+    cr = 3
+    if abs(zr) < 6.0:
+        cr = int(abs(zr) / 2.0)
     row = (j * 4 + cm) * 4 + cr
     return w[row, 0] * zm + w[row, 1] * zr + w[row, 2], row
 

@@ -1,0 +1,164 @@
+"""Issue 12, training side: a signal during a checkpoint write (item 2), two trains into one run
+directory (item 4), NaN or damaged parameters in a checkpoint (item 8)."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+
+import numpy as np
+import pytest
+
+from cheaplm import checkpoint
+from cheaplm.checkpoint import CheckpointError, load_model
+from cheaplm.model import Model, ModelConfig
+from cheaplm.shards import write_raw_split_dir
+from cheaplm.train import TrainConfig, TrainError, train
+
+from conftest import REPO
+
+# memory only: the tests here are about the run directory, not the reader
+CFG = ModelConfig(orders=[0, 1, 2, 3], words=1, sparse=[0b10], skips=[2], table_bits=12, match_bits=14, apm2_bits=6,
+                  reader={"on": False})
+# a tiny reader, for its arrays in a checkpoint
+CFG_READER = ModelConfig(orders=[0, 1, 2], words=1, sparse=[], skips=[], table_bits=10, match_bits=10, apm2_bits=6,
+                         reader={"on": True, "window": 2, "dim": 4, "ctx_bits": 6, "hidden": [8], "batch": 64})
+
+
+def small_tc(**kw):
+    base = dict(device="cpu", bytes=20_000, batch=256, count_chunk=2048, lr=0.01, log_seconds=1e9,
+                val_seconds=1e9, checkpoint_minutes=0)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def quiet(*a):
+    pass
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    words = [b"river", b"stone", b"bridge", b"the", b"of", b"lighthouse", b"harbour", b"north", b"built", b"in"]
+    rng = np.random.default_rng(0)
+    text = b" ".join(words[i] for i in rng.integers(0, len(words), 5000))
+    d = tmp_path_factory.mktemp("hardening-train") / "data"
+    write_raw_split_dir(d, {"train": text[:24_000], "val": text[24_000:26_000], "test": text[26_000:28_000]}, "test data")
+    return d
+
+
+def run_cli(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "cheaplm.cli", *args], capture_output=True, text=True, env=env,
+                          cwd=REPO, timeout=120)
+
+
+def one_line_error(proc, needle):
+    assert proc.returncode == 1, (proc.returncode, proc.stderr)
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("Error: ") and needle in last, proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def saved_run(run, cfg=CFG, steps=(1,)):
+    model = Model(cfg, device="cpu")
+    history = np.frombuffer(b"the river and the stone bridge " * 40, np.uint8)
+    for step in steps:
+        checkpoint.save(run, model, {"step": step}, history)
+    return model, history
+
+
+# ---- item 8: NaN or damaged parameters -----------------------------------------------------------
+
+def rewrite(path, **changes):
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays.update(changes)
+    np.savez(path, **arrays)
+
+
+@pytest.mark.parametrize("key,value", [("params", np.nan), ("params", np.inf), ("reader_params", np.nan),
+                                       ("reader_mix", -np.inf)])
+def test_a_checkpoint_with_non_finite_parameters_is_refused(tmp_path, key, value):
+    run = tmp_path / "run"
+    saved_run(run, CFG_READER)
+    path = run / "ckpt-00000001" / "model.npz"
+    with np.load(path) as z:
+        arr = z[key].copy()
+    arr.reshape(-1)[arr.size // 2] = value
+    rewrite(path, **{key: arr})
+    with pytest.raises(CheckpointError, match=f"'{key}' holds 1 NaN or infinite values") as err:
+        load_model(run)
+    assert "\n" not in str(err.value)
+
+
+def test_a_damaged_match_index_or_table_dtype_is_refused(tmp_path):
+    run = tmp_path / "run"
+    saved_run(run)
+    path = run / "ckpt-00000001" / "model.npz"
+    with np.load(path) as z:
+        last_pos, tables = z["last_pos"].copy(), z["tables"]
+    bad = last_pos.copy()
+    bad[0, 5] = 10**9
+    rewrite(path, last_pos=bad)
+    with pytest.raises(CheckpointError, match="match index points outside"):
+        load_model(run)
+    rewrite(path, last_pos=last_pos, tables=tables.astype(np.float32))
+    with pytest.raises(CheckpointError, match="do not match the model config"):
+        load_model(run)
+    rewrite(path, tables=tables)
+    load_model(run)
+
+
+def test_eval_of_a_nan_checkpoint_is_one_error_line(data_dir, tmp_path):
+    run = tmp_path / "run"
+    saved_run(run)
+    path = run / "ckpt-00000001" / "model.npz"
+    with np.load(path) as z:
+        params = z["params"].copy()
+    params[:] = np.nan
+    rewrite(path, params=params)
+    one_line_error(run_cli("eval", str(run), str(data_dir)), "NaN or infinite")
+
+
+NAN_FORWARD = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    from cheaplm.kernels import mixer, reader_ops
+    from cheaplm.model import Model, ModelConfig
+
+    model = Model(ModelConfig.from_dict(json.loads(sys.argv[1])), device="cpu")
+    lay, n_p = model.lay, model.n_params
+    params = np.full(n_p, np.nan, np.float32)  # every mixer output NaN
+    n_ctx, n_mi = int(lay[mixer.L_NCTX]), int(lay[mixer.L_NMI])
+    n_sel, n_apm = int(lay[mixer.L_NSEL]), int(lay[mixer.L_NAPM])
+    cand = np.zeros((n_mi, 2), np.int64)
+    cand[:, 0] = -1
+    bad = []
+    for j in range(8):
+        idx = np.zeros(mixer.idx_width(n_sel, n_apm, n_mi), np.int64)
+        z, zf, slope, f = mixer.mix_node(j, np.int64(1 << j), -1, np.arange(n_ctx, dtype=np.int64), cand,
+                                         np.int64(0x6874), model.ctx, model.tables, params, lay,
+                                         np.zeros(int(lay[mixer.L_K]), np.float32), np.zeros(n_ctx, np.int64),
+                                         idx, np.zeros(n_sel, np.float32))
+        apm = idx[n_sel + 1 + 2 * n_mi:]
+        bad += [int(a) for a in apm if not 0 <= a < n_p - 1]
+    w = np.zeros((8 * 16, 3), np.float32)
+    rows = [reader_ops.mix_bit(zm, zr, j, 0, w)[1] for j in range(8)
+            for zm, zr in ((np.nan, 1.0), (1.0, np.nan), (np.nan, np.inf), (-np.inf, 0.5))]
+    bad += [int(r) for r in rows if not 0 <= r < 128]
+    print(json.dumps({"bad": bad}))
+""")
+
+
+def test_a_nan_parameter_indexes_in_bounds(tmp_path):
+    """A NaN logit picked an APM knot (and a NaN/inf reader or memory logit a mix row) far out of
+    bounds: eval segfaulted. Checked with bounds checks on, in a child (a crash must not end the
+    tests) with its own kernel cache (bounds-checked code must not land in the shared one)."""
+    env = dict(os.environ, NUMBA_BOUNDSCHECK="1", NUMBA_CACHE_DIR=str(tmp_path / "numba-cache"))
+    proc = subprocess.run([sys.executable, "-c", NAN_FORWARD, CFG.to_json()], capture_output=True, text=True,
+                          env=env, cwd=REPO, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == {"bad": []}
