@@ -21,6 +21,7 @@ schedule follows the fraction of the budget spent, or of the work, whichever is 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -30,6 +31,11 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not on POSIX: runs are not locked
+    fcntl = None
 
 import numba
 import numpy as np
@@ -261,11 +267,85 @@ def lr_at(tc: TrainConfig, step: int, frac: float) -> float:
     return tc.lr * warm * decay
 
 
+class RunLock:
+    """A run directory locked for one training run: flock on RUN_DIR/.lock, which holds the pid.
+
+    Two `train`s into one --out both ran and appended to one history.bin (issue 12 item 4); the
+    second is now refused. The kernel drops the lock when the process ends, however it ends, so a
+    killed run leaves no stale lock (the file stays, unlocked). A directory made here is removed
+    again if the run fails before writing anything into it.
+    """
+
+    NAME = ".lock"
+
+    def __init__(self, run_dir: Path, create: bool):
+        self.run_dir = Path(run_dir)
+        self.create = create  # False for --resume: a missing run is load_model's error to report
+        self.fd: int | None = None
+        self.made = False
+
+    def __enter__(self) -> "RunLock":
+        if fcntl is None or (not self.create and not self.run_dir.is_dir()):
+            return self
+        if self.create:
+            try:
+                self.run_dir.mkdir(parents=True)
+                self.made = True
+            except FileExistsError:
+                if not self.run_dir.is_dir():
+                    raise TrainError(f"{self.run_dir}: exists and is not a directory; choose another --out") from None
+            except OSError as exc:
+                raise TrainError(f"{self.run_dir}: cannot create the run directory ({exc.strerror or exc})") from None
+        try:
+            fd = os.open(self.run_dir / self.NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            self._remove_if_empty()
+            raise TrainError(f"{self.run_dir}: cannot lock the run directory ({exc.strerror or exc})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode("ascii", "replace").strip() or "?"
+            os.close(fd)
+            raise TrainError(f"{self.run_dir}: another cheaplm train (pid {holder}) is using this run directory; "
+                             "wait for it to finish or choose another --out") from None
+        except OSError:  # a file system without locks: run unlocked rather than not at all
+            os.close(fd)
+            return self
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode("ascii"))
+        self.fd = fd
+        return self
+
+    def _remove_if_empty(self) -> None:
+        if self.made:
+            with contextlib.suppress(OSError):
+                if {p.name for p in self.run_dir.iterdir()} <= {self.NAME}:
+                    (self.run_dir / self.NAME).unlink(missing_ok=True)
+                    self.run_dir.rmdir()
+
+    def __exit__(self, exc_type, *exc) -> None:
+        if exc_type is not None:
+            self._remove_if_empty()  # still locked: nobody else is inside
+        if self.fd is not None:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self.fd, 0)
+            os.close(self.fd)
+            self.fd = None
+
+
 def train(data_dir: Path, run_dir: Path, model_cfg: ModelConfig | None, tc: TrainConfig, resume: bool = False,
           log=print, save: bool = True, stop_after_steps: int | None = None,
           keep_model: bool = False, stop_after_reader_steps: int | None = None) -> dict:
     """Train; returns a summary. `stop_after_steps` (memory steps) and `stop_after_reader_steps`
-    stop early as an interruption would (tests)."""
+    stop early as an interruption would (tests). The run directory is locked for the whole run."""
+    with RunLock(run_dir, create=not resume):
+        return _train_locked(data_dir, Path(run_dir), model_cfg, tc, resume, log, save, stop_after_steps, keep_model,
+                             stop_after_reader_steps)
+
+
+def _train_locked(data_dir: Path, run_dir: Path, model_cfg: ModelConfig | None, tc: TrainConfig, resume: bool,
+                  log, save: bool, stop_after_steps: int | None, keep_model: bool,
+                  stop_after_reader_steps: int | None) -> dict:
     run_dir = Path(run_dir)
     if tc.minutes is None and tc.bytes is None and not resume:
         raise TrainError("give a budget: --minutes or --bytes")

@@ -162,3 +162,53 @@ def test_a_nan_parameter_indexes_in_bounds(tmp_path):
                           env=env, cwd=REPO, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == {"bad": []}
+
+
+# ---- item 4: one run directory, one train --------------------------------------------------------
+
+def test_a_second_train_into_the_same_run_directory_is_refused(data_dir, tmp_path):
+    run = tmp_path / "run"
+    started, release = threading.Event(), threading.Event()
+    result = {}
+
+    def held_log(*a):
+        started.set()
+        release.wait(120)
+
+    def first():
+        try:
+            result["summary"] = train(data_dir, run, CFG, small_tc(), log=held_log)
+        except BaseException as exc:  # reported by the asserts below
+            result["error"] = exc
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    try:
+        assert started.wait(120), result
+        with pytest.raises(TrainError, match=re.escape(str(run)) + ".*another cheaplm train") as err:
+            train(data_dir, run, CFG, small_tc(), log=quiet)
+        assert f"pid {os.getpid()}" in str(err.value)
+        with pytest.raises(TrainError, match="another cheaplm train"):
+            train(data_dir, run, None, small_tc(), resume=True, log=quiet)
+        proc = run_cli("train", str(data_dir), "--out", str(run), "--bytes", "20000", "--reader", "off",
+                       "--device", "cpu", "--table-bits", "12")
+        one_line_error(proc, f"{run}: another cheaplm train")
+    finally:
+        release.set()
+        thread.join(300)
+    assert result.get("summary", {}).get("stopped", "no summary") is None, result
+    # the first run's directory is whole and unlocked again: it resumes (and is finished)
+    again = train(data_dir, run, None, small_tc(), resume=True, log=quiet)
+    assert again["losses"] == [] and again["steps"] == result["summary"]["steps"]
+
+
+def test_a_refused_or_failed_start_leaves_no_directory(data_dir, tmp_path):
+    with pytest.raises(TrainError, match="budget"):
+        train(data_dir, tmp_path / "a" / "run", CFG, small_tc(bytes=None), log=quiet)
+    assert not (tmp_path / "a" / "run").exists()
+    with pytest.raises(TrainError, match="no such run directory"):
+        train(data_dir, tmp_path / "b", None, small_tc(), resume=True, log=quiet)
+    assert not (tmp_path / "b").exists()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(TrainError, match="exists and is not a directory"):
+        train(data_dir, tmp_path / "file", CFG, small_tc(), log=quiet)
