@@ -11,7 +11,9 @@
 
 A checkpoint is written into `ckpt-N.tmp/` and renamed when complete; `latest` is replaced by
 rename too, so a crash at any moment leaves the previous checkpoint intact and `latest` pointing
-to a complete one. The last `keep` checkpoints are kept.
+to a complete one. The last `keep` checkpoints are kept. SIGINT and SIGTERM are held back while a
+checkpoint is written (a second Ctrl-C during the final write used to leave only `ckpt-N.tmp`) and
+delivered once it is complete.
 
 A checkpoint is checked when it is loaded: array shapes and dtypes against its config, every float
 array finite (a NaN parameter made eval index out of bounds), match pointers inside the history.
@@ -19,9 +21,12 @@ array finite (a NaN parameter made eval index out of bounds), match pointers ins
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -43,9 +48,47 @@ def _atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+@contextlib.contextmanager
+def signals_deferred():
+    """Hold SIGINT/SIGTERM back for the duration and deliver them (once each) at the end.
+
+    Inside, a signal is only recorded; on leaving, the previous handlers are restored and each
+    recorded signal is raised again, so it acts as it would have (KeyboardInterrupt, a training
+    loop's stop flag, SIGTERM's default exit), just after the critical section. Only the main thread
+    can set handlers; elsewhere this does nothing (Python runs handlers in the main thread anyway).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    got: list[int] = []
+
+    def hold(signum, frame):
+        if signum not in got:
+            got.append(signum)
+            with contextlib.suppress(OSError):
+                os.write(2, f"{signal.Signals(signum).name}: finishing the checkpoint first\n".encode())
+
+    old = {}
+    try:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            if signal.getsignal(sig) is not None:  # None: a handler set outside Python, left alone
+                old[sig] = signal.signal(sig, hold)
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+        for sig in got:
+            signal.raise_signal(sig)
+
+
 def save(run_dir: Path, model: Model, state: dict, history: np.ndarray, keep: int = 2) -> Path:
-    """Write checkpoint for state['step']; `history` = the counted training bytes."""
-    run_dir = Path(run_dir)
+    """Write checkpoint for state['step']; `history` = the counted training bytes. SIGINT/SIGTERM
+    arriving meanwhile take effect when the checkpoint is complete and `latest` names it."""
+    with signals_deferred():
+        return _save(Path(run_dir), model, state, history, keep)
+
+
+def _save(run_dir: Path, model: Model, state: dict, history: np.ndarray, keep: int) -> Path:
     step = int(state["step"])
     name = f"ckpt-{step:08d}"
     final = run_dir / name

@@ -176,6 +176,15 @@ def train(data_dir, run_dir, device, minutes, nbytes, table_bits, orders, words,
         summary = run_train(data_dir, run_dir, model_cfg, tc, resume=resume, log=console.print)
     except (TrainError, CheckpointError, ValueError, TypeError) as exc:
         _fail(exc)
+    except KeyboardInterrupt:  # outside the training loop (which checkpoints and stops instead)
+        try:
+            latest = (Path(run_dir) / "latest").read_text().strip()
+        except OSError:
+            latest = None
+        console.print(f"Interrupted: {run_dir}/{latest} is the latest complete checkpoint; continue with --resume"
+                      if latest else f"Interrupted before the first checkpoint: nothing in {run_dir} to resume",
+                      soft_wrap=True)
+        sys.exit(130)
     how = f"stopped by {summary['stopped']}; resume with --resume" if summary["stopped"] else "done"
     val = "-" if summary["val_bpb"] is None else f"{summary['val_bpb']:.4f}"
     console.print(f"{how}: {summary['steps']:,} steps, {summary['counted_bytes'] / 1e6:.1f} MB counted in "

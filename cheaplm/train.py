@@ -177,7 +177,10 @@ class IndexAhead:
 
 
 class StopRequested:
-    """SIGINT/SIGTERM set a flag; the loop stops at the next step boundary and checkpoints."""
+    """SIGINT/SIGTERM set a flag; the loop stops at the next step boundary and checkpoints. The
+    final checkpoint is written inside this scope too, so a second Ctrl-C (or a SIGTERM) only
+    repeats the request instead of interrupting the write (checkpoint.save also holds signals back
+    while it writes)."""
 
     def __init__(self):
         self.flag = False
@@ -193,6 +196,10 @@ class StopRequested:
         return self
 
     def _handle(self, signum, frame):
+        if self.flag:
+            with contextlib.suppress(OSError):
+                os.write(2, f"{signal.Signals(signum).name}: already stopping; writing the checkpoint first\n".encode())
+            return
         self.flag = True
         self.signal = signal.Signals(signum).name
 
@@ -645,19 +652,21 @@ def _train_locked(data_dir: Path, run_dir: Path, model_cfg: ModelConfig | None, 
                                     rng, lambda: elapsed0 + time.perf_counter() - t_start, stop, log, metrics,
                                     stop_after_reader_steps)
 
-    if stopped is None and not holdout_counted:
-        # the held-out bytes join the memory at the very end (those before the cursor, when time
-        # ran out before counting finished)
-        final = tail if tail is not None else [(a, b) for a, b in held if b <= cursor]
-        for a, b in final:
-            model.count(d_data, a, b)
-        cursor = max([cursor] + [b for _, b in final])
-        holdout_counted = True
-    index_to(cursor)
-    final_state = snapshot()
-    model.history_len = cursor
-    if save:
-        save_checkpoint(final_state)
+        # still under StopRequested up to the final checkpoint: a Ctrl-C or SIGTERM here (a second
+        # one after the stop included) must not lose the run (issue 12 item 2)
+        if stopped is None and not holdout_counted:
+            # the held-out bytes join the memory at the very end (those before the cursor, when time
+            # ran out before counting finished)
+            final = tail if tail is not None else [(a, b) for a, b in held if b <= cursor]
+            for a, b in final:
+                model.count(d_data, a, b)
+            cursor = max([cursor] + [b for _, b in final])
+            holdout_counted = True
+        index_to(cursor)
+        final_state = snapshot()
+        model.history_len = cursor
+        if save:
+            save_checkpoint(final_state)
     val_bpb = do_val()
     summary = {"steps": step, "counted_bytes": cursor, "train_bytes": n_train, "elapsed": final_state["elapsed"],
                "count_seconds": count_seconds, "count_mb_per_s": count_bytes / 1e6 / count_seconds if count_seconds else None,

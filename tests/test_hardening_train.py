@@ -212,3 +212,96 @@ def test_a_refused_or_failed_start_leaves_no_directory(data_dir, tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(TrainError, match="exists and is not a directory"):
         train(data_dir, tmp_path / "file", CFG, small_tc(), log=quiet)
+
+
+# ---- item 2: a signal during the checkpoint write ------------------------------------------------
+
+class Interrupted(Exception):
+    pass
+
+
+@pytest.fixture
+def raising_handlers():
+    """SIGINT and SIGTERM raise Interrupted (not KeyboardInterrupt, which would end pytest)."""
+    def handler(signum, frame):
+        raise Interrupted(signal.Signals(signum).name)
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for s, h in old.items():
+        signal.signal(s, h)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_during_save_takes_effect_after_the_checkpoint_is_complete(tmp_path, monkeypatch, raising_handlers,
+                                                                            sig):
+    run = tmp_path / "run"
+    model, history = saved_run(run)
+    real = np.savez
+
+    def signalled(path, *a, **k):
+        if str(path).endswith("model.npz"):
+            os.kill(os.getpid(), sig)  # arrives mid-write, between the two files
+        return real(path, *a, **k)
+
+    monkeypatch.setattr(checkpoint.np, "savez", signalled)
+    with pytest.raises(Interrupted, match=signal.Signals(sig).name):
+        checkpoint.save(run, model, {"step": 2}, history)
+    # delivered, but only once the new checkpoint was complete and named by 'latest'
+    assert (run / "latest").read_text().strip() == "ckpt-00000002"
+    assert not list(run.glob("*.tmp"))
+    monkeypatch.setattr(checkpoint.np, "savez", real)
+    _, _, ckpt = load_model(run)
+    assert ckpt.name == "ckpt-00000002" and (ckpt / "state.npz").exists()
+
+
+def test_a_second_ctrl_c_during_the_final_checkpoint_does_not_lose_the_run(data_dir, tmp_path, monkeypatch,
+                                                                           raising_handlers):
+    import cheaplm.model as model_mod
+
+    real_update, real_savez = model_mod.Model.update, np.savez
+    calls = {"update": 0, "savez": 0}
+
+    def update(self, step, lr):
+        calls["update"] += 1
+        if calls["update"] == 3:
+            os.kill(os.getpid(), signal.SIGINT)  # the first Ctrl-C: stop and checkpoint
+        real_update(self, step, lr)
+
+    def savez(path, *a, **k):
+        calls["savez"] += 1
+        if calls["savez"] == 1:
+            os.kill(os.getpid(), signal.SIGINT)  # the second, during the final checkpoint write
+        return real_savez(path, *a, **k)
+
+    monkeypatch.setattr(model_mod.Model, "update", update)
+    monkeypatch.setattr(checkpoint.np, "savez", savez)
+    run = tmp_path / "run"
+    summary = train(data_dir, run, CFG, small_tc(), log=quiet)
+    assert summary["stopped"] == "SIGINT" and calls["savez"] == 2
+    name = (run / "latest").read_text().strip()
+    assert name == f"ckpt-{summary['steps']:08d}" and not list(run.glob("*.tmp"))
+    monkeypatch.setattr(checkpoint.np, "savez", real_savez)
+    monkeypatch.setattr(model_mod.Model, "update", real_update)
+    load_model(run)
+    resumed = train(data_dir, run, None, small_tc(), resume=True, log=quiet)
+    assert resumed["stopped"] is None
+
+
+def test_ctrl_c_outside_the_training_loop_is_one_line_and_exit_130(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    import cheaplm.train
+    from cheaplm.cli import main
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cheaplm.train, "train", interrupted)
+    run = tmp_path / "run"
+    result = CliRunner().invoke(main, ["train", str(tmp_path), "--out", str(run), "--bytes", "1M", "--device", "cpu"])
+    assert result.exit_code == 130, result.output
+    assert "Interrupted before the first checkpoint" in result.output and "Aborted" not in result.output
+    saved_run(run)
+    result = CliRunner().invoke(main, ["train", str(tmp_path), "--out", str(run), "--resume", "--device", "cpu"])
+    assert result.exit_code == 130 and f"{run}/ckpt-00000001 is the latest complete checkpoint" in result.output
