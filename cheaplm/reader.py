@@ -159,8 +159,11 @@ def init_params(cfg: ReaderConfig) -> np.ndarray:
 
 
 def init_mix() -> np.ndarray:
+    """The mix starts as the memory alone: the reader has to earn its weight on held-out bytes (on
+    26 KB of text a reader of a few steps, started at 0.6 of the weight, made the demo's test
+    4.86 bpb against the memory's 3.4)."""
     w = np.zeros((MIX_SETS, 3), np.float32)
-    w[:, 0], w[:, 1] = 0.4, 0.6
+    w[:, 0] = 1.0
     return w
 
 
