@@ -109,9 +109,15 @@ def _save(run_dir: Path, model: Model, state: dict, history: np.ndarray, keep: i
                  adam_v=model.host(model.adam_v), **extra)
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
-        need = model.cfg.table_bytes() / 2**30
+        need = model.cfg.table_bytes() + 12 * model.n_params + len(history)
+        if model.reader is not None:
+            need += 12 * model.reader.n_params  # weights and two moments
+        size = f"{need / 2**30:.1f} GiB" if need >= 2**30 else f"{need / 2**20:.0f} MiB"
+        earlier = ("earlier checkpoints are intact" if any(p.is_dir() and not p.name.endswith(".tmp")
+                                                          for p in run_dir.glob("ckpt-*"))
+                   else "no earlier checkpoint exists")
         raise CheckpointError(f"{run_dir}: could not write checkpoint {name} ({exc.strerror or exc}); it needs about "
-                              f"{need:.1f} GiB; earlier checkpoints are intact") from None
+                              f"{size}; {earlier}") from None
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)

@@ -99,9 +99,12 @@ def parse_size(text: str | None) -> int | None:
     t = text.strip().upper().rstrip("B")
     mult = {"K": 10**3, "M": 10**6, "G": 10**9}.get(t[-1:], 1)
     try:
-        return int(float(t[:-1] if mult > 1 else t) * mult)
-    except ValueError:
+        n = int(float(t[:-1] if mult > 1 else t) * mult)
+    except (ValueError, OverflowError):  # nan, inf, words
         raise click.BadParameter(f"{text!r} is not a size like 20M, 1G or 500000") from None
+    if n < 1:  # eval --max-bytes -1 scored the whole split
+        raise click.BadParameter(f"{text!r}: a size must be at least 1 byte")
+    return n
 
 
 def parse_ints(text: str | None) -> list[int] | None:
@@ -227,9 +230,10 @@ def eval_cmd(run_dir, data_dir, split, max_bytes, adaptive, device):
 
     console = stderr_console()
     try:
+        limit = parse_size(max_bytes)
         dev = pick_device(device)
         model, history, ckpt = load_model(run_dir, device=dev)
-        stream = load_split(data_dir, split, limit=parse_size(max_bytes))
+        stream = load_split(data_dir, split, limit=limit)
         result = stream_bpb(model, history, stream, adaptive=adaptive)
     except (CheckpointError, ShardError, TrainError) as exc:
         _fail(exc)

@@ -360,8 +360,12 @@ def _train_locked(data_dir: Path, run_dir: Path, model_cfg: ModelConfig | None, 
         raise TrainError(f"tail_passes must be 0 or more (got {tc.tail_passes})")
     if tc.mix_steps < 0:
         raise TrainError(f"mix_steps must be 0 (auto) or more (got {tc.mix_steps})")
-    if (tc.minutes is not None and tc.minutes <= 0) or (tc.bytes is not None and tc.bytes <= 0):
-        raise TrainError("the budget must be positive (got --minutes/--bytes of zero or less)")
+    if (tc.minutes is not None and not (0 < tc.minutes < math.inf)) or (tc.bytes is not None and tc.bytes <= 0):
+        raise TrainError("the budget must be positive and finite (got --minutes/--bytes of zero or less, or nan/inf)")
+    if not (0 < tc.lr <= 1):  # also refuses nan; 1e6 diverged to val 6.1e15 bpb and was reported done
+        raise TrainError(f"lr must be in (0, 1] (got {tc.lr})")
+    if not (0 <= tc.checkpoint_minutes < math.inf):
+        raise TrainError(f"checkpoint_minutes must be 0 or more and finite (got {tc.checkpoint_minutes})")
     try:
         manifest = read_manifest(data_dir)
     except ShardError as exc:

@@ -305,3 +305,23 @@ def test_ctrl_c_outside_the_training_loop_is_one_line_and_exit_130(tmp_path, mon
     saved_run(run)
     result = CliRunner().invoke(main, ["train", str(tmp_path), "--out", str(run), "--resume", "--device", "cpu"])
     assert result.exit_code == 130 and f"{run}/ckpt-00000001 is the latest complete checkpoint" in result.output
+
+
+def test_bad_budget_and_option_values_are_refused(tmp_path):
+    """issue 12 item 17: lr 1e6 / negative / nan, minutes nan / inf, checkpoint minutes nan were accepted;
+    eval --max-bytes -1 scored the whole split; --bytes inf was an OverflowError traceback."""
+    from cheaplm.train import TrainConfig, TrainError, train
+
+    data = tmp_path / "data"
+    write_raw_split_dir(data, {"train": b"the river flows into the sea. " * 100}, "tiny")
+    small = ModelConfig(orders=[0, 1, 2], words=1, sparse=[], skips=[], table_bits=8, match_bits=10,
+                        reader={"on": False})
+    for i, kw in enumerate(({"lr": 1e6}, {"lr": -0.1}, {"lr": float("nan")}, {"minutes": float("nan")},
+                            {"minutes": float("inf")}, {"checkpoint_minutes": float("nan")})):
+        tc = TrainConfig(**{"device": "cpu", "bytes": 2000, "batch": 64, "count_chunk": 512, **kw})
+        with pytest.raises(TrainError, match="lr|budget|checkpoint_minutes"):
+            train(data, tmp_path / f"run{i}", small, tc, log=lambda *a: None)
+    for args in (["eval", str(tmp_path / "run"), str(tmp_path), "--max-bytes", "-1"],
+                 ["train", str(tmp_path), "--out", str(tmp_path / "r2"), "--bytes", "inf"]):
+        r = subprocess.run([sys.executable, "-m", "cheaplm.cli", *args], capture_output=True, text=True)
+        assert r.returncode == 2 and "Traceback" not in r.stderr and "size" in r.stderr, r.stderr
