@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .kernels import adam, counts, mixer
+from .options import check_keys
 from .kernels.hashing import ORDER, SKIP, SPARSE, WORD
 
 ROW_BYTES = 32 * 4
@@ -75,11 +76,7 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown model option(s): {', '.join(sorted(unknown))}")
-        cfg = cls(**d)
+        cfg = cls(**check_keys(cls, d, "model"))
         cfg.validate()
         return cfg
 

@@ -46,6 +46,7 @@ import numpy as np
 from . import config
 from .kernels import adam, gemm, reader_ops
 from .kernels.hashing import ORDER, SKIP, WORD
+from .options import check_keys
 
 MIX_SETS = 8 * 4 * 4
 STRETCH_CLIP = 8.0
@@ -112,17 +113,13 @@ class ReaderConfig:
             cfg = cls()
         else:
             cfg = cls(window=6, dim=16, ctx_bits=16, hidden=[256, 128], batch=1024, lr=0.003)
-        cfg = dataclasses.replace(cfg, **over)
+        cfg = dataclasses.replace(cfg, **check_keys(cls, over, "reader"))
         cfg.validate()
         return cfg
 
     @classmethod
     def from_dict(cls, d: dict) -> "ReaderConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown reader option(s): {', '.join(sorted(unknown))}")
-        cfg = cls(**d)
+        cfg = cls(**check_keys(cls, d, "reader"))
         cfg.validate()
         return cfg
 

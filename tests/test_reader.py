@@ -184,6 +184,8 @@ def test_generation_mix_equals_evaluation_mix():
 def test_reader_config_checks_and_gpu_shapes():
     with pytest.raises(ValueError, match="unknown reader"):
         ReaderConfig.from_dict({"hiden": [64]})
+    with pytest.raises(ValueError, match="unknown reader option.*hiden"):  # --reader '{"hiden": ...}'
+        ModelConfig.from_dict({**MEM, "reader": {"on": True, "hiden": [64]}}).reader_config("cpu")
     with pytest.raises(ValueError):
         ReaderConfig.from_dict({"max_epochs": 0})
     gpu = ReaderConfig.for_device("cuda", match_inputs=6, match_states=37)
