@@ -26,7 +26,8 @@ RUNS = [
     ("h200-reader-2min-3e24908.json", None, "cheaplm", "default"),
     ("h200-reader-5min-3e24908.json", None, "cheaplm", "default (reader over-fits: 2.5 passes; max_epochs since cde5920)"),
     ("cpu-cheaplm-10min-tb22.json", None, "cheaplm", "memory only, table_bits 22 (4b9b879)"),
-    ("cpu-reader-10min-cde5920.json", None, "cheaplm", "default"),
+    ("cpu-reader-10min-cde5920.json", None, "cheaplm", "default at cde5920 (random order, mix started 0.4/0.6)"),
+    ("cpu-reader-10min-8ae34fb.json", None, "cheaplm", "default"),
 ]
 
 
