@@ -132,7 +132,7 @@ def main() -> None:
             "split": "val" if args.val else "test",
             "test_bytes": res["bytes"], "test_bpb": res["bpb"], "eval_seconds": res["seconds"],
             "model": json.loads(model_cfg.to_json()), "train": asdict(tc),
-            "memory": memory_estimate(model_cfg, summary["train_bytes"], 0),
+            "memory": memory_estimate(model_cfg, summary["train_bytes"], 0, device),
         }
         if args.adaptive:
             out["test_bpb_adaptive"] = stream_bpb(model, history, test, adaptive=True)["bpb"]

@@ -51,7 +51,7 @@ def stream_bpb(model: Model, history: np.ndarray, stream: np.ndarray, batch: int
             if model.reader is not None:
                 # the memory's bit probabilities mixed with the reader's (reader.py)
                 pm = model.host(caches.prob)
-                pr = reader_bits(model, d_data, pos, d_prev, h)
+                pr = model.reader.bit_probs(d_data, pos, model.match_args(d_prev, h))
                 loss = mix_loss(pm, pr, data[pos], model.reader.mix, np.zeros((0, 3), np.float32))
             else:
                 loss = model.host(caches.loss)
@@ -66,18 +66,3 @@ def stream_bpb(model: Model, history: np.ndarray, stream: np.ndarray, batch: int
     dt = time.perf_counter() - t0
     return {"bpb": total / n, "bytes": n, "seconds": dt, "bytes_per_s": n / max(dt, 1e-9), "adaptive": adaptive}
 
-
-def reader_bits(model: Model, d_data, pos: np.ndarray, d_prev, prev_base: int) -> np.ndarray:
-    """The reader's (len(pos), 8) bit probabilities, in batches of its own size (padded)."""
-    reader = model.reader
-    rb = reader.cfg.batch
-    out = np.empty((len(pos), 8), np.float32)
-    match = model.match_args(d_prev, prev_base)
-    for lo in range(0, len(pos), rb):
-        chunk = pos[lo: lo + rb]
-        k = len(chunk)
-        if k < rb:
-            chunk = np.resize(chunk, rb)
-        d_chunk = cuda.to_device(chunk) if model.device == "cuda" else chunk
-        out[lo: lo + k] = reader.bit_probs(d_data, d_chunk, match)[:k]
-    return out

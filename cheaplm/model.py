@@ -284,13 +284,14 @@ class Model:
         adam.adam_step(self.params, self.grad, self.adam_m, self.adam_v, step, lr)
 
 
-def memory_estimate(cfg: ModelConfig, train_bytes: int, batch: int) -> dict:
-    """Bytes each part will take; training also holds the data and its match pointers."""
+def memory_estimate(cfg: ModelConfig, train_bytes: int, batch: int, device: str = "cpu") -> dict:
+    """Bytes each part will take on `device` (the reader's defaults differ by device); training also
+    holds the data and its match pointers."""
     lay = param_layout(cfg)
     n_ctx, n_in = int(lay[mixer.L_NCTX]), int(lay[mixer.L_K])
     per_pos = n_ctx * 8 + 8 * n_in * 4 + 8 * n_ctx * 8 + 8 * 8 * 8 + 64
     out = {}
-    rcfg = cfg.reader_config("cuda" if cfg.table_bits >= 22 else "cpu") if cfg.reader.get("on", True) else None
+    rcfg = cfg.reader_config(device)
     if rcfg is not None:
         from .reader import blocks
 

@@ -37,7 +37,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import time
 from dataclasses import dataclass, field
 
 import numba
@@ -241,10 +240,12 @@ class Reader:
                 ws["w16"][k - 1] = u16(o, i)
                 ws["w16_t"][k - 1] = u16(i, o)
         else:
+            pre = [np.zeros((n_b, w), np.float32) for w in widths[1:]]
             ws = {"n": n_b, "rows": np.zeros((n_b, cfg.slots), np.int64),
                   "cand": np.zeros((n_b, cfg.match_inputs, 2), np.int64),
-                  "act": [np.zeros((n_b, w), np.float32) for w in widths[:-1]],
-                  "pre": [np.zeros((n_b, w), np.float32) for w in widths[1:]],
+                  # a hidden layer's relu is applied in place, so its output is its GEMM's array
+                  "act": [np.zeros((n_b, widths[0]), np.float32)] + pre[:-1],
+                  "pre": pre,
                   "d": [np.zeros((n_b, w), np.float32) for w in widths],
                   "loss": np.zeros(n_b, np.float32), "bitp": np.zeros((n_b, 8), np.float32)}
         self.ws = ws
@@ -290,8 +291,7 @@ class Reader:
             for k in range(n_layers):
                 gemm.gemm_nt(ws["act"][k], self.view(self.params, k + 1), ws["pre"][k])
                 if k + 1 < n_layers:
-                    reader_ops.relu_cpu(ws["pre"][k])
-                    ws["act"][k + 1][:] = ws["pre"][k]
+                    reader_ops.relu_cpu(ws["pre"][k])  # = act[k + 1]
             targets = data[pos]
             reader_ops.softmax_cpu(ws["pre"][-1], targets, scale, ws["loss"], ws["d"][-1], ws["bitp"], ws["cand"],
                                    copy)
@@ -311,7 +311,8 @@ class Reader:
         ws = self.ws
         if "targets" not in ws or ws["targets"].shape[0] != pos.shape[0]:
             ws["targets"] = self._cuda.device_array(pos.shape[0], np.uint8)
-        _take_kernel[(pos.shape[0] + 127) // 128, 128](data, pos, ws["targets"])
+        tpb = config.THREADS_PER_BLOCK
+        reader_ops.take_kernel[(pos.shape[0] + tpb - 1) // tpb, tpb](data, pos, ws["targets"])
         return ws["targets"]
 
     def backward(self) -> None:
@@ -361,10 +362,20 @@ class Reader:
         self.update(self.lr_at(frac))
         return float(np.mean(self.host(self.ws["loss"]), dtype=np.float64))
 
-    def bit_probs(self, data, pos, match=None) -> np.ndarray:
-        """(B, 8) host array: the reader's p(bit j = 1 | the byte's bits before j) for the true bytes."""
-        ws = self.forward(data, pos, match)
-        return self.host(ws["bitp"]).copy()
+    def bit_probs(self, data, pos: np.ndarray, match=None) -> np.ndarray:
+        """(len(pos), 8) host array: the reader's p(bit j = 1 | the byte's bits before j) for the true
+        bytes at host positions pos, in batches of the reader's own size (the last one padded, as
+        the GPU's products need whole batches)."""
+        rb = self.cfg.batch
+        out = np.empty((len(pos), 8), np.float32)
+        for lo in range(0, len(pos), rb):
+            chunk = pos[lo: lo + rb]
+            k = len(chunk)
+            if k < rb:
+                chunk = np.resize(chunk, rb)
+            ws = self.forward(data, self._cuda.to_device(chunk) if self.device == "cuda" else chunk, match)
+            out[lo: lo + k] = self.host(ws["bitp"])[:k]
+        return out
 
     def next_byte_probs(self, data, pos, match=None) -> np.ndarray:
         """P(byte at pos[0] = y) over y (float64), for generation on the CPU (one position)."""
@@ -379,8 +390,7 @@ class Reader:
                 "reader_step": np.array(self.step, np.int64)}
 
     def state_arrays(self) -> dict:
-        return {"reader_m": self.host(self.adam_m), "reader_v": self.host(self.adam_v),
-                "reader_step": np.array(self.step, np.int64)}
+        return {"reader_m": self.host(self.adam_m), "reader_v": self.host(self.adam_v)}
 
     def load_state(self, z: dict) -> None:
         if self.device == "cuda":
@@ -388,20 +398,9 @@ class Reader:
             self.adam_v = self._cuda.to_device(z["reader_v"])
         else:
             self.adam_m, self.adam_v = z["reader_m"].copy(), z["reader_v"].copy()
-        self.step = int(z["reader_step"])
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self.cfg), sort_keys=True)
-
-
-from numba import cuda as _cuda  # noqa: E402
-
-
-@_cuda.jit
-def _take_kernel(data, pos, out):
-    b = _cuda.grid(1)
-    if b < pos.shape[0]:
-        out[b] = data[pos[b]]
 
 
 # ---- the memory-reader mix (host: (B, 8) numbers per batch) ------------------------------------
@@ -425,7 +424,7 @@ def mix_loss(pm, pr, y, w, grad):
             bit = (y[b] >> (7 - j)) & 1
             zm = stretch(pm[b, j])
             zr = stretch(pr[b, j])
-            z, row = reader_ops.mix_bit(zm, zr, j, 0, w)
+            z, row = reader_ops.mix_bit(zm, zr, j, w)
             p = 1.0 / (1.0 + math.exp(-z))
             p = min(max(p, 1e-9), 1.0 - 1e-9)
             tot += -math.log(p if bit == 1 else 1.0 - p)
@@ -454,7 +453,7 @@ def mixed_distribution(node_pm, pr, w, mass, out):
             j += 1
         zm = stretch(node_pm[c])
         zr = stretch(sums[2 * c + 1] / max(sums[c], 1e-300))
-        z, row = reader_ops.mix_bit(zm, zr, j, 0, w)
+        z, row = reader_ops.mix_bit(zm, zr, j, w)
         p1 = 1.0 / (1.0 + math.exp(-z))
         mass[2 * c + 1] = mass[c] * p1
         mass[2 * c] = mass[c] * (1.0 - p1)
@@ -496,8 +495,6 @@ def flops_per_position(cfg: ReaderConfig) -> float:
     dims = [cfg.width] + list(cfg.hidden) + [256]
     return 3 * sum(2.0 * a * b for a, b in zip(dims, dims[1:]))
 
-
-_ = time
 
 
 def reader_bpb(reader: Reader, data, start: int, end: int, batch: int | None = None, match=None) -> float:

@@ -410,7 +410,7 @@ def _train_locked(data_dir: Path, run_dir: Path, model_cfg: ModelConfig | None, 
     if n_train >= 2**31 - 1:
         raise TrainError(f"{data_dir}: more than 2 GiB of training bytes; pass --bytes to use a part")
 
-    est = memory_estimate(model_cfg, n_train, tc.batch)
+    est = memory_estimate(model_cfg, n_train, tc.batch, device)
     need = sum(est.values())
     have = available_memory(device)
     log(f"device {device}; model: {len(model_cfg.contexts())} contexts, table_bits {model_cfg.table_bits}, "
@@ -652,8 +652,8 @@ def _train_locked(data_dir: Path, run_dir: Path, model_cfg: ModelConfig | None, 
                 tail = [(a, b) for a, b in held if b <= cursor] or [(cursor, min(n_train, cursor + holdout))]
                 tail_bytes = sum(b - a for a, b in tail)
             pointers_ready(n_train)
-            stopped = reader_phases(model, tc, state, d_data, d_prev, to_dev, counted_ranges(held, cursor), tail,
-                                    rng, lambda: elapsed0 + time.perf_counter() - t_start, stop, log, metrics,
+            stopped = reader_phases(model, tc, state, train_bytes, d_data, d_prev, to_dev,
+                                    counted_ranges(held, cursor), tail, rng, lambda: elapsed0 + time.perf_counter() - t_start, stop, log, metrics,
                                     stop_after_reader_steps)
 
         # still under StopRequested up to the final checkpoint: a Ctrl-C or SIGTERM here (a second
@@ -698,8 +698,8 @@ def counted_ranges(held, cursor: int) -> list[tuple[int, int]]:
     return out or [(0, max(1, cursor))]
 
 
-def reader_phases(model, tc: TrainConfig, state: dict, d_data, d_prev, to_dev, ranges, tail, rng, clock, stop,
-                  log, metrics, stop_after: int | None = None) -> str | None:
+def reader_phases(model, tc: TrainConfig, state: dict, data, d_data, d_prev, to_dev, ranges, tail, rng, clock,
+                  stop, log, metrics, stop_after: int | None = None) -> str | None:
     """The reader learns on the counted bytes for the rest of the budget (less the mix's share), then
     the memory-reader mix is fitted on the held-out tail, whose bytes no table has seen. Returns the
     signal name when interrupted. State keys reader_done / mix_done let a resumed run continue."""
@@ -766,11 +766,10 @@ def reader_phases(model, tc: TrainConfig, state: dict, d_data, d_prev, to_dev, r
             pos = draw_positions(rng, tail, batch)
             if len(pos) < batch:
                 pos = np.resize(pos, batch)
-            d_pos = to_dev(pos) if to_dev else pos
-            model.forward(d_data, d_pos, d_prev, 0, caches, loo=False)
+            model.forward(d_data, to_dev(pos) if to_dev else pos, d_prev, 0, caches, loo=False)
             pm = model.host(caches.prob)
-            pr = _pad_bits(reader, d_data, pos, d_pos, match, to_dev)
-            y = model.host(d_data)[pos] if not to_dev else _host_bytes(d_data, pos)
+            pr = reader.bit_probs(d_data, pos, match)
+            y = data[pos]
             mix_loss = fit.step(pm, pr, y)
         reader.mix = fit.w
         state["mix_done"] = True
@@ -800,26 +799,3 @@ def _path_bits(p: np.ndarray, y: np.ndarray) -> np.ndarray:
     q = np.clip(np.where(bits == 1, p, 1 - p), 1e-9, 1.0)
     return -np.log2(q).sum(axis=1)
 
-
-def _pad_bits(reader, d_data, pos, d_pos, match, to_dev) -> np.ndarray:
-    """The reader's bit probabilities for pos, in batches of the reader's own size."""
-    n, rb = len(pos), reader.cfg.batch
-    out = np.empty((n, 8), np.float32)
-    for lo in range(0, n, rb):
-        chunk = pos[lo: lo + rb]
-        k = len(chunk)
-        if k < rb:
-            chunk = np.resize(chunk, rb)
-        out[lo: lo + k] = reader.bit_probs(d_data, to_dev(chunk) if to_dev else chunk, match)[:k]
-    return out
-
-
-_HOST_DATA: dict = {}
-
-
-def _host_bytes(d_data, pos) -> np.ndarray:
-    key = id(d_data)
-    if key not in _HOST_DATA:
-        _HOST_DATA.clear()
-        _HOST_DATA[key] = d_data.copy_to_host()
-    return _HOST_DATA[key][pos]

@@ -146,7 +146,7 @@ NAN_FORWARD = textwrap.dedent("""
         apm = idx[n_sel + 1 + 2 * n_mi:]
         bad += [int(a) for a in apm if not 0 <= a < n_p - 1]
     w = np.zeros((8 * 16, 3), np.float32)
-    rows = [reader_ops.mix_bit(zm, zr, j, 0, w)[1] for j in range(8)
+    rows = [reader_ops.mix_bit(zm, zr, j, w)[1] for j in range(8)
             for zm, zr in ((np.nan, 1.0), (1.0, np.nan), (np.nan, np.inf), (-np.inf, 0.5))]
     bad += [int(r) for r in rows if not 0 <= r < 128]
     print(json.dumps({"bad": bad}))

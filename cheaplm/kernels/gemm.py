@@ -17,7 +17,6 @@ Shapes: M and N multiples of 64, K a multiple of 16.
 
 import os
 
-import numba
 import numpy as np
 from numba import cuda
 

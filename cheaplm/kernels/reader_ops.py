@@ -24,10 +24,10 @@ import numpy as np
 from numba import cuda
 
 from .. import config
-from .dual import SIMULATOR, for_kernels
+from .dual import for_kernels
 from .gemm import bf16_bits_dev
 from .hashing import context_hash
-from .mixer import L_NMB, L_NMI, match_inputs
+from .mixer import L_NMB, match_inputs
 
 context_hash_k = for_kernels(context_hash)
 
@@ -98,6 +98,14 @@ def gather_kernel(table, rows, x, x_t):
         v = bf16_bits_dev(table[rows[b, f // dim], f % dim])
         x[b, f] = v
         x_t[f, b] = v
+
+
+@cuda.jit
+def take_kernel(data, pos, out):
+    """out[b] = data[pos[b]]: the target bytes, gathered on the GPU (the CPU twin is data[pos])."""
+    b = cuda.grid(1)
+    if b < pos.shape[0]:
+        out[b] = data[pos[b]]
 
 
 @numba.njit(cache=True, parallel=True)
@@ -288,7 +296,7 @@ def scatter_kernel(dx, rows, grad):
 
 
 @numba.njit(cache=True, inline="always")
-def mix_bit(zm, zr, j, sets, w):
+def mix_bit(zm, zr, j, w):
     """The memory-reader mix of one bit: weight set chosen by (bit, memory confidence, reader
     confidence); returns (z, set row)."""
     # cm = min(3, int(abs(zm) / 2)), written so NaN or inf (comparisons false, int() undefined)
@@ -306,6 +314,3 @@ def mix_bit(zm, zr, j, sets, w):
 def launch_2d(n0: int, n1: int):
     tpb = config.TILE_2D
     return ((n0 + tpb[0] - 1) // tpb[0], (n1 + tpb[1] - 1) // tpb[1]), tpb
-
-
-__all__ = ["SIMULATOR"]
