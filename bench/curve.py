@@ -5,7 +5,8 @@ JSONs in bench/results/ (written by bench/wikibench.py and bench/transformer_bas
 
 Rows: model ("cheaplm" | "transformer"), config ("default" = the library's defaults at that
 commit), device, card, minutes, test_bpb, commit, command. A run is listed in RUNS below with the
-config it measured; add new runs there (the newest rows for the current default last).
+config it measured; add new runs there (the newest rows for the current default last). A row whose
+config is "default" was measured at the current defaults; "default at C" rows at commit C's.
 """
 
 from __future__ import annotations
@@ -22,9 +23,10 @@ RUNS = [
     ("h200-transformer-5min-dfa64e9.json", None, "transformer", "8x512, 25.4M params"),
     ("h200-each-b949e31.json", "cheaplm:ml5", "cheaplm", "memory only (the default before the reader, dfa64e9)"),
     ("h200-reader-5min-76ed67e.json", None, "cheaplm", "default at 76ed67e (reader, no pass limit)"),
-    ("h200-reader-1min-3e24908.json", None, "cheaplm", "default"),
-    ("h200-reader-2min-3e24908.json", None, "cheaplm", "default"),
-    ("h200-reader-5min-3e24908.json", None, "cheaplm", "default (reader over-fits: 2.5 passes; max_epochs since cde5920)"),
+    ("h200-reader-1min-3e24908.json", None, "cheaplm", "default at 3e24908 (reader in random order, no pass limit)"),
+    ("h200-reader-2min-3e24908.json", None, "cheaplm", "default at 3e24908 (reader in random order, no pass limit)"),
+    ("h200-reader-5min-3e24908.json", None, "cheaplm",
+     "default at 3e24908 (reader over-fits on 2.5 passes; one pass, text order since 2f1a6c4)"),
     ("cpu-cheaplm-10min-tb22.json", None, "cheaplm", "memory only, table_bits 22 (4b9b879)"),
     ("cpu-reader-10min-cde5920.json", None, "cheaplm", "default at cde5920 (random order, mix started 0.4/0.6)"),
     ("cpu-reader-10min-8ae34fb.json", None, "cheaplm", "default"),
