@@ -21,6 +21,7 @@ import numpy as np  # noqa: E402
 from numba import cuda  # noqa: E402
 
 from cheaplm.kernels import gemm  # noqa: E402
+from cheaplm.lanes import stream_positions  # noqa: E402
 from cheaplm.reader import Reader, ReaderConfig, describe, flops_per_position, reader_bpb  # noqa: E402
 from cheaplm.shards import load_split  # noqa: E402
 from wikibench_data import TEST_START, build  # noqa: E402
@@ -105,6 +106,8 @@ def main() -> None:
     val_lo, val_hi = TEST_START - VAL, TEST_START
     rng = np.random.default_rng(0)
     n = len(train)
+    ranges = [(1, val_lo), (val_hi, n)]
+    state = reader.new_state(cfg.lanes)
     t0 = time.perf_counter()
     step, seen, last = 0, 0, t0
     curve = []
@@ -112,20 +115,23 @@ def main() -> None:
         el = time.perf_counter() - t0
         if el >= args.seconds:
             break
-        pos = rng.integers(1, n - VAL, cfg.batch, dtype=np.int64)
-        pos[pos >= val_lo] += VAL  # step over the val stretch
-        loss = reader.train_step(d_data, cuda.to_device(pos), el / args.seconds)
+        if cfg.scan:  # lanes of consecutive bytes carry the scan's state (lanes.py)
+            pos = stream_positions(ranges, cfg.lanes, step, cfg.scan_chunk)
+        else:
+            pos = rng.integers(1, n - VAL, cfg.batch, dtype=np.int64)
+            pos[pos >= val_lo] += VAL  # step over the val stretch
+        loss = reader.train_step(d_data, cuda.to_device(pos), el / args.seconds, state=state)
         step += 1
         seen += cfg.batch
         if time.perf_counter() - last >= 15 or step == 1:
             last = time.perf_counter()
-            vb = reader_bpb(reader, d_data, val_lo, val_lo + 262144)
+            vb = reader_bpb(reader, d_data, val_lo, val_lo + 262144, train)
             curve.append({"seconds": round(el, 1), "step": step, "train_bpb": loss, "val_bpb_256k": vb})
             print(f"{el:6.1f} s  step {step}  train {loss:.3f}  val(256 KB) {vb:.4f}  "
                   f"{seen / el / 1e6 if el else 0:.2f} M pos/s", flush=True)
     cuda.synchronize()
     el = time.perf_counter() - t0
-    vb = reader_bpb(reader, d_data, val_lo, val_hi)
+    vb = reader_bpb(reader, d_data, val_lo, val_hi, train)
     res.update({"reader": json.loads(reader.to_json()), "seconds": el, "steps": step, "positions": seen,
                 "positions_per_s": seen / el, "dense_tflops": seen * flops_per_position(cfg) / el / 1e12,
                 "val_bpb": vb, "curve": curve})

@@ -38,6 +38,9 @@ def stream_bpb(model: Model, history: np.ndarray, stream: np.ndarray, batch: int
         d_data, d_prev = data, prev
     batch = min(batch, n)
     caches = model.make_caches(batch)
+    # the reader reads the stream once, in runs of consecutive bytes (its scan state needs the past)
+    reader_p = None if model.reader is None else model.reader.range_probs(d_data, [(h, h + n)],
+                                                                          model.match_args(d_prev, h))
     total = 0.0
     t0 = time.perf_counter()
     try:
@@ -51,7 +54,7 @@ def stream_bpb(model: Model, history: np.ndarray, stream: np.ndarray, batch: int
             if model.reader is not None:
                 # the memory's bit probabilities mixed with the reader's (reader.py)
                 pm = model.host(caches.prob)
-                pr = model.reader.bit_probs(d_data, pos, model.match_args(d_prev, h))
+                pr = reader_p[start:end]
                 loss = mix_loss(pm, pr, data[pos], model.reader.mix, np.zeros((0, 3), np.float32))
             else:
                 loss = model.host(caches.loss)

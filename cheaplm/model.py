@@ -119,6 +119,8 @@ class ModelConfig:
         opts = dict(self.reader)
         if not opts.pop("on", True):
             return None
+        if "window" in opts and "scan" not in opts:
+            opts["scan"] = 0  # options resolved and stored before the scan existed: none
         if "match_inputs" not in opts:  # read the memory's match candidates
             opts["match_inputs"] = len(self.match_minlens) if self.match_each else 1
             opts["match_states"] = mixer.match_states(self.match_cap, len(self.match_recency))

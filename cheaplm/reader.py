@@ -43,12 +43,14 @@ import numba
 import numpy as np
 
 from . import config
-from .kernels import adam, gemm, reader_ops
+from .kernels import adam, gemm, reader_ops, scan
+from .lanes import RangeSchedule
 from .kernels.hashing import ORDER, SKIP, WORD
 from .options import check_keys
 
 MIX_SETS = 8 * 4 * 4
 STRETCH_CLIP = 8.0
+SCAN_WARM = 2048  # bytes a lane reads before the bytes it scores (range_probs)
 
 
 @dataclass
@@ -75,6 +77,11 @@ class ReaderConfig:
     order: str = "stream"
     memory_share: float = 0.3  # of a minutes budget, the most the memory's phases may take
     mix_share: float = 0.05  # of a minutes budget, fitting the memory-reader mix
+    # the recurrent state (kernels/scan.py): units of a gated linear scan over the first hidden
+    # layer, read by the second; 0: none (every position independent). Gradients reach scan_chunk
+    # positions back (a batch is batch / scan_chunk lanes of that many consecutive bytes)
+    scan: int = 0
+    scan_chunk: int = 64
     seed: int = 0
 
     @property
@@ -101,9 +108,19 @@ class ReaderConfig:
         for kind, _ in self.contexts:
             if kind not in (ORDER, WORD, SKIP):
                 raise ValueError("reader: contexts are [kind, param] with kind ORDER, WORD or SKIP")
+        if self.scan < 0 or self.scan_chunk < 1:
+            raise ValueError("reader: scan must be >= 0 and scan_chunk >= 1")
+        if self.scan and (self.order != "stream" or self.batch % self.scan_chunk):
+            raise ValueError("reader: a scan needs order stream and a batch that is a multiple of scan_chunk")
 
     def gpu_shapes_ok(self) -> bool:
-        return self.width % 64 == 0 and all(h % 64 == 0 for h in self.hidden) and self.batch % 64 == 0
+        return (self.width % 64 == 0 and all(h % 64 == 0 for h in self.hidden) and self.batch % 64 == 0
+                and self.scan % 64 == 0)
+
+    @property
+    def lanes(self) -> int:
+        """Lanes of consecutive positions in a batch (1 position each without a scan)."""
+        return self.batch // self.scan_chunk if self.scan else self.batch
 
     @classmethod
     def for_device(cls, device: str, **over) -> "ReaderConfig":
@@ -133,6 +150,11 @@ def blocks(cfg: ReaderConfig) -> list[tuple[str, tuple[int, int], float, bool]]:
         fan_in = h
     out.append(("out", (256, fan_in), 1.0, False))
     out.append(("copy", (max(1, cfg.match_inputs), max(1, cfg.match_states)), 1.0, False))
+    if cfg.scan:  # read from the first hidden layer, fed to the layer after it
+        widths = list(cfg.hidden) + [256]
+        out.append(("scan_in", (2 * cfg.scan, widths[0]), 1.0, False))
+        out.append(("scan_bias", (1, cfg.scan), 1.0, False))
+        out.append(("scan_out", (widths[1], cfg.scan), 1.0, False))
     return out
 
 
@@ -146,6 +168,14 @@ def init_params(cfg: ReaderConfig) -> np.ndarray:
             w[-1] = rng.standard_normal(cfg.dim)  # the constant row; hashed rows start at 0 (unseen = nothing)
         elif name == "copy":
             w = np.zeros(shape)
+        elif name == "scan_in":
+            w = rng.standard_normal(shape) * math.sqrt(1.0 / shape[1])
+        elif name == "scan_bias":
+            # units keep their past for 2 .. 2000 bytes (a = 1 - 1/tau, bias = logit(a) = log(tau - 1)),
+            # log-spaced: from the word being read to the paragraph
+            w = np.log(np.exp(np.linspace(math.log(2.0), math.log(2000.0), shape[1])) - 1.0)[None, :]
+        elif name == "scan_out":
+            w = rng.standard_normal(shape) * (0.5 / math.sqrt(shape[1]))
         elif name == "out":
             w = rng.standard_normal(shape) * (0.5 / math.sqrt(shape[1]))
         else:
@@ -186,7 +216,8 @@ class Reader:
         self.ctx = np.asarray(cfg.contexts, dtype=np.int64).reshape(-1, 2)
         self.base_ctx = cfg.window * 256
         self.base_match = self.base_ctx + (len(cfg.contexts) << cfg.ctx_bits)
-        self.n_layers = len(self.blocks) - 2  # dense layers (the last block is the copy path)
+        self.n_layers = len(cfg.hidden) + 1  # dense layers: blocks 1 .. n_layers
+        self.k = {name: i for i, (name, _, _, _) in enumerate(self.blocks)}
         self.const_row = self.blocks[0][1][0] - 1
         if device == "cuda":
             from numba import cuda
@@ -202,6 +233,7 @@ class Reader:
         self.adam_v = self._zeros(self.n_params)
         self.step = 0
         self.ws = None
+        self.train_state = None
 
     # ---- arrays ----------------------------------------------------------------------------------
     def _zeros(self, n):
@@ -239,6 +271,13 @@ class Reader:
                 o, i = self.blocks[k][1]
                 ws["w16"][k - 1] = u16(o, i)
                 ws["w16_t"][k - 1] = u16(i, o)
+            if cfg.scan:
+                d2, h1 = 2 * cfg.scan, cfg.hidden[0]
+                h2 = self.blocks[self.k["scan_out"]][1][0]
+                ws.update(proj=f32(n_b, d2), gate=f32(n_b, cfg.scan), s=f32(n_b, cfg.scan),
+                          s16=u16(n_b, cfg.scan), s16_t=u16(cfg.scan, n_b), ds=f32(n_b, cfg.scan),
+                          dproj16=u16(n_b, d2), dproj16_t=u16(d2, n_b), si16=u16(d2, h1), si16_t=u16(h1, d2),
+                          so16=u16(h2, cfg.scan), so16_t=u16(cfg.scan, h2))
         else:
             pre = [np.zeros((n_b, w), np.float32) for w in widths[1:]]
             ws = {"n": n_b, "rows": np.zeros((n_b, cfg.slots), np.int64),
@@ -248,21 +287,39 @@ class Reader:
                   "pre": pre,
                   "d": [np.zeros((n_b, w), np.float32) for w in widths],
                   "loss": np.zeros(n_b, np.float32), "bitp": np.zeros((n_b, 8), np.float32)}
+            if cfg.scan:
+                f32 = lambda *s: np.zeros(s, np.float32)  # noqa: E731
+                ws.update(proj=f32(n_b, 2 * cfg.scan), gate=f32(n_b, cfg.scan), s=f32(n_b, cfg.scan),
+                          ds=f32(n_b, cfg.scan), dproj=f32(n_b, 2 * cfg.scan))
         self.ws = ws
         return ws
 
     # ---- forward / backward ----------------------------------------------------------------------
-    def forward(self, data, pos, match=None, scale: float = 0.0):
+    def forward(self, data, pos, match=None, scale: float = 0.0, state=None):
         """Scores positions `pos` of `data` (both on the reader's device): per-position loss (bits)
         and per-bit probabilities in the work space; with scale > 0 also d(loss * scale)/d(logits).
         match = (prev, prev_base, minlens, lay): the memory's match pointers for these positions
-        (prev[k, t - prev_base]) and its layout; required when the reader reads match candidates."""
+        (prev[k, t - prev_base]) and its layout; required when the reader reads match candidates.
+        state: with a scan, the (lanes, scan) state before the batch (new_state()); pos then holds
+        lanes runs of consecutive positions, lane-major, and the state is moved on in place."""
         n_b = pos.shape[0]
         ws = self._workspace(n_b)
+        if self.cfg.scan:
+            if state is None or n_b % state.shape[0]:
+                raise ValueError("a reader with a scan needs its state: (lanes, scan) with batch = lanes x chunk")
+            ws["T"] = n_b // state.shape[0]
+            ws["state"] = state
+            if ws.get("s0") is None or ws["s0"].shape != state.shape:
+                ws["s0"] = self._cuda.device_array(state.shape, np.float32) if self.device == "cuda" else \
+                    np.zeros(state.shape, np.float32)
+            if self.device == "cuda":
+                ws["s0"].copy_to_device(state)
+            else:
+                ws["s0"][:] = state
         cfg = self.cfg
         table = self.view(self.params, 0)
-        copy = self.view(self.params, len(self.blocks) - 1)
-        copy_grad = self.view(self.grad, len(self.blocks) - 1)
+        copy = self.view(self.params, self.k["copy"])
+        copy_grad = self.view(self.grad, self.k["copy"])
         n_layers = self.n_layers
         if cfg.match_inputs and match is None:
             raise ValueError("this reader reads the match model: pass match=(prev, prev_base, minlens, lay)")
@@ -277,9 +334,19 @@ class Reader:
             for k in range(n_layers):
                 gemm.to_bf16(self.view(self.params, k + 1), ws["w16"][k], ws["w16_t"][k])
                 gemm.gemm_nt(ws["act"][k], ws["w16"][k], ws["pre"][k])
+                if k == 1 and cfg.scan:
+                    gemm.to_bf16(self.view(self.params, self.k["scan_out"]), ws["so16"], ws["so16_t"])
+                    gemm.gemm_nt(ws["s16"], ws["so16"], ws["pre"][1], accumulate=True)
                 if k + 1 < n_layers:
                     grid, blk = reader_ops.launch_2d(n_b, ws["pre"][k].shape[1])
                     reader_ops.relu_kernel[grid, blk](ws["pre"][k], ws["act"][k + 1], ws["act_t"][k + 1])
+                if k == 0 and cfg.scan:
+                    gemm.to_bf16(self.view(self.params, self.k["scan_in"]), ws["si16"], ws["si16_t"])
+                    gemm.gemm_nt(ws["act"][1], ws["si16"], ws["proj"])
+                    grid, blk = reader_ops.launch_2d(cfg.scan, ws["s0"].shape[0])
+                    scan.scan_forward_kernel[grid, blk](ws["proj"], self.view(self.params, self.k["scan_bias"]),
+                                                        ws["s0"], ws["state"], ws["gate"], ws["s"], ws["s16"],
+                                                        ws["s16_t"], ws["T"])
             targets = self._targets(data, pos)
             reader_ops.softmax_kernel[n_b, reader_ops.SOFTMAX_THREADS](ws["pre"][-1], targets, scale, ws["loss"],
                                                                    ws["d"][-1], ws["bitp"], ws["cand"], copy,
@@ -290,8 +357,14 @@ class Reader:
             reader_ops.gather_cpu(table, ws["rows"], ws["act"][0])
             for k in range(n_layers):
                 gemm.gemm_nt(ws["act"][k], self.view(self.params, k + 1), ws["pre"][k])
+                if k == 1 and cfg.scan:
+                    gemm.gemm_nt(ws["s"], self.view(self.params, self.k["scan_out"]), ws["pre"][1], accumulate=True)
                 if k + 1 < n_layers:
                     reader_ops.relu_cpu(ws["pre"][k])  # = act[k + 1]
+                if k == 0 and cfg.scan:
+                    gemm.gemm_nt(ws["act"][1], self.view(self.params, self.k["scan_in"]), ws["proj"])
+                    scan.scan_forward_cpu(ws["proj"], self.view(self.params, self.k["scan_bias"]), ws["s0"],
+                                          ws["state"], ws["gate"], ws["s"], ws["T"])
             targets = data[pos]
             reader_ops.softmax_cpu(ws["pre"][-1], targets, scale, ws["loss"], ws["d"][-1], ws["bitp"], ws["cand"],
                                    copy)
@@ -326,6 +399,18 @@ class Reader:
                 # pre[k] = act[k] @ W^T  =>  dW += dpre^T @ act ;  dact = dpre @ W
                 gemm.gemm_nt(ws["d16_t"][k], ws["act_t"][k], self.view(self.grad, k + 1), accumulate=True)
                 gemm.gemm_nt(ws["d16"][k], ws["w16_t"][k], ws["d"][k])
+                if k == 1 and self.cfg.scan:
+                    # pre[1] += s @ W_out^T ; s = scan(act[1] @ W_in^T) ; act[1] gets the scan's share
+                    gemm.gemm_nt(ws["d16_t"][1], ws["s16_t"], self.view(self.grad, self.k["scan_out"]),
+                                 accumulate=True)
+                    gemm.gemm_nt(ws["d16"][1], ws["so16_t"], ws["ds"])
+                    grid, blk = reader_ops.launch_2d(self.cfg.scan, ws["s0"].shape[0])
+                    scan.scan_backward_kernel[grid, blk](ws["proj"], ws["gate"], ws["s"], ws["s0"], ws["ds"],
+                                                         ws["dproj16"], ws["dproj16_t"],
+                                                         self.view(self.grad, self.k["scan_bias"]), ws["T"])
+                    gemm.gemm_nt(ws["dproj16_t"], ws["act_t"][1], self.view(self.grad, self.k["scan_in"]),
+                                 accumulate=True)
+                    gemm.gemm_nt(ws["dproj16"], ws["si16_t"], ws["d"][1], accumulate=True)
                 if k > 0:
                     # act[k] = relu(pre[k-1])
                     grid, blk = reader_ops.launch_2d(ws["n"], ws["d"][k].shape[1])
@@ -339,6 +424,13 @@ class Reader:
                 gw = self.view(self.grad, k + 1)
                 gw += np.dot(dpre.T, ws["act"][k])
                 np.dot(dpre, self.view(self.params, k + 1), out=ws["d"][k])
+                if k == 1 and self.cfg.scan:
+                    self.view(self.grad, self.k["scan_out"])[:] += np.dot(dpre.T, ws["s"])
+                    np.dot(dpre, self.view(self.params, self.k["scan_out"]), out=ws["ds"])
+                    scan.scan_backward_cpu(ws["proj"], ws["gate"], ws["s"], ws["s0"], ws["ds"], ws["dproj"],
+                                           self.view(self.grad, self.k["scan_bias"]), ws["T"])
+                    self.view(self.grad, self.k["scan_in"])[:] += np.dot(ws["dproj"].T, ws["act"][1])
+                    ws["d"][1] += np.dot(ws["dproj"], self.view(self.params, self.k["scan_in"]))
                 if k > 0:
                     reader_ops.relu_bwd_cpu(ws["d"][k], ws["act"][k])
             reader_ops.scatter_cpu(ws["d"][0], ws["rows"], table_grad)
@@ -355,17 +447,44 @@ class Reader:
         decay = 1.0 if frac < 0.6 else 1.0 - 0.9 * min(1.0, (frac - 0.6) / 0.4)
         return self.cfg.lr * warm * decay
 
-    def train_step(self, data, pos, frac: float, match=None) -> float:
+    def train_step(self, data, pos, frac: float, match=None, state=None) -> float:
         """One update on positions pos; returns the batch's mean loss in bits per byte."""
-        self.forward(data, pos, match, scale=1.0 / pos.shape[0])
+        self.forward(data, pos, match, scale=1.0 / pos.shape[0], state=state)
         self.backward()
         self.update(self.lr_at(frac))
         return float(np.mean(self.host(self.ws["loss"]), dtype=np.float64))
 
+    def new_state(self, lanes: int):
+        """A zero scan state for `lanes` lanes, on the reader's device (None without a scan)."""
+        if not self.cfg.scan:
+            return None
+        return self._zeros(lanes * self.cfg.scan).reshape(lanes, self.cfg.scan)
+
+    def range_probs(self, data, ranges, match=None, warm: int = SCAN_WARM) -> np.ndarray:
+        """(bytes in ranges, 8) host array: the reader's p(bit j = 1 | the byte's bits before j) for
+        the true bytes of data[a:b] for each (a, b) in ranges, end to end. With a scan, in lanes of
+        consecutive bytes (lanes.RangeSchedule: each lane's state starts at zero up to `warm` bytes
+        before its segment, never before its range's start)."""
+        if not self.cfg.scan:
+            return self.bit_probs(data, np.concatenate([np.arange(a, b, dtype=np.int64) for a, b in ranges]), match)
+        sched = RangeSchedule(ranges, self.cfg.lanes, self.cfg.scan_chunk, warm)
+        out = np.empty((sched.text.total, 8), np.float32)
+        state = self.new_state(self.cfg.lanes)
+        for pos, v, scored, fresh in sched.steps():
+            if fresh.any():  # a lane starts a new piece: from a zero state
+                host = self.host(state)
+                host[fresh] = 0.0
+                state = self._cuda.to_device(host) if self.device == "cuda" else host
+            ws = self.forward(data, self._cuda.to_device(pos) if self.device == "cuda" else pos, match, state=state)
+            out[v[scored]] = self.host(ws["bitp"])[scored]
+        return out
+
     def bit_probs(self, data, pos: np.ndarray, match=None) -> np.ndarray:
         """(len(pos), 8) host array: the reader's p(bit j = 1 | the byte's bits before j) for the true
         bytes at host positions pos, in batches of the reader's own size (the last one padded, as
-        the GPU's products need whole batches)."""
+        the GPU's products need whole batches). Positions are independent: no scan."""
+        if self.cfg.scan:
+            raise ValueError("a reader with a scan reads runs of bytes: use range_probs")
         rb = self.cfg.batch
         out = np.empty((len(pos), 8), np.float32)
         for lo in range(0, len(pos), rb):
@@ -377,9 +496,10 @@ class Reader:
             out[lo: lo + k] = self.host(ws["bitp"])[:k]
         return out
 
-    def next_byte_probs(self, data, pos, match=None) -> np.ndarray:
-        """P(byte at pos[0] = y) over y (float64), for generation on the CPU (one position)."""
-        ws = self.forward(data, pos, match)
+    def next_byte_probs(self, data, pos, match=None, state=None) -> np.ndarray:
+        """P(byte at pos[0] = y) over y (float64), for generation on the CPU (one position); with a
+        scan, `state` (new_state(1)) must have read every position before pos[0] and is moved on."""
+        ws = self.forward(data, pos, match, state=state)
         z = ws["pre"][-1][0].astype(np.float64)  # the logits, the copy path added
         z = np.exp(z - z.max())
         return z / z.sum()
@@ -389,8 +509,17 @@ class Reader:
         return {"reader_params": self.host(self.params), "reader_mix": self.mix,
                 "reader_step": np.array(self.step, np.int64)}
 
+    def training_state(self):
+        """The scan's state of the training lanes (None without a scan), carried across steps."""
+        if self.cfg.scan and self.train_state is None:
+            self.train_state = self.new_state(self.cfg.lanes)
+        return self.train_state
+
     def state_arrays(self) -> dict:
-        return {"reader_m": self.host(self.adam_m), "reader_v": self.host(self.adam_v)}
+        out = {"reader_m": self.host(self.adam_m), "reader_v": self.host(self.adam_v)}
+        if self.cfg.scan:
+            out["reader_scan_state"] = self.host(self.training_state())
+        return out
 
     def load_state(self, z: dict) -> None:
         if self.device == "cuda":
@@ -398,6 +527,11 @@ class Reader:
             self.adam_v = self._cuda.to_device(z["reader_v"])
         else:
             self.adam_m, self.adam_v = z["reader_m"].copy(), z["reader_v"].copy()
+        if self.cfg.scan and "reader_scan_state" in z:
+            st = np.ascontiguousarray(z["reader_scan_state"], np.float32)
+            if st.shape != (self.cfg.lanes, self.cfg.scan):
+                raise ValueError(f"reader scan state {st.shape}, the config needs {(self.cfg.lanes, self.cfg.scan)}")
+            self.train_state = self._cuda.to_device(st) if self.device == "cuda" else st.copy()
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self.cfg), sort_keys=True)
@@ -486,27 +620,25 @@ def describe(cfg: ReaderConfig) -> str:
     dense = sum(s[0] * s[1] for name, s, _, _ in blocks(cfg) if name != "table")
     return (f"reader: {cfg.window} byte slots + {len(cfg.contexts)} hashed contexts + {cfg.match_inputs} match "
             f"candidates x {cfg.dim}, MLP "
-            f"{cfg.width}->{'->'.join(map(str, cfg.hidden))}->256; {dense / 1e6:.1f}M dense + "
+            f"{cfg.width}->{'->'.join(map(str, cfg.hidden))}->256"
+            + (f", a {cfg.scan}-unit scan over its first layer" if cfg.scan else "")
+            + f"; {dense / 1e6:.1f}M dense + "
             f"{(n - dense) / 1e6:.0f}M table parameters")
 
 
 def flops_per_position(cfg: ReaderConfig) -> float:
     """Multiply-adds x2 of the dense products, forward + backward (3x forward)."""
     dims = [cfg.width] + list(cfg.hidden) + [256]
-    return 3 * sum(2.0 * a * b for a, b in zip(dims, dims[1:]))
+    scan_macs = cfg.scan * (2 * dims[1] + dims[2])
+    return 3 * (sum(2.0 * a * b for a, b in zip(dims, dims[1:])) + 2.0 * scan_macs)
 
 
 
-def reader_bpb(reader: Reader, data, start: int, end: int, batch: int | None = None, match=None) -> float:
-    """The reader's own bits per byte on data[start:end] (no memory): for ablations and probes."""
-    batch = batch or reader.cfg.batch
-    total, n = 0.0, end - start
-    for lo in range(start, end, batch):
-        pos = np.arange(lo, min(lo + batch, end), dtype=np.int64)
-        if len(pos) < batch and reader.device == "cuda":  # keep the GPU shapes (multiples of 64)
-            pos = np.concatenate([pos, np.full(batch - len(pos), pos[-1], np.int64)])
-        d_pos = reader._cuda.to_device(pos) if reader.device == "cuda" else pos
-        ws = reader.forward(data, d_pos, match)
-        loss = reader.host(ws["loss"])[: min(batch, end - lo)]
-        total += float(np.sum(loss, dtype=np.float64))
-    return total / n
+def reader_bpb(reader: Reader, data, start: int, end: int, host_data: np.ndarray, match=None) -> float:
+    """The reader's own bits per byte on data[start:end] (no memory): for ablations and probes.
+    host_data: the same bytes on the host (the true bytes of each position)."""
+    p = reader.range_probs(data, [(start, end)], match)
+    y = host_data[start:end].astype(np.int64)
+    bits = (y[:, None] >> (7 - np.arange(8))) & 1
+    q = np.clip(np.where(bits == 1, p, 1.0 - p), 1e-9, 1.0)
+    return float(-np.log2(q).sum() / max(1, end - start))

@@ -157,6 +157,10 @@ class Generator:
         self._mass = np.zeros(512, np.float64)
         self._node_p1 = np.zeros(256, np.float64)
         self._pos1 = np.zeros(1, np.int64)
+        # the reader's scan state: it has read the positions before t (zero at the generator's start,
+        # as evaluation starts a run); _rnext caches position t's reading: (t, probabilities, state after)
+        self._rstate = model.reader.new_state(1) if model.reader is not None else None
+        self._rnext = None
         self.pending = b""  # bytes of an incomplete UTF-8 character at the end of the stream
 
     def _ensure_prev(self) -> None:
@@ -171,8 +175,21 @@ class Generator:
             bigger[: self.t] = self.buf[: self.t]
             self.buf = bigger
 
+    def _reader_probs(self) -> np.ndarray:
+        self._ensure_prev()
+        if self._rnext is None or self._rnext[0] != self.t:
+            m = self.model
+            self._pos1[0] = self.t
+            state = None if self._rstate is None else self._rstate.copy()
+            pr = m.reader.next_byte_probs(self.buf, self._pos1, m.match_args(self.prev_t, self.t), state)
+            self._rnext = (self.t, pr, state)
+        return self._rnext[1]
+
     def push(self, byte: int) -> None:
         self._ensure_prev()
+        if self._rstate is not None:  # the scan reads every position, sampled or fed
+            self._reader_probs()
+            self._rstate = self._rnext[2]
         self._grow()
         self.buf[self.t] = byte
         self.t += 1
@@ -196,8 +213,7 @@ class Generator:
                           self._hashes, self._cand, self._feat, self._qidx, self._idx, self._zk, self._mass, out,
                           self._node_p1)
         if m.reader is not None:
-            self._pos1[0] = self.t
-            pr = m.reader.next_byte_probs(self.buf, self._pos1, m.match_args(self.prev_t, self.t))
+            pr = self._reader_probs()
             mixed_distribution(self._node_p1, pr, m.reader.mix, self._mass, out)
         return out
 

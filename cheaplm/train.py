@@ -43,6 +43,7 @@ import numpy as np
 from . import checkpoint
 from .evaluate import stream_bpb
 from .kernels.match import index_workspace, match_index_parallel
+from .lanes import stream_positions  # noqa: F401  (tests and benches import it from here too)
 from .model import Model, ModelConfig, memory_estimate
 from .progress import fmt_seconds
 from .shards import ShardError, load_split, read_manifest
@@ -51,6 +52,7 @@ from .shards import ShardError, load_split, read_manifest
 # 20%/32 MiB 1.5777, bench/NOTES.md §9), but the CPU's 4096-position tail steps would take 40
 # minutes for four passes over 32 MiB
 HOLDOUT = {"cuda": (0.2, 32 << 20), "cpu": (0.05, 8 << 20)}
+MIX_BYTES = {"cuda": 4 << 20, "cpu": 1 << 19}  # held-out bytes the memory-reader mix is fitted on, at most
 TAIL_PASSES = 4  # default: the tail sees each held-out byte about this many times, no more (it overfits)
 TAIL = 0.25  # mixer-only steps after counting, as a share of the counting steps (bytes budget)
 COUNT_SHARE = 0.75  # share of a minutes budget that counting may take
@@ -733,12 +735,12 @@ def reader_phases(model, tc: TrainConfig, state: dict, data, d_data, d_prev, to_
                 return "stop_after_steps"
             frac = done if total is None else max(done, (now - t_phase) / max(1e-9, mix_at - t_phase))
             if rc.order == "stream":
-                pos = stream_positions(ranges, rc.batch, reader.step - start_step)
+                pos = stream_positions(ranges, rc.lanes, reader.step - start_step, rc.scan_chunk if rc.scan else 1)
             else:
                 pos = draw_positions(rng, ranges, rc.batch)
             if len(pos) < rc.batch:  # the GPU's products need the full batch; repeat positions
                 pos = np.resize(pos, rc.batch)
-            loss = reader.train_step(d_data, to_dev(pos) if to_dev else pos, frac, match)
+            loss = reader.train_step(d_data, to_dev(pos) if to_dev else pos, frac, match, reader.training_state())
             if not math.isfinite(loss):
                 raise TrainError(f"reader loss became {loss} at reader step {reader.step}; try a lower reader lr")
             ema = loss if ema is None else 0.97 * ema + 0.03 * loss
@@ -753,7 +755,12 @@ def reader_phases(model, tc: TrainConfig, state: dict, data, d_data, d_prev, to_
         state["reader_done"] = True
     if not state.get("mix_done"):
         fit = MixFit(reader.mix)
-        tail_bytes = sum(b - a for a, b in tail)
+        # the reader reads the held-out bytes once, in runs (its scan state needs their past), then the
+        # mix draws batches of them; the mix has a few hundred weights, MIX_BYTES is plenty
+        tail = mix_ranges(tail, MIX_BYTES[model.device])
+        tail_pos = np.concatenate([np.arange(a, b, dtype=np.int64) for a, b in tail])
+        tail_pr = reader.range_probs(d_data, tail, match)
+        tail_bytes = len(tail_pos)
         batch = min(tc.batch, tail_bytes)
         n_steps = max(1, math.ceil(2 * tail_bytes / batch))  # two passes over the held-out bytes
         caches = model.make_caches(batch)
@@ -763,12 +770,11 @@ def reader_phases(model, tc: TrainConfig, state: dict, data, d_data, d_prev, to_
                 break
             if stop.flag:
                 return stop.signal
-            pos = draw_positions(rng, tail, batch)
-            if len(pos) < batch:
-                pos = np.resize(pos, batch)
+            pick = rng.integers(0, tail_bytes, batch, dtype=np.int64)
+            pos = tail_pos[pick]
             model.forward(d_data, to_dev(pos) if to_dev else pos, d_prev, 0, caches, loo=False)
             pm = model.host(caches.prob)
-            pr = reader.bit_probs(d_data, pos, match)
+            pr = tail_pr[pick]
             y = data[pos]
             mix_loss = fit.step(pm, pr, y)
         reader.mix = fit.w
@@ -780,17 +786,13 @@ def reader_phases(model, tc: TrainConfig, state: dict, data, d_data, d_prev, to_
     return None
 
 
-def stream_positions(ranges, n: int, step: int) -> np.ndarray:
-    """Step `step` of n cursors spread evenly over the bytes of `ranges`, each one byte further on
-    each step (and round again after its stretch)."""
-    sizes = np.array([b - a for a, b in ranges], dtype=np.int64)
-    total = int(sizes.sum())
-    stretch = max(1, total // n)
-    idx = (np.arange(n, dtype=np.int64) * stretch + step % stretch) % total
-    ends = np.cumsum(sizes)
-    k = np.searchsorted(ends, idx, side="right")
-    starts = np.array([a for a, _ in ranges], dtype=np.int64)
-    return starts[k] + idx - (ends[k] - sizes[k])
+def mix_ranges(tail, most: int) -> list[tuple[int, int]]:
+    """The held-out ranges, each cut to the same share so that they hold at most `most` bytes."""
+    total = sum(b - a for a, b in tail)
+    if total <= most:
+        return list(tail)
+    keep = most / total
+    return [(a, a + max(1, int((b - a) * keep))) for a, b in tail]
 
 
 def _path_bits(p: np.ndarray, y: np.ndarray) -> np.ndarray:

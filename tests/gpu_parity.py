@@ -120,18 +120,55 @@ def check(big: bool = False) -> bool:
     same = lerr < 1e-6 and np.array_equal(a[0][::3], p0[::3])
     print(f"adam lazy: max diff {lerr:.2e}: {'ok' if same else 'MISMATCH'}")
     ok &= bool(same)
-    ok &= check_reader(rng, big)
+    ok &= check_scan(rng, big)
+    ok &= check_gemm(rng, big)
+    ok &= check_reader(rng, big, scan=False)
+    ok &= check_reader(rng, big, scan=True)
     return bool(ok)
 
 
-def check_reader(rng, big: bool) -> bool:
-    """The product (tensor cores on a GPU, the pure-numba tile under the simulator) against float64
-    on the same bf16 operands; bf16 conversion bit-exact; the reader's forward/backward on the GPU
-    (bf16 products) against its float32 CPU twin, match candidates included."""
-    from cheaplm.kernels import gemm
-    from cheaplm.reader import Reader
+def check_scan(rng, big: bool) -> bool:
+    """The scan's CUDA kernels against their CPU twins: gate, state sequence, state out, and the
+    backward's input gradients (written as bf16 on the GPU) and bias gradient."""
+    from cheaplm.kernels import gemm, scan
+    from cheaplm.kernels.reader_ops import launch_2d
 
-    ok = True
+    lanes, T, d = (256, 64, 512) if big else (5, 7, 9)
+    n = lanes * T
+    proj = rng.standard_normal((n, 2 * d)).astype(np.float32)
+    bias = rng.standard_normal((1, d)).astype(np.float32)
+    s_in = rng.standard_normal((lanes, d)).astype(np.float32)
+    ds = rng.standard_normal((n, d)).astype(np.float32)
+    c_out, c_gate, c_s = np.zeros((lanes, d), np.float32), np.zeros((n, d), np.float32), np.zeros((n, d), np.float32)
+    scan.scan_forward_cpu(proj, bias, s_in, c_out, c_gate, c_s, T)
+    c_dp, c_db = np.zeros((n, 2 * d), np.float32), np.zeros((1, d), np.float32)
+    scan.scan_backward_cpu(proj, c_gate, c_s, s_in, ds, c_dp, c_db, T)
+    g = [cuda.to_device(x) for x in (proj, bias, s_in)]
+    g_out, g_gate, g_s = (cuda.device_array(x.shape, np.float32) for x in (c_out, c_gate, c_s))
+    s16, s16_t = cuda.device_array((n, d), np.uint16), cuda.device_array((d, n), np.uint16)
+    grid, blk = launch_2d(d, lanes)
+    scan.scan_forward_kernel[grid, blk](g[0], g[1], g[2], g_out, g_gate, g_s, s16, s16_t, T)
+    dp16, dp16_t = cuda.device_array((n, 2 * d), np.uint16), cuda.device_array((2 * d, n), np.uint16)
+    g_db = cuda.to_device(np.zeros((1, d), np.float32))
+    scan.scan_backward_kernel[grid, blk](g[0], g_gate, g_s, g[2], cuda.to_device(ds), dp16, dp16_t, g_db, T)
+    ferr = max(float(np.max(np.abs(a - b.copy_to_host()))) for a, b in ((c_out, g_out), (c_gate, g_gate), (c_s, g_s)))
+    conv = np.array_equal(s16.copy_to_host(), gemm.bf16_bits_host(g_s.copy_to_host())) and \
+        np.array_equal(s16_t.copy_to_host(), s16.copy_to_host().T)
+    dp = gemm.bf16_to_float(dp16.copy_to_host())
+    berr = float(np.max(np.abs(dp - c_dp)) / np.max(np.abs(c_dp)))
+    same_t = np.array_equal(dp16_t.copy_to_host(), dp16.copy_to_host().T)
+    dberr = float(np.max(np.abs(g_db.copy_to_host() - c_db)) / max(1e-9, float(np.max(np.abs(c_db)))))
+    good = ferr < 1e-4 and conv and berr < 1e-2 and same_t and dberr < 1e-4
+    print(f"scan {lanes}x{T}x{d}: forward diff {ferr:.1e}, bf16 copies exact {conv and same_t}, input grad rel err "
+          f"{berr:.1e} (bf16), bias grad rel err {dberr:.1e}: {'ok' if good else 'MISMATCH'}")
+    return bool(good)
+
+
+def check_gemm(rng, big: bool) -> bool:
+    """The product (tensor cores on a GPU, the pure-numba tile under the simulator) against float64
+    on the same bf16 operands; bf16 conversion bit-exact."""
+    from cheaplm.kernels import gemm
+
     m_, n_, k_ = (1024, 2048, 1088) if big else (64, 128, 48)
     a = rng.standard_normal((m_, k_)).astype(np.float32)
     b = rng.standard_normal((n_, k_)).astype(np.float32)
@@ -145,11 +182,20 @@ def check_reader(rng, big: bool) -> bool:
     conv = np.array_equal(d16.copy_to_host(), a16) and np.array_equal(d16t.copy_to_host(), a16.T)
     good = err < 1e-5 and conv
     print(f"gemm_nt {m_}x{n_}x{k_}: rel err {err:.2e}, bf16 conversion exact {conv}: {'ok' if good else 'MISMATCH'}")
-    ok &= good
+    return bool(good)
 
+
+def check_reader(rng, big: bool, scan: bool) -> bool:
+    """The reader's forward/backward on the GPU (bf16 products) against its float32 CPU twin, match
+    candidates included, with or without a scan."""
+    from cheaplm.reader import Reader
+
+    ok = True
     reader = ({"on": True, "window": 8, "dim": 64, "ctx_bits": 14, "hidden": [512, 256], "batch": 4096}
               if big else {"on": True, "window": 1, "dim": 16, "ctx_bits": 6, "hidden": [64], "batch": 64,
                            "contexts": [[0, 2], [0, 1], [1, 1], [3, 2]]})
+    if scan:  # a 64-unit scan; 16 lanes of consecutive positions on the CPU and the GPU alike
+        reader = {**reader, "scan": 64 if not big else 256, "scan_chunk": 4 if not big else 64}
     cfg = ModelConfig(orders=[0, 1, 2], words=1, sparse=[], skips=[], table_bits=6, match_minlens=[8, 3],
                       match_bits=10, reader=reader)
     mem = Model(cfg, "cpu")
@@ -161,11 +207,15 @@ def check_reader(rng, big: bool) -> bool:
     data = make_text(rng, n)
     prev = np.full((2, n), -1, np.int32)
     match_index(data, 0, n, mem.minlens, cfg.match_bits, np.full((2, 1 << cfg.match_bits), -1, np.int32), prev, 0)
-    pos = rng.integers(0, n, cpu.cfg.batch).astype(np.int64)
-    cpu.forward(data, pos, mem.match_args(prev, 0), scale=1.0 / len(pos))
+    lanes = cpu.cfg.lanes
+    chunk = cpu.cfg.batch // lanes
+    pos = (rng.integers(0, n - chunk, lanes)[:, None] + np.arange(chunk)).ravel().astype(np.int64)
+    st = rng.standard_normal((lanes, cpu.cfg.scan)).astype(np.float32) if scan else None
+    cpu.forward(data, pos, mem.match_args(prev, 0), scale=1.0 / len(pos), state=None if st is None else st.copy())
     cpu.backward()
     gm = (cuda.to_device(prev), 0, cuda.to_device(mem.minlens), cuda.to_device(mem.lay))
-    gpu.forward(cuda.to_device(data), cuda.to_device(pos), gm, scale=1.0 / len(pos))
+    gpu.forward(cuda.to_device(data), cuda.to_device(pos), gm, scale=1.0 / len(pos),
+                state=None if st is None else cuda.to_device(st))
     gpu.backward()
     same_rows = np.array_equal(cpu.ws["rows"], gpu.host(gpu.ws["rows"]))
     lerr = float(np.max(np.abs(cpu.ws["loss"] - gpu.host(gpu.ws["loss"]))))
@@ -173,7 +223,7 @@ def check_reader(rng, big: bool) -> bool:
     gerr = float(np.max(np.abs(cpu.grad - gpu.host(gpu.grad))) / np.max(np.abs(cpu.grad)))
     # bf16 products: losses within 0.02 bits, gradients within 2% of the largest
     good = same_rows and lerr < 0.02 and perr < 0.01 and gerr < 0.02
-    print(f"reader forward/backward: rows identical {same_rows}, loss diff {lerr:.1e}, bit prob diff {perr:.1e}, "
+    print(f"reader{' with a scan' if scan else ''} forward/backward: rows identical {same_rows}, loss diff {lerr:.1e}, bit prob diff {perr:.1e}, "
           f"grad rel err {gerr:.1e}: {'ok' if good else 'MISMATCH'}")
     ok &= good
     return bool(ok)

@@ -38,50 +38,65 @@ def pointers(m, data):
     return prev
 
 
+def param_views(m, params=None):
+    """float64 views of each parameter block, in blocks() order, by name."""
+    r = m.reader
+    p = (r.params if params is None else params).astype(np.float64)
+    views, at = {}, 0
+    for name, shape, _, _ in blocks(r.cfg):
+        views[name] = p[at: at + shape[0] * shape[1]].reshape(shape)
+        at += shape[0] * shape[1]
+    return views
+
+
+def oracle_input(m, data, t, prev, table):
+    """The first layer's input at position t (all slots' rows end to end) and the match candidates."""
+    cfg = m.reader.cfg
+    n_mb = int(m.lay[L_NMB])
+    rows = [i * 256 + (int(data[t - 1 - i]) if t - 1 - i >= 0 else 0) for i in range(cfg.window)]
+    for c, (kind, param) in enumerate(cfg.contexts):
+        h = context_hash(data, t, kind, param, 100 + c)
+        rows.append(cfg.window * 256 + (c << cfg.ctx_bits) + ((h >> 16) & ((1 << cfg.ctx_bits) - 1)))
+    cand = np.zeros((cfg.match_inputs, 2), np.int64)
+    match_inputs(data, t, prev, t, m.minlens, m.lay, cand)
+    base = cfg.window * 256 + (len(cfg.contexts) << cfg.ctx_bits)
+    for k in range(cfg.match_inputs):
+        e, st = (cand[k, 0], cand[k, 1]) if cand[k, 0] >= 0 else (0, 0)
+        rows.append(base + (k * n_mb + st) * 256 + e)
+    rows.append(table.shape[0] - 1)
+    return np.concatenate([table[q] for q in rows]), cand
+
+
+def oracle_output(m, x, cand, y, copy):
+    """From the logits (copy path added): loss in bits, bit probabilities, loss in nats."""
+    for k in range(m.reader.cfg.match_inputs):
+        if cand[k, 1] > 0 and cand[k, 0] >= 0:
+            x[cand[k, 0]] += copy[k, cand[k, 1]]
+    q = np.exp(x - x.max())
+    q /= q.sum()
+    bp = []
+    for j in range(8):
+        lo = (y >> (8 - j)) << (8 - j)
+        half = 1 << (7 - j)
+        bp.append(q[lo + half: lo + 2 * half].sum() / q[lo: lo + 2 * half].sum())
+    return -math.log2(q[y]), bp, -math.log(q[y])
+
+
 def oracle(m, data, pos, prev, params=None):
     """float64: (loss in bits, bit probabilities, mean loss in nats) straight from the docstring."""
-    r = m.reader
-    cfg = r.cfg
-    p = (r.params if params is None else params).astype(np.float64)
-    views = []
-    at = 0
-    for _, shape, _, _ in blocks(cfg):
-        views.append(p[at: at + shape[0] * shape[1]].reshape(shape))
-        at += shape[0] * shape[1]
-    table, dense, copy = views[0], views[1:-1], views[-1]
-    n_mb = int(m.lay[L_NMB])
+    v = param_views(m, params)
+    dense = [v[f"w{i + 1}"] for i in range(len(m.reader.cfg.hidden))] + [v["out"]]
     losses, bitps, nats = [], [], 0.0
     for t in pos:
-        rows = [i * 256 + (int(data[t - 1 - i]) if t - 1 - i >= 0 else 0) for i in range(cfg.window)]
-        for c, (kind, param) in enumerate(cfg.contexts):
-            h = context_hash(data, t, kind, param, 100 + c)
-            rows.append(cfg.window * 256 + (c << cfg.ctx_bits) + ((h >> 16) & ((1 << cfg.ctx_bits) - 1)))
-        cand = np.zeros((cfg.match_inputs, 2), np.int64)
-        match_inputs(data, t, prev, t, m.minlens, m.lay, cand)
-        base = cfg.window * 256 + (len(cfg.contexts) << cfg.ctx_bits)
-        for k in range(cfg.match_inputs):
-            e, st = (cand[k, 0], cand[k, 1]) if cand[k, 0] >= 0 else (0, 0)
-            rows.append(base + (k * n_mb + st) * 256 + e)
-        rows.append(table.shape[0] - 1)
-        x = np.concatenate([table[q] for q in rows])
+        x, cand = oracle_input(m, data, t, prev, v["table"])
         for i, w in enumerate(dense):
             x = w @ x
             if i + 1 < len(dense):
                 x = np.maximum(x, 0)
-        for k in range(cfg.match_inputs):
-            if cand[k, 1] > 0 and cand[k, 0] >= 0:
-                x[cand[k, 0]] += copy[k, cand[k, 1]]
-        q = np.exp(x - x.max())
-        q /= q.sum()
-        y = int(data[t])
-        losses.append(-math.log2(q[y]))
-        nats += -math.log(q[y])
-        bp = []
-        for j in range(8):
-            lo = (y >> (8 - j)) << (8 - j)
-            half = 1 << (7 - j)
-            bp.append(q[lo + half: lo + 2 * half].sum() / q[lo: lo + 2 * half].sum())
+        bits, bp, nat = oracle_output(m, x, cand, int(data[t]), v["copy"])
+        losses.append(bits)
         bitps.append(bp)
+        nats += nat
     return np.array(losses), np.array(bitps), nats / len(pos)
 
 

@@ -246,6 +246,19 @@ def test_reader_resume_equals_straight_and_the_reader_earns_its_place(data_dir, 
     assert straight["val_bpb"] < memory_only["val_bpb"]
 
 
+def test_reader_with_a_scan_resumes_as_straight(data_dir, tmp_path):
+    """The scan's lane states are part of the checkpoint: stopped mid-phase and resumed == straight."""
+    cfg = ModelConfig(**{**READER.__dict__, "reader": {**READER.reader, "scan": 8, "scan_chunk": 8}})
+    straight = train(data_dir, tmp_path / "a", cfg, small_tc(), log=lambda *a: None)
+    train(data_dir, tmp_path / "b", cfg, small_tc(), log=lambda *a: None, stop_after_reader_steps=150)
+    second = train(data_dir, tmp_path / "b", None, small_tc(), resume=True, log=lambda *a: None)
+    ma, _, _ = load_model(tmp_path / "a")
+    mb, _, _ = load_model(tmp_path / "b")
+    assert ma.reader.cfg.scan == 8 and ma.reader.step == mb.reader.step > 150
+    assert np.array_equal(ma.reader.params, mb.reader.params) and np.array_equal(ma.reader.mix, mb.reader.mix)
+    assert second["val_bpb"] == straight["val_bpb"]
+
+
 def test_reader_phase_stops_after_max_epochs(data_dir, tmp_path):
     cfg = ModelConfig(**{**READER.__dict__, "reader": {**READER.reader, "max_epochs": 0.5}})
     train(data_dir, tmp_path / "r", cfg, small_tc(), log=lambda *a: None)

@@ -1,0 +1,92 @@
+"""Which text positions the reader reads in one batch: lanes of consecutive bytes.
+
+A set of (start, end) ranges of the data is seen as one virtual text (the ranges end to end). A
+batch is `lanes` runs of `chunk` consecutive virtual positions each, lane-major (row = lane * chunk
++ t), so that the reader's recurrent state (kernels/scan.py) can move along each lane. With chunk 1
+it is the old "stream" order: many cursors, each one byte further at each step.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class VirtualText:
+    """Maps virtual positions (0 .. total-1 over the ranges end to end) to data positions."""
+
+    def __init__(self, ranges):
+        self.sizes = np.array([b - a for a, b in ranges], dtype=np.int64)
+        self.starts = np.array([a for a, _ in ranges], dtype=np.int64)
+        self.ends = np.cumsum(self.sizes)  # virtual end of each range
+        self.total = int(self.ends[-1]) if len(self.ends) else 0
+
+    def range_of(self, v: np.ndarray) -> np.ndarray:
+        return np.minimum(np.searchsorted(self.ends, v, side="right"), len(self.ends) - 1)
+
+    def to_data(self, v: np.ndarray) -> np.ndarray:
+        k = self.range_of(v)
+        return self.starts[k] + v - (self.ends[k] - self.sizes[k])
+
+    def range_start(self, v: np.ndarray) -> np.ndarray:
+        """Virtual start of the range that holds each v."""
+        k = self.range_of(v)
+        return self.ends[k] - self.sizes[k]
+
+
+def stream_positions(ranges, lanes: int, step: int, chunk: int = 1) -> np.ndarray:
+    """Step `step` of `lanes` cursors spread evenly over the bytes of `ranges`, each `chunk` bytes
+    further on each step (and round again after its stretch): lanes * chunk positions, lane-major."""
+    text = VirtualText(ranges)
+    stretch = max(1, text.total // lanes)
+    at = (np.arange(lanes, dtype=np.int64) * stretch)[:, None] + (step * chunk + np.arange(chunk)) % stretch
+    return text.to_data((at % text.total).ravel())
+
+
+class RangeSchedule:
+    """Scores every byte of `ranges` exactly once in lanes of consecutive positions.
+
+    Each range is cut into pieces of at most about total / lanes bytes; a piece is read from up to
+    `warm` bytes before it (never before its range's start) so that the state has read the piece's
+    recent past, and from a zero state: no lane carries state from one range into another. Pieces
+    are dealt to lanes (the longest to the least loaded), each padded to whole steps; steps()
+    yields (data positions, virtual positions, which rows are scored, which lanes start afresh)."""
+
+    def __init__(self, ranges, lanes: int, chunk: int, warm: int):
+        self.text = VirtualText(ranges)
+        self.lanes, self.chunk = lanes, chunk
+        seg = max(1, -(-self.text.total // lanes))
+        pieces = []  # (virtual begin of reading, virtual lo of scoring, hi)
+        for k in range(len(self.text.sizes)):
+            r_lo = int(self.text.ends[k] - self.text.sizes[k])
+            for lo in range(r_lo, int(self.text.ends[k]), seg):
+                pieces.append((max(r_lo, lo - warm), lo, min(lo + seg, int(self.text.ends[k]))))
+        pieces.sort(key=lambda p: p[0] - p[2])  # longest (hi - begin) first
+        load = np.zeros(lanes, np.int64)
+        self.plan = [[] for _ in range(lanes)]
+        for begin, lo, hi in pieces:
+            lane = int(np.argmin(load))
+            steps = -(-(hi - begin) // chunk)
+            self.plan[lane].append((int(load[lane]), begin, lo, hi))
+            load[lane] += steps
+        self.n_steps = int(load.max()) if len(pieces) else 0
+
+    def steps(self):
+        t = np.arange(self.chunk)
+        v = np.zeros((self.lanes, self.chunk), np.int64)
+        scored = np.zeros((self.lanes, self.chunk), bool)
+        fresh = np.zeros(self.lanes, bool)
+        for s in range(self.n_steps):
+            v[:] = 0
+            scored[:] = False
+            fresh[:] = False
+            for lane, plan in enumerate(self.plan):
+                for first, begin, lo, hi in plan:
+                    if first <= s < first + -(-(hi - begin) // self.chunk):
+                        at = begin + (s - first) * self.chunk + t
+                        scored[lane] = (at >= lo) & (at < hi)
+                        v[lane] = np.minimum(at, hi - 1)  # past the piece's end: repeat its last byte
+                        fresh[lane] = s == first
+                        break
+                else:  # an idle lane reads (and discards) the first byte
+                    v[lane] = 0
+            yield self.text.to_data(v.ravel()), v.ravel().copy(), scored.ravel().copy(), fresh.copy()
