@@ -126,7 +126,7 @@ def main() -> None:
             "commit": commit, "command": " ".join(sys.argv), "minutes": args.minutes,
             "train_seconds": summary["elapsed"], "compile_seconds": compile_s, "wall_seconds_train_call": wall,
             "counted_bytes": summary["counted_bytes"], "steps": summary["steps"],
-            "heldout_last_mix_batch": summary.get("heldout"),
+            "heldout": summary.get("heldout"),
             "train_mb_per_s": summary["counted_bytes"] / 1e6 / summary["elapsed"],
             "count_seconds": summary["count_seconds"], "count_mb_per_s": summary["count_mb_per_s"],
             "split": "val" if args.val else "test",

@@ -67,20 +67,28 @@ class ReaderConfig:
     lr: float = 0.002
     table_lr: float = 5.0  # the embedding table's learning rate, as a factor of lr
     warmup: int = 100
-    # passes over the counted bytes, at most: the hashed rows memorise what they read twice (H200, 5
-    # minutes = 2.5 passes: held-out 1.5788 bpb for the reader alone, 1.4774 after 0.8 passes at 2)
-    max_epochs: float = 1.0
+    # passes over the counted bytes, at most; the hashed rows (the table) learn in the first
+    # table_epochs of them only: rows memorise what they read twice (H200, 5 minutes = 2.5 passes of
+    # everything: held-out 1.5788 bpb for the reader alone, 1.4774 after 0.8 passes at 2), while the
+    # dense layers and the scan generalise from several passes, as a transformer's weights do
+    max_epochs: float = 4.0
+    table_epochs: float = 1.0
     # which positions a step trains on: "stream" (the batch is that many cursors spread over the
     # text, each moving one byte a step, so a row has seen only the past of the article it is read
     # in, as the memory's counts have) or "random" (uniform over the counted bytes). CPU, 3 MB of
     # train, val: stream 1.7481, random 1.7788, memory alone 1.8715 (bench/NOTES.md §11)
     order: str = "stream"
     memory_share: float = 0.3  # of a minutes budget, the most the memory's phases may take
+    # ... and at most this many seconds (0: no cap): on an H200 the memory has counted the whole
+    # train split in 35 s and gains little after a minute, while the reader gains with every minute
+    memory_seconds: float = 60.0
     mix_share: float = 0.05  # of a minutes budget, fitting the memory-reader mix
     # the recurrent state (kernels/scan.py): units of a gated linear scan over the first hidden
     # layer, read by the second; 0: none (every position independent). Gradients reach scan_chunk
-    # positions back (a batch is batch / scan_chunk lanes of that many consecutive bytes)
-    scan: int = 0
+    # positions back (a batch is batch / scan_chunk lanes of that many consecutive bytes). H200, val,
+    # 2 minutes: 1.3797 with 512 units against 1.3942 without; CPU, 3 MB: 1.8051 with 64 against
+    # 1.8130 (bench/NOTES.md §12)
+    scan: int = 512
     scan_chunk: int = 64
     seed: int = 0
 
@@ -101,8 +109,10 @@ class ReaderConfig:
             raise ValueError("reader: batch, lr and table_lr must be positive")
         if self.order not in ("random", "stream"):
             raise ValueError("reader: order must be random or stream")
-        if not (0 < self.max_epochs <= 100):
-            raise ValueError("reader: max_epochs must be in (0, 100]")
+        if not (0 < self.max_epochs <= 100) or self.table_epochs < 0:  # table_epochs 0: rows never learn
+            raise ValueError("reader: max_epochs must be in (0, 100], table_epochs >= 0")
+        if self.memory_seconds < 0:
+            raise ValueError("reader: memory_seconds must be >= 0 (0: no cap)")
         if not (0 < self.memory_share < 1) or not (0 <= self.mix_share < 1):
             raise ValueError("reader: memory_share in (0, 1), mix_share in [0, 1)")
         for kind, _ in self.contexts:
@@ -128,7 +138,8 @@ class ReaderConfig:
         if device == "cuda":
             cfg = cls()
         else:
-            cfg = cls(window=6, dim=16, ctx_bits=16, hidden=[256, 128], batch=1024, lr=0.003)
+            cfg = cls(window=6, dim=16, ctx_bits=16, hidden=[256, 128], batch=1024, lr=0.003, memory_seconds=0.0,
+                      scan=64, scan_chunk=16)
         cfg = dataclasses.replace(cfg, **check_keys(cls, over, "reader"))
         cfg.validate()
         return cfg
@@ -388,7 +399,7 @@ class Reader:
         reader_ops.take_kernel[(pos.shape[0] + tpb - 1) // tpb, tpb](data, pos, ws["targets"])
         return ws["targets"]
 
-    def backward(self) -> None:
+    def backward(self, skip_table: bool = False) -> None:
         """Adds d(loss * scale)/d(params) into self.grad (forward must have run with scale > 0):
         the literal reverse of forward, layer by layer."""
         ws = self.ws
@@ -398,7 +409,8 @@ class Reader:
             for k in range(n_layers - 1, -1, -1):
                 # pre[k] = act[k] @ W^T  =>  dW += dpre^T @ act ;  dact = dpre @ W
                 gemm.gemm_nt(ws["d16_t"][k], ws["act_t"][k], self.view(self.grad, k + 1), accumulate=True)
-                gemm.gemm_nt(ws["d16"][k], ws["w16_t"][k], ws["d"][k])
+                if k > 0 or not skip_table:
+                    gemm.gemm_nt(ws["d16"][k], ws["w16_t"][k], ws["d"][k])
                 if k == 1 and self.cfg.scan:
                     # pre[1] += s @ W_out^T ; s = scan(act[1] @ W_in^T) ; act[1] gets the scan's share
                     gemm.gemm_nt(ws["d16_t"][1], ws["s16_t"], self.view(self.grad, self.k["scan_out"]),
@@ -416,14 +428,16 @@ class Reader:
                     grid, blk = reader_ops.launch_2d(ws["n"], ws["d"][k].shape[1])
                     reader_ops.relu_bwd_kernel[grid, blk](ws["d"][k], ws["pre"][k - 1], ws["d16"][k - 1],
                                                           ws["d16_t"][k - 1])
-            grid, blk = reader_ops.launch_2d(self.cfg.width, ws["n"])
-            reader_ops.scatter_kernel[grid, blk](ws["d"][0], ws["rows"], table_grad)
+            if not skip_table:
+                grid, blk = reader_ops.launch_2d(self.cfg.width, ws["n"])
+                reader_ops.scatter_kernel[grid, blk](ws["d"][0], ws["rows"], table_grad)
         else:
             for k in range(n_layers - 1, -1, -1):
                 dpre = ws["d"][k + 1]
                 gw = self.view(self.grad, k + 1)
                 gw += np.dot(dpre.T, ws["act"][k])
-                np.dot(dpre, self.view(self.params, k + 1), out=ws["d"][k])
+                if k > 0 or not skip_table:
+                    np.dot(dpre, self.view(self.params, k + 1), out=ws["d"][k])
                 if k == 1 and self.cfg.scan:
                     self.view(self.grad, self.k["scan_out"])[:] += np.dot(dpre.T, ws["s"])
                     np.dot(dpre, self.view(self.params, self.k["scan_out"]), out=ws["ds"])
@@ -433,11 +447,16 @@ class Reader:
                     ws["d"][1] += np.dot(ws["dproj"], self.view(self.params, self.k["scan_in"]))
                 if k > 0:
                     reader_ops.relu_bwd_cpu(ws["d"][k], ws["act"][k])
-            reader_ops.scatter_cpu(ws["d"][0], ws["rows"], table_grad)
+            if not skip_table:
+                reader_ops.scatter_cpu(ws["d"][0], ws["rows"], table_grad)
 
-    def update(self, lr: float) -> None:
+    def update(self, lr: float, frozen: tuple = ()) -> None:
+        """An Adam step of every block but those named in `frozen` (only the table can be: backward
+        then leaves its gradient at zero, as the last step left it)."""
         self.step += 1
-        for k, (_, shape, factor, lazy) in enumerate(self.blocks):
+        for k, (name, shape, factor, lazy) in enumerate(self.blocks):
+            if name in frozen:
+                continue
             lo, hi = self.offsets[k], self.offsets[k] + shape[0] * shape[1]
             adam.adam_step(self.params[lo:hi], self.grad[lo:hi], self.adam_m[lo:hi], self.adam_v[lo:hi],
                            self.step, lr * factor, lazy=lazy)
@@ -447,11 +466,11 @@ class Reader:
         decay = 1.0 if frac < 0.6 else 1.0 - 0.9 * min(1.0, (frac - 0.6) / 0.4)
         return self.cfg.lr * warm * decay
 
-    def train_step(self, data, pos, frac: float, match=None, state=None) -> float:
+    def train_step(self, data, pos, frac: float, match=None, state=None, frozen: tuple = ()) -> float:
         """One update on positions pos; returns the batch's mean loss in bits per byte."""
         self.forward(data, pos, match, scale=1.0 / pos.shape[0], state=state)
-        self.backward()
-        self.update(self.lr_at(frac))
+        self.backward(skip_table="table" in frozen)
+        self.update(self.lr_at(frac), frozen)
         return float(np.mean(self.host(self.ws["loss"]), dtype=np.float64))
 
     def new_state(self, lanes: int):
@@ -596,10 +615,10 @@ def mixed_distribution(node_pm, pr, w, mass, out):
 
 
 class MixFit:
-    """Adam on the mix weights, batch by batch."""
+    """Adam on the mix weights, batch by batch; the rate falls linearly to a tenth over `steps`."""
 
-    def __init__(self, w: np.ndarray, lr: float = 0.002):
-        self.w, self.lr = w, lr
+    def __init__(self, w: np.ndarray, lr: float = 0.02, steps: int = 1000):
+        self.w, self.lr, self.steps = w.copy(), lr, max(1, steps)
         self.m = np.zeros_like(w)
         self.v = np.zeros_like(w)
         self.t = 0
@@ -607,11 +626,12 @@ class MixFit:
     def step(self, pm, pr, y) -> float:
         g = np.zeros_like(self.w)
         loss = mix_loss(pm, pr, y, self.w, g)
+        lr = self.lr * (1.0 - 0.9 * min(1.0, self.t / self.steps))
         self.t += 1
         self.m = 0.9 * self.m + 0.1 * g
         self.v = 0.999 * self.v + 0.001 * g * g
         mh, vh = self.m / (1 - 0.9**self.t), self.v / (1 - 0.999**self.t)
-        self.w -= (self.lr * mh / (np.sqrt(vh) + 1e-8)).astype(np.float32)
+        self.w -= (lr * mh / (np.sqrt(vh) + 1e-8)).astype(np.float32)
         return float(loss.mean())
 
 

@@ -53,6 +53,10 @@ from .shards import ShardError, load_split, read_manifest
 # minutes for four passes over 32 MiB
 HOLDOUT = {"cuda": (0.2, 32 << 20), "cpu": (0.05, 8 << 20)}
 MIX_BYTES = {"cuda": 4 << 20, "cpu": 1 << 19}  # held-out bytes the memory-reader mix is fitted on, at most
+# Adam steps of the mix: at 128 steps of lr 0.002 (two passes over 4 MB) the mix stayed near its start
+# (the memory alone) and scored 0.046 worse than the reader alone (H200, 5 minutes, bench/NOTES.md §12)
+MIX_STEPS = 1500
+MIX_BATCH = 16384  # held-out bytes per step of the mix
 TAIL_PASSES = 4  # default: the tail sees each held-out byte about this many times, no more (it overfits)
 TAIL = 0.25  # mixer-only steps after counting, as a share of the counting steps (bytes budget)
 COUNT_SHARE = 0.75  # share of a minutes budget that counting may take
@@ -553,6 +557,8 @@ def _train_locked(data_dir: Path, run_dir: Path, model_cfg: ModelConfig | None, 
     reader = model.reader
     # with a reader the memory's phases get a share of a minutes budget; the reader learns in the rest
     mem_minutes = None if tc.minutes is None else tc.minutes * (reader.cfg.memory_share if reader else 1.0)
+    if mem_minutes is not None and reader is not None and reader.cfg.memory_seconds:
+        mem_minutes = min(mem_minutes, reader.cfg.memory_seconds / 60)
     with StopRequested() as stop:
         while True:
             elapsed = elapsed0 + time.perf_counter() - t_start
@@ -705,7 +711,7 @@ def reader_phases(model, tc: TrainConfig, state: dict, data, d_data, d_prev, to_
     """The reader learns on the counted bytes for the rest of the budget (less the mix's share), then
     the memory-reader mix is fitted on the held-out tail, whose bytes no table has seen. Returns the
     signal name when interrupted. State keys reader_done / mix_done let a resumed run continue."""
-    from .reader import MixFit
+    from .reader import MixFit, mix_loss
 
     reader = model.reader
     rc = reader.cfg
@@ -740,7 +746,10 @@ def reader_phases(model, tc: TrainConfig, state: dict, data, d_data, d_prev, to_
                 pos = draw_positions(rng, ranges, rc.batch)
             if len(pos) < rc.batch:  # the GPU's products need the full batch; repeat positions
                 pos = np.resize(pos, rc.batch)
-            loss = reader.train_step(d_data, to_dev(pos) if to_dev else pos, frac, match, reader.training_state())
+            passes = (reader.step - start_step) * rc.batch / max(1, counted)
+            frozen = ("table",) if passes >= rc.table_epochs else ()
+            loss = reader.train_step(d_data, to_dev(pos) if to_dev else pos, frac, match, reader.training_state(),
+                                     frozen)
             if not math.isfinite(loss):
                 raise TrainError(f"reader loss became {loss} at reader step {reader.step}; try a lower reader lr")
             ema = loss if ema is None else 0.97 * ema + 0.03 * loss
@@ -754,35 +763,38 @@ def reader_phases(model, tc: TrainConfig, state: dict, data, d_data, d_prev, to_
                                               "elapsed": round(last, 1)}) + "\n")
         state["reader_done"] = True
     if not state.get("mix_done"):
-        fit = MixFit(reader.mix)
-        # the reader reads the held-out bytes once, in runs (its scan state needs their past), then the
-        # mix draws batches of them; the mix has a few hundred weights, MIX_BYTES is plenty
+        # the mix is fitted on held-out bytes: both sides read them once (the reader in runs, as its
+        # scan state needs their past), then Adam draws batches of them; the mix has a few hundred
+        # weights, MIX_BYTES is plenty
         tail = mix_ranges(tail, MIX_BYTES[model.device])
         tail_pos = np.concatenate([np.arange(a, b, dtype=np.int64) for a, b in tail])
+        n_tail = len(tail_pos)
         tail_pr = reader.range_probs(d_data, tail, match)
-        tail_bytes = len(tail_pos)
-        batch = min(tc.batch, tail_bytes)
-        n_steps = max(1, math.ceil(2 * tail_bytes / batch))  # two passes over the held-out bytes
+        tail_pm = np.empty_like(tail_pr)
+        batch = min(tc.batch, n_tail)
         caches = model.make_caches(batch)
-        mix_loss = None
-        for i in range(n_steps):
+        for lo in range(0, n_tail, batch):  # the memory's reading, a batch at a time
+            pos = np.resize(tail_pos[lo: lo + batch], batch)
+            model.forward(d_data, to_dev(pos) if to_dev else pos, d_prev, 0, caches, loo=False)
+            tail_pm[lo: lo + batch] = model.host(caches.prob)[: min(batch, n_tail - lo)]
+        tail_y = data[tail_pos]
+        fit = MixFit(reader.mix, steps=MIX_STEPS)
+        for i in range(MIX_STEPS):
             if total is not None and clock() >= total and i > 0:
                 break
             if stop.flag:
                 return stop.signal
-            pick = rng.integers(0, tail_bytes, batch, dtype=np.int64)
-            pos = tail_pos[pick]
-            model.forward(d_data, to_dev(pos) if to_dev else pos, d_prev, 0, caches, loo=False)
-            pm = model.host(caches.prob)
-            pr = tail_pr[pick]
-            y = data[pos]
-            mix_loss = fit.step(pm, pr, y)
+            pick = rng.integers(0, n_tail, min(MIX_BATCH, n_tail), dtype=np.int64)
+            fit.step(tail_pm[pick], tail_pr[pick], tail_y[pick])
         reader.mix = fit.w
         state["mix_done"] = True
-        alone = [float(np.mean(_path_bits(p, y))) for p in (pm, pr)]
-        state["heldout"] = {"memory": alone[0], "reader": alone[1], "mixed": mix_loss}
-        log(f"memory-reader mix fitted on {tail_bytes / 1e6:.1f} MB held out; its last batch: memory alone "
-            f"{alone[0]:.4f}, reader alone {alone[1]:.4f}, mixed {mix_loss:.4f} bpb")
+        none = np.zeros((0, 3), np.float32)
+        mixed = float(np.mean(mix_loss(tail_pm, tail_pr, tail_y, reader.mix, none)))
+        alone = [float(np.mean(_path_bits(p, tail_y))) for p in (tail_pm, tail_pr)]
+        state["heldout"] = {"memory": alone[0], "reader": alone[1], "mixed": mixed, "bytes": n_tail,
+                            "mix_steps": fit.t}
+        log(f"memory-reader mix fitted in {fit.t} steps on {n_tail / 1e6:.1f} MB held out: memory alone "
+            f"{alone[0]:.4f}, reader alone {alone[1]:.4f}, mixed {mixed:.4f} bpb")
     return None
 
 

@@ -17,7 +17,7 @@ from cheaplm.reader import Reader, ReaderConfig, blocks, mix_loss, mixed_distrib
 
 from test_kernels import text
 
-SMALL = {"on": True, "window": 3, "dim": 4, "ctx_bits": 6, "hidden": [12, 8], "batch": 37,
+SMALL = {"on": True, "window": 3, "dim": 4, "ctx_bits": 6, "hidden": [12, 8], "batch": 37, "scan": 0,
          "contexts": [[0, 2], [1, 1], [3, 2]]}
 MEM = dict(orders=[0, 1, 2], words=1, sparse=[], skips=[], table_bits=8, match_minlens=[6, 3], match_bits=10,
            match_cap=48, match_recency=[50, 400], apm2_bits=4, apm_hash_bits=5)

@@ -259,15 +259,30 @@ def test_reader_with_a_scan_resumes_as_straight(data_dir, tmp_path):
     assert second["val_bpb"] == straight["val_bpb"]
 
 
-def test_reader_phase_stops_after_max_epochs(data_dir, tmp_path):
+def test_reader_phase_stops_after_max_epochs_and_the_table_after_table_epochs(data_dir, tmp_path):
+    one_pass = ModelConfig(**{**READER.__dict__, "reader": {**READER.reader, "max_epochs": 1.0}})
     cfg = ModelConfig(**{**READER.__dict__, "reader": {**READER.reader, "max_epochs": 0.5}})
     train(data_dir, tmp_path / "r", cfg, small_tc(), log=lambda *a: None)
     m, _, _ = load_model(tmp_path / "r")
-    train(data_dir, tmp_path / "one", READER, small_tc(), log=lambda *a: None)
+    train(data_dir, tmp_path / "one", one_pass, small_tc(), log=lambda *a: None)
     one, _, _ = load_model(tmp_path / "one")
     n = 60_000  # the budget's bytes, of which a quarter is held out of the tables
     assert 0.6 * n / 64 < one.reader.step <= 0.75 * n / 64 + 1  # one pass over the counted bytes
     assert abs(m.reader.step - one.reader.step / 2) <= 1
+    # two passes, rows learning in the first half pass only: the table stops, the dense layers go on
+    frozen = ModelConfig(**{**READER.__dict__, "reader": {**READER.reader, "max_epochs": 2.0, "table_epochs": 0.5}})
+    train(data_dir, tmp_path / "f", frozen, small_tc(), log=lambda *a: None)
+    tables, dense = [], []
+    for name, steps in (("early", one.reader.step * 2 // 5), ("late", one.reader.step * 3 // 5)):
+        train(data_dir, tmp_path / name, frozen, small_tc(), log=lambda *a: None, stop_after_reader_steps=steps)
+        mid, _, _ = load_model(tmp_path / name)
+        tables.append(mid.reader.view(mid.reader.params, 0).copy())
+        dense.append(mid.reader.view(mid.reader.params, 1).copy())
+    end, _, _ = load_model(tmp_path / "f")
+    assert end.reader.step >= 2 * one.reader.step - 2
+    assert np.array_equal(end.reader.view(end.reader.params, 0), tables[1])  # no row moved after half a pass
+    assert not np.array_equal(tables[0], tables[1])
+    assert not np.array_equal(end.reader.view(end.reader.params, 1), dense[1])
 
 
 def test_stream_positions_cover_each_byte_once_per_stretch():
