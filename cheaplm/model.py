@@ -112,8 +112,9 @@ class ModelConfig:
         if not isinstance(self.reader, dict) or not isinstance(self.reader.get("on", True), bool):
             raise ValueError('reader: a JSON object such as {"on": true} or {"on": false, ...}')
 
-    def reader_config(self, device: str):
-        """The reader's resolved ReaderConfig for a device, or None (memory only)."""
+    def reader_config(self, device: str, minutes: float | None = None):
+        """The reader's resolved ReaderConfig for a device (and a minutes budget: the GPU's reader
+        is wider for longer budgets), or None (memory only)."""
         from .reader import ReaderConfig
 
         opts = dict(self.reader)
@@ -124,7 +125,7 @@ class ModelConfig:
         if "match_inputs" not in opts:  # read the memory's match candidates
             opts["match_inputs"] = len(self.match_minlens) if self.match_each else 1
             opts["match_states"] = mixer.match_states(self.match_cap, len(self.match_recency))
-        return ReaderConfig.for_device(device, **opts)
+        return ReaderConfig.for_device(device, minutes=minutes, **opts)
 
 
 # what a checkpoint saved before `selectors`, `apms`, `skips` and the match options existed holds: one

@@ -71,7 +71,7 @@ class ReaderConfig:
     # table_epochs of them only: rows memorise what they read twice (H200, 5 minutes = 2.5 passes of
     # everything: held-out 1.5788 bpb for the reader alone, 1.4774 after 0.8 passes at 2), while the
     # dense layers and the scan generalise from several passes, as a transformer's weights do
-    max_epochs: float = 4.0
+    max_epochs: float = 1.0
     table_epochs: float = 1.0
     # which positions a step trains on: "stream" (the batch is that many cursors spread over the
     # text, each moving one byte a step, so a row has seen only the past of the article it is read
@@ -133,10 +133,13 @@ class ReaderConfig:
         return self.batch // self.scan_chunk if self.scan else self.batch
 
     @classmethod
-    def for_device(cls, device: str, **over) -> "ReaderConfig":
-        """Defaults by device: the GPU's fill an H200's minutes; the CPU's fit 2 cores."""
+    def for_device(cls, device: str, minutes: float | None = None, **over) -> "ReaderConfig":
+        """Defaults by device: the GPU's fill an H200's minutes; the CPU's fit 2 cores. On the GPU a
+        longer budget buys a wider reader (hidden widths x WIDEN(minutes)) rather than more passes,
+        which memorise (bench/NOTES.md §12): one pass of the widened reader about fills the time."""
         if device == "cuda":
-            cfg = cls()
+            f = widen(minutes)
+            cfg = cls(hidden=[2048 * f, 1024 * f], lr=0.002 * min(1.0, 2.0 / f))
         else:
             cfg = cls(window=6, dim=16, ctx_bits=16, hidden=[256, 128], batch=1024, lr=0.003, memory_seconds=0.0,
                       scan=64, scan_chunk=16)
@@ -149,6 +152,15 @@ class ReaderConfig:
         cfg = cls(**check_keys(cls, d, "reader"))
         cfg.validate()
         return cfg
+
+
+def widen(minutes: float | None) -> int:
+    """The GPU reader's width factor for a minutes budget. One pass over the wikibench train split
+    (122 MB counted) at factor 1 takes ~120 s on an H200 (1.0 M positions/s), at 2 ~225 s (0.55 M/s);
+    the reader has the budget less 60 s of memory and 5% of mix."""
+    if minutes is None or minutes < 4:
+        return 1
+    return 2 if minutes < 8 else 3
 
 
 def blocks(cfg: ReaderConfig) -> list[tuple[str, tuple[int, int], float, bool]]:

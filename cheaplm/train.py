@@ -428,7 +428,7 @@ def _train_locked(data_dir: Path, run_dir: Path, model_cfg: ModelConfig | None, 
                          f"lower --table-bits (each step down halves the {est['tables'] / 2**30:.1f} GiB of tables) or --bytes")
 
     if model is None:
-        rcfg = model_cfg.reader_config(device)
+        rcfg = model_cfg.reader_config(device, tc.minutes)
         if rcfg is not None:  # store the resolved options: the run loads the same reader on any device
             model_cfg = ModelConfig.from_dict({**json.loads(model_cfg.to_json()),
                                                "reader": {"on": True, **asdict(rcfg)}})
