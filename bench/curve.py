@@ -29,7 +29,13 @@ RUNS = [
      "default at 3e24908 (reader over-fits on 2.5 passes; one pass, text order since 2f1a6c4)"),
     ("cpu-cheaplm-10min-tb22.json", None, "cheaplm", "memory only, table_bits 22 (4b9b879)"),
     ("cpu-reader-10min-cde5920.json", None, "cheaplm", "default at cde5920 (random order, mix started 0.4/0.6)"),
-    ("cpu-reader-10min-8ae34fb.json", None, "cheaplm", "default"),
+    ("cpu-reader-10min-8ae34fb.json", None, "cheaplm", "default at 8ae34fb (no scan)"),
+    ("h200-reader-1min-7015b02.json", None, "cheaplm",
+     "default (run at 7015b02, whose max_epochs 4 does not bind below one pass)"),
+    ("h200-reader-2min-7015b02.json", None, "cheaplm",
+     "default (run at 7015b02, whose max_epochs 4 does not bind below one pass)"),
+    ("h200-reader-5min-3cdbedb.json", None, "cheaplm", "default"),
+    ("h200-reader-10min-3cdbedb.json", None, "cheaplm", "default"),
 ]
 
 

@@ -57,6 +57,7 @@ MIX_BYTES = {"cuda": 4 << 20, "cpu": 1 << 19}  # held-out bytes the memory-reade
 # (the memory alone) and scored 0.046 worse than the reader alone (H200, 5 minutes, bench/NOTES.md §12)
 MIX_STEPS = 1500
 MIX_BATCH = 16384  # held-out bytes per step of the mix
+MIX_READ_SECONDS = {"cuda": 4.0, "cpu": 20.0}  # the least time kept for the mix: reading MIX_BYTES, a few steps
 TAIL_PASSES = 4  # default: the tail sees each held-out byte about this many times, no more (it overfits)
 TAIL = 0.25  # mixer-only steps after counting, as a share of the counting steps (bytes budget)
 COUNT_SHARE = 0.75  # share of a minutes budget that counting may take
@@ -662,7 +663,7 @@ def _train_locked(data_dir: Path, run_dir: Path, model_cfg: ModelConfig | None, 
             pointers_ready(n_train)
             stopped = reader_phases(model, tc, state, train_bytes, d_data, d_prev, to_dev,
                                     counted_ranges(held, cursor), tail, rng, lambda: elapsed0 + time.perf_counter() - t_start, stop, log, metrics,
-                                    stop_after_reader_steps)
+                                    stop_after_reader_steps, count_rate=count_bytes / count_seconds if count_seconds else None)
 
         # still under StopRequested up to the final checkpoint: a Ctrl-C or SIGTERM here (a second
         # one after the stop included) must not lose the run (issue 12 item 2)
@@ -707,17 +708,23 @@ def counted_ranges(held, cursor: int) -> list[tuple[int, int]]:
 
 
 def reader_phases(model, tc: TrainConfig, state: dict, data, d_data, d_prev, to_dev, ranges, tail, rng, clock,
-                  stop, log, metrics, stop_after: int | None = None) -> str | None:
+                  stop, log, metrics, stop_after: int | None = None, count_rate: float | None = None) -> str | None:
     """The reader learns on the counted bytes for the rest of the budget (less the mix's share), then
     the memory-reader mix is fitted on the held-out tail, whose bytes no table has seen. Returns the
-    signal name when interrupted. State keys reader_done / mix_done let a resumed run continue."""
+    signal name when interrupted. State keys reader_done / mix_done let a resumed run continue.
+    count_rate (bytes/s of the memory's counting) sizes the time kept for counting the tail at the end."""
     from .reader import MixFit, mix_loss
 
     reader = model.reader
     rc = reader.cfg
     match = model.match_args(d_prev, 0)
     total = None if tc.minutes is None else tc.minutes * 60
-    mix_at = None if total is None else total * (1 - rc.mix_share)
+    if total is not None:
+        # the budget's end holds: the mix reading the held-out bytes (both sides) and its steps, then
+        # the count of those bytes (train.py, after this): without this a 1-minute H200 run took 71 s
+        tail_bytes_all = sum(b - a for a, b in tail)
+        total = total - (1.2 * tail_bytes_all / count_rate if count_rate else 0.0)
+    mix_at = None if total is None else total - max(rc.mix_share * tc.minutes * 60, MIX_READ_SECONDS[model.device])
     counted = sum(b - a for a, b in ranges)
     # the reader stops at max_epochs passes or when the budget's time is up, whichever comes first;
     # its learning rate follows whichever is further along (a bytes budget: the passes alone)
