@@ -31,11 +31,13 @@ RUNS = [
     ("cpu-reader-10min-cde5920.json", None, "cheaplm", "default at cde5920 (random order, mix started 0.4/0.6)"),
     ("cpu-reader-10min-8ae34fb.json", None, "cheaplm", "default at 8ae34fb (no scan)"),
     ("h200-reader-1min-7015b02.json", None, "cheaplm",
-     "default (run at 7015b02, whose max_epochs 4 does not bind below one pass)"),
+     "default at 7015b02 (trained 71 s: no time kept for the final count; max_epochs 4 does not bind here)"),
     ("h200-reader-2min-7015b02.json", None, "cheaplm",
-     "default (run at 7015b02, whose max_epochs 4 does not bind below one pass)"),
-    ("h200-reader-5min-3cdbedb.json", None, "cheaplm", "default"),
-    ("h200-reader-10min-3cdbedb.json", None, "cheaplm", "default"),
+     "default at 7015b02 (trained 123 s: no time kept for the final count)"),
+    ("h200-reader-1min-e819715.json", None, "cheaplm", "default"),
+    ("h200-reader-2min-e819715.json", None, "cheaplm", "default"),
+    ("h200-reader-5min-3cdbedb.json", None, "cheaplm", "default (run at 3cdbedb: trained 303 s, before e819715 kept time for the final count)"),
+    ("h200-reader-10min-3cdbedb.json", None, "cheaplm", "default (run at 3cdbedb: its one pass ended at 452 s)"),
 ]
 
 
