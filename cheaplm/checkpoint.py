@@ -22,11 +22,13 @@ array finite (a NaN parameter made eval index out of bounds), match pointers ins
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
 import signal
 import threading
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -99,7 +101,8 @@ def _save(run_dir: Path, model: Model, state: dict, history: np.ndarray, keep: i
         tmp.mkdir(parents=True)
         _write_history(run_dir, history)
         meta = {"format": FORMAT, "version": FORMAT_VERSION, "code_version": __version__,
-                "config": json.loads(model.cfg.to_json()), "history_len": int(len(history))}
+                "config": json.loads(model.cfg.to_json()), "history_len": int(len(history)),
+                "history_fingerprint": history_fingerprint(history)}
         extra = model.reader.arrays() if model.reader is not None else {}
         np.savez(tmp / "model.npz", meta=np.array(json.dumps(meta)), params=model.host(model.params),
                  tables=model.host(model.tables), last_pos=model.last_pos, **extra)
@@ -157,14 +160,94 @@ def latest_checkpoint(run_dir: Path) -> Path:
     return ckpt
 
 
-def _load_npz(path: Path) -> dict:
+def history_fingerprint(history) -> str:
+    """A hash of the history's length and 16 blocks of 4 KiB spread over it: ties a checkpoint to
+    its history.bin (a foreign or truncated one is caught) without reading hundreds of MB at load."""
+    h = hashlib.sha256(str(len(history)).encode())
+    n = len(history)
+    for i in range(16):
+        lo = (n - 4096) * i // 15 if n > 4096 else 0
+        h.update(bytes(history[lo: lo + 4096]))
+    return h.hexdigest()[:32]
+
+
+def npz_headers(path: Path) -> dict:
+    """{name: (shape, dtype)} of each array in an .npz, read from the member headers alone, so that a
+    small file that would inflate to gigabytes is refused before any data is read (issue 12, 15)."""
+    out = {}
+    with zipfile.ZipFile(path) as zf:
+        for info in zf.infolist():
+            name = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
+            with zf.open(info) as f:
+                version = np.lib.format.read_magic(f)
+                if version == (1, 0):
+                    shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+                elif version == (2, 0):
+                    shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+                else:
+                    raise ValueError(f"array '{name}' has .npy format {version}")
+            out[name] = (tuple(shape), dtype)
+    return out
+
+
+def _load_npz(path: Path, expect=None) -> dict:
+    """The arrays of an .npz; with `expect(headers)` -> error text or None, the headers are checked
+    first (shapes and dtypes against the config) and nothing is read when they are wrong."""
     try:
+        if expect is not None:
+            problem = expect(npz_headers(path))
+            if problem:
+                raise CheckpointError(f"{path}: {problem} (mismatched or damaged checkpoint)")
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
     except FileNotFoundError:
         raise CheckpointError(f"{path}: missing") from None
+    except CheckpointError:
+        raise
     except Exception as exc:  # zipfile.BadZipFile, ValueError, EOFError, OSError ...
         raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({type(exc).__name__}: {exc})") from None
+
+
+META_MAX_CHARS = 1 << 20  # the meta and state JSON strings: far below this
+
+
+def _small_text(headers, key) -> str | None:
+    if key not in headers:
+        return f"no '{key}' array; not a cheaplm checkpoint"
+    shape, dtype = headers[key]
+    if shape != () or dtype.kind != "U" or dtype.itemsize > 4 * META_MAX_CHARS:
+        return f"'{key}' is not a short text"
+    return None
+
+
+def _expected_model_arrays(cfg: ModelConfig) -> dict:
+    """name -> (shape, dtype) of every array model.npz may hold for this config."""
+    from . import model as model_mod
+
+    lay = model_mod.param_layout(cfg)
+    out = {"params": ((int(lay[model_mod.mixer.L_P]),), np.float32),
+           "tables": ((cfg.table_rows(), 32), np.uint32),
+           "last_pos": ((len(cfg.match_minlens), 1 << cfg.match_bits), np.int32)}
+    rcfg = cfg.reader_config("cpu")
+    if rcfg is not None:
+        from .reader import MIX_SETS, blocks
+
+        n = sum(s[0] * s[1] for _, s, _, _ in blocks(rcfg))
+        out.update(reader_params=((n,), np.float32), reader_mix=((MIX_SETS, 3), np.float32),
+                   reader_step=((), np.int64))
+    return out
+
+
+def _check_arrays(headers: dict, expected: dict) -> str | None:
+    for name, (shape, dtype) in headers.items():
+        if name in ("meta", "state"):
+            continue
+        if name not in expected:
+            return f"unexpected array '{name}'"
+        want_shape, want_dtype = expected[name]
+        if shape != want_shape or dtype != np.dtype(want_dtype):
+            return f"'{name}' is {dtype}{list(shape)}, the config needs {np.dtype(want_dtype)}{list(want_shape)}"
+    return None
 
 
 def _count_nonfinite(arr: np.ndarray, chunk: int = 1 << 22) -> int:
@@ -177,11 +260,24 @@ def _count_nonfinite(arr: np.ndarray, chunk: int = 1 << 22) -> int:
 def load_model(run_dir: Path, device: str = "cpu", ckpt: Path | None = None) -> tuple[Model, np.ndarray, Path]:
     """Model and its history bytes from the latest (or given) checkpoint."""
     ckpt = ckpt or latest_checkpoint(run_dir)
-    z = _load_npz(ckpt / "model.npz")
-    for key in ("meta", "params", "tables", "last_pos"):
-        if key not in z:
-            raise CheckpointError(f"{ckpt / 'model.npz'}: no '{key}' array; not a cheaplm checkpoint")
-    meta = json.loads(str(z["meta"]))
+    path = ckpt / "model.npz"
+    # the meta first, alone (after its header is checked): the config it holds says what the other
+    # arrays must be, and they are checked against it before any of them is read
+    try:
+        headers = npz_headers(path)
+        problem = _small_text(headers, "meta")
+        if problem:
+            raise CheckpointError(f"{path}: {problem}")
+        with np.load(path, allow_pickle=False) as zm:
+            meta = json.loads(str(zm["meta"]))
+        if not isinstance(meta, dict):
+            raise ValueError("meta is not a JSON object")
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: missing") from None
+    except CheckpointError:
+        raise
+    except Exception as exc:  # BadZipFile, JSONDecodeError, ValueError, OSError ...
+        raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({type(exc).__name__}: {exc})") from None
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{ckpt}: not a cheaplm checkpoint")
     if meta.get("version") != FORMAT_VERSION:
@@ -189,8 +285,13 @@ def load_model(run_dir: Path, device: str = "cpu", ckpt: Path | None = None) -> 
                               f"({__version__}) reads format {FORMAT_VERSION}; retrain or use cheaplm {meta.get('code_version')}")
     try:
         cfg = ModelConfig.from_dict({**LEGACY, **meta["config"]})
-    except (ValueError, TypeError) as exc:
+        expected = _expected_model_arrays(cfg)
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
         raise CheckpointError(f"{ckpt}: bad model config ({exc})") from None
+    z = _load_npz(path, lambda h: _check_arrays(h, expected))
+    for key in ("params", "tables", "last_pos"):
+        if key not in z:
+            raise CheckpointError(f"{ckpt / 'model.npz'}: no '{key}' array; not a cheaplm checkpoint")
     model_shape_ok = (z["tables"].shape == (cfg.table_rows(), 32) and z["tables"].dtype == np.uint32
                       and z["params"].dtype == np.float32 and z["last_pos"].dtype == np.int32
                       and z["last_pos"].shape == (len(cfg.match_minlens), 1 << cfg.match_bits))
@@ -213,7 +314,10 @@ def load_model(run_dir: Path, device: str = "cpu", ckpt: Path | None = None) -> 
     if len(z["params"]) != model.n_params:
         raise CheckpointError(f"{ckpt}: {len(z['params'])} parameters, config needs {model.n_params}")
     hist_path = Path(ckpt).parent / "history.bin"
-    n = int(meta["history_len"])
+    try:
+        n = int(meta["history_len"])
+    except (KeyError, TypeError, ValueError):
+        raise CheckpointError(f"{ckpt}: the checkpoint's meta has no history length (damaged checkpoint)") from None
     if not hist_path.exists() or hist_path.stat().st_size < n:
         raise CheckpointError(f"{hist_path}: missing or shorter than the {n:,} bytes the checkpoint needs")
     last_pos = z["last_pos"]
@@ -221,14 +325,36 @@ def load_model(run_dir: Path, device: str = "cpu", ckpt: Path | None = None) -> 
         # the match model reads history[p] for these pointers: one outside it reads out of bounds
         raise CheckpointError(f"{ckpt / 'model.npz'}: match index points outside the {n:,} bytes of history (damaged checkpoint)")
     history = np.fromfile(hist_path, dtype=np.uint8, count=n)
+    if "history_fingerprint" in meta and history_fingerprint(history) != meta["history_fingerprint"]:
+        raise CheckpointError(f"{hist_path}: not the history this checkpoint was trained on (its fingerprint "
+                              "differs: a file from another run?)")
     model.history_len = n
     return model, history, ckpt
 
 
 def load_state(ckpt: Path, model: Model) -> dict:
-    z = _load_npz(ckpt / "state.npz")
-    state = json.loads(str(z["state"]))
-    if z["adam_m"].shape != (model.n_params,):
+    expected = {"adam_m": ((model.n_params,), np.float32), "adam_v": ((model.n_params,), np.float32)}
+    if model.reader is not None:
+        r = model.reader
+        expected.update(reader_m=((r.n_params,), np.float32), reader_v=((r.n_params,), np.float32))
+        if r.cfg.scan:
+            expected["reader_scan_state"] = ((r.cfg.lanes, r.cfg.scan), np.float32)
+
+    def expect(headers):
+        return _small_text(headers, "state") or _check_arrays(headers, expected)
+
+    z = _load_npz(ckpt / "state.npz", expect)
+    for key, arr in z.items():
+        if arr.dtype.kind == "f" and (bad := _count_nonfinite(arr)):
+            raise CheckpointError(f"{ckpt / 'state.npz'}: '{key}' holds {bad:,} NaN or infinite values (damaged "
+                                  "checkpoint); use an earlier checkpoint")
+    try:
+        state = json.loads(str(z["state"]))
+        if not isinstance(state, dict):
+            raise ValueError("not a JSON object")
+    except ValueError as exc:
+        raise CheckpointError(f"{ckpt / 'state.npz'}: bad training state ({exc})") from None
+    if "adam_m" not in z or "adam_v" not in z:
         raise CheckpointError(f"{ckpt}: optimizer state does not match the model")
     if model.device == "cuda":
         from numba import cuda

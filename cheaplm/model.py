@@ -287,20 +287,23 @@ class Model:
         adam.adam_step(self.params, self.grad, self.adam_m, self.adam_v, step, lr)
 
 
-def memory_estimate(cfg: ModelConfig, train_bytes: int, batch: int, device: str = "cpu") -> dict:
-    """Bytes each part will take on `device` (the reader's defaults differ by device); training also
-    holds the data and its match pointers."""
+def memory_estimate(cfg: ModelConfig, train_bytes: int, batch: int, device: str = "cpu",
+                    minutes: float | None = None) -> dict:
+    """Bytes each part will take on `device` (the reader's defaults differ by device and, on a GPU,
+    by the minutes budget); training also holds the data and its match pointers."""
     lay = param_layout(cfg)
     n_ctx, n_in = int(lay[mixer.L_NCTX]), int(lay[mixer.L_K])
     per_pos = n_ctx * 8 + 8 * n_in * 4 + 8 * n_ctx * 8 + 8 * 8 * 8 + 64
     out = {}
-    rcfg = cfg.reader_config(device)
+    rcfg = cfg.reader_config(device, minutes)
     if rcfg is not None:
         from .reader import blocks
 
         n = sum(s[0] * s[1] for _, s, _, _ in blocks(rcfg))
         widths = [rcfg.width] + list(rcfg.hidden) + [256]
-        out["reader"] = 16 * n + rcfg.batch * sum(widths) * 16
+        # weights, gradient and two moments; per position: activations, gradients and bf16 copies,
+        # and the scan's gate, state, input and their gradients
+        out["reader"] = 16 * n + rcfg.batch * (sum(widths) + 8 * rcfg.scan) * 16
     return {
         **out,
         "tables": cfg.table_bytes(),

@@ -22,6 +22,7 @@ schedule follows the fraction of the budget spent, or of the work, whichever is 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import math
@@ -52,11 +53,14 @@ from .shards import ShardError, load_split, read_manifest
 # 20%/32 MiB 1.5777, bench/NOTES.md §9), but the CPU's 4096-position tail steps would take 40
 # minutes for four passes over 32 MiB
 HOLDOUT = {"cuda": (0.2, 32 << 20), "cpu": (0.05, 8 << 20)}
-MIX_BYTES = {"cuda": 4 << 20, "cpu": 1 << 19}  # held-out bytes the memory-reader mix is fitted on, at most
+# held-out bytes the memory-reader mix is fitted on, at most: on 2 CPU cores reading 512 KB (both
+# sides) took the whole 30 s kept for the mix, which then made one step (10 minutes, 8a9c076)
+MIX_BYTES = {"cuda": 4 << 20, "cpu": 1 << 17}
 # Adam steps of the mix: at 128 steps of lr 0.002 (two passes over 4 MB) the mix stayed near its start
 # (the memory alone) and scored 0.046 worse than the reader alone (H200, 5 minutes, bench/NOTES.md §12)
 MIX_STEPS = 1500
 MIX_BATCH = 16384  # held-out bytes per step of the mix
+MIX_MIN_STEPS = 100  # steps of the mix even when the budget's time is up (about a second on a CPU)
 MIX_READ_SECONDS = {"cuda": 4.0, "cpu": 20.0}  # the least time kept for the mix: reading MIX_BYTES, a few steps
 TAIL_PASSES = 4  # default: the tail sees each held-out byte about this many times, no more (it overfits)
 TAIL = 0.25  # mixer-only steps after counting, as a share of the counting steps (bytes budget)
@@ -392,7 +396,10 @@ def _train_locked(data_dir: Path, run_dir: Path, model_cfg: ModelConfig | None, 
         if state["data"] != data_fingerprint(manifest):
             raise TrainError(f"{data_dir}: not the data this run was trained on (train shards differ)")
         saved_tc = TrainConfig(**state["train_config"])
-        tc = saved_tc.resolved(device)  # the schedule must be the one the run started with
+        # the schedule must be the one the run started with; how often to checkpoint and log changes
+        # nothing learned, and is this invocation's (--checkpoint-minutes on --resume was ignored)
+        tc = dataclasses.replace(saved_tc.resolved(device), checkpoint_minutes=tc.checkpoint_minutes, keep=tc.keep,
+                                 log_seconds=tc.log_seconds)
         log(f"resuming {ckpt.name} at step {state['step']} with the run's own budget and schedule "
             f"(minutes {tc.minutes}, bytes {tc.bytes})")
         model_cfg = model.cfg
@@ -417,7 +424,7 @@ def _train_locked(data_dir: Path, run_dir: Path, model_cfg: ModelConfig | None, 
     if n_train >= 2**31 - 1:
         raise TrainError(f"{data_dir}: more than 2 GiB of training bytes; pass --bytes to use a part")
 
-    est = memory_estimate(model_cfg, n_train, tc.batch, device)
+    est = memory_estimate(model_cfg, n_train, tc.batch, device, tc.minutes)
     need = sum(est.values())
     have = available_memory(device)
     log(f"device {device}; model: {len(model_cfg.contexts())} contexts, table_bits {model_cfg.table_bits}, "
@@ -787,7 +794,7 @@ def reader_phases(model, tc: TrainConfig, state: dict, data, d_data, d_prev, to_
         tail_y = data[tail_pos]
         fit = MixFit(reader.mix, steps=MIX_STEPS)
         for i in range(MIX_STEPS):
-            if total is not None and clock() >= total and i > 0:
+            if total is not None and clock() >= total and i >= MIX_MIN_STEPS:
                 break
             if stop.flag:
                 return stop.signal

@@ -106,7 +106,7 @@ def test_a_damaged_match_index_or_table_dtype_is_refused(tmp_path):
     with pytest.raises(CheckpointError, match="match index points outside"):
         load_model(run)
     rewrite(path, last_pos=last_pos, tables=tables.astype(np.float32))
-    with pytest.raises(CheckpointError, match="do not match the model config"):
+    with pytest.raises(CheckpointError, match="the config needs uint32"):
         load_model(run)
     rewrite(path, tables=tables)
     load_model(run)
