@@ -30,6 +30,8 @@ RUNS = [
     ("cpu-cheaplm-10min-tb22.json", None, "cheaplm", "memory only, table_bits 22 (4b9b879)"),
     ("cpu-reader-10min-cde5920.json", None, "cheaplm", "default at cde5920 (random order, mix started 0.4/0.6)"),
     ("cpu-reader-10min-8ae34fb.json", None, "cheaplm", "default at 8ae34fb (no scan)"),
+    ("cpu-reader-10min-8a9c076.json", None, "cheaplm", "default at 8a9c076 (the CPU mix starved: one step)"),
+    ("cpu-reader-10min-4b154fd.json", None, "cheaplm", "default"),
     ("h200-reader-1min-7015b02.json", None, "cheaplm",
      "default at 7015b02 (trained 71 s: no time kept for the final count; max_epochs 4 does not bind here)"),
     ("h200-reader-2min-7015b02.json", None, "cheaplm",

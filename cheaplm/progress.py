@@ -9,8 +9,10 @@ from rich.console import Console
 
 
 def stderr_console() -> Console:
-    # rich honours NO_COLOR by itself; stderr keeps stdout clean for generated text.
-    return Console(stderr=True, highlight=False)
+    # rich honours NO_COLOR by itself; stderr keeps stdout clean for generated text. soft_wrap: a
+    # record stays one line (rich wrapped at 80 columns when stderr was a file, and grep on a log
+    # then saw half lines: issue 11)
+    return Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def fmt_seconds(s: float) -> str:
