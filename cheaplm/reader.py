@@ -2,15 +2,18 @@
 
 The memory (count tables + match model, model.py) recalls what it has seen; the reader generalises:
 its rows are learned vectors shared by every context that hashes to them, and an MLP turns the
-recent bytes into a distribution over the next byte. No attention, no recurrence: every position is
-independent, so a batch is a few large matrix products (tensor cores, kernels/gemm.py) and
-gathers/scatters of rows (memory bandwidth).
+recent bytes into a distribution over the next byte. No attention: a batch is a few large matrix
+products (tensor cores, kernels/gemm.py), gathers/scatters of rows (memory bandwidth) and, with
+`scan` > 0, a recurrent state carried along the text (kernels/scan.py: a gated linear scan, one
+memory-bound sweep per lane), which is what lets the reader see past its W bytes.
 
     x      = [E[byte t-1 at offset 1], ..., E[byte t-W at offset W],      # W byte slots
               E[hash of context c] for c in contexts,                       # hashed, learned rows
               E[match candidate k: (k, state, predicted byte)] for each k,  # what memory recalls
               E[constant]]                                                  # the first layer's bias
-    h1     = relu(x @ W1^T);  h2 = relu(h1 @ W2^T);  logits = h2 @ W3^T     # (B, 256)
+    h1     = relu(x @ W1^T)
+    [g; v] = h1 @ Wi^T;  a = sigmoid(g + b);  s_t = a * s_{t-1} + (1 - a) * v    # the scan's state
+    h2     = relu(h1 @ W2^T + s_t @ Wo^T);  logits = h2 @ W3^T                     # (B, 256)
     logits[predicted byte of k] += C[k, state of k]  for each candidate k in play   # copy path
     p_r    = softmax(logits)
 
