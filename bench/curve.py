@@ -32,6 +32,7 @@ RUNS = [
     ("cpu-reader-10min-8ae34fb.json", None, "cheaplm", "default at 8ae34fb (no scan)"),
     ("cpu-reader-10min-8a9c076.json", None, "cheaplm", "default at 8a9c076 (the CPU mix starved: one step)"),
     ("cpu-reader-10min-4b154fd.json", None, "cheaplm", "default"),
+    ("cpu-reader-60min-e486405.json", None, "cheaplm", "default"),
     ("h200-reader-1min-7015b02.json", None, "cheaplm",
      "default at 7015b02 (trained 71 s: no time kept for the final count; max_epochs 4 does not bind here)"),
     ("h200-reader-2min-7015b02.json", None, "cheaplm",
