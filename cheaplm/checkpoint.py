@@ -15,8 +15,8 @@ to a complete one. The last `keep` checkpoints are kept. SIGINT and SIGTERM are 
 checkpoint is written (a second Ctrl-C during the final write used to leave only `ckpt-N.tmp`) and
 delivered once it is complete.
 
-A checkpoint is checked when it is loaded: array shapes and dtypes against its config, every float
-array finite (a NaN parameter made eval index out of bounds), match pointers inside the history.
+A checkpoint is checked when it is loaded: array shapes and dtypes against its config (from the
+.npy headers, before any data is read), every float array finite (a NaN parameter made eval index out of bounds), match pointers inside the history.
 """
 
 from __future__ import annotations
@@ -34,7 +34,8 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .model import LEGACY, Model, ModelConfig
+from .kernels import mixer
+from .model import LEGACY, Model, ModelConfig, param_layout
 
 FORMAT = "cheaplm-run"
 FORMAT_VERSION = 1
@@ -190,22 +191,32 @@ def npz_headers(path: Path) -> dict:
     return out
 
 
-def _load_npz(path: Path, expect=None) -> dict:
-    """The arrays of an .npz; with `expect(headers)` -> error text or None, the headers are checked
-    first (shapes and dtypes against the config) and nothing is read when they are wrong."""
+@contextlib.contextmanager
+def _reading(path: Path):
+    """What a missing, damaged or truncated .npz raises, as one CheckpointError line."""
     try:
-        if expect is not None:
-            problem = expect(npz_headers(path))
-            if problem:
-                raise CheckpointError(f"{path}: {problem} (mismatched or damaged checkpoint)")
-        with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
+        yield
     except FileNotFoundError:
         raise CheckpointError(f"{path}: missing") from None
     except CheckpointError:
         raise
-    except Exception as exc:  # zipfile.BadZipFile, ValueError, EOFError, OSError ...
+    except Exception as exc:  # zipfile.BadZipFile, ValueError, JSONDecodeError, EOFError, OSError ...
         raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({type(exc).__name__}: {exc})") from None
+
+
+def _refuse(path: Path, problem: str | None) -> None:
+    if problem:
+        raise CheckpointError(f"{path}: {problem} (mismatched or damaged checkpoint)")
+
+
+def _load_npz(path: Path, check=None) -> dict:
+    """The arrays of an .npz; with `check(headers)` -> error text or None, the headers are checked
+    first (shapes and dtypes against the config) and nothing is read when they are wrong."""
+    with _reading(path):
+        if check is not None:
+            _refuse(path, check(npz_headers(path)))
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
 
 
 META_MAX_CHARS = 1 << 20  # the meta and state JSON strings: far below this
@@ -222,18 +233,15 @@ def _small_text(headers, key) -> str | None:
 
 def _expected_model_arrays(cfg: ModelConfig) -> dict:
     """name -> (shape, dtype) of every array model.npz may hold for this config."""
-    from . import model as model_mod
-
-    lay = model_mod.param_layout(cfg)
-    out = {"params": ((int(lay[model_mod.mixer.L_P]),), np.float32),
+    lay = param_layout(cfg)
+    out = {"params": ((int(lay[mixer.L_P]),), np.float32),
            "tables": ((cfg.table_rows(), 32), np.uint32),
            "last_pos": ((len(cfg.match_minlens), 1 << cfg.match_bits), np.int32)}
     rcfg = cfg.reader_config("cpu")
     if rcfg is not None:
-        from .reader import MIX_SETS, blocks
+        from .reader import MIX_SETS, param_count
 
-        n = sum(s[0] * s[1] for _, s, _, _ in blocks(rcfg))
-        out.update(reader_params=((n,), np.float32), reader_mix=((MIX_SETS, 3), np.float32),
+        out.update(reader_params=((param_count(rcfg),), np.float32), reader_mix=((MIX_SETS, 3), np.float32),
                    reader_step=((), np.int64))
     return out
 
@@ -263,7 +271,7 @@ def load_model(run_dir: Path, device: str = "cpu", ckpt: Path | None = None) -> 
     path = ckpt / "model.npz"
     # the meta first, alone (after its header is checked): the config it holds says what the other
     # arrays must be, and they are checked against it before any of them is read
-    try:
+    with _reading(path):
         headers = npz_headers(path)
         problem = _small_text(headers, "meta")
         if problem:
@@ -272,12 +280,6 @@ def load_model(run_dir: Path, device: str = "cpu", ckpt: Path | None = None) -> 
             meta = json.loads(str(zm["meta"]))
         if not isinstance(meta, dict):
             raise ValueError("meta is not a JSON object")
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: missing") from None
-    except CheckpointError:
-        raise
-    except Exception as exc:  # BadZipFile, JSONDecodeError, ValueError, OSError ...
-        raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({type(exc).__name__}: {exc})") from None
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{ckpt}: not a cheaplm checkpoint")
     if meta.get("version") != FORMAT_VERSION:
@@ -288,15 +290,11 @@ def load_model(run_dir: Path, device: str = "cpu", ckpt: Path | None = None) -> 
         expected = _expected_model_arrays(cfg)
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
         raise CheckpointError(f"{ckpt}: bad model config ({exc})") from None
-    z = _load_npz(path, lambda h: _check_arrays(h, expected))
+    _refuse(path, _check_arrays(headers, expected))  # shapes and dtypes, before any data is read
+    z = _load_npz(path)
     for key in ("params", "tables", "last_pos"):
         if key not in z:
             raise CheckpointError(f"{ckpt / 'model.npz'}: no '{key}' array; not a cheaplm checkpoint")
-    model_shape_ok = (z["tables"].shape == (cfg.table_rows(), 32) and z["tables"].dtype == np.uint32
-                      and z["params"].dtype == np.float32 and z["last_pos"].dtype == np.int32
-                      and z["last_pos"].shape == (len(cfg.match_minlens), 1 << cfg.match_bits))
-    if not model_shape_ok:
-        raise CheckpointError(f"{ckpt}: arrays do not match the model config (mismatched checkpoint)")
     for key, arr in z.items():
         if arr.dtype.kind == "f" and (bad := _count_nonfinite(arr)):
             raise CheckpointError(f"{ckpt / 'model.npz'}: '{key}' holds {bad:,} NaN or infinite values of {arr.size:,} "
@@ -311,8 +309,6 @@ def load_model(run_dir: Path, device: str = "cpu", ckpt: Path | None = None) -> 
         raise CheckpointError(f"{ckpt}: {exc}") from None
     if model.reader is not None and "reader_step" in z:
         model.reader.step = int(z["reader_step"])
-    if len(z["params"]) != model.n_params:
-        raise CheckpointError(f"{ckpt}: {len(z['params'])} parameters, config needs {model.n_params}")
     hist_path = Path(ckpt).parent / "history.bin"
     try:
         n = int(meta["history_len"])

@@ -27,11 +27,6 @@ class VirtualText:
         k = self.range_of(v)
         return self.starts[k] + v - (self.ends[k] - self.sizes[k])
 
-    def range_start(self, v: np.ndarray) -> np.ndarray:
-        """Virtual start of the range that holds each v."""
-        k = self.range_of(v)
-        return self.ends[k] - self.sizes[k]
-
 
 def stream_positions(ranges, lanes: int, step: int, chunk: int = 1) -> np.ndarray:
     """Step `step` of `lanes` cursors spread evenly over the bytes of `ranges`, each `chunk` bytes
@@ -66,7 +61,7 @@ class RangeSchedule:
         for begin, lo, hi in pieces:
             lane = int(np.argmin(load))
             steps = -(-(hi - begin) // chunk)
-            self.plan[lane].append((int(load[lane]), begin, lo, hi))
+            self.plan[lane].append((int(load[lane]), int(load[lane]) + steps, begin, lo, hi))
             load[lane] += steps
         self.n_steps = int(load.max()) if len(pieces) else 0
 
@@ -80,13 +75,11 @@ class RangeSchedule:
             scored[:] = False
             fresh[:] = False
             for lane, plan in enumerate(self.plan):
-                for first, begin, lo, hi in plan:
-                    if first <= s < first + -(-(hi - begin) // self.chunk):
+                for first, end, begin, lo, hi in plan:
+                    if first <= s < end:
                         at = begin + (s - first) * self.chunk + t
                         scored[lane] = (at >= lo) & (at < hi)
                         v[lane] = np.minimum(at, hi - 1)  # past the piece's end: repeat its last byte
                         fresh[lane] = s == first
-                        break
-                else:  # an idle lane reads (and discards) the first byte
-                    v[lane] = 0
+                        break  # no piece now: the lane idles on the first byte (v = 0), nothing scored
             yield self.text.to_data(v.ravel()), v.ravel().copy(), scored.ravel().copy(), fresh.copy()

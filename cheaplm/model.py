@@ -297,9 +297,9 @@ def memory_estimate(cfg: ModelConfig, train_bytes: int, batch: int, device: str 
     out = {}
     rcfg = cfg.reader_config(device, minutes)
     if rcfg is not None:
-        from .reader import blocks
+        from .reader import param_count
 
-        n = sum(s[0] * s[1] for _, s, _, _ in blocks(rcfg))
+        n = param_count(rcfg)
         widths = [rcfg.width] + list(rcfg.hidden) + [256]
         # weights, gradient and two moments; per position: activations, gradients and bf16 copies,
         # and the scan's gate, state, input and their gradients

@@ -184,6 +184,11 @@ def blocks(cfg: ReaderConfig) -> list[tuple[str, tuple[int, int], float, bool]]:
     return out
 
 
+def param_count(cfg: ReaderConfig) -> int:
+    """Floats in all of the reader's parameter blocks."""
+    return sum(shape[0] * shape[1] for _, shape, _, _ in blocks(cfg))
+
+
 def init_params(cfg: ReaderConfig) -> np.ndarray:
     rng = np.random.default_rng(cfg.seed)
     parts = []
@@ -651,7 +656,7 @@ class MixFit:
 
 
 def describe(cfg: ReaderConfig) -> str:
-    n = sum(s[0] * s[1] for _, s, _, _ in blocks(cfg))
+    n = param_count(cfg)
     dense = sum(s[0] * s[1] for name, s, _, _ in blocks(cfg) if name != "table")
     return (f"reader: {cfg.window} byte slots + {len(cfg.contexts)} hashed contexts + {cfg.match_inputs} match "
             f"candidates x {cfg.dim}, MLP "

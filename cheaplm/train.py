@@ -44,7 +44,7 @@ import numpy as np
 from . import checkpoint
 from .evaluate import stream_bpb
 from .kernels.match import index_workspace, match_index_parallel
-from .lanes import stream_positions  # noqa: F401  (tests and benches import it from here too)
+from .lanes import stream_positions
 from .model import Model, ModelConfig, memory_estimate
 from .progress import fmt_seconds
 from .shards import ShardError, load_split, read_manifest

@@ -138,12 +138,16 @@ def test_reader_backward_matches_finite_differences():
         inside = [i for i in candidates if lo <= i < hi]
         assert inside, "every block must get a gradient"
         picked += list(rng.choice(inside, min(6, len(inside)), replace=False))
-    eps = 1e-4
+    assert_finite_differences(lambda p: oracle(m, data, pos, prev, p)[2], base, grad, picked)
+
+
+def assert_finite_differences(loss_nats, base, grad, picked, eps=1e-4):
+    """Central differences of loss_nats(params) against grad at each picked parameter."""
     for i in picked:
         up, dn = base.copy(), base.copy()
         up[i] += eps
         dn[i] -= eps
-        fd = (oracle(m, data, pos, prev, up)[2] - oracle(m, data, pos, prev, dn)[2]) / (2 * eps)
+        fd = (loss_nats(up) - loss_nats(dn)) / (2 * eps)
         assert abs(fd - grad[i]) <= 2e-3 * max(1.0, abs(fd)) + 1e-4, (i, fd, grad[i])
 
 

@@ -13,7 +13,7 @@ import pytest
 from cheaplm.lanes import RangeSchedule, stream_positions
 
 from test_kernels import text
-from test_reader import oracle_input, oracle_output, param_views, pointers, small_model
+from test_reader import assert_finite_differences, oracle_input, oracle_output, param_views, pointers, small_model
 
 SCAN = {"on": True, "window": 3, "dim": 4, "ctx_bits": 6, "hidden": [12, 8], "batch": 15,
         "contexts": [[0, 2], [1, 1], [3, 2]], "scan": 6, "scan_chunk": 5}
@@ -92,13 +92,7 @@ def test_scan_backward_matches_finite_differences():
         inside = [i for i in range(lo, lo + shape[0] * shape[1]) if abs(grad[i]) > 1e-5]
         assert inside, f"block {name} got no gradient"
         picked += list(rng.choice(inside, min(6, len(inside)), replace=False))
-    eps = 1e-4
-    for i in picked:
-        up, dn = base.copy(), base.copy()
-        up[i] += eps
-        dn[i] -= eps
-        fd = (scan_oracle(m, data, pos, prev, state0, up)[2] - scan_oracle(m, data, pos, prev, state0, dn)[2]) / (2 * eps)
-        assert abs(fd - grad[i]) <= 2e-3 * max(1.0, abs(fd)) + 1e-4, (i, fd, grad[i])
+    assert_finite_differences(lambda p: scan_oracle(m, data, pos, prev, state0, p)[2], base, grad, picked)
 
 
 def test_state_carried_across_batches_equals_one_long_batch():

@@ -286,7 +286,7 @@ def test_reader_phase_stops_after_max_epochs_and_the_table_after_table_epochs(da
 
 
 def test_stream_positions_cover_each_byte_once_per_stretch():
-    from cheaplm.train import stream_positions
+    from cheaplm.lanes import stream_positions
 
     ranges = [(0, 1000), (1500, 2500), (3000, 3048)]
     n = 16
