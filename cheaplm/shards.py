@@ -67,16 +67,19 @@ class SplitWriter:
     articles: int = 0
     _cur: _OpenShard | None = None
 
-    def write(self, article: bytes) -> None:
+    def write(self, article: bytes) -> tuple[int, int]:
+        """Append one article; return where it lies: (shard index, byte offset in that shard)."""
         if self._cur is not None and self._cur.size and self._cur.size + len(article) > self.shard_bytes:
             self._close_current()
         if self._cur is None:
             name = f"{self.split}-{len(self.shards):05d}.bin"
             self._cur = _OpenShard(name, open(self.directory / name, "wb"), hashlib.sha256())
+        at = (len(self.shards), self._cur.size)
         self._cur.file.write(article)
         self._cur.sha.update(article)
         self._cur.size += len(article)
         self.articles += 1
+        return at
 
     def _close_current(self) -> None:
         cur = self._cur
@@ -87,8 +90,62 @@ class SplitWriter:
     def close(self) -> dict:
         if self._cur is not None:
             self._close_current()
+        return self.summary()
+
+    def summary(self) -> dict:
         return {"articles": self.articles, "bytes": sum(s["bytes"] for s in self.shards),
                 "shards": self.shards}
+
+    def remove(self, cuts: dict[int, list[tuple[int, int]]]) -> dict:
+        """Cut articles out of the closed shards: `cuts` maps a shard index to (offset, length) pairs.
+
+        Only the shards named are rewritten (streamed, hashed again); one left empty is deleted
+        and the later ones renumbered, so names stay `{split}-00000.bin` onwards without gaps.
+        """
+        kept: list[dict] = []
+        for i, shard in enumerate(self.shards):
+            if cuts.get(i):
+                shard = self._rewrite_without(shard, sorted(cuts[i]))
+                self.articles -= len(cuts[i])
+            if shard is None:
+                continue
+            name = f"{self.split}-{len(kept):05d}.bin"
+            if shard["name"] != name:  # the name is free: its shard was deleted or renamed lower
+                os.rename(self.directory / shard["name"], self.directory / name)
+                shard = {**shard, "name": name}
+            kept.append(shard)
+        self.shards = kept
+        return self.summary()
+
+    def _rewrite_without(self, shard: dict, cuts: list[tuple[int, int]]) -> dict | None:
+        path = self.directory / shard["name"]
+        tmp = path.with_name(path.name + ".tmp")
+        sha = hashlib.sha256()
+        size = 0
+        with open(path, "rb") as src, open(tmp, "wb") as dst:
+            def copy(n: int) -> None:
+                nonlocal size
+                while n > 0:
+                    block = src.read(min(n, 1 << 20))
+                    if not block:
+                        raise ShardError(f"{path}: shorter than the articles written to it")
+                    dst.write(block)
+                    sha.update(block)
+                    size += len(block)
+                    n -= len(block)
+
+            pos = 0
+            for offset, length in cuts:
+                copy(offset - pos)
+                src.seek(offset + length)
+                pos = offset + length
+            copy(shard["bytes"] - pos)
+        if size == 0:
+            tmp.unlink()
+            path.unlink()
+            return None
+        os.replace(tmp, path)
+        return {"name": shard["name"], "bytes": size, "sha256": sha.hexdigest()}
 
 
 def read_manifest(data_dir: Path) -> dict:

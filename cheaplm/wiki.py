@@ -5,9 +5,9 @@ keep (`article`, text still raw wikitext; `clean`, text already plain) or why it
 (`redirect`, `namespace`). Cleaning happens elsewhere, in worker processes.
 
 MediaWiki XML (export schema 0.3 to 0.11) is read with expat, fed in 1 MiB chunks: its callbacks
-keep only the fields of the current <page> (title, ns, redirect, the revision's text), so memory
-does not grow with the dump. Export 0.3 (enwik8) has no <ns>: the namespace then comes from the
-title prefix and the <namespaces> list in <siteinfo>.
+keep only the fields of the current <page> (title, ns, redirect, the revision's text and
+timestamp), so memory does not grow with the dump. Export 0.3 (enwik8) has no <ns>: the
+namespace then comes from the title prefix and the <namespaces> list in <siteinfo>.
 
 A page is at most `ReadState.max_page_chars` characters: past that, its text is dropped as it
 arrives and the page is yielded as `oversized`, so one huge page (a 357 KB bz2 can hold a 2 GB one)
@@ -54,6 +54,7 @@ class RawPage:
     title: str
     text: str
     kind: str
+    timestamp: str = ""  # the revision's <timestamp> (ISO 8601, UTC) where a dump gives one
 
 
 @dataclass
@@ -143,7 +144,7 @@ class _DumpHandler:
                 self._collect(name)
             elif parent == "page" and name == "redirect":
                 self._page["redirect"] = True
-            elif name == "text" and parent == "revision" and depth == 4:
+            elif name in ("text", "timestamp") and parent == "revision" and depth == 4:
                 self._collect(name)
         elif name == "namespace" and path[-2] == "namespaces":
             self._ns_key = attrs.get("key")
@@ -197,7 +198,7 @@ def _page_of(fields: dict, namespaces: set[str]) -> RawPage:
         return RawPage(title, "", REDIRECT)
     if oversized:
         return RawPage(title, "", OVERSIZED)
-    return RawPage(title, text, ARTICLE)
+    return RawPage(title, text, ARTICLE, (fields.get("timestamp") or "").strip())
 
 
 def _local(tag: str) -> str:

@@ -61,9 +61,87 @@ def test_counts_match_an_independent_parse(prepared_dumps, i):
     _, manifest = prepared_dumps
     src = manifest["sources"][i]
     articles, redirects = independent_counts(shared("dumps", DUMPS[i]))
-    assert src["kept"] + src["skipped"].get("empty", 0) == articles
+    assert src["kept"] + src["skipped"].get("empty", 0) + src["skipped"].get("duplicate", 0) == articles
     assert src["skipped"].get("redirect", 0) == redirects
     assert src["kept"] > 0
+
+
+def newest_revisions(paths):
+    """Title -> the newest revision's timestamp, over all main-namespace articles (ElementTree alone)."""
+    newest = {}
+    for path in paths:
+        with bz2.open(path) as f:
+            for _, elem in ET.iterparse(f):
+                if elem.tag.rsplit("}", 1)[-1] != "page":
+                    continue
+                fields = {c.tag.rsplit("}", 1)[-1]: c for c in elem}
+                rev = {c.tag.rsplit("}", 1)[-1]: c.text or "" for c in fields["revision"]}
+                if fields["ns"].text == "0" and "redirect" not in fields and not re.match(r"\s*#redirect", rev["text"], re.I):
+                    title = fields["title"].text
+                    newest[title] = max(newest.get(title, ""), rev["timestamp"])
+                elem.clear()
+    return newest
+
+
+def test_one_article_per_title_across_overlapping_fragments(prepared_dumps):
+    # issue 11: the two enwiki fragments overlap; they gave 201 articles of only 112 titles
+    out, manifest = prepared_dumps
+    titles = [a.split("\n", 1)[0] for a in all_text(out).split("\x00")[:-1]]
+    assert len(titles) == len(set(titles)) == manifest["pages"]["kept"] == 112
+    assert manifest["pages"]["skipped"]["duplicate"] == 201 - 112
+    assert len(newest_revisions([shared("dumps", d) for d in DUMPS])) == 112
+    assert sum(v["articles"] for v in manifest["splits"].values()) == 112
+    p = manifest["pages"]
+    assert p["read"] == p["kept"] + sum(p["skipped"].values())
+
+
+def small_dump(pages) -> str:
+    """A pages-articles dump of (title, timestamp or None, text)."""
+    body = "".join(
+        f"<page><title>{t}</title><ns>0</ns><id>{i}</id><revision>"
+        + (f"<timestamp>{ts}</timestamp>" if ts else "") + f"<text>{x}</text></revision></page>"
+        for i, (t, ts, x) in enumerate(pages))
+    return '<mediawiki xmlns="http://www.mediawiki.org/xml/export-0.10/" version="0.10">' + body + "</mediawiki>"
+
+
+def test_newest_revision_wins_else_the_later_input(tmp_path):
+    a, b = tmp_path / "a.xml", tmp_path / "b.xml"
+    a.write_text(small_dump([("Bay", "2020-01-01T00:00:00Z", "Bay text of 2020."),
+                             ("Rock", None, "Rock text of a."),
+                             ("Cape", "2019-05-05T00:00:00Z", "Cape text of a."),
+                             ("Reef", None, "Reef text without a date.")]))
+    b.write_text(small_dump([("bay", "2010-01-01T00:00:00Z", "Bay text of 2010."),  # same title as 'Bay'
+                             ("Rock", None, "Rock text of b."),
+                             ("Cape", "2019-05-05T00:00:00Z", "Cape text of b."),
+                             ("Reef", "2001-01-01T00:00:00Z", "Reef text of 2001."),
+                             ("Sound_of_the bay", None, "Sound one."),
+                             ("Sound of  the bay", None, "Sound two.")]))
+    m = prepare([str(a), str(b)], tmp_path / "o", PrepareOptions(workers=2, val_fraction=0, test_fraction=0))
+    text = all_text(tmp_path / "o")
+    bodies = {x.split("\n\n", 1)[1].strip() for x in text.split("\x00")[:-1]}
+    assert bodies == {"Bay text of 2020.", "Rock text of b.", "Cape text of b.", "Reef text of 2001.", "Sound two."}
+    assert [s["skipped"] for s in m["sources"]] == [{"duplicate": 3}, {"duplicate": 2}]
+    assert m["pages"] == {"read": 10, "kept": 5, "skipped": {"duplicate": 5}}
+    info = m["splits"]["train"]
+    assert info["articles"] == 5 and info["bytes"] == len(text.encode())
+    for shard in info["shards"]:
+        assert hashlib.sha256((tmp_path / "o" / shard["name"]).read_bytes()).hexdigest() == shard["sha256"]
+    summary = CliRunner().invoke(main, ["prepare", str(a), str(b), "--out", str(tmp_path / "c")])
+    assert summary.exit_code == 0 and "duplicate 3" in summary.output and "duplicate 2" in summary.output
+
+
+def test_removing_articles_rewrites_and_renumbers_shards(tmp_path):
+    from cheaplm.shards import SplitWriter
+
+    w = SplitWriter(tmp_path, "train", shard_bytes=10)
+    where = [w.write(x) for x in (b"aaaa\0", b"bbbb\0", b"cccc\0", b"dd\0", b"ee\0")]
+    w.close()
+    assert where == [(0, 0), (0, 5), (1, 0), (1, 5), (2, 0)]
+    info = w.remove({0: [(0, 5)], 1: [(0, 5), (5, 3)]})
+    assert [s["name"] for s in info["shards"]] == ["train-00000.bin", "train-00001.bin"]
+    assert [(tmp_path / s["name"]).read_bytes() for s in info["shards"]] == [b"bbbb\0", b"ee\0"]
+    assert info["articles"] == 2 and info["bytes"] == 8
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["train-00000.bin", "train-00001.bin"]
 
 
 def test_cleaned_text_has_no_markup_left(prepared_dumps):
@@ -78,7 +156,9 @@ def test_known_sentences_from_named_articles(prepared_dumps):
     articles = {a.split("\n", 1)[0]: a for a in all_text(out).split("\x00")}
     # links ([[Nereid]] [[Thetis]] ...) turned into their anchors
     assert "Achilles was the son of the Nereid Thetis and Peleus, the king of the Myrmidons." in articles["Achilles"]
-    assert "Anarchism is a political philosophy that advocates stateless societies" in articles["Anarchism"]
+    # the 2016 revision (first fragment), not the 2014 one (second fragment): the newest wins
+    assert "Anarchism is a political philosophy that advocates self-governed societies" in articles["Anarchism"]
+    assert "advocates stateless societies" not in articles["Anarchism"]
     # headings kept as lines; the title line then a blank line starts every article
     assert "\nEtymology\n" in articles["Achilles"]
     assert articles["Achilles"].startswith("Achilles\n\n")
