@@ -21,7 +21,13 @@ out of their shards at the end (`SplitWriter.remove`), which rewrites only the s
 one. A first pass over titles and timestamps would instead decompress and parse every input twice,
 and decompression bounds prepare's speed; holding articles back until the last input is read
 would hold the text. What is remembered per written article is its location and two hashes in
-typed arrays, 50 bytes (about 350 MB for English Wikipedia's 6.9 M articles), never its text.
+typed arrays, 58 bytes (about 400 MB for English Wikipedia's 6.9 M articles), never its text.
+
+Splits follow the title hash (`shards.split_of`), so a small preparation can get an empty val or
+test split (106 articles at the default 0.5% did). With at least 3 articles, every split whose
+fraction is above 0 gets at least one: an empty one takes the article with the lowest title hash
+from the split that holds the most (recorded in the manifest's `split_fill`). A split under
+SMALL_SPLIT_BYTES (64 KiB) gets one warning line on stderr, also kept in the manifest's `warnings`.
 
 Everything is written into a temporary sibling of `--out` and renamed into place at the end: an
 interrupted (Ctrl-C, SIGTERM) or failed run leaves `--out` exactly as it was and removes its
@@ -42,6 +48,7 @@ import os
 import re
 import shutil
 import signal
+import sys
 import threading
 import time
 import unicodedata
@@ -53,7 +60,7 @@ import numpy as np
 
 from . import __version__
 from .progress import Progress
-from .shards import FORMAT, FORMAT_VERSION, MANIFEST, SPLITS, SplitWriter, encode_article, split_of
+from .shards import FORMAT, FORMAT_VERSION, MANIFEST, SPLITS, SplitWriter, encode_article, split_of, title_hash
 from .sources import TEXT, SourceError, expand_sources, open_source
 from .wiki import CLEAN, MAX_PAGE_CHARS, NAMESPACE, OVERSIZED, REDIRECT, ReadState, read_pages
 from .wikitext import CleanTimeout, clean_wikitext
@@ -64,6 +71,10 @@ except ImportError:  # pragma: no cover - Windows: no lock on the output
     fcntl = None
 
 BATCH_CHARS = 1 << 20
+# A split smaller than this gets a warning: its bits per byte would rest on a few articles
+# (64 KiB is about 15 articles of average length), too noisy to compare two runs by.
+SMALL_SPLIT_BYTES = 64 << 10
+MIN_ARTICLES_TO_FILL = 3  # from this many articles on, no split that is asked for stays empty
 
 
 @dataclass
@@ -156,11 +167,12 @@ def timestamp_value(ts: str) -> int:
 class WrittenArticles:
     """Where each written article lies, in the order written (= input order), and its title key.
 
-    Typed arrays, 50 bytes an article; the text stays in the shards.
+    Typed arrays, 58 bytes an article; the text stays in the shards.
     """
 
     def __init__(self):
         self.key_hi, self.key_lo = array("Q"), array("Q")
+        self.hash = array("Q")  # shards.title_hash: the split's order
         self.stamp = array("q")
         self.dedup = array("B")  # 0: exempt from the one-per-title rule (plain-text inputs)
         self.source = array("I")
@@ -173,6 +185,7 @@ class WrittenArticles:
         key = title_key(title) if dedup else bytes(16)
         self.key_hi.append(int.from_bytes(key[:8], "big"))
         self.key_lo.append(int.from_bytes(key[8:], "big"))
+        self.hash.append(title_hash(title))
         self.stamp.append(timestamp_value(timestamp))
         self.dedup.append(int(dedup))
         self.source.append(source)
@@ -506,9 +519,19 @@ def _prepare_into(files: list[Path], tmp: Path, options: PrepareOptions, console
             if stats.pages_read == 0:
                 raise SourceError(f"{f}: no pages or text found")
     progress.finish()
-    for w in writers.values():
+    superseded = written.superseded()
+    cuts = _count_duplicates(written, superseded, stats_all)
+    split_fill = _fill_empty_splits(written, superseded, writers, cuts, options)
+    splits = {}
+    for s, w in writers.items():
         w.close()
-    splits = _drop_duplicates(written, writers, stats_all)
+        splits[s] = w.remove(cuts[s])
+    warnings = _small_split_warnings(splits, options)
+    for line in warnings:
+        if console is not None:
+            console.print(line, markup=False, soft_wrap=True)
+        else:
+            print(line, file=sys.stderr)
     elapsed = time.time() - t0
     manifest = {
         "format": FORMAT,
@@ -525,6 +548,8 @@ def _prepare_into(files: list[Path], tmp: Path, options: PrepareOptions, console
         "pages": {"read": sum(s.pages_read for s in stats_all), "kept": sum(s.kept for s in stats_all),
                   "skipped": dict(sorted(sum((s.skipped for s in stats_all), collections.Counter()).items()))},
         "splits": splits,
+        "split_fill": split_fill,
+        "warnings": warnings,
         "seconds": round(elapsed, 3),
         "mb_per_s_uncompressed": round(sum(s.bytes_uncompressed for s in stats_all) / 1e6 / max(elapsed, 1e-9), 3),
     }
@@ -534,15 +559,62 @@ def _prepare_into(files: list[Path], tmp: Path, options: PrepareOptions, console
     return manifest
 
 
-def _drop_duplicates(written: WrittenArticles, writers: dict, stats_all: list[SourceStats]) -> dict:
-    """Cut the superseded copies of each title out of the closed shards; count them per source."""
+def _count_duplicates(written: WrittenArticles, superseded: np.ndarray, stats_all: list[SourceStats]) -> dict:
+    """Count the superseded copies per source; return where they lie, to be cut out: split -> shard -> ranges."""
     cuts: dict[str, dict[int, list]] = {s: collections.defaultdict(list) for s in SPLITS}
-    for row in written.superseded().tolist():
+    for row in superseded.tolist():
         cuts[SPLITS[written.split[row]]][written.shard[row]].append((written.offset[row], written.length[row]))
         stats = stats_all[written.source[row]]
         stats.kept -= 1
         stats.skipped["duplicate"] += 1
-    return {s: w.remove(cuts[s]) for s, w in writers.items()}
+    return cuts
+
+
+def _fill_empty_splits(written: WrittenArticles, superseded: np.ndarray, writers: dict, cuts: dict,
+                       options: PrepareOptions) -> list[str]:
+    """With at least MIN_ARTICLES_TO_FILL articles, give each empty split that is asked for one article.
+
+    It comes from the split holding the most articles (ties: train, val, test), which then still
+    holds one: the one of the lowest title hash, copied to the empty split and cut from its own.
+    Returns what moved, as 'test <- train'.
+    """
+    kept = np.ones(len(written.split), dtype=bool)
+    kept[superseded] = False
+    if kept.sum() < MIN_ARTICLES_TO_FILL:
+        return []
+    split = np.frombuffer(written.split, np.uint8).copy()
+    hashes = np.frombuffer(written.hash, np.uint64)
+    asked = {"train": options.val_fraction + options.test_fraction < 1,
+             "val": options.val_fraction > 0, "test": options.test_fraction > 0}
+    moved = []
+    for name in ("test", "val", "train"):
+        counts = np.bincount(split[kept], minlength=len(SPLITS))
+        if not asked[name] or counts[SPLITS.index(name)]:
+            continue
+        donor = max(("train", "val", "test"), key=lambda d: counts[SPLITS.index(d)])
+        rows = np.flatnonzero(kept & (split == SPLITS.index(donor)))
+        row = int(rows[np.argmin(hashes[rows])])
+        where = (written.shard[row], written.offset[row], written.length[row])
+        writers[name].write(writers[donor].read(*where))
+        cuts[donor][where[0]].append(where[1:])
+        split[row] = SPLITS.index(name)
+        moved.append(f"{name} <- {donor}")
+    return moved
+
+
+def _small_split_warnings(splits: dict, options: PrepareOptions) -> list[str]:
+    """One line naming every split asked for that holds less than SMALL_SPLIT_BYTES, or none."""
+    fractions = {"train": 1 - options.val_fraction - options.test_fraction,
+                 "val": options.val_fraction, "test": options.test_fraction}
+    small = [s for s in SPLITS if fractions[s] > 0 and splits[s]["bytes"] < SMALL_SPLIT_BYTES]
+    if not small:
+        return []
+    sizes = ", ".join(f"{s} {splits[s]['bytes']:,} bytes ({splits[s]['articles']:,} "
+                      f"article{'' if splits[s]['articles'] == 1 else 's'})" for s in small)
+    fractions_help = [f"--{s}-fraction" for s in small if s != "train"] if "train" not in small else []
+    hint = "more articles" + (f" or a larger {' or '.join(fractions_help)}" if fractions_help else "")
+    return [f"warning: small splits: {sizes}; under {SMALL_SPLIT_BYTES >> 10} KiB a split's bits per byte "
+            f"rests on a few articles and is too noisy to compare runs by; give prepare {hint}"]
 
 
 def stats_total(stats_all: list[SourceStats]) -> int:

@@ -7,8 +7,10 @@ raw bytes: articles one after another, each one
 
 i.e. UTF-8 text ended by a single NUL byte (0x00), which never occurs in Wikipedia text, so the
 model learns where an article ends and `sample` can stop there. Shards end at article boundaries.
-The split of an article is a pure function of its title (blake2b), so the same input always
-gives the same shards, byte for byte, whatever the number of worker processes.
+The split of an article is a function of its title (blake2b), so the same input always gives the
+same shards, byte for byte, whatever the number of worker processes. One exception keeps small
+preparations usable: with at least 3 articles, a split that came out empty takes one article (the
+lowest title hash) from the largest split (`prepare` does this; the manifest's `split_fill` says so).
 """
 
 from __future__ import annotations
@@ -33,9 +35,13 @@ class ShardError(Exception):
     """Data directory problems, one line naming the path."""
 
 
+def title_hash(title: str) -> int:
+    """The 64-bit hash of a title that decides its split."""
+    return int.from_bytes(hashlib.blake2b(title.encode("utf-8"), digest_size=8).digest(), "big")
+
+
 def split_of(title: str, val_fraction: float, test_fraction: float) -> str:
-    h = int.from_bytes(hashlib.blake2b(title.encode("utf-8"), digest_size=8).digest(), "big")
-    u = h / 2.0**64
+    u = title_hash(title) / 2.0**64
     if u < test_fraction:
         return "test"
     if u < test_fraction + val_fraction:
@@ -80,6 +86,17 @@ class SplitWriter:
         self._cur.size += len(article)
         self.articles += 1
         return at
+
+    def read(self, shard: int, offset: int, length: int) -> bytes:
+        """The bytes of one article written before (its shard may still be open)."""
+        if self._cur is not None and shard == len(self.shards):
+            self._cur.file.flush()
+            name = self._cur.name
+        else:
+            name = self.shards[shard]["name"]
+        with open(self.directory / name, "rb") as f:
+            f.seek(offset)
+            return f.read(length)
 
     def _close_current(self) -> None:
         cur = self._cur
@@ -172,6 +189,28 @@ def read_manifest(data_dir: Path) -> dict:
     return manifest
 
 
+def _split_info(data_dir: Path, manifest: dict, split: str) -> dict:
+    info = manifest["splits"].get(split)
+    if info is None:
+        have = ", ".join(manifest["splits"]) or "none"
+        raise ShardError(f"{data_dir}: no split '{split}' (it has: {have})")
+    if not info["shards"] or not any(shard["bytes"] for shard in info["shards"]):
+        more = (f"more articles or a larger --{split}-fraction" if split in ("val", "test")
+                else "more articles")
+        raise ShardError(f"{data_dir}: split '{split}' is empty; run `cheaplm prepare` again with {more}")
+    return info
+
+
+def require_split(data_dir: Path, split: str) -> dict:
+    """Check, from the manifest alone, that `split` exists and holds bytes; return its manifest entry.
+
+    Cheap (reads manifest.json, no shard, no model): `eval` calls it before loading a checkpoint.
+    Raises ShardError with one line naming the directory.
+    """
+    data_dir = Path(data_dir)
+    return _split_info(data_dir, read_manifest(data_dir), split)
+
+
 def _check_layout(path: Path, manifest: dict) -> None:
     """Every field that readers index exists with its type; shard names are plain file names."""
     splits = manifest.get("splits")
@@ -241,9 +280,7 @@ def load_split(data_dir: Path, split: str, limit: int | None = None, verify: boo
     manifest = read_manifest(data_dir)
     if verify is None:
         verify = _verify_default()
-    info = manifest["splits"].get(split)
-    if info is None or not info["shards"]:
-        raise ShardError(f"{data_dir}: split '{split}' is empty")
+    info = _split_info(data_dir, manifest, split)
     stamp = _read_stamp(data_dir) if verify else {}
     stamp_changed = False
     parts = []

@@ -6,7 +6,7 @@ import os
 import pytest
 
 from cheaplm import shards
-from cheaplm.shards import MANIFEST, ShardError, load_split, write_raw_split_dir
+from cheaplm.shards import MANIFEST, ShardError, load_split, require_split, write_raw_split_dir
 
 TEXT = b"Title\n\nSome text of an article.\n\x00Other\n\nMore text.\n\x00"
 
@@ -66,3 +66,20 @@ def test_a_damaged_manifest_is_one_shard_error(tmp_path, damage):
     (d / MANIFEST).write_text(json.dumps(manifest))
     with pytest.raises(ShardError, match="damaged manifest"):
         load_split(d, "test")
+
+
+def test_require_split_checks_the_manifest_alone(tmp_path):
+    d = make(tmp_path)
+    for shard in d.glob("*.bin"):
+        shard.unlink()  # no shard is read: eval calls it before loading a checkpoint
+    assert require_split(d, "test")["bytes"] == len(TEXT)
+    with pytest.raises(ShardError, match=r"data: no split 'val' \(it has: train, test\)"):
+        require_split(d, "val")
+    e = tmp_path / "e"
+    write_raw_split_dir(e, {"train": TEXT, "test": b""}, "an empty test split")
+    with pytest.raises(ShardError, match=r"e: split 'test' is empty; .* a larger --test-fraction"):
+        require_split(e, "test")
+    with pytest.raises(ShardError, match="split 'test' is empty"):
+        load_split(e, "test")  # the same check, the same line
+    with pytest.raises(ShardError, match="no such directory"):
+        require_split(tmp_path / "missing", "test")

@@ -13,6 +13,7 @@ from click.testing import CliRunner
 
 from cheaplm.cli import main
 from cheaplm.prepare import PrepareOptions, prepare
+from cheaplm.shards import split_of
 from cheaplm.sources import SourceError
 from cheaplm.wikitext import clean_wikitext, expand_template
 
@@ -142,6 +143,55 @@ def test_removing_articles_rewrites_and_renumbers_shards(tmp_path):
     assert [(tmp_path / s["name"]).read_bytes() for s in info["shards"]] == [b"bbbb\0", b"ee\0"]
     assert info["articles"] == 2 and info["bytes"] == 8
     assert sorted(p.name for p in tmp_path.iterdir()) == ["train-00000.bin", "train-00001.bin"]
+
+
+def articles_by_split(out, manifest):
+    return {s: [a.split("\n", 1)[0] for sh in info["shards"] for a in (out / sh["name"]).read_text().split("\x00")[:-1]]
+            for s, info in manifest["splits"].items()}
+
+
+def test_a_small_dump_gets_val_and_test_and_one_warning_line(tmp_path, capsys):
+    # issue 11: 106 articles at the default 0.5% got an empty test split, and no warning
+    titles = [f"Article {i}" for i in range(106)]
+    assert {split_of(t, 0.005, 0.005) for t in titles} == {"train"}  # the title hash alone
+    src = tmp_path / "small.xml"
+    src.write_text(small_dump([(t, None, f"The text of {t}, a sentence long.") for t in titles]))
+    capsys.readouterr()
+    m = prepare([str(src)], tmp_path / "o", PrepareOptions(workers=1))
+    by_split = articles_by_split(tmp_path / "o", m)
+    assert [len(by_split[s]) for s in ("train", "val", "test")] == [104, 1, 1]
+    assert sorted(sum(by_split.values(), [])) == sorted(titles)
+    assert [m["splits"][s]["articles"] for s in ("train", "val", "test")] == [104, 1, 1]
+    assert m["split_fill"] == ["test <- train", "val <- train"]
+    for info in m["splits"].values():
+        for shard in info["shards"]:
+            data = (tmp_path / "o" / shard["name"]).read_bytes()
+            assert (len(data), hashlib.sha256(data).hexdigest()) == (shard["bytes"], shard["sha256"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err == m["warnings"], err
+    assert err[0].startswith("warning: small splits: train ") and "val " in err[0] and "test " in err[0]
+    assert "64 KiB" in err[0]
+    # the same input gives the same shards
+    again = prepare([str(src)], tmp_path / "o2", PrepareOptions(workers=2))
+    assert again["splits"] == m["splits"]
+
+
+def test_split_fill_needs_three_articles_and_a_fraction_above_zero(tmp_path, capsys):
+    three, two = tmp_path / "three.xml", tmp_path / "two.xml"
+    three.write_text(small_dump([(f"Article {i}", None, "Some text.") for i in range(3)]))
+    two.write_text(small_dump([(f"Article {i}", None, "Some text.") for i in range(2)]))
+    m = prepare([str(three)], tmp_path / "a", PrepareOptions(workers=1))
+    assert [m["splits"][s]["articles"] for s in ("train", "val", "test")] == [1, 1, 1]
+    m = prepare([str(two)], tmp_path / "b", PrepareOptions(workers=1))
+    assert [m["splits"][s]["articles"] for s in ("train", "val", "test")] == [2, 0, 0]
+    assert "test 0 bytes (0 articles)" in m["warnings"][0]
+    m = prepare([str(three)], tmp_path / "c", PrepareOptions(workers=1, val_fraction=0))
+    assert [m["splits"][s]["articles"] for s in ("train", "val", "test")] == [2, 0, 1]
+    assert " val " not in m["warnings"][0]
+    big = tmp_path / "big.xml"
+    big.write_text(small_dump([(f"Topic {i}", None, "Word " * 3000) for i in range(106)]))
+    m = prepare([str(big)], tmp_path / "d", PrepareOptions(workers=1, val_fraction=0.3, test_fraction=0.3))
+    assert m["warnings"] == [] and m["split_fill"] == []
 
 
 def test_cleaned_text_has_no_markup_left(prepared_dumps):
