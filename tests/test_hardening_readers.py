@@ -113,6 +113,64 @@ def test_text_without_blank_lines_is_cut_into_documents():
         assert sum(map(len, docs)) >= len(data) - len(docs)  # nothing lost but the stripped line ends
 
 
+FLAT_LINE = "the keeper climbs the stair and lights the lamp\n"  # 48 bytes, and never a blank line
+
+
+def read_timed(path, max_page_chars, runs=5):
+    """(best time of `runs` full reads, the pages as (kind, length), peak traced memory of one read)."""
+    import time
+    import tracemalloc
+
+    from cheaplm.sources import open_source
+    from cheaplm.wiki import ReadState, read_pages
+
+    best = float("inf")
+    for _ in range(runs):
+        src = open_source(path)
+        t = time.perf_counter()
+        pages = [(p.kind, len(p.text)) for p in read_pages(src, ReadState(max_page_chars=max_page_chars))]
+        best = min(best, time.perf_counter() - t)
+        src.close()
+    tracemalloc.start()
+    src = open_source(path)
+    for _ in read_pages(src, ReadState(max_page_chars=max_page_chars)):
+        pass
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    src.close()
+    return best, pages, peak
+
+
+def test_20mb_without_a_blank_line_reads_in_bounded_memory_and_linear_time(tmp_path, monkeypatch):
+    # issue 12 item 14: text with no blank line built up in memory without limit and was rescanned
+    # at every read (2.09 s for 20 MB vs 0.17 s for 5 MB with 16 KiB reads: 12x for 4x the text);
+    # plain text is cut into documents of about DOC_CHARS (1 MiB), WikiExtractor bodies are
+    # capped at max_page_chars and skipped as oversized past it
+    import cheaplm.wiki as wiki
+
+    monkeypatch.setattr(wiki, "CHUNK", 16 << 10)  # small reads: a reader that rescans what it holds shows
+    lines = {mb: mb * 1_000_000 // len(FLAT_LINE) for mb in (5, 20)}
+    for mb, n in lines.items():
+        (tmp_path / f"flat{mb}.txt").write_text(FLAT_LINE * n)
+        (tmp_path / f"wex{mb}.txt").write_text(f'<doc id="1" url="u" title="Flat">\n{FLAT_LINE * n}</doc>\n')
+    t5, pages5, _ = read_timed(tmp_path / "flat5.txt", wiki.MAX_PAGE_CHARS)
+    t20, pages20, peak = read_timed(tmp_path / "flat20.txt", wiki.MAX_PAGE_CHARS)
+    assert t20 < 8 * t5, (t5, t20)  # linear: 4x (3.9x measured); rescanning: 16x
+    assert peak < 16 << 20, peak  # 5 MiB measured; the whole text is 20 MB
+    assert {kind for kind, _ in pages20} == {"clean"} and max(n for _, n in pages20) <= wiki.DOC_CHARS + wiki.CHUNK
+    assert sum(n for _, n in pages20) >= lines[20] * len(FLAT_LINE) - len(pages20)  # only the cut line ends
+
+    m = prepare([str(tmp_path / "flat20.txt")], tmp_path / "out", PrepareOptions(workers=1))
+    assert m["pages"]["kept"] == len(pages20) == 20
+    assert shards_of(tmp_path / "out").count(FLAT_LINE.encode()) == lines[20]  # every line, whole
+
+    t5, wex5, _ = read_timed(tmp_path / "wex5.txt", 1 << 20, runs=3)
+    t20, wex20, peak = read_timed(tmp_path / "wex20.txt", 1 << 20, runs=3)
+    assert wex5 == wex20 == [("oversized", 0)]
+    assert peak < 16 << 20, peak  # 2 MiB measured
+    assert t20 < 8 * t5, (t5, t20)  # 3.9x measured
+
+
 def test_tar_member_name_that_is_not_utf8(tmp_path):
     tar = tmp_path / "pages.tar"
     tar.write_bytes(tar_of({"Caf\udce9.txt": b"A cafe sells coffee.", "Tea.txt": b"Tea is a drink."}))
