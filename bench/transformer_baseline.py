@@ -7,7 +7,9 @@ Test: sliding windows of 1024 with stride 512, so every scored byte sees >= 512 
 (the first window scores all its bytes). Training minutes exclude compilation (a warm-up step runs
 first) and evaluation.
 
-    python bench/transformer_baseline.py --minutes 5 [--json out.json]
+    python bench/transformer_baseline.py --minutes 5 [--json out.json] [--save judge.pt]
+
+--save keeps the trained weights (a state_dict): bench/language_quality.py uses them as its judge.
 """
 
 from __future__ import annotations
@@ -86,6 +88,7 @@ def main() -> None:
     ap.add_argument("--split-dir", default=str(Path(__file__).resolve().parent / "work" / "wikibench"))
     ap.add_argument("--test-bytes", type=int, default=None)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--save", default=None, help="write the trained weights (state_dict) here")
     args = ap.parse_args()
     torch.manual_seed(0)
     split = build(Path(args.split_dir), Path(args.data))
@@ -175,6 +178,8 @@ def main() -> None:
     print(f"| transformer | {out['card']} | {args.minutes} | {out['train_mb_per_s']:.2f} MB/s | {bpb:.4f} |")
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1))
+    if args.save:
+        torch.save(model.state_dict(), args.save)
 
 
 if __name__ == "__main__":

@@ -10,8 +10,14 @@ into the start of an article about its subject and the model writes the rest of 
 
 The article header is written the way the model's training text writes it: a WikiExtractor
 `<doc ...>` line when the history holds those (wikibench), else the shard format (NUL, title,
-blank line). The stream is never reset, so earlier turns stay in the model's context (its match
-model can copy from them). `--raw` (or `!raw`) continues the typed text exactly, up to --max-bytes.
+blank line). The stream is never reset, so earlier turns stay in the model's memory, but each
+turn starts a new document (Generator.new_document): earlier turns, like the training text, are
+far back for the match model, whose recency inputs would otherwise make it copy them. `--raw` (or `!raw`) continues the typed text exactly, up to --max-bytes.
+
+Recall (recall.py): when the subject is the title of an article in the memory text, that article's
+lead is fed first, as the document before the question's, so the model's match model and reader
+have it in their recent past and the reply is grounded in it (it quotes it, mostly). The frame
+then uses the article's own title, and its opening words when they are the question's.
 """
 
 from __future__ import annotations
@@ -22,18 +28,21 @@ import sys
 import numpy as np
 import regex
 
-from .sample import Generator, generate
+from .recall import TitleIndex, lead_bytes
+from .sample import Generator, Sampling, generate
 
 _QUESTION = regex.compile(
     r"^\s*(?:(?P<wh>what|who|where)\s+(?P<verb>is|are|was|were)\s+|(?:tell me about|describe|explain)\s+)"
     r"(?P<subject>.+?)\s*[?.!]*\s*$", regex.I)
 _ARTICLE = regex.compile(r"^(?:a|an|the)\s+", regex.I)
 
+RECALL_BYTES = 700  # of the recalled article's body read before the question (whole paragraphs)
+
 HELP = "commands: exit | quit | Ctrl-D to leave; Ctrl-C stops a reply; !multi ... !end for several lines; !raw toggles framing"
 
 
-def frame(question: str, doc_style: bool, turn: int) -> tuple[str, str]:
-    """(article header, start of the text) for a typed line."""
+def frame(question: str) -> tuple[str, str]:
+    """(article title, start of the text) for a typed line."""
     m = _QUESTION.match(question)
     if m:
         subject = m.group("subject").strip()
@@ -45,11 +54,37 @@ def frame(question: str, doc_style: bool, turn: int) -> tuple[str, str]:
         q = question.strip()
         title = regex.sub(r"[?.!]+$", "", q)[:80]
         lead = q[:1].upper() + q[1:]
+    return title, lead
+
+
+def separator(doc_style: bool) -> str:
+    """What ends the document before a new one in the model's training format."""
+    return "</doc>\n" if doc_style else "\x00"
+
+
+def header(title: str, doc_style: bool, turn: int) -> str:
+    """A new article's header (after the separator): how the training text starts one."""
     if doc_style:
-        header = f'</doc>\n<doc id="{900000 + turn}" url="?curid={900000 + turn}" title="{title}">\n{title}\n\n'
-    else:
-        header = f"\x00{title}\n\n"
-    return header, lead
+        return f'<doc id="{900000 + turn}" url="?curid={900000 + turn}" title="{title}">\n{title}\n\n'
+    return f"{title}\n\n"
+
+
+def prompt_bytes(question: str, doc_style: bool, turn: int, index: TitleIndex | None, history) -> tuple[bytes, str, str | None]:
+    """(bytes to feed, the reply's visible opening, the recalled article's title or None)."""
+    title, lead = frame(question)
+    sep = separator(doc_style)
+    recalled = b""
+    source = None
+    if index is not None:
+        article = index.find(title)
+        if article is not None:
+            source = article.title
+            recalled = sep.encode() + lead_bytes(history, article, RECALL_BYTES)
+            title = article.title
+            body = bytes(history[article.text: article.text + len(lead.encode()) + 8]).decode("utf-8", "ignore")
+            if body.casefold().startswith(lead.casefold()):
+                lead = body[: len(lead)]  # the article's own casing: "The Moon is", not "The moon is"
+    return recalled + (sep + header(title, doc_style, turn) + lead).encode("utf-8"), lead, source
 
 
 def reply_done(out: bytearray) -> bool:
@@ -57,24 +92,34 @@ def reply_done(out: bytearray) -> bool:
     return (out.endswith(b"\n") and len(out) > 40) or out.endswith(b"</doc>")
 
 
-def run_chat(gen: Generator, ckpt, console, raw: bool, seed: int, max_bytes: int, temperature: float,
-             top_k: int, top_p: float, read_line=input) -> int:
+def _read(read_line, prompt: str) -> str | None:
+    """A typed line, or None at the end of input (Ctrl-D, or stdin closed or gone)."""
+    try:
+        return read_line(prompt)
+    except (EOFError, OSError, RuntimeError):  # RuntimeError: input() with sys.stdin closed
+        return None
+
+
+def run_chat(gen: Generator, ckpt, console, raw: bool, seed: int, max_bytes: int, sampling: Sampling = Sampling(),
+             index: TitleIndex | None = None, read_line=input) -> int:
     doc_style = b'<doc id="' in bytes(gen.buf[: min(gen.h, 1 << 16)])
+    history = gen.buf[: gen.h]
     cfg = gen.model.cfg
     console.print(f"cheaplm chat: {ckpt.parent.name}/{ckpt.name}, {len(cfg.contexts())} contexts, "
-                  f"{gen.model.cfg.table_bytes() / 2**20:,.0f} MiB of count tables, {gen.h / 1e6:.1f} MB of memory text")
+                  f"{gen.model.cfg.table_bytes() / 2**20:,.0f} MiB of count tables, {gen.h / 1e6:.1f} MB of memory text"
+                  + (f", recall over {len(index):,} articles" if index is not None else ", recall off"))
     console.print(HELP)
     rng = np.random.default_rng(seed)
     turn = 0
     while True:
         try:
-            line = read_line("> ")
-        except EOFError:
-            sys.stdout.write("\n")
-            return 0
+            line = _read(read_line, "> ")
         except KeyboardInterrupt:
             sys.stdout.write("\n")
             continue
+        if line is None:
+            sys.stdout.write("\n")
+            return 0
         text = line.strip()
         if text in ("exit", "quit"):
             return 0
@@ -85,23 +130,29 @@ def run_chat(gen: Generator, ckpt, console, raw: bool, seed: int, max_bytes: int
         if text == "!multi":
             lines = []
             while True:
-                try:
-                    more = read_line("... ")
-                except EOFError:
-                    break
-                if more.strip() == "!end":
+                more = _read(read_line, "... ")
+                if more is None or more.strip() == "!end":
                     break
                 lines.append(more)
             text = "\n".join(lines)
         if not text:
+            continue
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # input() decodes undecodable bytes to lone surrogates
+            console.print("that line is not valid UTF-8; type it again")
             continue
         turn += 1
         if raw:
             gen.feed(text.encode("utf-8"))
             sys.stdout.write(text)
         else:
-            header, lead = frame(text, doc_style, turn)
-            gen.feed((header + lead).encode("utf-8"))
+            gen.new_document()  # earlier turns are past documents, not this reply's recent past
+            data, lead, source = prompt_bytes(text, doc_style, turn, index, history)
+            if index is not None:
+                console.print(f"[dim]from: {source}[/dim]" if source else "[dim]no article by that title: answering free[/dim]",
+                              highlight=False)
+            gen.feed(data)
             sys.stdout.write(lead)
         sys.stdout.flush()
         stop = {"flag": False}
@@ -112,7 +163,7 @@ def run_chat(gen: Generator, ckpt, console, raw: bool, seed: int, max_bytes: int
         old = signal.signal(signal.SIGINT, on_sigint)
         try:
             # framed replies end with their paragraph; raw continuations run to --max-bytes
-            for piece in generate(gen, rng, max_bytes, temperature, top_k, top_p, stop=None if raw else reply_done,
+            for piece in generate(gen, rng, max_bytes, sampling, stop=None if raw else reply_done,
                                   should_stop=lambda: stop["flag"], allow_end=not raw):
                 sys.stdout.write(piece.replace("</doc>", ""))
                 sys.stdout.flush()

@@ -3,6 +3,7 @@
     RUN_DIR/
       config.json            model + training config of the run (human-readable copy)
       history.bin            the training bytes counted so far (the match model's memory)
+      titles.tsv             the articles of history.bin by title (recall.py; for chat's recall)
       metrics.jsonl          one JSON object per progress line
       latest                 name of the newest complete checkpoint
       ckpt-00001234/
@@ -33,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__
+from . import __version__, recall
 from .kernels import mixer
 from .model import LEGACY, Model, ModelConfig, param_layout
 
@@ -101,6 +102,8 @@ def _save(run_dir: Path, model: Model, state: dict, history: np.ndarray, keep: i
     try:
         tmp.mkdir(parents=True)
         _write_history(run_dir, history)
+        # chat's recall looks articles up by title; a stale or missing index is rebuilt on load
+        recall.write_index(run_dir, recall.build_index(history))
         meta = {"format": FORMAT, "version": FORMAT_VERSION, "code_version": __version__,
                 "config": json.loads(model.cfg.to_json()), "history_len": int(len(history)),
                 "history_fingerprint": history_fingerprint(history)}

@@ -225,13 +225,14 @@ def eval_cmd(run_dir, data_dir, split, max_bytes, adaptive, device):
     """
     from .checkpoint import CheckpointError, load_model
     from .evaluate import stream_bpb
-    from .shards import ShardError, load_split
+    from .shards import ShardError, load_split, require_split
     from .train import TrainError, pick_device
 
     console = stderr_console()
     try:
         limit = parse_size(max_bytes)
         dev = pick_device(device)
+        require_split(data_dir, split)  # from the manifest alone, before gigabytes of model are read
         model, history, ckpt = load_model(run_dir, device=dev)
         stream = load_split(data_dir, split, limit=limit)
         result = stream_bpb(model, history, stream, adaptive=adaptive)
@@ -243,12 +244,19 @@ def eval_cmd(run_dir, data_dir, split, max_bytes, adaptive, device):
 
 
 def sampling_options(f):
-    """Options shared by `sample` and `chat`."""
+    """Options shared by `sample` and `chat`; their defaults are the library's (sample.Sampling)."""
+    from .sample import Sampling
+
+    d = Sampling()
     opts = [
         click.option("--max-bytes", default=400, type=click.IntRange(1, 10_000_000), help="Most bytes to generate per reply."),
-        click.option("--temperature", default=0.8, type=float, help="0 = greedy; higher = more random."),
-        click.option("--top-k", default=0, type=click.IntRange(0, 256), help="Keep the k most likely bytes (0 = all)."),
-        click.option("--top-p", default=0.95, type=float, help="Nucleus: keep the smallest set of bytes with this much probability."),
+        click.option("--temperature", default=d.temperature, type=float, help="0 = greedy; higher = more random."),
+        click.option("--top-k", default=d.top_k, type=click.IntRange(0, 256), help="Keep the k most likely bytes (0 = all)."),
+        click.option("--top-p", default=d.top_p, type=float, help="Nucleus: keep the smallest set of bytes with this much probability."),
+        click.option("--min-p", default=d.min_p, type=float,
+                     help="Drop bytes less likely than this fraction of the most likely byte (0 = off)."),
+        click.option("--no-repeat", default=d.no_repeat, type=int,
+                     help="Never draw a byte that repeats a string of this many bytes already in the reply (0 = off)."),
         click.option("--seed", default=None, type=int, help="Random seed [default: random, printed to stderr]."),
         click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
                      help="Generation runs on the CPU twin (one byte at a time); cuda is accepted and falls back."),
@@ -258,12 +266,13 @@ def sampling_options(f):
     return f
 
 
-def _check_sampling(temperature: float, top_p: float) -> None:
-    # log p / T must stay finite for every byte: nan, inf or a subnormal T would sample garbage
-    if not (temperature == 0 or 1e-3 <= temperature <= 1e3):
-        raise UserError(f"--temperature must be 0 (greedy) or from 0.001 to 1000, not {temperature}")
-    if not (0 < top_p <= 1):
-        raise UserError(f"--top-p must be in (0, 1], not {top_p}")
+def _sampling(temperature: float, top_k: int, top_p: float, min_p: float, no_repeat: int):
+    from .sample import Sampling
+
+    try:
+        return Sampling(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, no_repeat=no_repeat).check()
+    except ValueError as exc:
+        _fail(exc)
 
 
 def _load_generator(run_dir: Path, device: str):
@@ -294,7 +303,8 @@ def _seed(seed, console) -> int:
 @click.option("--prompt-file", type=click.Path(path_type=Path), default=None, help="Read the prompt from a file.")
 @click.option("--num-samples", default=1, type=click.IntRange(1, 1000), help="Independent continuations of the prompt.")
 @sampling_options
-def sample(run_dir, prompt, prompt_file, num_samples, max_bytes, temperature, top_k, top_p, seed, device):
+def sample(run_dir, prompt, prompt_file, num_samples, max_bytes, temperature, top_k, top_p, min_p, no_repeat, seed,
+           device):
     """Continue a prompt (from --prompt, --prompt-file or stdin); text streams to stdout.
 
     Example: cheaplm sample runs/simple --prompt "The river" --max-bytes 300 --seed 1
@@ -304,7 +314,7 @@ def sample(run_dir, prompt, prompt_file, num_samples, max_bytes, temperature, to
     from .sample import generate
 
     console = stderr_console()
-    _check_sampling(temperature, top_p)
+    sampling = _sampling(temperature, top_k, top_p, min_p, no_repeat)
     if prompt is not None and prompt_file is not None:
         raise UserError("give --prompt or --prompt-file, not both")
     if prompt is not None:
@@ -334,7 +344,7 @@ def sample(run_dir, prompt, prompt_file, num_samples, max_bytes, temperature, to
         out.write(data.decode("utf-8"))
         out.flush()
         try:
-            for piece in generate(gen, rng, max_bytes, temperature, top_k, top_p):
+            for piece in generate(gen, rng, max_bytes, sampling):
                 out.write(piece)
                 out.flush()
         except KeyboardInterrupt:
@@ -354,22 +364,28 @@ def _fork(gen):
 @main.command(context_settings=CONTEXT)
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option("--raw", is_flag=True, help="Continue your text exactly, with no encyclopedic framing.")
+@click.option("--recall/--no-recall", default=True,
+              help="When a question names an article of the training text, read that article before answering.")
 @sampling_options
-def chat(run_dir, raw, max_bytes, temperature, top_k, top_p, seed, device):
+def chat(run_dir, raw, recall, max_bytes, temperature, top_k, top_p, min_p, no_repeat, seed, device):
     """Talk to a model: each line you type is framed as the start of an encyclopedia article and
-    the model continues it. Commands: exit, quit, Ctrl-D to leave; Ctrl-C stops a reply;
+    the model continues it. With recall (the default) a question whose subject is the title of an
+    article in the training text gets that article's lead read first (a dim `from: TITLE` line on
+    stderr says so). Commands: exit, quit, Ctrl-D to leave; Ctrl-C stops a reply;
     !multi ... !end for several lines; !raw to toggle framing.
 
     Example: cheaplm chat runs/simple --temperature 0.7
     """
     from .chat import run_chat
+    from .recall import load_index
 
     console = stderr_console()
-    _check_sampling(temperature, top_p)
+    sampling = _sampling(temperature, top_k, top_p, min_p, no_repeat)
     seed = _seed(seed, console)
-    gen, ckpt = _load_generator(run_dir, device)
-    sys.exit(run_chat(gen, ckpt, console, raw=raw, seed=seed, max_bytes=max_bytes, temperature=temperature,
-                      top_k=top_k, top_p=top_p))
+    with console.status("loading the model…"):
+        gen, ckpt = _load_generator(run_dir, device)
+        index = load_index(ckpt.parent, gen.buf[: gen.h]) if recall else None
+    sys.exit(run_chat(gen, ckpt, console, raw=raw, seed=seed, max_bytes=max_bytes, sampling=sampling, index=index))
 
 
 if __name__ == "__main__":

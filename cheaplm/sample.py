@@ -10,11 +10,22 @@ Nothing is recomputed over the whole context.
 Output is always valid UTF-8: bytes that cannot continue a valid UTF-8 sequence at this point
 get probability 0 before sampling, and a character cut by --max-bytes is completed. The NUL byte
 ends an article in the shard format, so sampling stops there.
+
+Three rules keep generated text from feeding on itself or on the training text's last article
+(issue 13: replies copied the end of the history and looped "the standard of the standard of"):
+- the history is a past document, not the stream's recent past: the stream starts HISTORY_GAP
+  bytes after it (the gap holds zeros and then a copy of the history's last bytes, so contexts
+  and match verification read what they would read right after it), which puts every match into
+  the history beyond the match model's largest recency threshold;
+- while a reply is generated its own bytes are not match candidates (`Sampling.self_copy`);
+- a byte that would repeat an n-byte string of the reply is not sampled (`Sampling.no_repeat`).
+Evaluation-equivalent streams (tests) pass `history_far=False`.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numba
 import numpy as np
@@ -29,6 +40,37 @@ END_OF_ARTICLE = 0
 # High nibbles with less probability than this are not expanded (their bytes share it evenly).
 # Exact for every byte under a kept nibble; the pruned mass is below 16 x PRUNE per byte.
 PRUNE = 1e-6
+# bytes of history copied in front of a stream that treats the history as far: more than any
+# context or match verification reads back
+HISTORY_TAIL = 4096
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How bytes are drawn from the model's distribution (the CLI's defaults are these)."""
+
+    temperature: float = 0.8
+    top_k: int = 0  # keep the k most likely bytes (0 = all)
+    top_p: float = 0.95  # nucleus
+    min_p: float = 0.1  # drop bytes less likely than min_p x the most likely one
+    no_repeat: int = 24  # a byte completing an n-byte string already in the reply is not drawn (0 = off)
+    self_copy: bool = False  # let the match model copy from the reply itself
+
+    def check(self) -> "Sampling":
+        """Raises ValueError naming the option for a value that would sample garbage."""
+        t = self.temperature
+        # log p / T must stay finite for every byte: nan, inf or a subnormal T would sample garbage
+        if not (t == 0 or 1e-3 <= t <= 1e3):
+            raise ValueError(f"--temperature must be 0 (greedy) or from 0.001 to 1000, not {t}")
+        if not (0 < self.top_p <= 1):
+            raise ValueError(f"--top-p must be in (0, 1], not {self.top_p}")
+        if not (0 <= self.min_p < 1):
+            raise ValueError(f"--min-p must be in [0, 1), not {self.min_p}")
+        if not (0 <= self.top_k <= 256):
+            raise ValueError(f"--top-k must be in 0..256, not {self.top_k}")
+        if self.no_repeat != 0 and not (4 <= self.no_repeat <= 4096):
+            raise ValueError(f"--no-repeat must be 0 (off) or from 4 to 4096 bytes, not {self.no_repeat}")
+        return self
 
 
 @numba.njit(cache=True)
@@ -98,8 +140,8 @@ def char_complete(pending: bytes) -> bool:
     return len(pending) >= need
 
 
-def filter_probs(p: np.ndarray, temperature: float, top_k: int, top_p: float) -> np.ndarray:
-    """Temperature, then top-k, then nucleus (top-p); returns a normalised distribution."""
+def filter_probs(p: np.ndarray, temperature: float, top_k: int, top_p: float, min_p: float = 0.0) -> np.ndarray:
+    """Temperature, then top-k, then nucleus (top-p), then min-p; returns a normalised distribution."""
     p = np.asarray(p, dtype=np.float64)
     total = p.sum()
     if total <= 0:
@@ -127,24 +169,35 @@ def filter_probs(p: np.ndarray, temperature: float, top_k: int, top_p: float) ->
         q = np.zeros_like(p)
         q[order[:cut]] = p[order[:cut]]
         p = q / q.sum()
+    if min_p > 0:
+        p = np.where(p >= min_p * p.max(), p, 0.0)
+        p /= p.sum()
     return p
 
 
 class Generator:
-    """A stream continuing the model's history; feed text, read distributions, sample bytes."""
+    """A stream after the model's history; feed text, read distributions, sample bytes.
 
-    def __init__(self, model: Model, history: np.ndarray, extra: int = 1 << 16):
+    history_far: the stream starts HISTORY_GAP bytes after the history (see the module docstring);
+    False continues the history directly, exactly as evaluation scores a split after it."""
+
+    def __init__(self, model: Model, history: np.ndarray, extra: int = 1 << 16, history_far: bool = True):
         if model.device != "cpu":
             raise ValueError("generation runs on the CPU twin")
         self.model = model
         self.h = len(history)
-        self.buf = np.empty(self.h + extra, dtype=np.uint8)
+        self.gap = max(model.cfg.match_recency, default=0) + HISTORY_TAIL
+        self.buf = np.zeros(self.h + extra + (self.gap if history_far else 0), dtype=np.uint8)
         self.buf[: self.h] = history
         self.t = self.h
+        if history_far and self.h:
+            self._jump()
+        self.start = self.t  # where the stream's first byte went
         self.last_pos = model.last_pos.copy()
         n_m = len(model.cfg.match_minlens)
         self.prev_t = np.full((n_m, 1), -1, dtype=np.int32)
         self._prev_ready = False
+        self.copy_before = None  # with a position: match pointers at or after it are dropped
         n_ctx, n_in = int(model.lay[L_NCTX]), int(model.lay[L_K])
         n_sel, n_apm = int(model.lay[L_NSEL]), int(model.lay[L_NAPM])
         self._hashes = np.zeros(n_ctx, np.int64)
@@ -163,15 +216,34 @@ class Generator:
         self._rnext = None
         self.pending = b""  # bytes of an incomplete UTF-8 character at the end of the stream
 
+    def _jump(self) -> None:
+        """Move the stream's end `gap` bytes on: zeros, then a copy of the last HISTORY_TAIL bytes
+        before the jump. What was before it is then further back than any recency threshold."""
+        tail = min(self.t, HISTORY_TAIL)
+        self._grow(self.gap)
+        self.buf[self.t: self.t + self.gap] = 0
+        self.buf[self.t + self.gap - tail: self.t + self.gap] = self.buf[self.t - tail: self.t].copy()
+        self.t += self.gap
+        self._prev_ready = False
+        self._rnext = None
+
+    def new_document(self) -> None:
+        """Start a new document (chat's next turn): everything before it counts as far back for
+        the match model, as the history does. The match index and the reader's state carry on."""
+        if self.t > self.start:
+            self._jump()
+
     def _ensure_prev(self) -> None:
         if not self._prev_ready:
             match_index(self.buf, self.t, self.t + 1, self.model.minlens, self.model.cfg.match_bits,
                         self.last_pos, self.prev_t, self.t)
+            if self.copy_before is not None:
+                drop_pointers_from(self.prev_t, self.copy_before)
             self._prev_ready = True
 
-    def _grow(self) -> None:
-        if self.t + 1 >= len(self.buf):
-            bigger = np.empty(len(self.buf) + max(1 << 16, (len(self.buf) - self.h)), dtype=np.uint8)
+    def _grow(self, n: int = 1) -> None:
+        if self.t + n >= len(self.buf):
+            bigger = np.zeros(len(self.buf) + max(1 << 16, n, len(self.buf) - self.h), dtype=np.uint8)
             bigger[: self.t] = self.buf[: self.t]
             self.buf = bigger
 
@@ -194,13 +266,42 @@ class Generator:
         self.buf[self.t] = byte
         self.t += 1
         self._prev_ready = False
-        self.pending = (self.pending + bytes([byte])) if (self.pending or byte >= 0x80) else b""
-        if char_complete(self.pending):
-            self.pending = b""
+        self._track_utf8(bytes([byte]))
+
+    def _track_utf8(self, data: bytes) -> None:
+        for byte in data:
+            self.pending = (self.pending + bytes([byte])) if (self.pending or byte >= 0x80) else b""
+            if char_complete(self.pending):
+                self.pending = b""
 
     def feed(self, data: bytes) -> None:
-        for b in data:
-            self.push(b)
+        """Append bytes to the stream. A long feed (a recalled article) walks the match index over
+        all of it at once and runs the reader's scan over it in one batch, which leaves both as
+        byte-by-byte pushes would."""
+        if len(data) < FEED_BATCH:
+            for b in data:
+                self.push(b)
+            return
+        m = self.model
+        n, t0 = len(data), self.t
+        self._grow(n + 1)
+        self.buf[t0: t0 + n] = np.frombuffer(data, dtype=np.uint8)
+        prev = np.empty((len(m.cfg.match_minlens), n), dtype=np.int32)
+        first = t0
+        if self._prev_ready:  # position t0 is already in the index: walking it again would point at itself
+            prev[:, 0] = self.prev_t[:, 0]
+            first = t0 + 1
+        match_index(self.buf, first, t0 + n, m.minlens, m.cfg.match_bits, self.last_pos, prev, t0)
+        if self.copy_before is not None:
+            drop_pointers_from(prev, self.copy_before)
+        if self._rstate is not None:
+            state = self._rstate.copy()
+            m.reader.forward(self.buf, np.arange(t0, t0 + n, dtype=np.int64), m.match_args(prev, t0), state=state)
+            self._rstate = state
+        self.t = t0 + n
+        self._prev_ready = False
+        self._rnext = None
+        self._track_utf8(data)
 
     def distribution(self) -> np.ndarray:
         """P(next byte) over 0..255 (float64), from the model alone: the memory's byte tree, mixed
@@ -217,11 +318,16 @@ class Generator:
             mixed_distribution(self._node_p1, pr, m.reader.mix, self._mass, out)
         return out
 
-    def sample(self, rng: np.random.Generator, temperature=1.0, top_k=0, top_p=1.0, allow_end=True) -> int:
+    def sample(self, rng: np.random.Generator, sampling: Sampling = Sampling(), allow_end=True, banned=()) -> int:
         p = self.distribution() * utf8_allowed(self.pending)
         if not allow_end:
             p[END_OF_ARTICLE] = 0.0
-        q = filter_probs(p, temperature, top_k, top_p)
+        if banned:
+            kept = p.copy()
+            kept[list(banned)] = 0.0
+            if kept.sum() > 0:  # never ban every byte: then the repeat is the only way on
+                p = kept
+        q = filter_probs(p, sampling.temperature, sampling.top_k, sampling.top_p, sampling.min_p)
         # inverse CDF: one uniform draw per byte, reproducible from the seed
         y = int(np.searchsorted(np.cumsum(q), rng.random() * q.sum(), side="right"))
         y = min(y, 255)
@@ -231,28 +337,68 @@ class Generator:
         return y
 
 
-def generate(gen: Generator, rng: np.random.Generator, max_bytes: int, temperature=1.0, top_k=0, top_p=1.0,
+FEED_BATCH = 16  # feeds at least this long read the reader in one batch
+
+
+@numba.njit(cache=True)
+def drop_pointers_from(prev, start):
+    """Match pointers at or after `start` (the reply being generated) become 'no match'."""
+    for k in range(prev.shape[0]):
+        for i in range(prev.shape[1]):
+            if prev[k, i] >= start:
+                prev[k, i] = -1
+
+
+class RepeatGuard:
+    """The bytes that would complete an n-byte string already in the reply (Sampling.no_repeat)."""
+
+    def __init__(self, n: int):
+        self.n = n
+        self.out = bytearray()
+        self.next_of: dict[bytes, set] = {}
+
+    def banned(self) -> set:
+        if self.n == 0 or len(self.out) < self.n - 1:
+            return set()
+        return self.next_of.get(bytes(self.out[len(self.out) - self.n + 1:]), set())
+
+    def add(self, y: int) -> None:
+        self.out.append(y)
+        if self.n and len(self.out) >= self.n:
+            self.next_of.setdefault(bytes(self.out[-self.n:-1]), set()).add(y)
+
+
+def generate(gen: Generator, rng: np.random.Generator, max_bytes: int, sampling: Sampling = Sampling(),
              stop=None, should_stop=None, allow_end=True):
     """Yield decoded text pieces as whole characters are produced.
 
     Stops at max_bytes (completing a cut character), at the end-of-article byte (unless
     allow_end is False: that byte is then never sampled), when `stop`
     (a callable on the bytes generated so far) says so, or when `should_stop()` is true.
+    Unless sampling.self_copy, the match model does not copy from the bytes this call generates.
     """
     out = bytearray()
     piece = bytearray()
-    while True:
-        if len(out) >= max_bytes and not gen.pending:
-            return
-        if should_stop is not None and should_stop():
-            return
-        y = gen.sample(rng, temperature, top_k, top_p, allow_end)
-        if y == END_OF_ARTICLE:
-            return
-        out.append(y)
-        piece.append(y)
-        if not gen.pending:
-            yield piece.decode("utf-8")
-            piece.clear()
-            if stop is not None and stop(out):
+    guard = RepeatGuard(sampling.no_repeat)
+    saved = gen.copy_before
+    if not sampling.self_copy:
+        gen.copy_before = gen.t  # pointers are causal: those already read for position t are all before it
+    try:
+        while True:
+            if len(out) >= max_bytes and not gen.pending:
                 return
+            if should_stop is not None and should_stop():
+                return
+            y = gen.sample(rng, sampling, allow_end, guard.banned())
+            if y == END_OF_ARTICLE:
+                return
+            out.append(y)
+            guard.add(y)
+            piece.append(y)
+            if not gen.pending:
+                yield piece.decode("utf-8")
+                piece.clear()
+                if stop is not None and stop(out):
+                    return
+    finally:
+        gen.copy_before = saved

@@ -14,7 +14,7 @@ import pytest
 from cheaplm.checkpoint import load_model
 from cheaplm.model import ModelConfig
 from cheaplm.prepare import PrepareOptions, prepare
-from cheaplm.sample import Generator, filter_probs, generate
+from cheaplm.sample import Generator, Sampling, filter_probs, generate
 from cheaplm.shards import write_raw_split_dir
 from cheaplm.train import TrainConfig, train
 
@@ -64,7 +64,8 @@ def test_top_k_1_is_greedy_argmax(run_dir):
     g = Generator(model, history)
     g.feed(prompt)
     got = bytearray()
-    for piece in generate(g, np.random.default_rng(0), 40, temperature=1.0, top_k=1, top_p=1.0):
+    greedy = Sampling(temperature=1.0, top_k=1, top_p=1.0, min_p=0.0, no_repeat=0, self_copy=True)
+    for piece in generate(g, np.random.default_rng(0), 40, greedy):
         got += piece.encode()
     # independently: argmax of the model's distribution, one byte at a time, on a fresh stream
     h = Generator(model, history)
@@ -84,7 +85,7 @@ def test_distribution_agrees_with_training_forward(run_dir):
 
     model, history, _ = load_model(run_dir)
     text = b"The lighthouse keeper wound the clockwork."
-    g = Generator(model, history)
+    g = Generator(model, history, history_far=False)  # evaluation scores the split right after the history
     total_bits = 0.0
     for y in text:
         p = g.distribution()
@@ -100,7 +101,7 @@ def test_output_is_always_valid_utf8(run_dir):
     for seed in range(6):
         g = Generator(model, history)
         g.feed("Ελλάδα and Zürich".encode())
-        out = "".join(generate(g, np.random.default_rng(seed), 300, temperature=1.5, top_k=0, top_p=1.0))
+        out = "".join(generate(g, np.random.default_rng(seed), 300, Sampling(temperature=1.5, top_p=1.0, min_p=0.0)))
         out.encode("utf-8")  # decoding happened piecewise; every piece was whole characters
     r = cli("sample", str(run_dir), "--prompt", "東京", "--max-bytes", "300", "--temperature", "2", "--seed", "1")
     r.stdout.decode("utf-8")
@@ -113,11 +114,15 @@ def test_filter_probs():
     assert filter_probs(p, 0.0, 0, 1.0)[0] == 1.0
     sharp = filter_probs(p, 0.5, 0, 1.0)
     assert sharp[0] > 0.5 and abs(sharp.sum() - 1) < 1e-12
+    # min-p keeps the bytes at least min_p times as likely as the most likely one
+    assert filter_probs(p, 1.0, 0, 1.0, min_p=0.25)[:4].tolist() == pytest.approx([0.5 / 0.95, 0.3 / 0.95, 0.15 / 0.95, 0])
 
 
 def test_bad_input(run_dir, tmp_path):
     for args, needle in [(["--top-p", "0"], "--top-p must be in (0, 1]"), (["--top-p", "1.5"], "--top-p"),
-                         (["--temperature", "-1"], "--temperature must be 0")]:
+                         (["--temperature", "-1"], "--temperature must be 0"), (["--min-p", "1"], "--min-p must be in"),
+                         (["--min-p", "nan"], "--min-p must be in"), (["--no-repeat", "2"], "--no-repeat must be 0"),
+                         (["--no-repeat", "-5"], "--no-repeat must be 0")]:
         r = cli("sample", str(run_dir), "--prompt", "x", *args)
         assert r.returncode == 1 and r.stderr.decode().strip().splitlines()[-1].startswith("Error: ")
         assert needle in r.stderr.decode()

@@ -1,0 +1,483 @@
+"""What `cheaplm chat` answers, read and scored (issue 13). Two commands on the GPU machine:
+
+    python bench/language_quality.py answers --split-dir bench/work/wikibench --work bench/work/lq
+    python bench/language_quality.py judge --split-dir bench/work/wikibench --work bench/work/lq
+
+`answers` trains what is missing in --work: the cheaplm GPU default for --minutes (`cheaplm train`) and
+the reference byte-level transformer for the same minutes (bench/transformer_baseline.py --save),
+side by side on two GPUs when there are two. Then it answers PROMPTS (written here: 20 subjects whose
+article is in the wikibench train split, 20 whose is not) with fixed seeds (seed = prompt number):
+cheaplm through chat's own framing, recall and sampling, in several rows of settings (ROWS), and the
+transformer with the same framing and sampling at its usual settings. Answers go to WORK/answers.json.
+
+`judge` scores every row and the real leads of 40 test-split articles:
+- judge bpb: bits per byte of the answer (its framed opening words and the reply) under the
+  transformer, given the answer's header (`<doc ...>` line, title, blank line); byte-weighted;
+- loop rate: answers in which some 20-byte string occurs 3 or more times;
+- copy rate: share of answer bytes inside a verbatim match of 64 or more bytes to the train split;
+- on-topic rate: answers whose first two sentences of model-written text (after the framed opening
+  words, which always name the subject) contain the subject or a word of 4+ letters of its title.
+It writes bench/results/language_quality.json and bench/ANSWERS.md and prints the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+# (question, whether its subject's article is in the wikibench train split: checked, and reported)
+PROMPTS = [
+    ("What is hydrogen?", True), ("Tell me about taiko", True), ("What is an elephant?", True),
+    ("What is a giraffe?", True), ("Who was Archimedes?", True), ("Who was Cleopatra?", True),
+    ("Tell me about Bulgaria", True), ("What is Madagascar?", True), ("What is uranium?", True),
+    ("Tell me about the octopus", True), ("What is a platypus?", True), ("Koala", True),
+    ("What is aikido?", True), ("What is a logarithm?", True), ("Tell me about the dodo", True),
+    ("What is an enzyme?", True), ("Emperor penguin", True), ("What is a Komodo dragon?", True),
+    ("What is metabolism?", True), ("Who was Hippocrates?", True),
+    ("Who was Isaac Newton?", False), ("What is the Moon?", False), ("What is a lighthouse?", False),
+    ("What is a glacier?", False), ("Tell me about the honey bee", False), ("Who was Albert Einstein?", False),
+    ("What is chess?", False), ("Tell me about tea", False), ("What is a bicycle?", False),
+    ("What is a piano?", False), ("What is photosynthesis?", False), ("Who was William Shakespeare?", False),
+    ("Tell me about Rome", False), ("What is coffee?", False), ("Volcano", False),
+    ("What is a river?", False), ("Who was Charles Darwin?", False), ("Tell me about the Amazon rainforest", False),
+    ("What is a windmill?", False), ("Who was Marie Curie?", False),
+]
+
+# rows of cheaplm answers: (label, recall, sampling overrides, generator: history far / new document)
+ROWS = [
+    ("cheaplm, recall", True, {}, True),
+    ("cheaplm, no recall", False, {}, True),
+    ("cheaplm, no recall, T 0.8 min-p 0 no-repeat 0", False, {"temperature": 0.8, "min_p": 0.0, "no_repeat": 0}, True),
+    ("cheaplm, no recall, T 0.8 min-p 0.1 no-repeat 0", False, {"temperature": 0.8, "min_p": 0.1, "no_repeat": 0}, True),
+    ("cheaplm, no recall, T 0.6 min-p 0.1 no-repeat 24", False, {"temperature": 0.6, "min_p": 0.1, "no_repeat": 24}, True),
+    ("cheaplm, no recall, T 1.0 min-p 0.1 no-repeat 24", False, {"temperature": 1.0, "min_p": 0.1, "no_repeat": 24}, True),
+    ("cheaplm, before issue 13 (history recent, self-copy, T 0.8, top-p 0.95)", False,
+     {"temperature": 0.8, "top_p": 0.95, "min_p": 0.0, "no_repeat": 0, "self_copy": True}, False),
+]
+MAX_BYTES = 400
+LOOP_LEN, LOOP_TIMES = 20, 3
+COPY_LEN = 64
+
+
+def git_commit() -> str:
+    return os.environ.get("CHEAPLM_COMMIT") or subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
+
+
+# ---- answers ------------------------------------------------------------------------------------
+
+def train_missing(args, work: Path) -> None:
+    """Train the cheaplm model and the judge that are not in WORK yet, on separate GPUs when there are two."""
+    procs = []
+    env = dict(os.environ)
+    n_gpu = len([x for x in subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True).stdout.splitlines()
+                 if x.startswith("GPU")])
+    if not (work / "run" / "latest").exists():
+        e = dict(env, CUDA_VISIBLE_DEVICES="0")
+        procs.append(subprocess.Popen([sys.executable, "-m", "cheaplm.cli", "train", args.split_dir, "--out",
+                                       str(work / "run"), "--minutes", str(args.minutes), "--checkpoint-minutes", "0"],
+                                      env=e, stdout=open(work / "train.log", "w"), stderr=subprocess.STDOUT))
+    if not (work / "judge.pt").exists():
+        e = dict(env, CUDA_VISIBLE_DEVICES="1" if n_gpu > 1 else "0")
+        procs.append(subprocess.Popen([sys.executable, str(ROOT / "bench" / "transformer_baseline.py"), "--minutes",
+                                       str(args.minutes), "--split-dir", args.split_dir, "--test-bytes", "200000",
+                                       "--save", str(work / "judge.pt"), "--json", str(work / "judge.json")],
+                                      env=e, stdout=open(work / "judge.log", "w"), stderr=subprocess.STDOUT))
+    for p in procs:
+        if p.wait() != 0:
+            sys.exit(f"training failed: see {p.args}")
+
+
+_G = {}
+
+
+def _answer_task(task):
+    """One answer in a forked worker (the model's arrays are the parent's, shared copy-on-write)."""
+    import numpy as np
+
+    from cheaplm import chat
+    from cheaplm.sample import Generator, Sampling, generate
+
+    row, i = task
+    label, recall, over, far = ROWS[row]
+    question = PROMPTS[i][0]
+    model, history, index = _G["model"], _G["history"], _G["index"]
+    t0 = time.perf_counter()
+    gen = Generator(model, history, history_far=far)
+    data, lead, source = chat.prompt_bytes(question, True, 1, index if recall else None, history)
+    gen.feed(data)
+    t_first = None
+    out = []
+    sampling = Sampling(**over)
+    for piece in generate(gen, np.random.default_rng(i), MAX_BYTES, sampling, stop=chat.reply_done, allow_end=True):
+        if t_first is None:
+            t_first = time.perf_counter() - t0
+        out.append(piece)
+    reply = "".join(out).replace("</doc>", "")
+    return {"row": label, "prompt": i, "question": question, "lead": lead, "reply": reply, "source": source,
+            "seconds": time.perf_counter() - t0, "first_byte_s": t_first}
+
+
+def cheaplm_answers(run_dir: Path, workers: int) -> tuple[list[dict], dict]:
+    import multiprocessing as mp
+
+    from cheaplm.checkpoint import load_model
+    from cheaplm.recall import load_index
+
+    t0 = time.perf_counter()
+    model, history, ckpt = load_model(run_dir, device="cpu")
+    index = load_index(ckpt.parent, history)
+    _G.update(model=model, history=history, index=index)
+    info = {"checkpoint": str(ckpt), "history_bytes": int(len(history)), "articles": len(index),
+            "load_seconds": time.perf_counter() - t0,
+            "in_history": [index.find(chat_title(q)) is not None for q, _ in PROMPTS]}
+    tasks = [(r, i) for r in range(len(ROWS)) for i in range(len(PROMPTS))]
+    with mp.get_context("fork").Pool(workers) as pool:
+        answers = pool.map(_answer_task, tasks, chunksize=1)
+    return answers, info
+
+
+def chat_title(question: str) -> str:
+    from cheaplm.chat import frame
+
+    return frame(question)[0]
+
+
+def transformer_answers(judge_path: Path) -> list[dict]:
+    import numpy as np
+    import torch
+
+    from cheaplm import chat
+    from cheaplm.sample import Sampling, filter_probs, utf8_allowed
+
+    model = load_judge(judge_path)
+    s = Sampling(temperature=0.8, top_p=0.95, min_p=0.0)
+    out = []
+    for i, (question, _) in enumerate(PROMPTS):
+        title, lead = chat.frame(question)
+        ctx = bytearray((chat.header(title, True, 1) + lead).encode())
+        rng = np.random.default_rng(i)
+        reply = bytearray()
+        pending = b""
+        t0 = time.perf_counter()
+        while len(reply) < MAX_BYTES or pending:
+            x = torch.tensor(list(ctx[-1024:]), dtype=torch.long, device="cuda")[None]
+            with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
+                p = torch.softmax(model(x)[0, -1].float(), -1).double().cpu().numpy()
+            p = p * utf8_allowed(pending)
+            q = filter_probs(p, s.temperature, s.top_k, s.top_p, s.min_p)
+            y = int(np.searchsorted(np.cumsum(q), rng.random() * q.sum(), side="right"))
+            y = min(y, 255)
+            while q[y] == 0:
+                y -= 1
+            ctx.append(y)
+            reply.append(y)
+            pending = (pending + bytes([y])) if (pending or y >= 0x80) else b""
+            if pending and _complete(pending):
+                pending = b""
+            if not pending and chat.reply_done(reply):
+                break
+        text = reply.decode("utf-8", "replace").replace("</doc>", "")
+        out.append({"row": "transformer (the judge itself)", "prompt": i, "question": question, "lead": lead,
+                    "reply": text, "source": None, "seconds": time.perf_counter() - t0, "first_byte_s": None})
+    return out
+
+
+def _complete(pending: bytes) -> bool:
+    lead = pending[0]
+    need = 1 if lead < 0x80 else 2 if lead < 0xE0 else 3 if lead < 0xF0 else 4
+    return len(pending) >= need
+
+
+def load_judge(path: Path):
+    import torch
+
+    from transformer_baseline import GPT
+
+    model = GPT().cuda()
+    model.load_state_dict(torch.load(path, map_location="cuda"))
+    model.eval()
+    return model
+
+
+def cmd_answers(args) -> None:
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    train_missing(args, work)
+    # one thread per worker process: the answers run in parallel processes (set after training,
+    # which must not inherit it, and before numpy and numba are first imported here)
+    os.environ.setdefault("NUMBA_NUM_THREADS", "1")
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    t0 = time.perf_counter()
+    answers, info = cheaplm_answers(work / "run", args.workers)
+    info["cheaplm_answer_seconds"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    answers += transformer_answers(work / "judge.pt")
+    info["transformer_answer_seconds"] = time.perf_counter() - t0
+    info.update(commit=git_commit(), date=time.strftime("%Y-%m-%d"), command=" ".join(sys.argv))
+    (work / "answers.json").write_text(json.dumps({"info": info, "answers": answers}, indent=1, ensure_ascii=False))
+    print(json.dumps(info, indent=1))
+
+
+# ---- judge --------------------------------------------------------------------------------------
+
+def judge_bits(model, header: str, text: str) -> tuple[float, int]:
+    """Bits of `text`'s bytes under the judge, given `header` before it."""
+    import torch
+    import torch.nn.functional as F
+
+    h, b = header.encode(), text.encode()
+    seq = (h + b)[-1024:]
+    n_ctx = len(seq) - len(b)
+    x = torch.tensor(list(seq), dtype=torch.long, device="cuda")[None]
+    with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
+        lp = F.log_softmax(model(x[:, :-1]).float(), -1)
+    tgt = x[0, 1:]
+    picked = lp[0].gather(-1, tgt[:, None]).squeeze(-1)
+    bits = -picked[max(n_ctx - 1, 0):].double().sum().item() / math.log(2)
+    return bits, len(b) - max(0, 1 - n_ctx)
+
+
+def loops(text: str) -> bool:
+    b = text.encode()
+    seen = {}
+    for i in range(len(b) - LOOP_LEN + 1):
+        k = b[i: i + LOOP_LEN]
+        seen[k] = seen.get(k, 0) + 1
+        if seen[k] >= LOOP_TIMES:
+            return True
+    return False
+
+
+def copy_cover(texts: list[bytes], train) -> list[int]:
+    """For each text, how many of its bytes lie inside a COPY_LEN-byte window that occurs in `train`."""
+    import numba
+    import numpy as np
+
+    windows = {}
+    for t in texts:
+        for i in range(len(t) - COPY_LEN + 1):
+            windows.setdefault(t[i: i + COPY_LEN], len(windows))
+    if not windows:
+        return [0] * len(texts)
+    keys = list(windows)
+    arr = np.frombuffer(b"".join(keys), np.uint8).reshape(len(keys), COPY_LEN)
+    base = np.uint64(1099511628211)
+
+    @numba.njit(cache=False)
+    def hashes(rows, base):
+        out = np.zeros(rows.shape[0], np.uint64)
+        for r in range(rows.shape[0]):
+            h = np.uint64(0)
+            for j in range(rows.shape[1]):
+                h = h * base + np.uint64(rows[r, j] + 1)
+            out[r] = h
+        return out
+
+    @numba.njit(cache=False)
+    def scan(data, rows, table_h, table_i, mask, base, n, found):
+        top = np.uint64(1)
+        for _ in range(n - 1):
+            top = top * base
+        h = np.uint64(0)
+        for t in range(data.shape[0]):
+            if t >= n:
+                h = h - top * np.uint64(data[t - n] + 1)
+            h = h * base + np.uint64(data[t] + 1)
+            if t + 1 < n:
+                continue
+            s = np.int64(h & mask)
+            while table_i[s] >= 0:
+                if table_h[s] == h and not found[table_i[s]]:
+                    r = table_i[s]
+                    ok = True
+                    for j in range(n):
+                        if rows[r, j] != data[t + 1 - n + j]:
+                            ok = False
+                            break
+                    if ok:
+                        found[r] = True
+                s = (s + 1) & mask
+        return found
+
+    hs = hashes(arr, base)
+    size = 1 << max(4, int(len(keys) * 4).bit_length())
+    table_h = np.zeros(size, np.uint64)
+    table_i = np.full(size, -1, np.int64)
+    mask = np.uint64(size - 1)
+    for r, h in enumerate(hs):
+        s = int(h & mask)
+        while table_i[s] >= 0:
+            s = (s + 1) & (size - 1)
+        table_h[s], table_i[s] = h, r
+    found = scan(np.asarray(train, np.uint8), arr, table_h, table_i, mask, base, COPY_LEN,
+                 np.zeros(len(keys), np.bool_))
+    out = []
+    for t in texts:
+        covered = np.zeros(len(t), bool)
+        for i in range(len(t) - COPY_LEN + 1):
+            if found[windows[t[i: i + COPY_LEN]]]:
+                covered[i: i + COPY_LEN] = True
+        out.append(int(covered.sum()))
+    return out
+
+
+_STOP = {"with", "from", "that", "this", "they", "were", "have", "been", "their", "which", "about", "what"}
+
+
+def on_topic(question: str, title: str, reply: str) -> bool:
+    import regex
+
+    m = regex.match(r"^(?:[^.!?\n]*[.!?\n]){1,2}", reply)
+    first = (m.group(0) if m else reply).casefold()
+    words = {w for w in regex.findall(r"\p{L}+", title.casefold()) if len(w) >= 4 and w not in _STOP}
+    subject = title.casefold()
+    return subject in first or any(regex.search(rf"\b{regex.escape(w)}", first) for w in words)
+
+
+def real_leads(split_dir: Path, n: int) -> list[dict]:
+    """The first paragraph (cut at a sentence end under 400 bytes) of n test-split articles, spread over the split."""
+    from cheaplm.recall import build_index
+    from cheaplm.shards import load_split
+
+    test = load_split(split_dir, "test")
+    index = build_index(test)
+    arts = [a for a in index.articles if a.end - a.text > 400]
+    pick = [arts[k * len(arts) // n] for k in range(n)]
+    out = []
+    for a in pick:
+        body = bytes(test[a.text: a.text + 2000]).decode("utf-8", "ignore")
+        para = body.split("\n", 1)[0]
+        if len(para.encode()) > MAX_BYTES:
+            cut = para[:MAX_BYTES].rfind(". ")
+            para = para[: cut + 1] if cut > 40 else para[:MAX_BYTES]
+        out.append({"row": "real leads (test split)", "prompt": None, "question": a.title, "title": a.title,
+                    "lead": "", "reply": para, "header": bytes(test[a.header: a.text]).decode("utf-8", "ignore")})
+    return out
+
+
+def cmd_judge(args) -> None:
+    import numpy as np
+
+    from cheaplm import chat
+    from cheaplm.shards import load_split
+
+    work = Path(args.work)
+    doc = json.loads((work / "answers.json").read_text())
+    answers = doc["answers"]
+    info = doc["info"]
+    model = load_judge(work / "judge.pt")
+    leads = real_leads(Path(args.split_dir), len(PROMPTS))
+    for a in answers:
+        title = chat.frame(a["question"])[0]
+        a["title"] = title
+        a["header"] = chat.header(title, True, 1)
+    everything = answers + leads
+    for a in everything:
+        text = a["lead"] + a["reply"]
+        a["judge_bits"], a["judge_bytes"] = judge_bits(model, a["header"], text)
+        a["loops"] = loops(text)
+    train = load_split(Path(args.split_dir), "train")
+    t0 = time.perf_counter()
+    covers = copy_cover([(a["lead"] + a["reply"]).encode() for a in everything], train)
+    copy_s = time.perf_counter() - t0
+    for a, c in zip(everything, covers):
+        a["copied_bytes"] = c
+        a["on_topic"] = on_topic(a["question"], a["title"], a["reply"]) if a["prompt"] is not None else None
+    rows = []
+    in_hist = info.get("in_history", [k for _, k in PROMPTS])
+    for label in dict.fromkeys(a["row"] for a in everything):
+        group = [a for a in everything if a["row"] == label]
+        n_bytes = sum(a["judge_bytes"] for a in group)
+        text_bytes = sum(len((a["lead"] + a["reply"]).encode()) for a in group)
+        row = {"row": label, "answers": len(group),
+               "judge_bpb": sum(a["judge_bits"] for a in group) / max(1, n_bytes),
+               "loop_rate": sum(a["loops"] for a in group) / len(group),
+               "copy_rate": sum(a["copied_bytes"] for a in group) / max(1, text_bytes),
+               "mean_bytes": text_bytes / len(group)}
+        if group[0]["prompt"] is not None:
+            inside = [a for a in group if in_hist[a["prompt"]]]
+            outside = [a for a in group if not in_hist[a["prompt"]]]
+            row["on_topic_in_train"] = sum(a["on_topic"] for a in inside) / max(1, len(inside))
+            row["on_topic_not_in_train"] = sum(a["on_topic"] for a in outside) / max(1, len(outside))
+            row["recalled"] = sum(a.get("source") is not None for a in group)
+            firsts = [a["first_byte_s"] for a in group if a.get("first_byte_s") is not None]
+            if firsts:
+                row["median_first_byte_s"] = float(np.median(firsts))
+        rows.append(row)
+    judge_info = json.loads((work / "judge.json").read_text()) if (work / "judge.json").exists() else {}
+    result = {"date": time.strftime("%Y-%m-%d"), "commit": git_commit(), "command": " ".join(sys.argv),
+              "answers_info": info, "judge": {k: judge_info.get(k) for k in ("card", "minutes", "steps", "test_bpb",
+                                                                              "commit")},
+              "copy_scan_seconds": copy_s, "rows": rows, "prompts": [q for q, _ in PROMPTS],
+              "in_train_split_as_written": [k for _, k in PROMPTS]}
+    out_json = Path(args.json)
+    out_json.parent.mkdir(parents=True, exist_ok=True)
+    out_json.write_text(json.dumps(result, indent=1))
+    write_answers_md(Path(args.md), everything, result)
+    print("| row | judge bpb | loop rate | copy rate | on-topic (in train) | on-topic (not) | mean bytes |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['row']} | {r['judge_bpb']:.3f} | {r['loop_rate']:.2f} | {r['copy_rate']:.3f} | "
+              f"{r.get('on_topic_in_train', float('nan')):.2f} | {r.get('on_topic_not_in_train', float('nan')):.2f} | "
+              f"{r['mean_bytes']:.0f} |")
+
+
+def write_answers_md(path: Path, everything: list[dict], result: dict) -> None:
+    lines = ["# Answers (bench/language_quality.py)", "",
+             f"Every answer the language-quality benchmark scored, {result['date']}, commit {result['commit']}; "
+             f"model {result['answers_info'].get('checkpoint', '?')}. Seeds: the prompt's number. "
+             "The framed opening words (given, not written by the model) are in bold; a `from:` note names "
+             "the article recall read first. Scores per answer: judge bits per byte, and flags for loops (L) "
+             "and 64-byte copies of the train split (C, with the copied share).", ""]
+    for label in dict.fromkeys(a["row"] for a in everything):
+        lines += [f"## {label}", ""]
+        for a in [a for a in everything if a["row"] == label]:
+            flags = []
+            if a["loops"]:
+                flags.append("L")
+            text_len = max(1, len((a["lead"] + a["reply"]).encode()))
+            if a["copied_bytes"]:
+                flags.append(f"C {a['copied_bytes'] / text_len:.0%}")
+            score = f"{a['judge_bits'] / max(1, a['judge_bytes']):.2f} bpb" + (f", {' '.join(flags)}" if flags else "")
+            src = f" (from: {a['source']})" if a.get("source") else ""
+            q = a["question"]
+            reply = a["reply"].strip().replace("\n", " ")
+            lines.append(f"- *{q}*{src} [{score}]: **{a['lead']}**{reply}" if a["lead"] else
+                         f"- *{q}* [{score}]: {reply}")
+        lines.append("")
+    path.write_text("\n".join(lines))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    a = sub.add_parser("answers")
+    a.add_argument("--split-dir", default=str(ROOT / "bench" / "work" / "wikibench"))
+    a.add_argument("--work", default=str(ROOT / "bench" / "work" / "lq"))
+    a.add_argument("--minutes", type=float, default=5.0)
+    a.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 2))
+    j = sub.add_parser("judge")
+    j.add_argument("--split-dir", default=str(ROOT / "bench" / "work" / "wikibench"))
+    j.add_argument("--work", default=str(ROOT / "bench" / "work" / "lq"))
+    j.add_argument("--json", default=str(ROOT / "bench" / "results" / "language_quality.json"))
+    j.add_argument("--md", default=str(ROOT / "bench" / "ANSWERS.md"))
+    args = ap.parse_args()
+    if args.cmd == "answers":
+        cmd_answers(args)
+    else:
+        cmd_judge(args)
+
+
+if __name__ == "__main__":
+    main()

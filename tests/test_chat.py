@@ -1,0 +1,226 @@
+"""Chat answers (issue 13): recall of an article by title, the history and earlier turns as past
+documents, no copying of the reply's own bytes, the repetition guard, batched feeding, and the
+REPL's end-of-input and bad-line handling."""
+
+import io
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from cheaplm import chat
+from cheaplm.checkpoint import load_model
+from cheaplm.model import ModelConfig
+from cheaplm.prepare import PrepareOptions, prepare
+from cheaplm.recall import TITLES_FILE, build_index, lead_bytes, load_index, title_key
+from cheaplm.sample import Generator, RepeatGuard, Sampling, generate
+from cheaplm.shards import load_split
+from cheaplm.train import TrainConfig, train
+
+from conftest import shared
+
+CFG = ModelConfig(orders=[0, 1, 2, 3, 4, 6], words=2, sparse=[0b10], table_bits=12, match_bits=14, apm2_bits=6)
+DUMP = "enwiki-latest-pages-articles1.xml-p000000010p000010000-shortened.bz2"
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A small model trained on the first 400 KB of a real dump's train split (shard format)."""
+    d = tmp_path_factory.mktemp("chat")
+    prepare([str(shared("dumps", DUMP))], d / "data", PrepareOptions(val_fraction=0.02, test_fraction=0.02))
+    train(d / "data", d / "run", CFG, TrainConfig(device="cpu", bytes=400_000, batch=512, count_chunk=4096,
+                                                   log_seconds=1e9, val_seconds=1e9, checkpoint_minutes=0),
+          log=lambda *a: None)
+    model, history, ckpt = load_model(d / "run")
+    return d, model, history, ckpt
+
+
+def test_title_keys_and_lookup():
+    assert title_key("The Moon?") == title_key("moon") == "moon"
+    assert title_key("  An  Apple-tree ") == "apple tree"
+    text = "Anarchism\n\nAnarchism is a philosophy.\n\x00The Moon\n\nThe Moon orbits.\n\x00Glacier\n\nIce.\n\x00"
+    index = build_index(np.frombuffer(text.encode(), np.uint8))
+    assert [a.title for a in index.articles] == ["Anarchism", "The Moon", "Glacier"]
+    assert index.find("anarchism").title == "Anarchism"
+    assert index.find("the moon").title == "The Moon" and index.find("Moon").title == "The Moon"
+    assert index.find("glaciers").title == "Glacier"  # a plural subject finds the singular title
+    assert index.find("Mars") is None and index.find("?") is None
+    a = index.find("moon")
+    assert text.encode()[a.text:].startswith(b"The Moon orbits.")
+
+
+def test_doc_format_index_and_lead_cut():
+    text = ('<doc id="1" url="?curid=1" title="Tea">\nTea\n\nTea is a drink. It is hot.\nHistory.\nOld.\n</doc>\n'
+            '<doc id="2" url="?curid=2" title="R&amp;B">\nR&amp;B\n\nR&B is music.\n</doc>\n')
+    h = np.frombuffer(text.encode(), np.uint8)
+    index = build_index(h)
+    assert [a.title for a in index.articles] == ["Tea", "R&B"]
+    tea = index.find("tea")
+    full = lead_bytes(h, tea, 10_000)
+    assert full.startswith(b'<doc id="1"') and b"Tea is a drink." in full
+    # cut inside the article: at the last paragraph end, and a short heading line there is dropped
+    cut = lead_bytes(h, tea, len("Tea is a drink. It is hot.\nHistory.\nOl"))
+    assert cut.endswith(b"Tea is a drink. It is hot.\n")
+
+
+def test_train_writes_the_title_index_and_a_stale_one_is_ignored(run):
+    d, model, history, ckpt = run
+    path = d / "run" / TITLES_FILE
+    assert path.exists()
+    written = load_index(d / "run", history)
+    built = build_index(history)
+    assert len(written) == len(built) > 3 and written.articles == built.articles
+    # a titles.tsv for another history length is not trusted: the index is rebuilt from the history
+    text = path.read_text()
+    path.write_text(text.replace(f"history_len\t{len(history)}", "history_len\t5", 1))
+    try:
+        assert load_index(d / "run", history).articles == built.articles
+    finally:
+        path.write_text(text)
+
+
+def test_recall_puts_the_article_in_context_and_shifts_the_distribution(run):
+    """Recall finds a train-split article by title; with it read first, the model gives the
+    article's next bytes (after the framed opening words) more probability than without."""
+    d, model, history, ckpt = run
+    index = load_index(d / "run", history)
+    train_titles = {a.title for a in build_index(load_split(d / "data", "train")).articles}
+    gains = []
+    for article in [a for a in index.articles if a.text + 200 < a.end][:6]:
+        assert article.title in train_titles
+        body = bytes(history[article.text: article.text + 200]).decode("utf-8", "ignore")
+        words = body.split(" ")
+        question = f"Tell me about {article.title.lower()}"
+        data, lead, source = chat.prompt_bytes(question, False, 1, index, history)
+        assert source == article.title
+        assert lead_bytes(history, article, chat.RECALL_BYTES) in data  # the reply's context includes the article
+        opening = " ".join(words[:3])
+        follow = body.encode()[len(opening.encode()):][:60]
+        bits = []
+        for recalled in (True, False):
+            g = Generator(model, history)
+            head = data[: data.rindex(b"\x00")] if recalled else b""  # the recalled article, or nothing
+            g.feed(head + b"\x00" + f"{article.title}\n\n{opening}".encode())
+            total = 0.0
+            for y in follow:  # the article's own next bytes, read one by one
+                total -= np.log2(g.distribution()[y])
+                g.push(y)
+            bits.append(total / len(follow))
+        gains.append(bits)
+    assert len(gains) >= 3
+    # this model is small (4 KiB-row tables, 400 KB of text), so its copying is weak; still, every
+    # article's next bytes cost fewer bits with the article read first (measured: 1.4 vs 2.1 median)
+    assert all(w < wo for w, wo in gains), gains
+    with_recall, without = np.median(np.array(gains), axis=0)
+    assert with_recall < 0.8 * without, gains
+
+
+def test_history_and_earlier_turns_are_past_documents(run):
+    """Right after the history, or after an earlier turn, matches into them are further back than
+    the largest recency threshold; with history_far=False (evaluation) the history is recent."""
+    d, model, history, ckpt = run
+    far = max(model.cfg.match_recency)
+    tail = bytes(history[-200:-100])  # bytes near the history's end: the match model finds them there
+    for history_far, expect_far in [(True, True), (False, False)]:
+        g = Generator(model, history, history_far=history_far)
+        g.feed(tail)
+        g._ensure_prev()
+        p = g.prev_t[0, 0]  # the longest minimum length: 24 bytes occur only at the history's end
+        assert p >= 0 and bytes(g.buf[p - 24: p]) == tail[-24:]
+        assert (g.t - p > far) == expect_far
+    g = Generator(model, history)
+    turn = b"Zyxwvut quorble flenx 12345 glorp."
+    g.feed(turn)
+    g.new_document()
+    g.feed(turn[:20])
+    g._ensure_prev()
+    assert g.prev_t[0, 0] >= 0 and all(g.t - p > far for p in g.prev_t[:, 0] if p >= 0)
+
+
+def test_reply_does_not_copy_itself_and_repeats_are_blocked(run):
+    d, model, history, ckpt = run
+    greedy_loop = Sampling(temperature=0, top_p=1.0, min_p=0.0, no_repeat=0, self_copy=True)
+    guarded = Sampling(temperature=0, top_p=1.0, min_p=0.0, no_repeat=16, self_copy=True)
+    outs = {}
+    for name, s in [("loop", greedy_loop), ("guarded", guarded)]:
+        g = Generator(model, history)
+        g.feed(b"\x00The\n\nThe")
+        outs[name] = "".join(generate(g, np.random.default_rng(0), 1500, s, allow_end=False)).encode()
+
+    def most_repeated(b: bytes, n: int) -> int:
+        counts = {}
+        for i in range(len(b) - n + 1):
+            counts[b[i: i + n]] = counts.get(b[i: i + n], 0) + 1
+        return max(counts.values())
+
+    assert most_repeated(outs["loop"], 20) >= 3  # greedy decoding of a small model loops
+    assert most_repeated(outs["guarded"], 16) == 1  # the guard: no 16-byte string twice in the reply
+    # self_copy False: while the reply is generated, no match pointer points into it
+    g = Generator(model, history)
+    g.feed(b"\x00The\n\nThe")
+    start = g.t
+    seen = []
+
+    def check():
+        g._ensure_prev()
+        seen.append(int(g.prev_t.max()))
+        return False
+
+    list(generate(g, np.random.default_rng(0), 400, Sampling(temperature=0, top_p=1.0, min_p=0, no_repeat=0),
+                  should_stop=check, allow_end=False))
+    assert len(seen) > 300 and max(seen) < start
+    assert g.copy_before is None  # and the rule ends with the reply
+
+
+def test_repeat_guard():
+    guard = RepeatGuard(4)
+    for y in b"abcXabc":
+        guard.add(y)
+    assert guard.banned() == {ord("X")}  # "abc" was followed by "X": "abcX" would repeat
+    assert RepeatGuard(0).banned() == set()
+
+
+def test_batched_feed_equals_byte_by_byte(run):
+    d, model, history, ckpt = run
+    assert model.reader is not None and model.reader.cfg.scan > 0  # the CPU default reader has a scan
+    text = "The river Thames flows through London. Its estuary opens into the North Sea.".encode()
+    a, b = Generator(model, history), Generator(model, history)
+    a.feed(text)
+    for y in text:
+        b.push(y)
+    assert a.t == b.t
+    assert np.allclose(a._rstate, b._rstate, rtol=1e-4, atol=1e-6)
+    assert np.allclose(a.distribution(), b.distribution(), rtol=1e-4, atol=1e-7)
+
+
+def test_chat_ends_on_closed_stdin_and_refuses_a_non_utf8_line(run, capsys):
+    d, model, history, ckpt = run
+    console = chat_console = __import__("rich.console", fromlist=["Console"]).Console(file=io.StringIO())
+    lines = iter(["caf\udce9", "What is the sun?"])
+
+    def read_line(prompt):
+        try:
+            return next(lines)
+        except StopIteration:
+            raise RuntimeError("input(): lost sys.stdin") from None
+
+    g = Generator(model, history)
+    rc = chat.run_chat(g, ckpt, console, raw=False, seed=1, max_bytes=60, index=load_index(d / "run", history),
+                       read_line=read_line)
+    assert rc == 0
+    said = chat_console.file.getvalue()
+    assert "not valid UTF-8" in said and "answering free" in said
+    assert "The sun is" in capsys.readouterr().out
+
+
+def test_chat_cli_recall_line(run):
+    d, model, history, ckpt = run
+    title = build_index(history).articles[1].title
+    r = subprocess.run([sys.executable, "-m", "cheaplm.cli", "chat", str(d / "run"), "--seed", "1", "--max-bytes", "50"],
+                       input=f"Tell me about {title}\n".encode(), capture_output=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert f"from: {title}".encode() in r.stderr and b"recall over" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "cheaplm.cli", "chat", str(d / "run"), "--seed", "1", "--max-bytes", "50",
+                        "--no-recall"], input=f"Tell me about {title}\n".encode(), capture_output=True, timeout=300)
+    assert r.returncode == 0 and b"recall off" in r.stderr and b"from:" not in r.stderr
