@@ -77,25 +77,34 @@ def git_commit() -> str:
 # ---- answers ------------------------------------------------------------------------------------
 
 def train_missing(args, work: Path) -> None:
-    """Train the cheaplm model and the judge that are not in WORK yet, on separate GPUs when there are two."""
-    procs = []
-    env = dict(os.environ)
+    """Train the cheaplm model and the judge that are not in WORK yet: side by side on two GPUs,
+    one after the other on one (sharing a card would give each fewer minutes of it)."""
     n_gpu = len([x for x in subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True).stdout.splitlines()
                  if x.startswith("GPU")])
+    jobs = []
     if not (work / "run" / "latest").exists():
-        e = dict(env, CUDA_VISIBLE_DEVICES="0")
-        procs.append(subprocess.Popen([sys.executable, "-m", "cheaplm.cli", "train", args.split_dir, "--out",
-                                       str(work / "run"), "--minutes", str(args.minutes), "--checkpoint-minutes", "0"],
-                                      env=e, stdout=open(work / "train.log", "w"), stderr=subprocess.STDOUT))
+        jobs.append(([sys.executable, "-m", "cheaplm.cli", "train", args.split_dir, "--out", str(work / "run"),
+                      "--minutes", str(args.minutes), "--checkpoint-minutes", "0"], work / "train.log"))
     if not (work / "judge.pt").exists():
-        e = dict(env, CUDA_VISIBLE_DEVICES="1" if n_gpu > 1 else "0")
-        procs.append(subprocess.Popen([sys.executable, str(ROOT / "bench" / "transformer_baseline.py"), "--minutes",
-                                       str(args.minutes), "--split-dir", args.split_dir, "--test-bytes", "200000",
-                                       "--save", str(work / "judge.pt"), "--json", str(work / "judge.json")],
-                                      env=e, stdout=open(work / "judge.log", "w"), stderr=subprocess.STDOUT))
-    for p in procs:
-        if p.wait() != 0:
-            sys.exit(f"training failed: see {p.args}")
+        jobs.append(([sys.executable, str(ROOT / "bench" / "transformer_baseline.py"), "--minutes", str(args.minutes),
+                      "--split-dir", args.split_dir, "--test-bytes", "200000", "--save", str(work / "judge.pt"),
+                      "--json", str(work / "judge.json")], work / "judge.log"))
+    running = []
+    for k, (cmd, log) in enumerate(jobs):
+        env = dict(os.environ, CUDA_VISIBLE_DEVICES=str(k if n_gpu > 1 else 0))
+        t0 = time.perf_counter()
+        running.append((subprocess.Popen(cmd, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT), log, t0))
+        if n_gpu < 2:
+            _wait(running.pop())
+    for r in running:
+        _wait(r)
+
+
+def _wait(item) -> None:
+    proc, log, t0 = item
+    if proc.wait() != 0:
+        sys.exit(f"training failed: see {log}")
+    print(f"{log.name}: done in {time.perf_counter() - t0:.0f} s", flush=True)
 
 
 _G = {}
