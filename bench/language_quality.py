@@ -3,6 +3,9 @@
     python bench/language_quality.py answers --split-dir bench/work/wikibench --work bench/work/lq
     python bench/language_quality.py judge --split-dir bench/work/wikibench --work bench/work/lq
 
+Without a GPU (no judge): `answers --run RUN_DIR --no-transformer`, then `judge --no-judge`, which
+scores the loop, copy and on-topic rates and leaves judge bpb out.
+
 `answers` trains what is missing in --work: the cheaplm GPU default for --minutes (`cheaplm train`) and
 the reference byte-level transformer for the same minutes (bench/transformer_baseline.py --save),
 side by side on two GPUs when there are two. Then it answers PROMPTS (written here: 20 subjects whose
@@ -15,8 +18,10 @@ transformer with the same framing and sampling at its usual settings. Answers go
   transformer, given the answer's header (`<doc ...>` line, title, blank line); byte-weighted;
 - loop rate: answers in which some 20-byte string occurs 3 or more times;
 - copy rate: share of answer bytes inside a verbatim match of 64 or more bytes to the train split;
-- on-topic rate: answers whose first two sentences of model-written text (after the framed opening
-  words, which always name the subject) contain the subject or a word of 4+ letters of its title.
+- on-topic rate: answers whose first sentence of model-written text (after the framed opening
+  words, which always name the subject) names the subject (a word of 4+ letters of its title), or,
+  when the subject's article is in the train split, has at least half of its 4+ letter words in
+  that article (`on_topic`). Reported separately for subjects in and not in the train split.
 It writes bench/results/language_quality.json and bench/ANSWERS.md and prints the table.
 """
 
@@ -47,9 +52,9 @@ PROMPTS = [
     ("Who was Isaac Newton?", False), ("What is the Moon?", False), ("What is a lighthouse?", False),
     ("What is a glacier?", False), ("Tell me about the honey bee", False), ("Who was Albert Einstein?", False),
     ("What is chess?", False), ("Tell me about tea", False), ("What is a bicycle?", False),
-    ("What is a piano?", False), ("What is photosynthesis?", False), ("Who was William Shakespeare?", False),
+    ("What is a piano?", False), ("What is photosynthesis?", False), ("Who was Leonardo da Vinci?", False),
     ("Tell me about Rome", False), ("What is coffee?", False), ("Volcano", False),
-    ("What is a river?", False), ("Who was Charles Darwin?", False), ("Tell me about the Amazon rainforest", False),
+    ("What is a river?", False), ("What is Mount Everest?", False), ("Tell me about the Amazon rainforest", False),
     ("What is a windmill?", False), ("Who was Marie Curie?", False),
 ]
 
@@ -57,12 +62,24 @@ PROMPTS = [
 ROWS = [
     ("cheaplm, recall", True, {}, True),
     ("cheaplm, no recall", False, {}, True),
-    ("cheaplm, no recall, T 0.8 min-p 0 no-repeat 0", False, {"temperature": 0.8, "min_p": 0.0, "no_repeat": 0}, True),
-    ("cheaplm, no recall, T 0.8 min-p 0.1 no-repeat 0", False, {"temperature": 0.8, "min_p": 0.1, "no_repeat": 0}, True),
-    ("cheaplm, no recall, T 0.6 min-p 0.1 no-repeat 24", False, {"temperature": 0.6, "min_p": 0.1, "no_repeat": 24}, True),
-    ("cheaplm, no recall, T 1.0 min-p 0.1 no-repeat 24", False, {"temperature": 1.0, "min_p": 0.1, "no_repeat": 24}, True),
-    ("cheaplm, before issue 13 (history recent, self-copy, T 0.8, top-p 0.95)", False,
-     {"temperature": 0.8, "top_p": 0.95, "min_p": 0.0, "no_repeat": 0, "self_copy": True}, False),
+    ("recall, T 0.5", True, {"temperature": 0.5}, True),
+    ("recall, T 0.8 min-p 0.1", True, {"min_p": 0.1}, True),
+    ("no recall, T 0.8 min-p 0 no-repeat 0 max-copy 0", False,
+     {"temperature": 0.8, "min_p": 0.0, "no_repeat": 0, "max_copy": 0}, True),
+    ("no recall, T 0.8 min-p 0.1 no-repeat 24 max-copy 0", False,
+     {"temperature": 0.8, "min_p": 0.1, "no_repeat": 24, "max_copy": 0}, True),
+    ("no recall, T 0.8 min-p 0.1 no-repeat 24 max-copy 32", False,
+     {"temperature": 0.8, "min_p": 0.1, "no_repeat": 24, "max_copy": 32}, True),
+    ("no recall, T 0.8 min-p 0.2 no-repeat 0 max-copy 0", False,
+     {"temperature": 0.8, "min_p": 0.2, "no_repeat": 0, "max_copy": 0}, True),
+    ("no recall, T 0.8 min-p 0 no-repeat 24 max-copy 32", False,
+     {"temperature": 0.8, "min_p": 0.0, "no_repeat": 24, "max_copy": 32}, True),
+    ("no recall, T 0.6 min-p 0.1 no-repeat 24 max-copy 32", False,
+     {"temperature": 0.6, "min_p": 0.1, "no_repeat": 24, "max_copy": 32}, True),
+    ("no recall, T 1.0 min-p 0.1 no-repeat 24 max-copy 32", False,
+     {"temperature": 1.0, "min_p": 0.1, "no_repeat": 24, "max_copy": 32}, True),
+    ("before issue 13 (history recent, self-copy, T 0.8, top-p 0.95, no guards)", False,
+     {"temperature": 0.8, "top_p": 0.95, "min_p": 0.0, "no_repeat": 0, "max_copy": 0, "self_copy": True}, False),
 ]
 MAX_BYTES = 400
 LOOP_LEN, LOOP_TIMES = 20, 3
@@ -76,16 +93,16 @@ def git_commit() -> str:
 
 # ---- answers ------------------------------------------------------------------------------------
 
-def train_missing(args, work: Path) -> None:
+def train_missing(args, work: Path, cheaplm: bool = True, judge: bool = True) -> None:
     """Train the cheaplm model and the judge that are not in WORK yet: side by side on two GPUs,
     one after the other on one (sharing a card would give each fewer minutes of it)."""
     n_gpu = len([x for x in subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True).stdout.splitlines()
                  if x.startswith("GPU")])
     jobs = []
-    if not (work / "run" / "latest").exists():
+    if cheaplm and not (work / "run" / "latest").exists():
         jobs.append(([sys.executable, "-m", "cheaplm.cli", "train", args.split_dir, "--out", str(work / "run"),
                       "--minutes", str(args.minutes), "--checkpoint-minutes", "0"], work / "train.log"))
-    if not (work / "judge.pt").exists():
+    if judge and not (work / "judge.pt").exists():
         jobs.append(([sys.executable, str(ROOT / "bench" / "transformer_baseline.py"), "--minutes", str(args.minutes),
                       "--split-dir", args.split_dir, "--test-bytes", "200000", "--save", str(work / "judge.pt"),
                       "--json", str(work / "judge.json")], work / "judge.log"))
@@ -137,7 +154,7 @@ def _answer_task(task):
             "seconds": time.perf_counter() - t0, "first_byte_s": t_first}
 
 
-def cheaplm_answers(run_dir: Path, workers: int) -> tuple[list[dict], dict]:
+def cheaplm_answers(run_dir: Path, workers: int, rows: list[int]) -> tuple[list[dict], dict]:
     import multiprocessing as mp
 
     from cheaplm.checkpoint import load_model
@@ -150,9 +167,16 @@ def cheaplm_answers(run_dir: Path, workers: int) -> tuple[list[dict], dict]:
     info = {"checkpoint": str(ckpt), "history_bytes": int(len(history)), "articles": len(index),
             "load_seconds": time.perf_counter() - t0,
             "in_history": [index.find(chat_title(q)) is not None for q, _ in PROMPTS]}
-    tasks = [(r, i) for r in range(len(ROWS)) for i in range(len(PROMPTS))]
+    print(f"model loaded in {info['load_seconds']:.0f} s; {len(rows) * len(PROMPTS)} answers on {workers} workers",
+          flush=True)
+    tasks = [(r, i) for r in rows for i in range(len(PROMPTS))]
+    answers = []
+    t0 = time.perf_counter()
     with mp.get_context("fork").Pool(workers) as pool:
-        answers = pool.map(_answer_task, tasks, chunksize=1)
+        for a in pool.imap(_answer_task, tasks, chunksize=1):
+            answers.append(a)
+            if len(answers) % 20 == 0 or len(answers) == len(tasks):
+                print(f"{len(answers)} answers, {time.perf_counter() - t0:.0f} s", flush=True)
     return answers, info
 
 
@@ -222,17 +246,22 @@ def load_judge(path: Path):
 def cmd_answers(args) -> None:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    train_missing(args, work)
-    # one thread per worker process: the answers run in parallel processes (set after training,
-    # which must not inherit it, and before numpy and numba are first imported here)
-    os.environ.setdefault("NUMBA_NUM_THREADS", "1")
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    if args.run is None or not args.no_transformer:
+        train_missing(args, work, cheaplm=args.run is None, judge=not args.no_transformer)
+    # one thread per worker process: the answers run in parallel processes. Set after training (which
+    # must not inherit it) and before numpy and numba are first imported here; set, not defaulted: a
+    # machine's preset OMP_NUM_THREADS gave each of 14 workers 16 BLAS threads and an H200 host's 16
+    # cores spent 15 minutes on what takes seconds
+    for var in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = "1"
+    rows = [int(r) for r in args.rows.split(",")] if args.rows else list(range(len(ROWS)))
     t0 = time.perf_counter()
-    answers, info = cheaplm_answers(work / "run", args.workers)
+    answers, info = cheaplm_answers(Path(args.run) if args.run else work / "run", args.workers, rows)
     info["cheaplm_answer_seconds"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    answers += transformer_answers(work / "judge.pt")
-    info["transformer_answer_seconds"] = time.perf_counter() - t0
+    if not args.no_transformer:
+        t0 = time.perf_counter()
+        answers += transformer_answers(work / "judge.pt")
+        info["transformer_answer_seconds"] = time.perf_counter() - t0
     info.update(commit=git_commit(), date=time.strftime("%Y-%m-%d"), command=" ".join(sys.argv))
     (work / "answers.json").write_text(json.dumps({"info": info, "answers": answers}, indent=1, ensure_ascii=False))
     print(json.dumps(info, indent=1))
@@ -341,17 +370,35 @@ def copy_cover(texts: list[bytes], train) -> list[int]:
     return out
 
 
-_STOP = {"with", "from", "that", "this", "they", "were", "have", "been", "their", "which", "about", "what"}
+_STOP = {"with", "from", "that", "this", "they", "were", "have", "been", "their", "which", "about", "what", "there",
+         "these", "other", "after", "first", "where", "also", "when", "than", "into", "while", "would", "could"}
 
 
-def on_topic(question: str, title: str, reply: str) -> bool:
+def content_words(text: str) -> list[str]:
     import regex
 
-    m = regex.match(r"^(?:[^.!?\n]*[.!?\n]){1,2}", reply)
-    first = (m.group(0) if m else reply).casefold()
-    words = {w for w in regex.findall(r"\p{L}+", title.casefold()) if len(w) >= 4 and w not in _STOP}
-    subject = title.casefold()
-    return subject in first or any(regex.search(rf"\b{regex.escape(w)}", first) for w in words)
+    return [w for w in regex.findall(r"\p{L}{4,}", text.casefold()) if w not in _STOP]
+
+
+def first_sentence(reply: str) -> str:
+    """What the model wrote up to its first sentence end (at least 30 bytes in: 'Dr.' is no end)."""
+    import regex
+
+    m = regex.search(r"[.!?](?=\s)|\n", reply[30:])
+    return reply if m is None else reply[: 30 + m.end()]
+
+
+def on_topic(title: str, reply: str, article_words: set | None) -> bool:
+    """The first sentence the model wrote names the subject (a 4+ letter word of its title), or, for a
+    subject whose article is in the train split, at least half of its 4+ letter words (two at
+    least) occur in that article. The framed opening words are not counted: they always name it."""
+    words = content_words(first_sentence(reply))
+    title_words = set(content_words(title))
+    if title_words & set(words) or any(w.startswith(t) for w in words for t in title_words):
+        return True
+    if article_words is None or len(words) < 2:
+        return False
+    return sum(w in article_words for w in words) >= len(words) / 2
 
 
 def real_leads(split_dir: Path, n: int) -> list[dict]:
@@ -379,13 +426,14 @@ def cmd_judge(args) -> None:
     import numpy as np
 
     from cheaplm import chat
+    from cheaplm.recall import build_index
     from cheaplm.shards import load_split
 
     work = Path(args.work)
     doc = json.loads((work / "answers.json").read_text())
     answers = doc["answers"]
     info = doc["info"]
-    model = load_judge(work / "judge.pt")
+    model = None if args.no_judge else load_judge(work / "judge.pt")
     leads = real_leads(Path(args.split_dir), len(PROMPTS))
     for a in answers:
         title = chat.frame(a["question"])[0]
@@ -394,23 +442,33 @@ def cmd_judge(args) -> None:
     everything = answers + leads
     for a in everything:
         text = a["lead"] + a["reply"]
-        a["judge_bits"], a["judge_bytes"] = judge_bits(model, a["header"], text)
+        a["judge_bits"], a["judge_bytes"] = judge_bits(model, a["header"], text) if model is not None else (None, None)
         a["loops"] = loops(text)
     train = load_split(Path(args.split_dir), "train")
+    train_index = build_index(train)
     t0 = time.perf_counter()
     covers = copy_cover([(a["lead"] + a["reply"]).encode() for a in everything], train)
     copy_s = time.perf_counter() - t0
+    article_words = {}
     for a, c in zip(everything, covers):
         a["copied_bytes"] = c
-        a["on_topic"] = on_topic(a["question"], a["title"], a["reply"]) if a["prompt"] is not None else None
+        if a["prompt"] is None:
+            a["on_topic"] = None
+            continue
+        if a["title"] not in article_words:
+            art = train_index.find(a["title"])
+            article_words[a["title"]] = None if art is None else set(content_words(
+                bytes(train[art.text: art.end]).decode("utf-8", "ignore")))
+        a["on_topic"] = on_topic(a["title"], a["reply"], article_words[a["title"]])
     rows = []
     in_hist = info.get("in_history", [k for _, k in PROMPTS])
     for label in dict.fromkeys(a["row"] for a in everything):
         group = [a for a in everything if a["row"] == label]
-        n_bytes = sum(a["judge_bytes"] for a in group)
         text_bytes = sum(len((a["lead"] + a["reply"]).encode()) for a in group)
+        judged = model is not None
         row = {"row": label, "answers": len(group),
-               "judge_bpb": sum(a["judge_bits"] for a in group) / max(1, n_bytes),
+               "judge_bpb": (sum(a["judge_bits"] for a in group) / max(1, sum(a["judge_bytes"] for a in group))
+                             if judged else None),
                "loop_rate": sum(a["loops"] for a in group) / len(group),
                "copy_rate": sum(a["copied_bytes"] for a in group) / max(1, text_bytes),
                "mean_bytes": text_bytes / len(group)}
@@ -424,7 +482,7 @@ def cmd_judge(args) -> None:
             if firsts:
                 row["median_first_byte_s"] = float(np.median(firsts))
         rows.append(row)
-    judge_info = json.loads((work / "judge.json").read_text()) if (work / "judge.json").exists() else {}
+    judge_info = json.loads((work / "judge.json").read_text()) if model is not None and (work / "judge.json").exists() else {}
     result = {"date": time.strftime("%Y-%m-%d"), "commit": git_commit(), "command": " ".join(sys.argv),
               "answers_info": info, "judge": {k: judge_info.get(k) for k in ("card", "minutes", "steps", "test_bpb",
                                                                               "commit")},
@@ -437,7 +495,8 @@ def cmd_judge(args) -> None:
     print("| row | judge bpb | loop rate | copy rate | on-topic (in train) | on-topic (not) | mean bytes |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['row']} | {r['judge_bpb']:.3f} | {r['loop_rate']:.2f} | {r['copy_rate']:.3f} | "
+        jb = "—" if r["judge_bpb"] is None else f"{r['judge_bpb']:.3f}"
+        print(f"| {r['row']} | {jb} | {r['loop_rate']:.2f} | {r['copy_rate']:.3f} | "
               f"{r.get('on_topic_in_train', float('nan')):.2f} | {r.get('on_topic_not_in_train', float('nan')):.2f} | "
               f"{r['mean_bytes']:.0f} |")
 
@@ -458,7 +517,8 @@ def write_answers_md(path: Path, everything: list[dict], result: dict) -> None:
             text_len = max(1, len((a["lead"] + a["reply"]).encode()))
             if a["copied_bytes"]:
                 flags.append(f"C {a['copied_bytes'] / text_len:.0%}")
-            score = f"{a['judge_bits'] / max(1, a['judge_bytes']):.2f} bpb" + (f", {' '.join(flags)}" if flags else "")
+            score = ("" if a["judge_bits"] is None else f"{a['judge_bits'] / max(1, a['judge_bytes']):.2f} bpb")
+            score = ", ".join(x for x in [score, " ".join(flags)] if x) or "-"
             src = f" (from: {a['source']})" if a.get("source") else ""
             q = a["question"]
             reply = a["reply"].strip().replace("\n", " ")
@@ -476,11 +536,15 @@ def main() -> None:
     a.add_argument("--work", default=str(ROOT / "bench" / "work" / "lq"))
     a.add_argument("--minutes", type=float, default=5.0)
     a.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 2))
+    a.add_argument("--run", default=None, help="answer with this trained run instead of training WORK/run")
+    a.add_argument("--no-transformer", action="store_true", help="no judge training and no transformer answers")
+    a.add_argument("--rows", default="", help="comma-separated row numbers of ROWS (default: all)")
     j = sub.add_parser("judge")
     j.add_argument("--split-dir", default=str(ROOT / "bench" / "work" / "wikibench"))
     j.add_argument("--work", default=str(ROOT / "bench" / "work" / "lq"))
     j.add_argument("--json", default=str(ROOT / "bench" / "results" / "language_quality.json"))
     j.add_argument("--md", default=str(ROOT / "bench" / "ANSWERS.md"))
+    j.add_argument("--no-judge", action="store_true", help="rates only (no torch, no GPU): judge bpb left out")
     args = ap.parse_args()
     if args.cmd == "answers":
         cmd_answers(args)

@@ -17,7 +17,8 @@ far back for the match model, whose recency inputs would otherwise make it copy 
 Recall (recall.py): when the subject is the title of an article in the memory text, that article's
 lead is fed first, as the document before the question's, so the model's match model and reader
 have it in their recent past and the reply is grounded in it (it quotes it, mostly). The frame
-then uses the article's own title, and its opening words when they are the question's.
+then uses the article's own title and its own opening words ("Elephants are"), which the match
+model can follow into the article.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ _QUESTION = regex.compile(
 _ARTICLE = regex.compile(r"^(?:a|an|the)\s+", regex.I)
 
 RECALL_BYTES = 700  # of the recalled article's body read before the question (whole paragraphs)
+OPENING_BYTES = 160  # how far into the recalled article its opening verb is looked for
 
 HELP = "commands: exit | quit | Ctrl-D to leave; Ctrl-C stops a reply; !multi ... !end for several lines; !raw toggles framing"
 
@@ -81,10 +83,25 @@ def prompt_bytes(question: str, doc_style: bool, turn: int, index: TitleIndex | 
             source = article.title
             recalled = sep.encode() + lead_bytes(history, article, RECALL_BYTES)
             title = article.title
-            body = bytes(history[article.text: article.text + len(lead.encode()) + 8]).decode("utf-8", "ignore")
-            if body.casefold().startswith(lead.casefold()):
-                lead = body[: len(lead)]  # the article's own casing: "The Moon is", not "The moon is"
+            lead = article_opening(bytes(history[article.text: article.text + OPENING_BYTES]), lead)
     return recalled + (sep + header(title, doc_style, turn) + lead).encode("utf-8"), lead, source
+
+
+_OPENING_VERB = regex.compile(r"^[^\n]*?\b(?:is|are|was|were)\b")
+
+
+def article_opening(body: bytes, fallback: str) -> str:
+    """The recalled article's own first words, through its first is/are/was/were: "Elephants are",
+    not the question's "An elephant is". A reply that starts as the article does is one the match
+    model can follow into the article read just before; starting from the question's words, it
+    most often could not (measured: bench/NOTES.md §13). Without such a verb early on, the first
+    three words of its first line; the question's words when even those are missing."""
+    text = body.decode("utf-8", "ignore")
+    m = _OPENING_VERB.match(text)
+    if m:
+        return m.group(0)
+    words = text.split("\n", 1)[0].split(" ")[:3]  # no such verb (a lead WikiExtractor cut): its first words
+    return " ".join(words) if len(words) == 3 else fallback
 
 
 def reply_done(out: bytearray) -> bool:

@@ -18,7 +18,9 @@ Three rules keep generated text from feeding on itself or on the training text's
   and match verification read what they would read right after it), which puts every match into
   the history beyond the match model's largest recency threshold;
 - while a reply is generated its own bytes are not match candidates (`Sampling.self_copy`);
-- a byte that would repeat an n-byte string of the reply is not sampled (`Sampling.no_repeat`).
+- a byte that would repeat an n-byte string of the reply is not sampled (`Sampling.no_repeat`);
+- a byte that would continue a long verbatim copy of the training text is not sampled
+  (`Sampling.max_copy`; recall's article is read into the stream, so quoting it is not affected).
 Evaluation-equivalent streams (tests) pass `history_far=False`.
 """
 
@@ -31,8 +33,8 @@ import numba
 import numpy as np
 
 from .kernels.hashing import context_hash
-from .kernels.match import match_index
-from .kernels.mixer import L_K, L_NAPM, L_NCTX, L_NMI, L_NSEL, idx_width, match_inputs, mix_node
+from .kernels.match import match_index, verified_length
+from .kernels.mixer import L_K, L_MCAP, L_NAPM, L_NCTX, L_NMI, L_NSEL, idx_width, match_inputs, mix_node
 from .model import Model
 from .reader import mixed_distribution
 
@@ -52,8 +54,9 @@ class Sampling:
     temperature: float = 0.8
     top_k: int = 0  # keep the k most likely bytes (0 = all)
     top_p: float = 0.95  # nucleus
-    min_p: float = 0.1  # drop bytes less likely than min_p x the most likely one
+    min_p: float = 0.2  # drop bytes less likely than min_p x the most likely one
     no_repeat: int = 24  # a byte completing an n-byte string already in the reply is not drawn (0 = off)
+    max_copy: int = 32  # a byte continuing a verbatim copy of this many bytes of the history is not drawn (0 = off)
     self_copy: bool = False  # let the match model copy from the reply itself
 
     def check(self) -> "Sampling":
@@ -70,6 +73,8 @@ class Sampling:
             raise ValueError(f"--top-k must be in 0..256, not {self.top_k}")
         if self.no_repeat != 0 and not (4 <= self.no_repeat <= 4096):
             raise ValueError(f"--no-repeat must be 0 (off) or from 4 to 4096 bytes, not {self.no_repeat}")
+        if self.max_copy != 0 and not (8 <= self.max_copy <= 64):
+            raise ValueError(f"--max-copy must be 0 (off) or from 8 to 64 bytes, not {self.max_copy}")
         return self
 
 
@@ -318,8 +323,22 @@ class Generator:
             mixed_distribution(self._node_p1, pr, m.reader.mix, self._mass, out)
         return out
 
+    def history_copies(self, most: int) -> set:
+        """Bytes that would continue a verbatim copy of at least `most` bytes of the history: what
+        the match candidates pointing into the history predict, where they verify that far back."""
+        self._ensure_prev()
+        cap = int(self.model.lay[L_MCAP])
+        out = set()
+        for k in range(self.prev_t.shape[0]):
+            p = int(self.prev_t[k, 0])
+            if 0 <= p < self.h and verified_length(self.buf, self.t, p, cap) >= most:
+                out.add(int(self.buf[p]))
+        return out
+
     def sample(self, rng: np.random.Generator, sampling: Sampling = Sampling(), allow_end=True, banned=()) -> int:
         p = self.distribution() * utf8_allowed(self.pending)
+        if sampling.max_copy:
+            banned = set(banned) | self.history_copies(sampling.max_copy)
         if not allow_end:
             p[END_OF_ARTICLE] = 0.0
         if banned:

@@ -224,3 +224,31 @@ def test_chat_cli_recall_line(run):
     r = subprocess.run([sys.executable, "-m", "cheaplm.cli", "chat", str(d / "run"), "--seed", "1", "--max-bytes", "50",
                         "--no-recall"], input=f"Tell me about {title}\n".encode(), capture_output=True, timeout=300)
     assert r.returncode == 0 and b"recall off" in r.stderr and b"from:" not in r.stderr
+
+
+def test_max_copy_bans_the_byte_that_continues_a_copy_of_the_history(run):
+    """After 40 bytes that occur in the history, the byte that follows them there continues a
+    40-byte copy: max_copy 16 never draws it (even greedily), max_copy 64 leaves it alone."""
+    d, model, history, ckpt = run
+    hist = bytes(history)
+    # near the history's end: this model's match table has 16 K slots, so older positions are overwritten
+    for s0 in range(len(hist) - 3000, len(hist) - 100, 97):
+        piece = hist[s0: s0 + 40]
+        if hist.count(piece[-24:]) == 1 and b"\x00" not in piece:  # one occurrence: the match model finds it
+            break
+    nxt = hist[s0 + 40]
+    g = Generator(model, history)
+    g.feed(piece)
+    assert nxt in g.history_copies(16) and nxt in g.history_copies(40)
+    assert g.history_copies(41) == set()
+    rng = np.random.default_rng(0)
+    free = Generator(model, history)
+    free.feed(piece)
+    guarded = Sampling(temperature=0, top_p=1.0, min_p=0.0, no_repeat=0, max_copy=16)
+    assert g.sample(rng, guarded) != nxt
+    # the greedy choice without the guard, for comparison: the ban changed what was drawn only if
+    # the model's favourite was the copy
+    fav = free.sample(rng, Sampling(temperature=0, top_p=1.0, min_p=0.0, no_repeat=0, max_copy=0))
+    assert fav == nxt or g.buf[g.t - 1] == fav
+    with pytest.raises(ValueError, match="--max-copy"):
+        Sampling(max_copy=4).check()
