@@ -38,12 +38,15 @@ def main() -> None:
     ap.add_argument("run_dir")
     ap.add_argument("questions", nargs="+")
     ap.add_argument("--seed", type=int, default=7)
-    ap.add_argument("--temperature", default="0.6")
+    ap.add_argument("--temperature", default=None, help="default: chat's own")
+    ap.add_argument("--no-recall", action="store_true")
     args = ap.parse_args()
     pid, fd = pty.fork()
     if pid == 0:
+        extra = (["--temperature", args.temperature] if args.temperature else []) + (
+            ["--no-recall"] if args.no_recall else [])
         os.execv(sys.executable, [sys.executable, "-m", "cheaplm.cli", "chat", args.run_dir, "--seed", str(args.seed),
-                                  "--temperature", args.temperature])
+                                  *extra])
     out = read_until(fd, b"> ", 120)
     for q in args.questions:
         os.write(fd, q.encode() + b"\r")

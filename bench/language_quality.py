@@ -145,7 +145,8 @@ def _answer_task(task):
     t_first = None
     out = []
     sampling = Sampling(**over)
-    for piece in generate(gen, np.random.default_rng(i), MAX_BYTES, sampling, stop=chat.reply_done, allow_end=True):
+    for piece in generate(gen, np.random.default_rng(i), MAX_BYTES, sampling, stop=chat.reply_done, allow_end=True,
+                          opening=lead.encode()):
         if t_first is None:
             t_first = time.perf_counter() - t0
         out.append(piece)

@@ -180,8 +180,9 @@ def run_chat(gen: Generator, ckpt, console, raw: bool, seed: int, max_bytes: int
         old = signal.signal(signal.SIGINT, on_sigint)
         try:
             # framed replies end with their paragraph; raw continuations run to --max-bytes
+            opening = (text if raw else lead).encode("utf-8")
             for piece in generate(gen, rng, max_bytes, sampling, stop=None if raw else reply_done,
-                                  should_stop=lambda: stop["flag"], allow_end=not raw):
+                                  should_stop=lambda: stop["flag"], allow_end=not raw, opening=opening):
                 sys.stdout.write(piece.replace("</doc>", ""))
                 sys.stdout.flush()
         finally:

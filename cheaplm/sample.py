@@ -21,6 +21,7 @@ Three rules keep generated text from feeding on itself or on the training text's
 - a byte that would repeat an n-byte string of the reply is not sampled (`Sampling.no_repeat`);
 - a byte that would continue a long verbatim copy of the training text is not sampled
   (`Sampling.max_copy`; recall's article is read into the stream, so quoting it is not affected).
+  Both guards act at word starts (after a space), so they change the next word, not a letter.
 Evaluation-equivalent streams (tests) pass `history_far=False`.
 """
 
@@ -336,8 +337,13 @@ class Generator:
         return out
 
     def sample(self, rng: np.random.Generator, sampling: Sampling = Sampling(), allow_end=True, banned=()) -> int:
+        """Draw the next byte. `banned` (the repeat guard's) and the copy guard's bytes are dropped
+        only at a word start (after a space): a ban inside a word left broken words ("buildina")."""
         p = self.distribution() * utf8_allowed(self.pending)
-        if sampling.max_copy:
+        at_word_start = self.t > 0 and self.buf[self.t - 1] == 0x20
+        if not at_word_start:
+            banned = ()
+        elif sampling.max_copy:
             banned = set(banned) | self.history_copies(sampling.max_copy)
         if not allow_end:
             p[END_OF_ARTICLE] = 0.0
@@ -388,17 +394,20 @@ class RepeatGuard:
 
 
 def generate(gen: Generator, rng: np.random.Generator, max_bytes: int, sampling: Sampling = Sampling(),
-             stop=None, should_stop=None, allow_end=True):
+             stop=None, should_stop=None, allow_end=True, opening: bytes = b""):
     """Yield decoded text pieces as whole characters are produced.
 
     Stops at max_bytes (completing a cut character), at the end-of-article byte (unless
     allow_end is False: that byte is then never sampled), when `stop`
     (a callable on the bytes generated so far) says so, or when `should_stop()` is true.
     Unless sampling.self_copy, the match model does not copy from the bytes this call generates.
+    `opening`: the reply's visible start, fed before (chat's framed words): the repeat guard counts it.
     """
     out = bytearray()
     piece = bytearray()
     guard = RepeatGuard(sampling.no_repeat)
+    for y in opening:
+        guard.add(y)
     saved = gen.copy_before
     if not sampling.self_copy:
         gen.copy_before = gen.t  # pointers are causal: those already read for position t are all before it
