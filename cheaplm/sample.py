@@ -57,7 +57,7 @@ class Sampling:
     top_p: float = 0.95  # nucleus
     min_p: float = 0.2  # drop bytes less likely than min_p x the most likely one
     no_repeat: int = 24  # a byte completing an n-byte string already in the reply is not drawn (0 = off)
-    max_copy: int = 32  # a byte continuing a verbatim copy of this many bytes of the history is not drawn (0 = off)
+    max_copy: int = 32  # a byte continuing a verbatim copy of this many bytes from before the document is not drawn (0 = off)
     self_copy: bool = False  # let the match model copy from the reply itself
 
     def check(self) -> "Sampling":
@@ -199,6 +199,7 @@ class Generator:
         if history_far and self.h:
             self._jump()
         self.start = self.t  # where the stream's first byte went
+        self.doc_start = self.t  # where the current document began (new_document)
         self.last_pos = model.last_pos.copy()
         n_m = len(model.cfg.match_minlens)
         self.prev_t = np.full((n_m, 1), -1, dtype=np.int32)
@@ -238,6 +239,7 @@ class Generator:
         the match model, as the history does. The match index and the reader's state carry on."""
         if self.t > self.start:
             self._jump()
+        self.doc_start = self.t
 
     def _ensure_prev(self) -> None:
         if not self._prev_ready:
@@ -325,14 +327,16 @@ class Generator:
         return out
 
     def history_copies(self, most: int) -> set:
-        """Bytes that would continue a verbatim copy of at least `most` bytes of the history: what
-        the match candidates pointing into the history predict, where they verify that far back."""
+        """Bytes that would continue a verbatim copy of at least `most` bytes of what came before the
+        current document (the history, earlier chat turns): what the match candidates pointing there
+        predict, where they verify that far back. What the document itself holds (a recalled
+        article, fed into it) may be quoted."""
         self._ensure_prev()
         cap = int(self.model.lay[L_MCAP])
         out = set()
         for k in range(self.prev_t.shape[0]):
             p = int(self.prev_t[k, 0])
-            if 0 <= p < self.h and verified_length(self.buf, self.t, p, cap) >= most:
+            if 0 <= p < self.doc_start and verified_length(self.buf, self.t, p, cap) >= most:
                 out.add(int(self.buf[p]))
         return out
 
