@@ -109,10 +109,15 @@ def reply_done(out: bytearray) -> bool:
     return (out.endswith(b"\n") and len(out) > 40) or out.endswith(b"</doc>")
 
 
+BAD_LINE = "\udcff"  # what _read returns for a line that is not UTF-8 (a lone surrogate: never typed)
+
+
 def _read(read_line, prompt: str) -> str | None:
-    """A typed line, or None at the end of input (Ctrl-D, or stdin closed or gone)."""
+    """A typed line, None at the end of input (Ctrl-D, or stdin closed or gone), or BAD_LINE."""
     try:
         return read_line(prompt)
+    except UnicodeDecodeError:  # a strict UTF-8 stdin given other bytes
+        return BAD_LINE
     except (EOFError, OSError, RuntimeError):  # RuntimeError: input() with sys.stdin closed
         return None
 

@@ -270,3 +270,17 @@ def test_max_copy_bans_the_byte_that_continues_a_copy_of_the_history(run):
     assert fav == nxt or g.buf[g.t - 1] == fav
     with pytest.raises(ValueError, match="--max-copy"):
         Sampling(max_copy=4).check()
+
+
+def test_chat_cli_closed_stdin_and_latin1_line(run):
+    """A real process: stdin closed ends chat with status 0; a Latin-1 line gets one line and the
+    next question is answered (issue 12 item 10: tracebacks before)."""
+    import os
+
+    d = run[0]
+    cmd = [sys.executable, "-m", "cheaplm.cli", "chat", str(d / "run"), "--seed", "1", "--max-bytes", "40"]
+    r = subprocess.run(cmd, input=b"caf\xe9 au lait\nWhat is the sun?\n", capture_output=True, timeout=300)
+    assert r.returncode == 0 and b"Traceback" not in r.stderr, r.stderr
+    assert b"not valid UTF-8" in r.stderr and b"The sun is" in r.stdout
+    r = subprocess.run(cmd, stdin=None, capture_output=True, timeout=300, preexec_fn=lambda: os.close(0))
+    assert r.returncode == 0 and b"Traceback" not in r.stderr, r.stderr
