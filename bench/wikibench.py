@@ -91,7 +91,7 @@ def main() -> None:
         args.split_dir = args.split_dir.rstrip("/") + "-val"
     split_dir = build(Path(args.split_dir), Path(args.data), small=args.small, val=args.val)
     device = pick_device(args.device)
-    base_model = {"table_bits": 24 if device == "cuda" else 20, **json.loads(args.model)}
+    base_model = json.loads(args.model)  # over the device's defaults (ModelConfig.for_device)
     variants = [("full", {}, {})]
     for spec in args.variant:
         name, _, js = spec.partition("=")
@@ -99,7 +99,7 @@ def main() -> None:
         variants.append((name, over.get("model", {}), over.get("train", {})))
     if args.no_full:
         variants = variants[1:]
-    compile_s = warm_up(device, ModelConfig.from_dict(base_model))
+    compile_s = warm_up(device, ModelConfig.for_device(device, base_model))
     print(f"[{args.label}] kernels compiled/warmed in {compile_s:.1f} s", flush=True)
     test = load_split(split_dir, "test")
     if args.test_bytes:
@@ -108,7 +108,7 @@ def main() -> None:
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent).stdout.strip()
     rows = []
     for name, m_over, t_over in variants:
-        model_cfg = ModelConfig.from_dict({**base_model, **m_over})
+        model_cfg = ModelConfig.for_device(device, {**base_model, **m_over})
         label = f"{args.label}:{name}"
         with tempfile.TemporaryDirectory() as tmp:
             t0 = time.perf_counter()

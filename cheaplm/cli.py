@@ -167,9 +167,8 @@ def train(data_dir, run_dir, device, minutes, nbytes, table_bits, orders, words,
     try:
         dev = pick_device(device)
         explicit = bool(set(model_opts) - {"reader"}) or reader_opt != "on"
-        model_opts.setdefault("table_bits", 24 if dev == "cuda" else 20)
         # on --resume the run's own model config is used unless options are given (then they must match)
-        model_cfg = ModelConfig.from_dict(model_opts) if (explicit or not resume) else None
+        model_cfg = ModelConfig.for_device(dev, model_opts) if (explicit or not resume) else None
         tc = TrainConfig(device=dev, minutes=minutes if minutes is not None else train_opts.get("minutes"),
                          bytes=nbytes if nbytes is not None else train_opts.get("bytes"),
                          batch=batch or train_opts.get("batch", 0), lr=lr, seed=seed,

@@ -20,6 +20,9 @@ from .options import check_keys
 from .kernels.hashing import ORDER, SKIP, SPARSE, WORD
 
 ROW_BYTES = 32 * 4
+# the defaults that differ by device, over ModelConfig's own (the CPU's): a GPU's memory holds the
+# 16x larger tables of table_bits 24 (31 GB at the default contexts)
+DEVICE_DEFAULTS = {"cpu": {}, "cuda": {"table_bits": 24}}
 
 
 @dataclass
@@ -79,6 +82,11 @@ class ModelConfig:
         cfg = cls(**check_keys(cls, d, "model"))
         cfg.validate()
         return cfg
+
+    @classmethod
+    def for_device(cls, device: str, opts: dict | None = None) -> "ModelConfig":
+        """The config of a new run on `device`: that device's defaults (DEVICE_DEFAULTS), `opts` over them."""
+        return cls.from_dict({**DEVICE_DEFAULTS.get(device, {}), **(opts or {})})
 
     def validate(self) -> None:
         if not (4 <= self.table_bits <= 30):
