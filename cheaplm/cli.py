@@ -119,22 +119,27 @@ def parse_ints(text: str | None) -> list[int] | None:
 @main.command(context_settings=CONTEXT)
 @click.argument("data_dir", type=click.Path(path_type=Path))
 @click.option("--out", "run_dir", required=True, type=click.Path(path_type=Path), help="Run directory (checkpoints, metrics).")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto")
+# every option below defaults to None, meaning "not given": the library's merge (train.run_configs)
+# then takes the --config file's value, else the library's default (shown here in brackets)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None, show_default="auto")
 @click.option("--minutes", type=float, default=None, help="Budget: wall-clock training minutes.")
 @click.option("--bytes", "nbytes", default=None, help="Budget: training bytes to use (e.g. 20M).")
 @click.option("--table-bits", type=int, default=None, help="log2 rows per context table [default: 20 on CPU, 24 on GPU].")
 @click.option("--orders", default=None, help="Byte context orders [default: 0,1,2,3,4,5,6,8,12,16,24].")
 @click.option("--words", type=int, default=None, help="Word contexts (0-4) [default: 3].")
-@click.option("--batch", type=int, default=0, help="Mixer positions per step (0: 4096 CPU, 65536 GPU).")
-@click.option("--lr", type=float, default=0.004, help="Adam learning rate of the mixer.")
-@click.option("--mix-steps", type=click.IntRange(min=0), default=None,
+@click.option("--batch", type=int, default=None, show_default="0",
+              help="Mixer positions per step (0: 4096 CPU, 65536 GPU).")
+@click.option("--lr", type=float, default=None, show_default="0.004", help="Adam learning rate of the mixer.")
+@click.option("--mix-steps", type=click.IntRange(min=0), default=None, show_default="0",
               help="Mixer updates per counted chunk (0: auto, up to 16; 1 trains fastest).")
-@click.option("--seed", type=int, default=0)
-@click.option("--reader", "reader_opt", default="on",
+@click.option("--seed", type=int, default=None, show_default="0")
+@click.option("--reader", "reader_opt", default=None, show_default="on",
               help='The learned reader: on, off, or a JSON object of its options, e.g. \'{"hidden": [1024, 512]}\'.')
-@click.option("--checkpoint-minutes", type=float, default=5.0, help="Minutes between checkpoints (0: only at the end).")
+@click.option("--checkpoint-minutes", type=float, default=None, show_default="5.0",
+              help="Minutes between checkpoints (0: only at the end).")
 @click.option("--config", "config_file", type=click.Path(path_type=Path), default=None,
-              help="JSON file with 'model' and/or 'train' objects; command-line options win.")
+              help="JSON file with 'model' and/or 'train' objects (any ModelConfig / TrainConfig field, e.g. "
+                   "a run's own config.json); command-line options win over it, it wins over the defaults.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out exactly where it stopped.")
 def train(data_dir, run_dir, device, minutes, nbytes, table_bits, orders, words, batch, lr, mix_steps, seed,
           reader_opt, checkpoint_minutes, config_file, resume):
@@ -142,38 +147,23 @@ def train(data_dir, run_dir, device, minutes, nbytes, table_bits, orders, words,
 
     Example: cheaplm train data/simple --out runs/simple --minutes 10
     """
-    import json
-
     from .checkpoint import CheckpointError
-    from .model import ModelConfig
-    from .train import TrainConfig, TrainError, pick_device
+    from .options import read_config
+    from .train import TrainError, run_configs
     from .train import train as run_train
 
     console = stderr_console()
-    model_opts: dict = {}
-    train_opts: dict = {}
-    if config_file is not None:
-        try:
-            cfg = json.loads(Path(config_file).read_text())
-            model_opts, train_opts = dict(cfg.get("model", {})), dict(cfg.get("train", {}))
-        except (OSError, json.JSONDecodeError, AttributeError) as exc:
-            _fail(ValueError(f"{config_file}: not a readable JSON config ({exc})"))
-    if reader_opt != "on" or "reader" not in model_opts:
-        model_opts["reader"] = parse_reader(reader_opt)
-    for key, val in (("table_bits", table_bits), ("orders", parse_ints(orders)), ("words", words)):
-        if val is not None:
-            model_opts[key] = val
-    nbytes = parse_size(nbytes)
+    model_flags = {key: val for key, val in (("table_bits", table_bits), ("orders", parse_ints(orders)),
+                                             ("words", words),
+                                             ("reader", None if reader_opt is None else parse_reader(reader_opt)))
+                   if val is not None}
+    train_flags = {key: val for key, val in (("device", device), ("minutes", minutes), ("bytes", parse_size(nbytes)),
+                                             ("batch", batch), ("lr", lr), ("mix_steps", mix_steps), ("seed", seed),
+                                             ("checkpoint_minutes", checkpoint_minutes))
+                   if val is not None}
     try:
-        dev = pick_device(device)
-        explicit = bool(set(model_opts) - {"reader"}) or reader_opt != "on"
-        # on --resume the run's own model config is used unless options are given (then they must match)
-        model_cfg = ModelConfig.for_device(dev, model_opts) if (explicit or not resume) else None
-        tc = TrainConfig(device=dev, minutes=minutes if minutes is not None else train_opts.get("minutes"),
-                         bytes=nbytes if nbytes is not None else train_opts.get("bytes"),
-                         batch=batch or train_opts.get("batch", 0), lr=lr, seed=seed,
-                         mix_steps=mix_steps if mix_steps is not None else train_opts.get("mix_steps", 0),
-                         checkpoint_minutes=checkpoint_minutes)
+        file = read_config(config_file) if config_file is not None else None
+        model_cfg, tc = run_configs(file, model_flags, train_flags, resume=resume)
         console.print("compiling kernels (cached after the first run)…")
         summary = run_train(data_dir, run_dir, model_cfg, tc, resume=resume, log=console.print)
     except (TrainError, CheckpointError, ValueError, TypeError) as exc:

@@ -46,6 +46,7 @@ from .evaluate import stream_bpb
 from .kernels.match import index_workspace, match_index_parallel
 from .lanes import stream_positions
 from .model import Model, ModelConfig, memory_estimate
+from .options import check_keys
 from .progress import fmt_seconds
 from .shards import ShardError, load_split, read_manifest
 
@@ -66,6 +67,9 @@ TAIL_PASSES = 4  # default: the tail sees each held-out byte about this many tim
 TAIL = 0.25  # mixer-only steps after counting, as a share of the counting steps (bytes budget)
 COUNT_SHARE = 0.75  # share of a minutes budget that counting may take
 MIX_STEPS_MAX = 16  # most mixer updates per counted chunk under mix_steps auto
+
+
+DEVICES = ("auto", "cpu", "cuda")
 
 
 class TrainError(Exception):
@@ -93,6 +97,26 @@ class TrainConfig:
     holdout_at_end: bool = False  # hold out the data's end instead of blocks spread over it (ablation)
     tail_passes: int = TAIL_PASSES
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        """A TrainConfig from JSON-like options: unknown keys and values of the wrong type are a
+        ValueError naming the key (a typo in a --config file was silently ignored, issue 11)."""
+        check_keys(cls, d, "train")
+        for f in dataclasses.fields(cls):
+            if f.name not in d:
+                continue
+            v = d[f.name]
+            kind = f.type.split(" | ")  # e.g. "float | None" (annotations are strings here)
+            ok = ((v is None and "None" in kind) or (isinstance(v, bool) and "bool" in kind)
+                  or (not isinstance(v, bool) and ((isinstance(v, int) and ("int" in kind or "float" in kind))
+                                                   or (isinstance(v, float) and "float" in kind)
+                                                   or (isinstance(v, str) and "str" in kind))))
+            if not ok:
+                raise ValueError(f"train option {f.name}: {v!r} is not {' or '.join(kind)}")
+        if d.get("device", "auto") not in DEVICES:
+            raise ValueError(f"train option device: {d['device']!r} is not one of {', '.join(DEVICES)}")
+        return cls(**d)
+
     def resolved(self, device: str) -> "TrainConfig":
         out = TrainConfig(**asdict(self))
         out.device = device
@@ -103,6 +127,23 @@ class TrainConfig:
         out.holdout_fraction = out.holdout_fraction or HOLDOUT[device][0]
         out.holdout_max = out.holdout_max or HOLDOUT[device][1]
         return out
+
+
+def run_configs(file: dict | None = None, model_flags: dict | None = None, train_flags: dict | None = None,
+                resume: bool = False) -> tuple[ModelConfig | None, TrainConfig]:
+    """The one merge of a training run's options: the command line's flags (only those given) over a
+    --config file's 'model' and 'train' objects (options.read_config) over the library's defaults,
+    the model's for the device the run will use (ModelConfig.for_device). Returns the model config
+    (None on resume when no model option is given: the run's own is used; given ones must match it)
+    and the training config with its device picked. Unknown keys and bad values: ValueError."""
+    file = file or {}
+    tc = TrainConfig.from_dict({**file.get("train", {}), **(train_flags or {})})
+    tc.device = pick_device(tc.device)
+    model_opts = {**file.get("model", {}), **(model_flags or {})}
+    check_keys(ModelConfig, model_opts, "model")
+    if resume and not model_opts:
+        return None, tc
+    return ModelConfig.for_device(tc.device, model_opts), tc
 
 
 def pick_device(name: str) -> str:

@@ -12,7 +12,100 @@ def test_the_library_owns_the_device_defaults():
     assert ModelConfig.for_device("cuda").table_bits == 24
     assert ModelConfig.for_device("cuda", {"table_bits": 18, "words": 2}).table_bits == 18
     assert ModelConfig.for_device("cuda", {"words": 2}).words == 2
-    # the callers ask the library instead of repeating the number
+    # the callers ask the library (the CLI through train.run_configs) instead of repeating the number
     for caller in ("cheaplm/cli.py", "bench/wikibench.py"):
-        text = (REPO / caller).read_text()
-        assert "24 if" not in text and "ModelConfig.for_device" in text, caller
+        assert "24 if" not in (REPO / caller).read_text(), caller
+    assert "ModelConfig.for_device" in (REPO / "bench/wikibench.py").read_text()
+
+
+# --- train's options: flags over the --config file over the defaults, in one merge (train.run_configs)
+
+import json  # noqa: E402
+
+import pytest  # noqa: E402
+from click.testing import CliRunner  # noqa: E402
+
+from cheaplm.cli import main  # noqa: E402
+from cheaplm.options import read_config  # noqa: E402
+from cheaplm.shards import write_raw_split_dir  # noqa: E402
+from cheaplm.train import TrainConfig, run_configs  # noqa: E402
+
+# a model small enough to train in a second on the CPU (tests/test_sample.py's, without the reader)
+TINY = {"orders": [0, 1, 2, 3, 4, 6], "words": 2, "sparse": [2], "table_bits": 12, "match_bits": 14, "apm2_bits": 6,
+        "reader": {"on": False}}
+FILE_TRAIN = {"lr": 0.001, "seed": 7, "warmup": 10, "tail_passes": 2}
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("opts")
+    text = (REPO / "data" / "sample-pages-articles.xml").read_bytes()[:40_000]
+    write_raw_split_dir(d / "data", {"train": text, "val": text[:2000], "test": text[2000:4000]}, "options test data")
+    return d / "data"
+
+
+def write_config(path, cfg):
+    path.write_text(json.dumps(cfg))
+    return path
+
+
+def test_file_values_are_used_and_flags_win_over_them():
+    model, tc = run_configs({"model": {"table_bits": 14, "words": 2}, "train": {**FILE_TRAIN, "device": "cpu"}},
+                            model_flags={"words": 1}, train_flags={"seed": 3})
+    assert (tc.lr, tc.seed, tc.warmup, tc.tail_passes) == (0.001, 3, 10, 2)  # file, flag, file, file
+    assert (model.table_bits, model.words) == (14, 1)
+    assert model.orders == ModelConfig().orders and tc.batch == TrainConfig().batch  # defaults where neither
+    model, tc = run_configs(None, train_flags={"device": "cpu"})
+    assert model == ModelConfig.for_device("cpu") and tc == TrainConfig(device="cpu")
+    # on resume the run's own model config is used unless model options are given
+    assert run_configs({"train": {"device": "cpu"}}, resume=True)[0] is None
+    assert run_configs({"model": {"words": 2}, "train": {"device": "cpu"}}, resume=True)[0].words == 2
+
+
+def test_the_device_defaults_come_under_the_file_and_the_flags(monkeypatch):
+    import cheaplm.train as train_mod
+
+    monkeypatch.setattr(train_mod, "pick_device", lambda name: "cuda")  # no GPU needed to resolve options
+    assert run_configs(None)[0].table_bits == 24
+    assert run_configs({"model": {"table_bits": 18}})[0].table_bits == 18
+    assert run_configs({"model": {"table_bits": 18}}, model_flags={"table_bits": 16})[0].table_bits == 16
+
+
+@pytest.mark.parametrize("cfg, needle", [
+    ({"train": {"lrr": 0.1}}, "unknown train option(s): lrr"),
+    ({"model": {"tablebits": 12}}, "unknown model option(s): tablebits"),
+    ({"trian": {}}, "unknown section(s) trian"),
+    ({"train": {"lr": "fast"}}, "train option lr: 'fast' is not float"),
+    ({"train": {"seed": 1.5}}, "train option seed: 1.5 is not int"),
+    ({"train": {"device": "gpu"}}, "train option device: 'gpu'"),
+    ({"train": [1]}, "'train' must be a JSON object"),
+])
+def test_a_bad_config_key_is_an_error_naming_it(tmp_path, cfg, needle):
+    path = write_config(tmp_path / "cfg.json", cfg)
+    with pytest.raises(ValueError) as exc:
+        run_configs(read_config(path))
+    assert needle in str(exc.value)
+    result = CliRunner().invoke(main, ["train", str(tmp_path), "--out", str(tmp_path / "run"), "--bytes", "10K",
+                                       "--config", str(path)])
+    assert result.exit_code == 1, result.output
+    last = result.output.strip().splitlines()[-1]
+    assert last.startswith("Error: ") and needle in last and "Traceback" not in result.output
+    assert not (tmp_path / "run").exists()
+
+
+def test_train_uses_the_file_and_writes_the_resolved_config(data_dir, tmp_path):
+    cfg = write_config(tmp_path / "cfg.json", {"model": TINY, "train": {**FILE_TRAIN, "batch": 256,
+                                                                        "count_chunk": 2048}})
+    run = tmp_path / "run"
+    result = CliRunner().invoke(main, ["train", str(data_dir), "--out", str(run), "--bytes", "20K", "--device", "cpu",
+                                       "--config", str(cfg), "--seed", "3"])
+    assert result.exit_code == 0, result.output
+    written = json.loads((run / "config.json").read_text())
+    t = written["train"]
+    assert (t["lr"], t["seed"], t["warmup"], t["tail_passes"]) == (0.001, 3, 10, 2)
+    assert (t["bytes"], t["batch"], t["count_chunk"], t["device"]) == (20_000, 256, 2048, "cpu")
+    assert t["holdout_fraction"] > 0 and t["holdout_max"] > 0  # resolved, not the 0 = "the device's" of the dataclass
+    assert {k: written["model"][k] for k in TINY} == TINY
+    # the run's config.json is a config: passed back it gives the same run
+    model, tc = run_configs(read_config(run / "config.json"))
+    assert json.loads(model.to_json()) == written["model"] and tc.resolved("cpu") == TrainConfig(**t)
