@@ -205,8 +205,8 @@ def transformer_answers(judge_path: Path) -> list[dict]:
         pending = b""
         t0 = time.perf_counter()
         while len(reply) < MAX_BYTES or pending:
-            x = torch.tensor(list(ctx[-1024:]), dtype=torch.long, device="cuda")[None]
-            with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
+            x = torch.tensor(list(ctx[-1024:]), dtype=torch.long, device=torch_device())[None]
+            with torch.no_grad(), torch.autocast(torch_device(), dtype=torch.bfloat16):
                 p = torch.softmax(model(x)[0, -1].float(), -1).double().cpu().numpy()
             p = p * utf8_allowed(pending)
             q = filter_probs(p, s.temperature, s.top_k, s.top_p, s.min_p)
@@ -233,13 +233,19 @@ def _complete(pending: bytes) -> bool:
     return len(pending) >= need
 
 
+def torch_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"  # the CPU for a check of this script, not a run
+
+
 def load_judge(path: Path):
     import torch
 
     from transformer_baseline import GPT
 
-    model = GPT().cuda()
-    model.load_state_dict(torch.load(path, map_location="cuda"))
+    model = GPT().to(torch_device())
+    model.load_state_dict(torch.load(path, map_location=torch_device()))
     model.eval()
     return model
 
@@ -278,8 +284,8 @@ def judge_bits(model, header: str, text: str) -> tuple[float, int]:
     h, b = header.encode(), text.encode()
     seq = (h + b)[-1024:]
     n_ctx = len(seq) - len(b)
-    x = torch.tensor(list(seq), dtype=torch.long, device="cuda")[None]
-    with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
+    x = torch.tensor(list(seq), dtype=torch.long, device=torch_device())[None]
+    with torch.no_grad(), torch.autocast(torch_device(), dtype=torch.bfloat16):
         lp = F.log_softmax(model(x[:, :-1]).float(), -1)
     tgt = x[0, 1:]
     picked = lp[0].gather(-1, tgt[:, None]).squeeze(-1)
