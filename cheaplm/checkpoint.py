@@ -164,6 +164,24 @@ def latest_checkpoint(run_dir: Path) -> Path:
     return ckpt
 
 
+def find_checkpoint(path: Path) -> Path:
+    """The checkpoint `eval`, `sample` and `chat` read: PATH itself when it is a checkpoint directory
+    (RUN/ckpt-N, holding model.npz), else the latest checkpoint of the run directory PATH."""
+    path = Path(path)
+    if path.is_dir() and (path / "model.npz").is_file() and not path.name.endswith(".tmp"):  # .tmp: half written
+        return path
+    run = path.parent
+    if not path.exists() and path.name.startswith("ckpt-") and (run / "latest").exists():
+        have = sorted(p.name for p in run.glob("ckpt-*") if p.is_dir() and not p.name.endswith(".tmp"))
+        raise CheckpointError(f"{path}: no such checkpoint; {run} has {', '.join(have) or 'none'} "
+                              f"(the last {len(have)} are kept; give {run} for the latest)")
+    if path.is_dir() and not (path / "latest").exists():
+        have = sorted(p.name for p in path.glob("ckpt-*") if p.is_dir() and not p.name.endswith(".tmp"))
+        if have:
+            raise CheckpointError(f"{path}: no 'latest' file; give one of its checkpoints, e.g. {path / have[-1]}")
+    return latest_checkpoint(path)
+
+
 def history_fingerprint(history) -> str:
     """A hash of the history's length and 16 blocks of 4 KiB spread over it: ties a checkpoint to
     its history.bin (a foreign or truncated one is caught) without reading hundreds of MB at load."""

@@ -208,11 +208,12 @@ def parse_reader(text: str) -> dict:
 @click.option("--adaptive", is_flag=True, help="Also add scored bytes to the count tables (online, like a compressor).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto")
 def eval_cmd(run_dir, data_dir, split, max_bytes, adaptive, device):
-    """Print bits per byte of a trained model on a split.
+    """Print bits per byte of a trained model on a split. RUN_DIR's latest checkpoint is scored, or
+    the checkpoint RUN_DIR names when it is one (RUN/ckpt-N).
 
     Example: cheaplm eval runs/simple data/simple --split test
     """
-    from .checkpoint import CheckpointError, load_model
+    from .checkpoint import CheckpointError, find_checkpoint, load_model
     from .evaluate import stream_bpb
     from .shards import ShardError, load_split, require_split
     from .train import TrainError, pick_device
@@ -222,7 +223,7 @@ def eval_cmd(run_dir, data_dir, split, max_bytes, adaptive, device):
         limit = parse_size(max_bytes)
         dev = pick_device(device)
         require_split(data_dir, split)  # from the manifest alone, before gigabytes of model are read
-        model, history, ckpt = load_model(run_dir, device=dev)
+        model, history, ckpt = load_model(run_dir, device=dev, ckpt=find_checkpoint(run_dir))
         stream = load_split(data_dir, split, limit=limit)
         result = stream_bpb(model, history, stream, adaptive=adaptive)
     except (CheckpointError, ShardError, TrainError) as exc:
@@ -268,13 +269,14 @@ def _sampling(temperature: float, top_k: int, top_p: float, min_p: float, no_rep
 
 
 def _load_generator(run_dir: Path, device: str):
-    from .checkpoint import CheckpointError, load_model
+    """The model of RUN_DIR's latest checkpoint, or of the checkpoint RUN_DIR is (RUN/ckpt-N)."""
+    from .checkpoint import CheckpointError, find_checkpoint, load_model
     from .sample import Generator
     from .train import TrainError, pick_device
 
     try:
         pick_device(device)  # an explicit --device cuda without a GPU is an error
-        model, history, ckpt = load_model(run_dir, device="cpu")
+        model, history, ckpt = load_model(run_dir, device="cpu", ckpt=find_checkpoint(run_dir))
     except (CheckpointError, TrainError) as exc:
         _fail(exc)
     return Generator(model, history), ckpt
@@ -297,7 +299,8 @@ def _seed(seed, console) -> int:
 @sampling_options
 def sample(run_dir, prompt, prompt_file, num_samples, max_bytes, temperature, top_k, top_p, min_p, no_repeat, max_copy,
            seed, device):
-    """Continue a prompt (from --prompt, --prompt-file or stdin); text streams to stdout.
+    """Continue a prompt (from --prompt, --prompt-file or stdin); text streams to stdout. RUN_DIR may
+    also be one of its checkpoints (RUN/ckpt-N) instead of the latest.
 
     Example: cheaplm sample runs/simple --prompt "The river" --max-bytes 300 --seed 1
     """

@@ -109,3 +109,52 @@ def test_train_uses_the_file_and_writes_the_resolved_config(data_dir, tmp_path):
     # the run's config.json is a config: passed back it gives the same run
     model, tc = run_configs(read_config(run / "config.json"))
     assert json.loads(model.to_json()) == written["model"] and tc.resolved("cpu") == TrainConfig(**t)
+
+
+# --- eval, sample and chat read a given checkpoint, not only the latest
+
+
+def tiny_tc(**kw):
+    return TrainConfig(**{"device": "cpu", "bytes": 20_000, "batch": 256, "count_chunk": 2048, "log_seconds": 1e9,
+                          "val_seconds": 1e9, "checkpoint_minutes": 0, **kw})
+
+
+@pytest.fixture(scope="module")
+def two_checkpoints(data_dir, tmp_path_factory):
+    """A finished run with two checkpoints: one part way, and the final one."""
+    from cheaplm.train import train
+
+    run = tmp_path_factory.mktemp("ck") / "run"
+    train(data_dir, run, ModelConfig.from_dict(TINY), tiny_tc(), log=lambda *a: None, stop_after_steps=3)
+    first = run / (run / "latest").read_text().strip()
+    train(data_dir, run, None, tiny_tc(), resume=True, log=lambda *a: None)
+    last = run / (run / "latest").read_text().strip()
+    assert first != last and first.is_dir()
+    return run, first, last
+
+
+def test_a_checkpoint_directory_is_accepted_where_a_run_directory_is(data_dir, two_checkpoints):
+    from cheaplm.checkpoint import find_checkpoint
+
+    run, first, last = two_checkpoints
+    assert find_checkpoint(run) == last and find_checkpoint(first) == first and find_checkpoint(last) == last
+    scores = {}
+    for path in (run, first, last):
+        result = CliRunner().invoke(main, ["eval", str(path), str(data_dir), "--split", "val", "--device", "cpu"])
+        assert result.exit_code == 0, result.output
+        assert f"{(first if path == first else last).name} on" in result.output  # the checkpoint it scored
+        scores[path] = float(result.output.strip().splitlines()[-1])
+    assert scores[run] == scores[last] != scores[first]
+    result = CliRunner().invoke(main, ["sample", str(first), "--prompt", "The", "--max-bytes", "20", "--seed", "1"])
+    assert result.exit_code == 0 and "The" in result.output, result.output
+
+
+def test_a_missing_checkpoint_names_the_ones_there(data_dir, two_checkpoints):
+    run, first, last = two_checkpoints
+    gone = run / "ckpt-00009999"
+    for args in (["eval", str(gone), str(data_dir), "--split", "val"], ["sample", str(gone), "--prompt", "A"]):
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 1, result.output
+        line = result.output.strip().splitlines()[-1]
+        assert line.startswith(f"Error: {gone}: no such checkpoint") and first.name in line and last.name in line
+        assert "cheaplm train" not in line  # the old hint said to train into the checkpoint's path
