@@ -349,6 +349,19 @@ def load_model(run_dir: Path, device: str = "cpu", ckpt: Path | None = None) -> 
     return model, history, ckpt
 
 
+def read_state(ckpt: Path) -> dict:
+    """The training state JSON of a checkpoint (step, cursor, whether the run finished, ...) alone:
+    none of the arrays, so a finished run can be recognised without loading gigabytes."""
+    path = ckpt / "state.npz"
+    with _reading(path):
+        _refuse(path, _small_text(npz_headers(path), "state"))
+        with np.load(path, allow_pickle=False) as z:
+            state = json.loads(str(z["state"]))
+        if not isinstance(state, dict):
+            raise ValueError("the state is not a JSON object")
+    return state
+
+
 def load_state(ckpt: Path, model: Model) -> dict:
     expected = {"adam_m": ((model.n_params,), np.float32), "adam_v": ((model.n_params,), np.float32)}
     if model.reader is not None:

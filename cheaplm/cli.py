@@ -164,7 +164,6 @@ def train(data_dir, run_dir, device, minutes, nbytes, table_bits, orders, words,
     try:
         file = read_config(config_file) if config_file is not None else None
         model_cfg, tc = run_configs(file, model_flags, train_flags, resume=resume)
-        console.print("compiling kernels (cached after the first run)…")
         summary = run_train(data_dir, run_dir, model_cfg, tc, resume=resume, log=console.print)
     except (TrainError, CheckpointError, ValueError, TypeError) as exc:
         _fail(exc)
@@ -177,6 +176,8 @@ def train(data_dir, run_dir, device, minutes, nbytes, table_bits, orders, words,
                       if latest else f"Interrupted before the first checkpoint: nothing in {run_dir} to resume",
                       soft_wrap=True)
         sys.exit(130)
+    if summary.get("finished"):  # --resume of a finished run: said so in one line, wrote nothing
+        return
     how = f"stopped by {summary['stopped']}; resume with --resume" if summary["stopped"] else "done"
     val = "-" if summary["val_bpb"] is None else f"{summary['val_bpb']:.4f}"
     console.print(f"{how}: {summary['steps']:,} steps, {summary['counted_bytes'] / 1e6:.1f} MB counted in "

@@ -425,6 +425,28 @@ def _train_locked(data_dir: Path, run_dir: Path, model_cfg: ModelConfig | None, 
     device = pick_device(tc.device)
     tc = tc.resolved(device)
 
+    if resume:
+        try:
+            ckpt = checkpoint.latest_checkpoint(run_dir)
+            saved = checkpoint.read_state(ckpt)
+        except checkpoint.CheckpointError as exc:
+            raise TrainError(str(exc)) from None
+        if saved.get("holdout_counted"):  # set by the final checkpoint of a run that ran to its end
+            # nothing to continue: say so and write nothing (this rewrote the whole model file)
+            log(f"{run_dir}: the run is finished ({ckpt.name}, {int(saved['step']):,} steps, its budget used up); "
+                "nothing to do")
+            summary = {"steps": int(saved["step"]), "counted_bytes": int(saved["cursor"]), "train_bytes": None,
+                       "elapsed": float(saved["elapsed"]), "count_seconds": None, "count_mb_per_s": None,
+                       "val_bpb": None, "train_bpb": None, "stopped": None, "losses": [], "device": device,
+                       "heldout": None, "finished": True}
+            if keep_model:
+                try:
+                    summary["model"], summary["history"], _ = checkpoint.load_model(run_dir, device, ckpt)
+                except checkpoint.CheckpointError as exc:
+                    raise TrainError(str(exc)) from None
+            return summary
+    log("compiling kernels (cached after the first run)…")
+
     state = None
     if resume:
         try:

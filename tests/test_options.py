@@ -158,3 +158,26 @@ def test_a_missing_checkpoint_names_the_ones_there(data_dir, two_checkpoints):
         line = result.output.strip().splitlines()[-1]
         assert line.startswith(f"Error: {gone}: no such checkpoint") and first.name in line and last.name in line
         assert "cheaplm train" not in line  # the old hint said to train into the checkpoint's path
+
+
+# --- --resume of a finished run
+
+
+def files_of(run):
+    return {str(p.relative_to(run)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in sorted(run.rglob("*")) if p.is_file() and p.name != ".lock"}
+
+
+def test_resume_of_a_finished_run_says_so_and_writes_nothing(data_dir, tmp_path):
+    from cheaplm.train import train
+
+    run = tmp_path / "run"
+    done = train(data_dir, run, ModelConfig.from_dict(TINY), tiny_tc(), log=lambda *a: None)
+    before = files_of(run)
+    result = CliRunner().invoke(main, ["train", str(data_dir), "--out", str(run), "--resume", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "the run is finished" in lines[0] and "nothing to do" in lines[0], result.output
+    again = train(data_dir, run, None, tiny_tc(), resume=True, log=lambda *a: None)
+    assert again["finished"] and again["steps"] == done["steps"] and again["counted_bytes"] == done["counted_bytes"]
+    assert files_of(run) == before  # model.npz, state.npz, history.bin, metrics.jsonl, latest: untouched
