@@ -20,6 +20,9 @@ from .model import Model
 from .reader import mix_loss
 
 
+ADAPTIVE_MIN_BATCH = 1024  # bytes per adaptive batch at least (each batch is a kernel launch)
+
+
 def stream_bpb(model: Model, history: np.ndarray, stream: np.ndarray, batch: int = 1 << 16,
                adaptive: bool = False, progress=None) -> dict:
     h = len(history)
@@ -37,6 +40,10 @@ def stream_bpb(model: Model, history: np.ndarray, stream: np.ndarray, batch: int
     else:
         d_data, d_prev = data, prev
     batch = min(batch, n)
+    if adaptive:
+        # counts are added after each batch: a split of one batch would never use them (issue 11:
+        # --adaptive did nothing under 64 KiB), so a short split is scored in sixteen or more pieces
+        batch = min(batch, max(ADAPTIVE_MIN_BATCH, -(-n // 16)))
     caches = model.make_caches(batch)
     # the reader reads the stream once, in runs of consecutive bytes (its scan state needs the past)
     reader_p = None if model.reader is None else model.reader.range_probs(d_data, [(h, h + n)],

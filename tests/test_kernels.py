@@ -302,6 +302,12 @@ def test_adaptive_eval_counts_the_stream_then_takes_it_back_exactly():
     assert np.array_equal(model.tables, before)
     assert adaptive["bpb"] < static["bpb"] - 0.01  # the stream's own counts help on repetitive text
     assert stream_bpb(model, d[:1000], d[1000:], batch=128)["bpb"] == static["bpb"]
+    # a split shorter than one default batch (65,536 bytes) is still scored in pieces, so its own
+    # counts help it (before, it was one batch, scored before anything was counted)
+    short_static = stream_bpb(model, d[:1000], d[1000:])
+    short_adaptive = stream_bpb(model, d[:1000], d[1000:], adaptive=True)
+    assert short_adaptive["bpb"] < short_static["bpb"] - 0.01
+    assert np.array_equal(model.tables, before)
 
 
 def test_adam_matches_numpy():
