@@ -24,6 +24,27 @@ def fmt_seconds(s: float) -> str:
     return f"{h}:{m:02d}:{sec:02d}" if h else f"{m}:{sec:02d}"
 
 
+class Eta:
+    """Seconds left, from the rate since progress was first seen. Start-up (compiling kernels,
+    starting workers, filling buffers) is no rate: counting it made the first estimates several
+    times too long, and the ETA then jumped (0:35 -> ETA 2:03, then 0:45 -> ETA 0:13; issue 11)."""
+
+    def __init__(self):
+        self.origin = None  # (elapsed, fraction) when progress was first seen
+
+    def __call__(self, elapsed: float, frac: float) -> float:
+        if frac >= 1.0:
+            return 0.0
+        if self.origin is None:
+            if frac > 0:
+                self.origin = (elapsed, frac)
+            return float("inf")
+        el0, f0 = self.origin
+        if frac <= f0 or elapsed <= el0:
+            return float("inf")
+        return (elapsed - el0) * (1.0 - frac) / (frac - f0)
+
+
 class Progress:
     """Tracks input bytes consumed against a known total: articles, MB/s of text, ETA."""
 
@@ -35,6 +56,7 @@ class Progress:
         self.t0 = time.time()
         self.last = 0.0
         self.live = console is not None and console.is_terminal
+        self.eta = Eta()
 
     def update(self, done_input: int, count: int, text_bytes: int) -> None:
         if self.console is None:
@@ -45,7 +67,7 @@ class Progress:
         self.last = now
         el = now - self.t0
         frac = min(done_input / self.total, 1.0)
-        eta = el * (1 - frac) / frac if frac > 0 else float("inf")
+        eta = self.eta(el, frac)
         line = (f"{frac * 100:5.1f}%  {count:,} {self.unit}  {text_bytes / 1e6 / max(el, 1e-9):.1f} MB/s  "
                 f"elapsed {fmt_seconds(el)}  ETA {fmt_seconds(eta)}")
         if self.live:

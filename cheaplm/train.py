@@ -47,7 +47,7 @@ from .kernels.match import index_workspace, match_index_parallel
 from .lanes import stream_positions
 from .model import Model, ModelConfig, memory_estimate
 from .options import check_keys
-from .progress import fmt_seconds
+from .progress import Eta, fmt_seconds
 from .shards import ShardError, load_split, read_manifest
 
 # data kept uncounted for the mixer-only tail, by device: more is better (H200: 5%/8 MiB 1.5862,
@@ -592,6 +592,8 @@ def _train_locked(data_dir: Path, run_dir: Path, model_cfg: ModelConfig | None, 
     tail_len = sum(hi - lo for lo, hi in held)
     work_steps = count_steps + math.ceil(tc.tail_passes * tail_len / max(1, min(tc.batch, tail_len)))
 
+    eta_of = Eta()
+
     def frac_done(elapsed: float) -> float:
         if total_steps is not None:
             return step / total_steps
@@ -710,7 +712,7 @@ def _train_locked(data_dir: Path, run_dir: Path, model_cfg: ModelConfig | None, 
             if now - last_log >= tc.log_seconds or step == 1:
                 el = elapsed0 + now - t_start
                 fr = frac_done(el)
-                eta = el / fr - el if fr > 0 else float("inf")
+                eta = eta_of(el, fr)
                 rec = {"step": step, "train_bpb": round(ema, 4), "val_bpb": None if val_bpb is None else round(val_bpb, 4),
                        "lr": lr, "counted": cursor, "mb_per_s": round(cursor / 1e6 / max(el, 1e-9), 3),
                        "elapsed": round(el, 1), "eta": round(eta, 1)}
