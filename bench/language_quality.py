@@ -192,7 +192,7 @@ def transformer_answers(judge_path: Path) -> list[dict]:
     import torch
 
     from cheaplm import chat
-    from cheaplm.sample import Sampling, filter_probs, utf8_allowed
+    from cheaplm.sample import Sampling, draw, filter_probs, utf8_after, utf8_allowed
 
     model = load_judge(judge_path)
     s = Sampling(temperature=0.8, top_p=0.95, min_p=0.0)
@@ -209,28 +209,16 @@ def transformer_answers(judge_path: Path) -> list[dict]:
             with torch.no_grad(), torch.autocast(torch_device(), dtype=torch.bfloat16):
                 p = torch.softmax(model(x)[0, -1].float(), -1).double().cpu().numpy()
             p = p * utf8_allowed(pending)
-            q = filter_probs(p, s.temperature, s.top_k, s.top_p, s.min_p)
-            y = int(np.searchsorted(np.cumsum(q), rng.random() * q.sum(), side="right"))
-            y = min(y, 255)
-            while q[y] == 0:
-                y -= 1
+            y = draw(filter_probs(p, s.temperature, s.top_k, s.top_p, s.min_p), rng)
             ctx.append(y)
             reply.append(y)
-            pending = (pending + bytes([y])) if (pending or y >= 0x80) else b""
-            if pending and _complete(pending):
-                pending = b""
+            pending = utf8_after(pending, y)
             if not pending and chat.reply_done(reply):
                 break
         text = reply.decode("utf-8", "replace").replace("</doc>", "")
         out.append({"row": "transformer (the judge itself)", "prompt": i, "question": question, "lead": lead,
                     "reply": text, "source": None, "seconds": time.perf_counter() - t0, "first_byte_s": None})
     return out
-
-
-def _complete(pending: bytes) -> bool:
-    lead = pending[0]
-    need = 1 if lead < 0x80 else 2 if lead < 0xE0 else 3 if lead < 0xF0 else 4
-    return len(pending) >= need
 
 
 def torch_device() -> str:

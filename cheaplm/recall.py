@@ -54,9 +54,7 @@ class TitleIndex:
     def __init__(self, articles: list[Article], history_len: int):
         self.articles = articles
         self.history_len = history_len
-        self._by_key: dict[str, int] = {}
-        for i, a in enumerate(articles):
-            self._by_key.setdefault(title_key(a.title), i)
+        self._by_key: dict[str, int] | None = None  # built at the first lookup: train writes indexes it never reads
 
     def __len__(self) -> int:
         return len(self.articles)
@@ -70,6 +68,10 @@ class TitleIndex:
             tries.append(key[:-2])
         if key.endswith("s"):
             tries.append(key[:-1])
+        if self._by_key is None:
+            self._by_key = {}
+            for i, a in enumerate(self.articles):
+                self._by_key.setdefault(title_key(a.title), i)
         for k in tries:
             i = self._by_key.get(k)
             if i is not None:

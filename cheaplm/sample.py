@@ -146,6 +146,21 @@ def char_complete(pending: bytes) -> bool:
     return len(pending) >= need
 
 
+def utf8_after(pending: bytes, byte: int) -> bytes:
+    """The incomplete character at the end of a stream after `byte` follows `pending` (b'' when whole)."""
+    pending = (pending + bytes([byte])) if (pending or byte >= 0x80) else b""
+    return b"" if char_complete(pending) else pending
+
+
+def draw(q: np.ndarray, rng: np.random.Generator) -> int:
+    """A byte from the normalised distribution q: the inverse CDF of one uniform draw (reproducible
+    from the seed)."""
+    y = min(int(np.searchsorted(np.cumsum(q), rng.random() * q.sum(), side="right")), 255)
+    while q[y] == 0:  # a zero-probability byte can only be hit at a cumsum tie; step back
+        y -= 1
+    return y
+
+
 def filter_probs(p: np.ndarray, temperature: float, top_k: int, top_p: float, min_p: float = 0.0) -> np.ndarray:
     """Temperature, then top-k, then nucleus (top-p), then min-p; returns a normalised distribution."""
     p = np.asarray(p, dtype=np.float64)
@@ -278,9 +293,7 @@ class Generator:
 
     def _track_utf8(self, data: bytes) -> None:
         for byte in data:
-            self.pending = (self.pending + bytes([byte])) if (self.pending or byte >= 0x80) else b""
-            if char_complete(self.pending):
-                self.pending = b""
+            self.pending = utf8_after(self.pending, byte)
 
     def feed(self, data: bytes) -> None:
         """Append bytes to the stream. A long feed (a recalled article) walks the match index over
@@ -356,12 +369,7 @@ class Generator:
             kept[list(banned)] = 0.0
             if kept.sum() > 0:  # never ban every byte: then the repeat is the only way on
                 p = kept
-        q = filter_probs(p, sampling.temperature, sampling.top_k, sampling.top_p, sampling.min_p)
-        # inverse CDF: one uniform draw per byte, reproducible from the seed
-        y = int(np.searchsorted(np.cumsum(q), rng.random() * q.sum(), side="right"))
-        y = min(y, 255)
-        while q[y] == 0:  # a zero-probability byte can only be hit at a cumsum tie; step back
-            y -= 1
+        y = draw(filter_probs(p, sampling.temperature, sampling.top_k, sampling.top_p, sampling.min_p), rng)
         self.push(y)
         return y
 
