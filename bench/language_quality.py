@@ -1,19 +1,21 @@
-"""What `cheaplm chat` answers, read and scored (issue 13). Two commands on the GPU machine:
+"""What `cheaplm chat` answers, read and scored (issue 13). Two commands on the GPU machine, each
+under 10 minutes on one H200:
 
     python bench/language_quality.py answers --split-dir bench/work/wikibench --work bench/work/lq
     python bench/language_quality.py judge --split-dir bench/work/wikibench --work bench/work/lq
 
-Without a GPU (no judge): `answers --run RUN_DIR --no-transformer`, then `judge --no-judge`, which
-scores the loop, copy and on-topic rates and leaves judge bpb out.
+Without a GPU (no judge): `answers --run RUN_DIR`, then `judge --no-judge`, which scores the loop,
+copy and on-topic rates and leaves judge bpb and the transformer's answers out.
 
-`answers` trains what is missing in --work: the cheaplm GPU default for --minutes (`cheaplm train`) and
-the reference byte-level transformer for the same minutes (bench/transformer_baseline.py --save),
-side by side on two GPUs when there are two. Then it answers PROMPTS (written here: 20 subjects whose
-article is in the wikibench train split, 20 whose is not) with fixed seeds (seed = prompt number):
-cheaplm through chat's own framing, recall and sampling, in several rows of settings (ROWS), and the
-transformer with the same framing and sampling at its usual settings. Answers go to WORK/answers.json.
+`answers` trains the cheaplm GPU default for --minutes in WORK/run (`cheaplm train`) unless it is
+there, and on a machine with two GPUs the judge beside it. Then it answers PROMPTS (written here: 20
+subjects whose article is in the wikibench train split, 20 whose is not) with fixed seeds (seed =
+prompt number), through chat's own framing, recall and sampling, in several rows of settings (ROWS).
+Answers go to WORK/answers.json.
 
-`judge` scores every row and the real leads of 40 test-split articles:
+`judge` trains the reference byte-level transformer for the same minutes (bench/transformer_baseline.py
+--save) unless WORK/judge.pt is there, lets it answer the same prompts with the same framing at its
+usual sampling, and scores every row and the real leads of 40 test-split articles:
 - judge bpb: bits per byte of the answer (its framed opening words and the reply) under the
   transformer, given the answer's header (`<doc ...>` line, title, blank line); byte-weighted;
 - loop rate: answers in which some 20-byte string occurs 3 or more times;
@@ -81,6 +83,7 @@ ROWS = [
     ("before issue 13 (history recent, self-copy, T 0.8, top-p 0.95, no guards)", False,
      {"temperature": 0.8, "top_p": 0.95, "min_p": 0.0, "no_repeat": 0, "max_copy": 0, "self_copy": True}, False),
 ]
+TRANSFORMER_ROW = "transformer (the judge itself)"
 MAX_BYTES = 400
 LOOP_LEN, LOOP_TIMES = 20, 3
 COPY_LEN = 64
@@ -93,11 +96,18 @@ def git_commit() -> str:
 
 # ---- answers ------------------------------------------------------------------------------------
 
+def gpu_count() -> int:
+    try:
+        listing = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True).stdout
+    except OSError:
+        return 0
+    return len([x for x in listing.splitlines() if x.startswith("GPU")])
+
+
 def train_missing(args, work: Path, cheaplm: bool = True, judge: bool = True) -> None:
-    """Train the cheaplm model and the judge that are not in WORK yet: side by side on two GPUs,
-    one after the other on one (sharing a card would give each fewer minutes of it)."""
-    n_gpu = len([x for x in subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True).stdout.splitlines()
-                 if x.startswith("GPU")])
+    """Train the cheaplm model and the judge that are asked for and not in WORK yet: side by side on
+    two GPUs, one after the other on one (sharing a card would give each fewer minutes of it)."""
+    n_gpu = gpu_count()
     jobs = []
     if cheaplm and not (work / "run" / "latest").exists():
         jobs.append(([sys.executable, "-m", "cheaplm.cli", "train", args.split_dir, "--out", str(work / "run"),
@@ -187,14 +197,14 @@ def chat_title(question: str) -> str:
     return frame(question)[0]
 
 
-def transformer_answers(judge_path: Path) -> list[dict]:
+def transformer_answers(model) -> list[dict]:
+    """The judge's own answers to PROMPTS, framed as chat frames them, at its usual sampling."""
     import numpy as np
     import torch
 
     from cheaplm import chat
     from cheaplm.sample import Sampling, draw, filter_probs, utf8_after, utf8_allowed
 
-    model = load_judge(judge_path)
     s = Sampling(temperature=0.8, top_p=0.95, min_p=0.0)
     out = []
     for i, (question, _) in enumerate(PROMPTS):
@@ -216,7 +226,7 @@ def transformer_answers(judge_path: Path) -> list[dict]:
             if not pending and chat.reply_done(reply):
                 break
         text = reply.decode("utf-8", "replace").replace("</doc>", "")
-        out.append({"row": "transformer (the judge itself)", "prompt": i, "question": question, "lead": lead,
+        out.append({"row": TRANSFORMER_ROW, "prompt": i, "question": question, "lead": lead,
                     "reply": text, "source": None, "seconds": time.perf_counter() - t0, "first_byte_s": None})
     return out
 
@@ -241,8 +251,10 @@ def load_judge(path: Path):
 def cmd_answers(args) -> None:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    if args.run is None or not args.no_transformer:
-        train_missing(args, work, cheaplm=args.run is None, judge=not args.no_transformer)
+    if args.run is None:
+        # the judge trains in `judge`, so that each command fits 10 minutes on one GPU; with two it
+        # trains here beside cheaplm and `judge` finds it
+        train_missing(args, work, cheaplm=True, judge=gpu_count() > 1)
     # one thread per worker process: the answers run in parallel processes. Set after training (which
     # must not inherit it) and before numpy and numba are first imported here; set, not defaulted: a
     # machine's preset OMP_NUM_THREADS gave each of 14 workers 16 BLAS threads and an H200 host's 16
@@ -253,10 +265,6 @@ def cmd_answers(args) -> None:
     t0 = time.perf_counter()
     answers, info = cheaplm_answers(Path(args.run) if args.run else work / "run", args.workers, rows)
     info["cheaplm_answer_seconds"] = time.perf_counter() - t0
-    if not args.no_transformer:
-        t0 = time.perf_counter()
-        answers += transformer_answers(work / "judge.pt")
-        info["transformer_answer_seconds"] = time.perf_counter() - t0
     info.update(commit=git_commit(), date=time.strftime("%Y-%m-%d"), command=" ".join(sys.argv))
     (work / "answers.json").write_text(json.dumps({"info": info, "answers": answers}, indent=1, ensure_ascii=False))
     print(json.dumps(info, indent=1))
@@ -426,9 +434,15 @@ def cmd_judge(args) -> None:
 
     work = Path(args.work)
     doc = json.loads((work / "answers.json").read_text())
-    answers = doc["answers"]
     info = doc["info"]
-    model = None if args.no_judge else load_judge(work / "judge.pt")
+    answers = [a for a in doc["answers"] if a["row"] != TRANSFORMER_ROW]
+    model = None
+    if not args.no_judge:
+        train_missing(args, work, cheaplm=False, judge=True)
+        model = load_judge(work / "judge.pt")
+        t0 = time.perf_counter()
+        answers += transformer_answers(model)
+        info["transformer_answer_seconds"] = time.perf_counter() - t0
     leads = real_leads(Path(args.split_dir), len(PROMPTS))
     for a in answers:
         title = chat.frame(a["question"])[0]
@@ -532,14 +546,15 @@ def main() -> None:
     a.add_argument("--minutes", type=float, default=5.0)
     a.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 2))
     a.add_argument("--run", default=None, help="answer with this trained run instead of training WORK/run")
-    a.add_argument("--no-transformer", action="store_true", help="no judge training and no transformer answers")
     a.add_argument("--rows", default="", help="comma-separated row numbers of ROWS (default: all)")
     j = sub.add_parser("judge")
     j.add_argument("--split-dir", default=str(ROOT / "bench" / "work" / "wikibench"))
     j.add_argument("--work", default=str(ROOT / "bench" / "work" / "lq"))
     j.add_argument("--json", default=str(ROOT / "bench" / "results" / "language_quality.json"))
     j.add_argument("--md", default=str(ROOT / "bench" / "ANSWERS.md"))
-    j.add_argument("--no-judge", action="store_true", help="rates only (no torch, no GPU): judge bpb left out")
+    j.add_argument("--minutes", type=float, default=5.0, help="the judge's training minutes, if it is trained here")
+    j.add_argument("--no-judge", action="store_true",
+                   help="rates only (no torch, no GPU): no judge, no judge bpb, no transformer answers")
     args = ap.parse_args()
     if args.cmd == "answers":
         cmd_answers(args)
