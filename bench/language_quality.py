@@ -60,26 +60,25 @@ PROMPTS = [
     ("What is a windmill?", False), ("Who was Marie Curie?", False),
 ]
 
-# rows of cheaplm answers: (label, recall, sampling overrides, generator: history far / new document)
+# rows of cheaplm answers: (label, recall, sampling overrides, generator: history far / new document).
+# The first two are chat's defaults (cheaplm.sample.Sampling); the others name every setting they change.
 ROWS = [
-    ("cheaplm, recall", True, {}, True),
-    ("cheaplm, no recall", False, {}, True),
-    ("recall, T 0.5", True, {"temperature": 0.5}, True),
-    ("recall, T 0.8 min-p 0.1", True, {"min_p": 0.1}, True),
+    ("cheaplm defaults, recall", True, {}, True),
+    ("cheaplm defaults, no recall", False, {}, True),
+    ("recall, T 0.8 no-repeat 24", True, {"temperature": 0.8, "no_repeat": 24}, True),
+    ("recall, T 0.6", True, {"temperature": 0.6}, True),
+    ("recall, T 0.8 min-p 0.1 no-repeat 24", True, {"temperature": 0.8, "min_p": 0.1, "no_repeat": 24}, True),
+    ("no recall, T 0.8 min-p 0.2 no-repeat 24", False, {"temperature": 0.8, "no_repeat": 24}, True),
     ("no recall, T 0.8 min-p 0 no-repeat 0 max-copy 0", False,
      {"temperature": 0.8, "min_p": 0.0, "no_repeat": 0, "max_copy": 0}, True),
-    ("no recall, T 0.8 min-p 0.1 no-repeat 24 max-copy 0", False,
-     {"temperature": 0.8, "min_p": 0.1, "no_repeat": 24, "max_copy": 0}, True),
-    ("no recall, T 0.8 min-p 0.1 no-repeat 24 max-copy 32", False,
-     {"temperature": 0.8, "min_p": 0.1, "no_repeat": 24, "max_copy": 32}, True),
     ("no recall, T 0.8 min-p 0.2 no-repeat 0 max-copy 0", False,
-     {"temperature": 0.8, "min_p": 0.2, "no_repeat": 0, "max_copy": 0}, True),
-    ("no recall, T 0.8 min-p 0 no-repeat 24 max-copy 32", False,
-     {"temperature": 0.8, "min_p": 0.0, "no_repeat": 24, "max_copy": 32}, True),
-    ("no recall, T 0.6 min-p 0.1 no-repeat 24 max-copy 32", False,
-     {"temperature": 0.6, "min_p": 0.1, "no_repeat": 24, "max_copy": 32}, True),
-    ("no recall, T 1.0 min-p 0.1 no-repeat 24 max-copy 32", False,
-     {"temperature": 1.0, "min_p": 0.1, "no_repeat": 24, "max_copy": 32}, True),
+     {"temperature": 0.8, "no_repeat": 0, "max_copy": 0}, True),
+    ("no recall, T 0.8 min-p 0.1 no-repeat 24", False, {"temperature": 0.8, "min_p": 0.1, "no_repeat": 24}, True),
+    ("no recall, T 0.6 min-p 0.1 no-repeat 24", False, {"temperature": 0.6, "min_p": 0.1, "no_repeat": 24}, True),
+    ("no recall, T 0.6", False, {"temperature": 0.6}, True),
+    ("no recall, T 0.5 no-repeat 24", False, {"no_repeat": 24}, True),
+    ("no recall, T 0.5 no-repeat 12", False, {"no_repeat": 12}, True),
+    ("no recall, T 0.4", False, {"temperature": 0.4}, True),
     ("before issue 13 (history recent, self-copy, T 0.8, top-p 0.95, no guards)", False,
      {"temperature": 0.8, "top_p": 0.95, "min_p": 0.0, "no_repeat": 0, "max_copy": 0, "self_copy": True}, False),
 ]
@@ -255,12 +254,17 @@ def cmd_answers(args) -> None:
         # the judge trains in `judge`, so that each command fits 10 minutes on one GPU; with two it
         # trains here beside cheaplm and `judge` finds it
         train_missing(args, work, cheaplm=True, judge=gpu_count() > 1)
-    # one thread per worker process: the answers run in parallel processes. Set after training (which
-    # must not inherit it) and before numpy and numba are first imported here; set, not defaulted: a
-    # machine's preset OMP_NUM_THREADS gave each of 14 workers 16 BLAS threads and an H200 host's 16
-    # cores spent 15 minutes on what takes seconds
-    for var in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[var] = "1"
+    # one thread per worker process: the answers run in parallel processes. A machine's preset thread
+    # counts gave each of 14 workers 16 threads, and an H200 host's 16 cores spent 15 minutes on what
+    # takes one. They must be set before numpy and numba are first imported, and a site hook (the GPU
+    # machine's) can import numpy before this script runs: so the answering runs in a fresh process
+    # started with them set (measured on the H200: 480 answers in 57 s, against none in 4 minutes)
+    threads = ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+    if any(os.environ.get(v) != "1" for v in threads):
+        env = dict(os.environ, **{v: "1" for v in threads})
+        cmd = [sys.executable, str(Path(__file__).resolve()), "answers", "--run", str(args.run or work / "run"),
+               "--work", str(work), "--split-dir", args.split_dir, "--workers", str(args.workers), "--rows", args.rows]
+        sys.exit(subprocess.run(cmd, env=env).returncode)
     rows = [int(r) for r in args.rows.split(",")] if args.rows else list(range(len(ROWS)))
     t0 = time.perf_counter()
     answers, info = cheaplm_answers(Path(args.run) if args.run else work / "run", args.workers, rows)
@@ -530,7 +534,7 @@ def write_answers_md(path: Path, everything: list[dict], result: dict) -> None:
             score = ", ".join(x for x in [score, " ".join(flags)] if x) or "-"
             src = f" (from: {a['source']})" if a.get("source") else ""
             q = a["question"]
-            reply = a["reply"].strip().replace("\n", " ")
+            reply = a["reply"].replace("\n", " ").rstrip()  # its leading space follows the bold opening
             lines.append(f"- *{q}*{src} [{score}]: **{a['lead']}**{reply}" if a["lead"] else
                          f"- *{q}* [{score}]: {reply}")
         lines.append("")
