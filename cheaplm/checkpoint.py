@@ -7,7 +7,7 @@
       metrics.jsonl          one JSON object per progress line
       latest                 name of the newest complete checkpoint
       ckpt-00001234/
-        model.npz            params, count tables, match index, meta (format/code version, config)
+        model.npz            params, count tables (packed: tablepack.py), match index, meta (format/code version, config)
         state.npz            Adam moments, step, data cursor, RNG state, elapsed time
 
 A checkpoint is written into `ckpt-N.tmp/` and renamed when complete; `latest` is replaced by
@@ -15,6 +15,10 @@ rename too, so a crash at any moment leaves the previous checkpoint intact and `
 to a complete one. The last `keep` checkpoints are kept. SIGINT and SIGTERM are held back while a
 checkpoint is written (a second Ctrl-C during the final write used to leave only `ckpt-N.tmp`) and
 delivered once it is complete.
+
+model.npz is an uncompressed zip: its large arrays are memory-mapped where they lie in the file
+(`_npz_arrays`), so loading copies nothing it does not need; the packed tables are unpacked once.
+Format 1 (dense uint32 tables, before packing) still loads.
 
 A checkpoint is checked when it is loaded: array shapes and dtypes against its config (from the
 .npy headers, before any data is read), every float array finite (a NaN parameter made eval index out of bounds), match pointers inside the history.
@@ -34,12 +38,13 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__, recall
+from . import __version__, recall, tablepack
 from .kernels import mixer
 from .model import LEGACY, Model, ModelConfig, param_layout
 
 FORMAT = "cheaplm-run"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: packed count tables; 1: dense (still read)
+READABLE_VERSIONS = (1, 2)
 
 
 class CheckpointError(Exception):
@@ -108,8 +113,8 @@ def _save(run_dir: Path, model: Model, state: dict, history: np.ndarray, keep: i
                 "config": json.loads(model.cfg.to_json()), "history_len": int(len(history)),
                 "history_fingerprint": history_fingerprint(history)}
         extra = model.reader.arrays() if model.reader is not None else {}
-        np.savez(tmp / "model.npz", meta=np.array(json.dumps(meta)), params=model.host(model.params),
-                 tables=model.host(model.tables), last_pos=model.last_pos, **extra)
+        _write_npz(tmp / "model.npz", dict(meta=np.array(json.dumps(meta)), params=model.host(model.params),
+                                           last_pos=model.last_pos, **extra), tables=model.host(model.tables))
         st = dict(state)
         extra = model.reader.state_arrays() if model.reader is not None else {}
         np.savez(tmp / "state.npz", state=np.array(json.dumps(st)), adam_m=model.host(model.adam_m),
@@ -133,6 +138,16 @@ def _save(run_dir: Path, model: Model, state: dict, history: np.ndarray, keep: i
     for old in ckpts[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def _write_npz(path: Path, arrays: dict, tables: np.ndarray) -> None:
+    """An uncompressed .npz, as np.savez writes it, of `arrays` and the packed `tables`
+    (tablepack.write_packed: streamed, so saving holds no packed copy of the tables)."""
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for name, arr in arrays.items():
+            with zf.open(name + ".npy", "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, np.asanyarray(arr), allow_pickle=False)
+        tablepack.write_packed(zf, tables)
 
 
 def _write_history(run_dir: Path, history: np.ndarray) -> None:
@@ -240,6 +255,52 @@ def _load_npz(path: Path, check=None) -> dict:
             return {k: z[k] for k in z.files}
 
 
+# arrays of model.npz that are memory-mapped rather than read: the large ones
+MAPPED = frozenset(("tables", "last_pos") + tablepack.NAMES)
+
+
+def _npz_arrays(path: Path, mapped=MAPPED) -> dict:
+    """The arrays of an .npz. Members named in `mapped` that are stored uncompressed (np.savez
+    stores) are mapped copy-on-write where they lie in the file: nothing is read until used, and a
+    write changes this process's copy only. The rest are read as np.load reads them."""
+    out = {}
+    size = os.path.getsize(path)
+    with zipfile.ZipFile(path) as zf, open(path, "rb") as raw:
+        for info in zf.infolist():
+            name = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
+            if name not in mapped or info.compress_type != zipfile.ZIP_STORED:
+                with zf.open(info) as f:
+                    out[name] = np.lib.format.read_array(f, allow_pickle=False)
+                continue
+            raw.seek(info.header_offset)
+            local = raw.read(30)  # the member's local header: its name and extra field come next
+            if len(local) < 30 or local[:4] != b"PK\x03\x04":
+                raise ValueError(f"'{name}': bad zip entry")
+            start = info.header_offset + 30 + int.from_bytes(local[26:28], "little") + int.from_bytes(local[28:30], "little")
+            raw.seek(start)
+            version = np.lib.format.read_magic(raw)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(raw)
+            elif version == (2, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(raw)
+            else:
+                raise ValueError(f"'{name}': .npy format {version}")
+            if dtype.hasobject:
+                raise ValueError(f"'{name}' holds Python objects")
+            offset = raw.tell()
+            nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+            # a mapping past the file's end faults when read (SIGBUS): a truncated file is an error here
+            if offset + nbytes > min(size, start + info.file_size):
+                raise ValueError(f"'{name}' is truncated")
+            if nbytes == 0:
+                out[name] = np.zeros(shape, dtype)
+                continue
+            arr = np.memmap(path, dtype=dtype, mode="c", offset=offset, shape=tuple(shape),
+                            order="F" if fortran else "C")
+            out[name] = arr.view(np.ndarray)
+    return out
+
+
 META_MAX_CHARS = 1 << 20  # the meta and state JSON strings: far below this
 
 
@@ -252,12 +313,25 @@ def _small_text(headers, key) -> str | None:
     return None
 
 
-def _expected_model_arrays(cfg: ModelConfig) -> dict:
+class UpTo(int):
+    """An expected dimension that may be anything from 0 to this (the packed tables' row counts)."""
+
+    def __repr__(self) -> str:
+        return f"<={int(self)}"
+
+
+def _expected_model_arrays(cfg: ModelConfig, packed: bool = True) -> dict:
     """name -> (shape, dtype) of every array model.npz may hold for this config."""
     lay = param_layout(cfg)
+    rows = cfg.table_rows()
     out = {"params": ((int(lay[mixer.L_P]),), np.float32),
-           "tables": ((cfg.table_rows(), 32), np.uint32),
            "last_pos": ((len(cfg.match_minlens), 1 << cfg.match_bits), np.int32)}
+    if packed:
+        out["tables_class"] = ((rows,), np.uint8)
+        for name, dtype in zip(tablepack.NAMES[1:], tablepack.CLASS_DTYPES[1:]):
+            out[name] = ((UpTo(rows), tablepack.WIDTH), dtype)
+    else:
+        out["tables"] = ((rows, 32), np.uint32)
     rcfg = cfg.reader_config("cpu")
     if rcfg is not None:
         from .reader import MIX_SETS, param_count
@@ -274,7 +348,9 @@ def _check_arrays(headers: dict, expected: dict) -> str | None:
         if name not in expected:
             return f"unexpected array '{name}'"
         want_shape, want_dtype = expected[name]
-        if shape != want_shape or dtype != np.dtype(want_dtype):
+        fits = len(shape) == len(want_shape) and all(
+            0 <= s <= w if isinstance(w, UpTo) else s == w for s, w in zip(shape, want_shape))
+        if not fits or dtype != np.dtype(want_dtype):
             return f"'{name}' is {dtype}{list(shape)}, the config needs {np.dtype(want_dtype)}{list(want_shape)}"
     return None
 
@@ -303,19 +379,27 @@ def load_model(run_dir: Path, device: str = "cpu", ckpt: Path | None = None) -> 
             raise ValueError("meta is not a JSON object")
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{ckpt}: not a cheaplm checkpoint")
-    if meta.get("version") != FORMAT_VERSION:
+    if meta.get("version") not in READABLE_VERSIONS:
         raise CheckpointError(f"{ckpt}: checkpoint format {meta.get('version')}, this cheaplm "
                               f"({__version__}) reads format {FORMAT_VERSION}; retrain or use cheaplm {meta.get('code_version')}")
     try:
         cfg = ModelConfig.from_dict({**LEGACY, **meta["config"]})
-        expected = _expected_model_arrays(cfg)
+        expected = _expected_model_arrays(cfg, packed=meta["version"] >= 2)
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
         raise CheckpointError(f"{ckpt}: bad model config ({exc})") from None
     _refuse(path, _check_arrays(headers, expected))  # shapes and dtypes, before any data is read
-    z = _load_npz(path)
-    for key in ("params", "tables", "last_pos"):
+    with _reading(path):
+        z = _npz_arrays(path, MAPPED)
+    for key in ("params", "last_pos") + (tablepack.NAMES if meta["version"] >= 2 else ("tables",)):
         if key not in z:
             raise CheckpointError(f"{ckpt / 'model.npz'}: no '{key}' array; not a cheaplm checkpoint")
+    if meta["version"] >= 2:
+        try:
+            z["tables"] = tablepack.unpack(z)
+        except ValueError as exc:
+            raise CheckpointError(f"{ckpt / 'model.npz'}: {exc} (damaged checkpoint)") from None
+        for key in tablepack.NAMES:
+            del z[key]
     for key, arr in z.items():
         if arr.dtype.kind == "f" and (bad := _count_nonfinite(arr)):
             raise CheckpointError(f"{ckpt / 'model.npz'}: '{key}' holds {bad:,} NaN or infinite values of {arr.size:,} "
@@ -341,7 +425,8 @@ def load_model(run_dir: Path, device: str = "cpu", ckpt: Path | None = None) -> 
     if last_pos.size and (int(last_pos.min()) < -1 or int(last_pos.max()) >= n):
         # the match model reads history[p] for these pointers: one outside it reads out of bounds
         raise CheckpointError(f"{ckpt / 'model.npz'}: match index points outside the {n:,} bytes of history (damaged checkpoint)")
-    history = np.fromfile(hist_path, dtype=np.uint8, count=n)
+    # read-only and mapped: nothing writes the history in place, and 100+ MB need not be copied
+    history = np.memmap(hist_path, dtype=np.uint8, mode="r", shape=(n,)) if n else np.zeros(0, np.uint8)
     if "history_fingerprint" in meta and history_fingerprint(history) != meta["history_fingerprint"]:
         raise CheckpointError(f"{hist_path}: not the history this checkpoint was trained on (its fingerprint "
                               "differs: a file from another run?)")

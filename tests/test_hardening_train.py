@@ -99,16 +99,16 @@ def test_a_damaged_match_index_or_table_dtype_is_refused(tmp_path):
     saved_run(run)
     path = run / "ckpt-00000001" / "model.npz"
     with np.load(path) as z:
-        last_pos, tables = z["last_pos"].copy(), z["tables"]
+        last_pos, rows8 = z["last_pos"].copy(), z["tables_u8"]
     bad = last_pos.copy()
     bad[0, 5] = 10**9
     rewrite(path, last_pos=bad)
     with pytest.raises(CheckpointError, match="match index points outside"):
         load_model(run)
-    rewrite(path, last_pos=last_pos, tables=tables.astype(np.float32))
-    with pytest.raises(CheckpointError, match="the config needs uint32"):
+    rewrite(path, last_pos=last_pos, tables_u8=rows8.astype(np.float32))
+    with pytest.raises(CheckpointError, match="the config needs uint8"):
         load_model(run)
-    rewrite(path, tables=tables)
+    rewrite(path, tables_u8=rows8)
     load_model(run)
 
 
