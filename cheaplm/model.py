@@ -295,6 +295,14 @@ class Model:
         adam.adam_step(self.params, self.grad, self.adam_m, self.adam_v, step, lr)
 
 
+# What a CPU training process holds besides the arrays below: the interpreter, numpy, numba and its
+# compiler, the compiled kernels, evaluation's and the checkpoint's working buffers. Measured by
+# bench/train_memory.py as peak RSS minus the arrays' estimate over 11 runs (table_bits 14-20, 8 KB
+# to 155 MB of text, 0.3-1 minute): 298 to 621 MiB, 378-530 in all but two; 440 puts every one of
+# them within 8% of its peak (bench/RESULTS.md, "train's memory estimate")
+CPU_RUNTIME_BYTES = 440 << 20
+
+
 def memory_estimate(cfg: ModelConfig, train_bytes: int, batch: int, device: str = "cpu",
                     minutes: float | None = None) -> dict:
     """Bytes each part will take on `device` (the reader's defaults differ by device and, on a GPU,
@@ -312,6 +320,8 @@ def memory_estimate(cfg: ModelConfig, train_bytes: int, batch: int, device: str 
         # weights, gradient and two moments; per position: activations, gradients and bf16 copies,
         # and the scan's gate, state, input and their gradients
         out["reader"] = 16 * n + rcfg.batch * (sum(widths) + 8 * rcfg.scan) * 16
+    if device == "cpu":
+        out["runtime"] = CPU_RUNTIME_BYTES
     return {
         **out,
         "tables": cfg.table_bytes(),
