@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
+from . import hostmem
 from .kernels.hashing import context_hash
 from .kernels.match import match_index, verified_length
 from .kernels.mixer import L_K, L_MCAP, L_NAPM, L_NCTX, L_NMI, L_NSEL, idx_width, match_inputs, mix_node
@@ -214,14 +215,15 @@ class Generator:
         self.model = model
         self.h = len(history)
         self.gap = max(model.cfg.match_recency, default=0) + HISTORY_TAIL
-        self.buf = np.zeros(self.h + extra + (self.gap if history_far else 0), dtype=np.uint8)
+        # hostmem: a fresh process copies 100+ MB here, and numpy's huge-page advice can stall it
+        self.buf = hostmem.zeros(self.h + extra + (self.gap if history_far else 0), np.uint8)
         self.buf[: self.h] = history
         self.t = self.h
         if history_far and self.h:
             self._jump()
         self.start = self.t  # where the stream's first byte went
         self.doc_start = self.t  # where the current document began (new_document)
-        self.last_pos = model.last_pos.copy()
+        self.last_pos = hostmem.copy(model.last_pos)
         n_m = len(model.cfg.match_minlens)
         self.prev_t = np.full((n_m, 1), -1, dtype=np.int32)
         self._prev_ready = False

@@ -22,6 +22,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from . import hostmem
+
 WIDTH = 32
 CLASS_DTYPES = (None, np.uint8, np.uint16, np.uint32)
 NAMES = ("tables_class", "tables_u8", "tables_u16", "tables_u32")
@@ -89,10 +91,7 @@ def _scatter(cls, starts, u8, u16, u32, out):
         i1, i2, i3 = starts[c, 1], starts[c, 2], starts[c, 3]
         for r in range(c * n // chunks, (c + 1) * n // chunks):
             k = cls[r]
-            if k == 0:
-                for j in range(WIDTH):
-                    out[r, j] = 0
-            elif k == 1:
+            if k == 1:  # class 0 is left alone: `out` is zero-filled, and its untouched pages cost nothing
                 for j in range(WIDTH):
                     out[r, j] = u8[i1, j]
                 i1 += 1
@@ -100,7 +99,7 @@ def _scatter(cls, starts, u8, u16, u32, out):
                 for j in range(WIDTH):
                     out[r, j] = u16[i2, j]
                 i2 += 1
-            else:
+            elif k == 3:
                 for j in range(WIDTH):
                     out[r, j] = u32[i3, j]
                 i3 += 1
@@ -167,7 +166,7 @@ def unpack(arrays: dict) -> np.ndarray:
     if have != want:
         raise ValueError(f"the packed rows ({have[0]:,} / {have[1]:,} / {have[2]:,}) do not match tables_class "
                          f"({want[0]:,} / {want[1]:,} / {want[2]:,})")
-    out = np.empty((len(cls), WIDTH), np.uint32)
+    out = hostmem.zeros((len(cls), WIDTH), np.uint32)  # not huge-page advised (see hostmem); class 0 stays as is
     _scatter(cls, starts, u8, u16, u32, out)
     return out
 

@@ -144,3 +144,18 @@ def test_the_streamed_writer_stores_what_pack_returns():
         stored = {k: z[k] for k in z.files}
     for name, arr in tablepack.pack(t).items():
         assert stored[name].dtype == arr.dtype and np.array_equal(stored[name], arr), name
+
+
+def test_hostmem_arrays_are_zeroed_writable_and_copy_exactly():
+    from cheaplm import hostmem
+
+    z = hostmem.zeros((1000, 32), np.uint32)
+    assert z.shape == (1000, 32) and z.dtype == np.uint32 and not z.any() and z.flags.writeable
+    z[3, 4] = 7
+    assert z.sum() == 7
+    assert hostmem.zeros((0, 32), np.uint8).shape == (0, 32)
+    a = np.arange(-50, 50, dtype=np.int32).reshape(4, 25)
+    c = hostmem.copy(a)
+    assert np.array_equal(c, a) and c.dtype == a.dtype
+    c[0, 0] = 1
+    assert a[0, 0] == -50
