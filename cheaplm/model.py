@@ -299,7 +299,7 @@ class Model:
 # compiler, the compiled kernels, evaluation's and the checkpoint's working buffers. Measured by
 # bench/train_memory.py as peak RSS minus the arrays' estimate over 11 runs (table_bits 14-20, 8 KB
 # to 155 MB of text, 0.3-1 minute): 298 to 621 MiB, 378-530 in all but two; 440 puts every one of
-# them within 8% of its peak (bench/RESULTS.md, "train's memory estimate")
+# them within 9% of its peak (bench/RESULTS.md, "train's memory estimate")
 CPU_RUNTIME_BYTES = 440 << 20
 
 
