@@ -269,8 +269,9 @@ def _sampling(temperature: float, top_k: int, top_p: float, min_p: float, no_rep
         _fail(exc)
 
 
-def _load_generator(run_dir: Path, device: str):
-    """The model of RUN_DIR's latest checkpoint, or of the checkpoint RUN_DIR is (RUN/ckpt-N)."""
+def _load_generator(run_dir: Path, device: str, own_index: bool = True):
+    """The model of RUN_DIR's latest checkpoint, or of the checkpoint RUN_DIR is (RUN/ckpt-N), and a
+    generator over it (which writes the model's match index unless own_index is False: see Generator)."""
     from .checkpoint import CheckpointError, find_checkpoint, load_model
     from .sample import Generator
     from .train import TrainError, pick_device
@@ -280,7 +281,7 @@ def _load_generator(run_dir: Path, device: str):
         model, history, ckpt = load_model(run_dir, device="cpu", ckpt=find_checkpoint(run_dir))
     except (CheckpointError, TrainError) as exc:
         _fail(exc)
-    return Generator(model, history), ckpt
+    return Generator(model, history, own_index=own_index), ckpt
 
 
 def _seed(seed, console) -> int:
@@ -329,7 +330,7 @@ def sample(run_dir, prompt, prompt_file, num_samples, max_bytes, temperature, to
     except UnicodeDecodeError as exc:
         raise UserError(f"the prompt is not valid UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start})") from None
     seed = _seed(seed, console)
-    gen0, ckpt = _load_generator(run_dir, device)
+    gen0, ckpt = _load_generator(run_dir, device, own_index=num_samples == 1)  # _fork reads the pristine index
     rng = np.random.default_rng(seed)
     out = sys.stdout
     for k in range(num_samples):

@@ -237,20 +237,19 @@ def test_a_signal_during_save_takes_effect_after_the_checkpoint_is_complete(tmp_
                                                                             sig):
     run = tmp_path / "run"
     model, history = saved_run(run)
-    real = np.savez
+    real = checkpoint._write_npz  # model.npz's writer
 
     def signalled(path, *a, **k):
-        if str(path).endswith("model.npz"):
-            os.kill(os.getpid(), sig)  # arrives mid-write, between the two files
+        os.kill(os.getpid(), sig)  # arrives mid-write, before model.npz and state.npz
         return real(path, *a, **k)
 
-    monkeypatch.setattr(checkpoint.np, "savez", signalled)
+    monkeypatch.setattr(checkpoint, "_write_npz", signalled)
     with pytest.raises(Interrupted, match=signal.Signals(sig).name):
         checkpoint.save(run, model, {"step": 2}, history)
     # delivered, but only once the new checkpoint was complete and named by 'latest'
     assert (run / "latest").read_text().strip() == "ckpt-00000002"
     assert not list(run.glob("*.tmp"))
-    monkeypatch.setattr(checkpoint.np, "savez", real)
+    monkeypatch.setattr(checkpoint, "_write_npz", real)
     _, _, ckpt = load_model(run)
     assert ckpt.name == "ckpt-00000002" and (ckpt / "state.npz").exists()
 
@@ -259,8 +258,8 @@ def test_a_second_ctrl_c_during_the_final_checkpoint_does_not_lose_the_run(data_
                                                                            raising_handlers):
     import cheaplm.model as model_mod
 
-    real_update, real_savez = model_mod.Model.update, np.savez
-    calls = {"update": 0, "savez": 0}
+    real_update, real_write = model_mod.Model.update, checkpoint._write_npz
+    calls = {"update": 0, "write": 0}
 
     def update(self, step, lr):
         calls["update"] += 1
@@ -268,20 +267,20 @@ def test_a_second_ctrl_c_during_the_final_checkpoint_does_not_lose_the_run(data_
             os.kill(os.getpid(), signal.SIGINT)  # the first Ctrl-C: stop and checkpoint
         real_update(self, step, lr)
 
-    def savez(path, *a, **k):
-        calls["savez"] += 1
-        if calls["savez"] == 1:
+    def write(path, *a, **k):  # model.npz's writer
+        calls["write"] += 1
+        if calls["write"] == 1:
             os.kill(os.getpid(), signal.SIGINT)  # the second, during the final checkpoint write
-        return real_savez(path, *a, **k)
+        return real_write(path, *a, **k)
 
     monkeypatch.setattr(model_mod.Model, "update", update)
-    monkeypatch.setattr(checkpoint.np, "savez", savez)
+    monkeypatch.setattr(checkpoint, "_write_npz", write)
     run = tmp_path / "run"
     summary = train(data_dir, run, CFG, small_tc(), log=quiet)
-    assert summary["stopped"] == "SIGINT" and calls["savez"] == 2
+    assert summary["stopped"] == "SIGINT" and calls["write"] == 1  # one checkpoint, the final one
     name = (run / "latest").read_text().strip()
     assert name == f"ckpt-{summary['steps']:08d}" and not list(run.glob("*.tmp"))
-    monkeypatch.setattr(checkpoint.np, "savez", real_savez)
+    monkeypatch.setattr(checkpoint, "_write_npz", real_write)
     monkeypatch.setattr(model_mod.Model, "update", real_update)
     load_model(run)
     resumed = train(data_dir, run, None, small_tc(), resume=True, log=quiet)

@@ -184,7 +184,7 @@ def test_resume_needs_no_budget_and_a_full_disk_is_one_clean_error(data_dir, tmp
     run2 = tmp_path / "run2"
     train(data_dir, run2, CFG, small_tc(), log=lambda *a: None, stop_after_steps=5)
     before = sorted(p.name for p in run2.iterdir())
-    monkeypatch.setattr(ckpt.np, "savez", full_disk)
+    monkeypatch.setattr(ckpt, "_write_npz", full_disk)  # model.npz, the first file written
     with pytest.raises(TrainError, match="No space left on device") as err:
         train(data_dir, run2, None, TrainConfig(device="cpu"), resume=True, log=lambda *a: None)
     assert "\n" not in str(err.value)
