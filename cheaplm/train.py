@@ -146,6 +146,15 @@ def run_configs(file: dict | None = None, model_flags: dict | None = None, train
     return ModelConfig.for_device(tc.device, model_opts), tc
 
 
+def with_resolved_reader(cfg: ModelConfig, device: str, minutes: float | None) -> ModelConfig:
+    """cfg with its reader options resolved for the device and budget (ReaderConfig.for_device), as
+    a run stores them; unchanged without a reader."""
+    rcfg = cfg.reader_config(device, minutes)
+    if rcfg is None:
+        return cfg
+    return ModelConfig.from_dict({**json.loads(cfg.to_json()), "reader": {"on": True, **asdict(rcfg)}})
+
+
 def pick_device(name: str) -> str:
     from numba import cuda
 
@@ -454,11 +463,14 @@ def _train_locked(data_dir: Path, run_dir: Path, model_cfg: ModelConfig | None, 
             state = checkpoint.load_state(ckpt, model)
         except checkpoint.CheckpointError as exc:
             raise TrainError(str(exc)) from None
-        if model_cfg is not None and model_cfg.to_json() != model.cfg.to_json():
-            raise TrainError(f"{run_dir}: model options differ from the run's own; resume without model options")
         if state["data"] != data_fingerprint(manifest):
             raise TrainError(f"{data_dir}: not the data this run was trained on (train shards differ)")
         saved_tc = TrainConfig(**state["train_config"])
+        # the run stored its reader options resolved; the given ones are compared resolved the same way
+        # (unresolved, any model option on --resume of a run with a reader was refused as different)
+        if (model_cfg is not None and with_resolved_reader(model_cfg, device, saved_tc.minutes).to_json()
+                != model.cfg.to_json()):
+            raise TrainError(f"{run_dir}: model options differ from the run's own; resume without model options")
         # the schedule must be the one the run started with; how often to checkpoint and log changes
         # nothing learned, and is this invocation's (--checkpoint-minutes on --resume was ignored)
         tc = dataclasses.replace(saved_tc.resolved(device), checkpoint_minutes=tc.checkpoint_minutes, keep=tc.keep,
@@ -499,10 +511,8 @@ def _train_locked(data_dir: Path, run_dir: Path, model_cfg: ModelConfig | None, 
                          f"lower --table-bits (each step down halves the {est['tables'] / 2**30:.1f} GiB of tables) or --bytes")
 
     if model is None:
-        rcfg = model_cfg.reader_config(device, tc.minutes)
-        if rcfg is not None:  # store the resolved options: the run loads the same reader on any device
-            model_cfg = ModelConfig.from_dict({**json.loads(model_cfg.to_json()),
-                                               "reader": {"on": True, **asdict(rcfg)}})
+        # store the resolved options: the run loads the same reader on any device
+        model_cfg = with_resolved_reader(model_cfg, device, tc.minutes)
         model = Model(model_cfg, device=device)
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.json").write_text(json.dumps({"model": json.loads(model_cfg.to_json()),

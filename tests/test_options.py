@@ -208,3 +208,27 @@ def test_pyproject_license_is_an_spdx_string_setuptools_takes_without_a_warning(
         dist = apply_configuration(Distribution(), REPO / "pyproject.toml")
     assert not [w for w in caught if "license" in str(w.message).lower()], [str(w.message) for w in caught]
     assert dist.metadata.license_expression == "MIT"
+
+
+def test_resume_with_the_run_s_own_model_options_is_accepted_and_others_refused(tmp_path):
+    """A run with a reader stores its reader options resolved; --resume with model options compared
+    them unresolved, so any model option on --resume was 'different'."""
+    import dataclasses
+
+    from cheaplm.train import TrainError, train
+    from cheaplm.shards import write_raw_split_dir
+    import numpy as np
+    from test_hardening_train import CFG_READER, quiet, small_tc
+
+    rng = np.random.default_rng(0)
+    words = [b"river", b"stone", b"bridge", b"the", b"of", b"harbour"]
+    text = b" ".join(words[i] for i in rng.integers(0, len(words), 5000))
+    data = tmp_path / "data"
+    write_raw_split_dir(data, {"train": text[:24_000], "val": text[24_000:26_000]}, "resume options")
+    run = tmp_path / "run"
+    train(data, run, CFG_READER, small_tc(), log=quiet, stop_after_steps=3)
+    other = dataclasses.replace(CFG_READER, table_bits=CFG_READER.table_bits + 1)
+    with pytest.raises(TrainError, match="model options differ"):
+        train(data, run, other, small_tc(), resume=True, log=quiet)
+    resumed = train(data, run, CFG_READER, small_tc(), resume=True, log=quiet)
+    assert resumed["stopped"] is None
