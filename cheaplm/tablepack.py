@@ -105,39 +105,47 @@ def _scatter(cls, starts, u8, u16, u32, out):
                 i3 += 1
 
 
-@numba.njit(cache=True)
-def _gather_class(tables, cls, lo, hi, k, out):
-    """The rows of class k among rows lo..hi-1, in order, into out; returns how many."""
-    i = 0
-    for r in range(lo, hi):
-        if cls[r] == k:
-            for j in range(WIDTH):
-                out[i, j] = tables[r, j]
-            i += 1
-    return i
+@numba.njit(parallel=True, cache=True)
+def _gather_chunks(tables, cls, starts, c0, c1, k, out):
+    """The rows of class k in chunks c0..c1-1, in order, into out (chunks in parallel: each knows
+    from `starts` where its rows go)."""
+    n = tables.shape[0]
+    chunks = starts.shape[0] - 1
+    for c in numba.prange(c0, c1):
+        i = starts[c, k] - starts[c0, k]
+        for r in range(c * n // chunks, (c + 1) * n // chunks):
+            if cls[r] == k:
+                for j in range(WIDTH):
+                    out[i, j] = tables[r, j]
+                i += 1
+
+
+GROUP = 16  # chunks gathered at once before they are written: 1/16 of the rows per buffer at most
 
 
 def write_packed(zf, tables: np.ndarray) -> None:
-    """Write pack()'s four arrays into the open zipfile `zf` as .npy members, a chunk of rows at a
-    time: saving then needs a byte a row for the classes and one chunk, not a packed copy of the
-    tables (which can be as large as the tables)."""
+    """Write pack()'s four arrays into the open zipfile `zf` as .npy members, GROUP chunks of rows at
+    a time: saving then needs a byte a row for the classes and one group's rows, not a packed copy
+    of the tables (which can be as large as the tables: 33 GB on a GPU run)."""
     n = tables.shape[0]
     cls = np.empty(n, np.uint8)
     row_classes(tables, cls)
     starts = chunk_starts(cls, CHUNKS)
     with zf.open(NAMES[0] + ".npy", "w", force_zip64=True) as f:
         np.lib.format.write_array(f, cls, allow_pickle=False)
-    biggest = max((c + 1) * n // CHUNKS - c * n // CHUNKS for c in range(CHUNKS))
     for k in (1, 2, 3):
         dtype = np.dtype(CLASS_DTYPES[k])
         header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False,
                   "shape": (int(starts[-1, k]), WIDTH)}
+        groups = [(c, min(c + GROUP, CHUNKS)) for c in range(0, CHUNKS, GROUP)]
+        biggest = max(int(starts[c1, k] - starts[c0, k]) for c0, c1 in groups)
         buf = np.empty((biggest, WIDTH), dtype)
         with zf.open(NAMES[k] + ".npy", "w", force_zip64=True) as f:
             np.lib.format.write_array_header_1_0(f, header)
-            for c in range(CHUNKS):
-                if starts[c + 1, k] > starts[c, k]:
-                    m = _gather_class(tables, cls, c * n // CHUNKS, (c + 1) * n // CHUNKS, k, buf)
+            for c0, c1 in groups:
+                m = int(starts[c1, k] - starts[c0, k])
+                if m:
+                    _gather_chunks(tables, cls, starts, c0, c1, k, buf)
                     f.write(memoryview(buf[:m]).cast("B"))
 
 
