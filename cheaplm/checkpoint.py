@@ -216,15 +216,19 @@ def npz_headers(path: Path) -> dict:
         for info in zf.infolist():
             name = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
             with zf.open(info) as f:
-                version = np.lib.format.read_magic(f)
-                if version == (1, 0):
-                    shape, _, dtype = np.lib.format.read_array_header_1_0(f)
-                elif version == (2, 0):
-                    shape, _, dtype = np.lib.format.read_array_header_2_0(f)
-                else:
-                    raise ValueError(f"array '{name}' has .npy format {version}")
+                shape, _, dtype = _npy_header(f, name)
             out[name] = (tuple(shape), dtype)
     return out
+
+
+def _npy_header(f, name: str) -> tuple:
+    """(shape, fortran_order, dtype) of the .npy at f's position; f is left at the array's data."""
+    version = np.lib.format.read_magic(f)
+    if version == (1, 0):
+        return np.lib.format.read_array_header_1_0(f)
+    if version == (2, 0):
+        return np.lib.format.read_array_header_2_0(f)
+    raise ValueError(f"array '{name}' has .npy format {version}")
 
 
 @contextlib.contextmanager
@@ -278,13 +282,7 @@ def _npz_arrays(path: Path, mapped=MAPPED) -> dict:
                 raise ValueError(f"'{name}': bad zip entry")
             start = info.header_offset + 30 + int.from_bytes(local[26:28], "little") + int.from_bytes(local[28:30], "little")
             raw.seek(start)
-            version = np.lib.format.read_magic(raw)
-            if version == (1, 0):
-                shape, fortran, dtype = np.lib.format.read_array_header_1_0(raw)
-            elif version == (2, 0):
-                shape, fortran, dtype = np.lib.format.read_array_header_2_0(raw)
-            else:
-                raise ValueError(f"'{name}': .npy format {version}")
+            shape, fortran, dtype = _npy_header(raw, name)
             if dtype.hasobject:
                 raise ValueError(f"'{name}' holds Python objects")
             offset = raw.tell()

@@ -62,28 +62,6 @@ def chunk_starts(cls, chunks):
 
 
 @numba.njit(parallel=True, cache=True)
-def _gather(tables, cls, starts, u8, u16, u32):
-    n = tables.shape[0]
-    chunks = starts.shape[0] - 1
-    for c in numba.prange(chunks):
-        i1, i2, i3 = starts[c, 1], starts[c, 2], starts[c, 3]
-        for r in range(c * n // chunks, (c + 1) * n // chunks):
-            k = cls[r]
-            if k == 1:
-                for j in range(WIDTH):
-                    u8[i1, j] = tables[r, j]
-                i1 += 1
-            elif k == 2:
-                for j in range(WIDTH):
-                    u16[i2, j] = tables[r, j]
-                i2 += 1
-            elif k == 3:
-                for j in range(WIDTH):
-                    u32[i3, j] = tables[r, j]
-                i3 += 1
-
-
-@numba.njit(parallel=True, cache=True)
 def _scatter(cls, starts, u8, u16, u32, out):
     n = out.shape[0]
     chunks = starts.shape[0] - 1
@@ -158,7 +136,8 @@ def pack(tables: np.ndarray) -> dict:
     u8 = np.empty((int(total[1]), WIDTH), np.uint8)
     u16 = np.empty((int(total[2]), WIDTH), np.uint16)
     u32 = np.empty((int(total[3]), WIDTH), np.uint32)
-    _gather(tables, cls, starts, u8, u16, u32)
+    for k, out in ((1, u8), (2, u16), (3, u32)):
+        _gather_chunks(tables, cls, starts, 0, CHUNKS, k, out)
     return dict(zip(NAMES, (cls, u8, u16, u32)))
 
 
