@@ -237,14 +237,11 @@ def torch_device() -> str:
 
 
 def load_judge(path: Path):
-    import torch
+    """The judge saved by transformer_baseline.py --save: its recipe and shape are in the file (an
+    older file, a bare state_dict, is the gpt2 recipe's 8 x 512)."""
+    from transformer_baseline import load_model
 
-    from transformer_baseline import GPT
-
-    model = GPT().to(torch_device())
-    model.load_state_dict(torch.load(path, map_location=torch_device()))
-    model.eval()
-    return model
+    return load_model(path, torch_device())
 
 
 def cmd_answers(args) -> None:
