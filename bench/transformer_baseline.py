@@ -539,6 +539,8 @@ def main() -> None:
     if args.recipe == "speedrun":
         out["hyper"] = {"muon_lr": args.muon_lr, "embed_lr": args.embed_lr, "head_lr": args.head_lr,
                         "scalar_lr": args.scalar_lr, "cooldown": args.cooldown}
+    if args.json:  # written now and again below: a run cut short while scoring --other keeps its test row
+        Path(args.json).write_text(json.dumps(out, indent=1))
     if args.other:
         other_dir = Path(args.other)
         splits = read_manifest(other_dir)["splits"]
