@@ -23,6 +23,7 @@ from numba import cuda  # noqa: E402
 from cheaplm.kernels import gemm  # noqa: E402
 from cheaplm.lanes import stream_positions  # noqa: E402
 from cheaplm.reader import Reader, ReaderConfig, describe, flops_per_position, reader_bpb  # noqa: E402
+from cheaplm.schedule import ReaderSchedule, split_reader_options  # noqa: E402
 from cheaplm.shards import load_split  # noqa: E402
 from wikibench_data import TEST_START, build  # noqa: E402
 
@@ -99,7 +100,9 @@ def main() -> None:
         res["gemm"] = check_gemm()
         res["parity"] = check_parity()
     train = load_split(build(Path(args.split_dir), Path(args.data)), "train")
-    cfg = ReaderConfig.for_device("cuda", **json.loads(args.reader))
+    own, sched_over = split_reader_options(json.loads(args.reader))
+    cfg = ReaderConfig.for_device("cuda", **own)
+    sched = ReaderSchedule.for_device("cuda", over=sched_over)
     print(describe(cfg), flush=True)
     reader = Reader(cfg, "cuda")
     d_data = cuda.to_device(train)
@@ -120,7 +123,8 @@ def main() -> None:
         else:
             pos = rng.integers(1, n - VAL, cfg.batch, dtype=np.int64)
             pos[pos >= val_lo] += VAL  # step over the val stretch
-        loss = reader.train_step(d_data, cuda.to_device(pos), el / args.seconds, state=state)
+        loss = reader.train_step(d_data, cuda.to_device(pos), sched.lr_at(reader.step, el / args.seconds),
+                                 state=state, table_lr=sched.table_lr)
         step += 1
         seen += cfg.batch
         if time.perf_counter() - last >= 15 or step == 1:

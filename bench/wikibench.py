@@ -31,7 +31,7 @@ import numpy as np  # noqa: E402
 from cheaplm.evaluate import stream_bpb  # noqa: E402
 from cheaplm.kernels.match import _index_segments  # noqa: E402
 from cheaplm.model import ModelConfig, memory_estimate  # noqa: E402
-from cheaplm.shards import load_split, write_raw_split_dir  # noqa: E402
+from cheaplm.shards import load_split, read_manifest, write_raw_split_dir  # noqa: E402
 from cheaplm.train import TrainConfig, pick_device, train  # noqa: E402
 from wikibench_data import build  # noqa: E402
 
@@ -81,6 +81,9 @@ def main() -> None:
     ap.add_argument("--test-bytes", type=int, default=None, help="score only the first N test bytes")
     ap.add_argument("--adaptive", action="store_true", help="also report adaptive (online-count) test bpb")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--other", default=None,
+                    help="a `cheaplm prepare` directory of another source (e.g. enwik8.head4154399.xz): also score "
+                         "all of its splits, end to end, after the model's history (other_bpb)")
     ap.add_argument("--label", default="cheaplm")
     ap.add_argument("--variant", action="append", default=[],
                     help='extra run: NAME={"model": {...}, "train": {...}} (ablations); repeatable')
@@ -134,6 +137,17 @@ def main() -> None:
             "model": json.loads(model_cfg.to_json()), "train": asdict(tc),
             "memory": memory_estimate(model_cfg, summary["train_bytes"], 0, device),
         }
+        for key in ("reader_steps", "reader_seconds", "reader_positions_per_s"):
+            out[key] = summary.get(key)
+        if args.other:
+            other_dir = Path(args.other)
+            splits = read_manifest(other_dir)["splits"]
+            other = np.concatenate([load_split(other_dir, s) for s, info in splits.items()
+                                    if any(sh["bytes"] for sh in info["shards"])])
+            res_o = model.score(history, other)
+            out.update(other_dir=str(other_dir), other_bpb=res_o["bpb"], other_bytes=res_o["bytes"],
+                       other_eval_seconds=res_o["seconds"])
+            print(f"[{label}] other {other_dir.name} {res_o['bpb']:.4f} bpb ({res_o['bytes']:,} bytes)", flush=True)
         if args.adaptive:
             out["test_bpb_adaptive"] = stream_bpb(model, history, test, adaptive=True)["bpb"]
         del model, history

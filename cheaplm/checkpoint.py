@@ -39,8 +39,8 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__, recall, tablepack
-from .kernels import mixer
-from .model import LEGACY, Model, ModelConfig, param_layout
+from .memory import mixer_blocks
+from .model import LEGACY, Model, ModelConfig
 
 FORMAT = "cheaplm-run"
 FORMAT_VERSION = 2  # 2: packed count tables; 1: dense (still read)
@@ -112,16 +112,12 @@ def _save(run_dir: Path, model: Model, state: dict, history: np.ndarray, keep: i
         meta = {"format": FORMAT, "version": FORMAT_VERSION, "code_version": __version__,
                 "config": json.loads(model.cfg.to_json()), "history_len": int(len(history)),
                 "history_fingerprint": history_fingerprint(history)}
-        extra = model.reader.arrays() if model.reader is not None else {}
-        _write_npz(tmp / "model.npz", dict(meta=np.array(json.dumps(meta)), params=model.host(model.params),
-                                           last_pos=model.last_pos, **extra), tables=model.host(model.tables))
-        st = dict(state)
-        extra = model.reader.state_arrays() if model.reader is not None else {}
-        np.savez(tmp / "state.npz", state=np.array(json.dumps(st)), adam_m=model.host(model.adam_m),
-                 adam_v=model.host(model.adam_v), **extra)
+        _write_npz(tmp / "model.npz", dict(meta=np.array(json.dumps(meta)), **model.arrays()),
+                   tables=model.host(model.memory.tables))
+        np.savez(tmp / "state.npz", state=np.array(json.dumps(dict(state))), **model.optimizer_arrays())
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
-        need = model.cfg.table_bytes() + 12 * model.n_params + len(history)
+        need = model.cfg.table_bytes() + 12 * model.memory.n_params + len(history)
         if model.reader is not None:
             need += 12 * model.reader.n_params  # weights and two moments
         size = f"{need / 2**30:.1f} GiB" if need >= 2**30 else f"{need / 2**20:.0f} MiB"
@@ -320,9 +316,8 @@ class UpTo(int):
 
 def _expected_model_arrays(cfg: ModelConfig, packed: bool = True) -> dict:
     """name -> (shape, dtype) of every array model.npz may hold for this config."""
-    lay = param_layout(cfg)
     rows = cfg.table_rows()
-    out = {"params": ((int(lay[mixer.L_P]),), np.float32),
+    out = {"params": ((sum(size for _, size in mixer_blocks(cfg, cfg.match_spec())),), np.float32),
            "last_pos": ((len(cfg.match_minlens), 1 << cfg.match_bits), np.int32)}
     if packed:
         out["tables_class"] = ((rows,), np.uint8)
@@ -446,7 +441,8 @@ def read_state(ckpt: Path) -> dict:
 
 
 def load_state(ckpt: Path, model: Model) -> dict:
-    expected = {"adam_m": ((model.n_params,), np.float32), "adam_v": ((model.n_params,), np.float32)}
+    n = model.memory.n_params
+    expected = {"adam_m": ((n,), np.float32), "adam_v": ((n,), np.float32)}
     if model.reader is not None:
         r = model.reader
         expected.update(reader_m=((r.n_params,), np.float32), reader_v=((r.n_params,), np.float32))
@@ -469,16 +465,10 @@ def load_state(ckpt: Path, model: Model) -> dict:
         raise CheckpointError(f"{ckpt / 'state.npz'}: bad training state ({exc})") from None
     if "adam_m" not in z or "adam_v" not in z:
         raise CheckpointError(f"{ckpt}: optimizer state does not match the model")
-    if model.device == "cuda":
-        from numba import cuda
-
-        model.adam_m = cuda.to_device(z["adam_m"])
-        model.adam_v = cuda.to_device(z["adam_v"])
-    else:
-        model.adam_m = z["adam_m"].copy()
-        model.adam_v = z["adam_v"].copy()
-    if model.reader is not None:
-        if "reader_m" not in z:
-            raise CheckpointError(f"{ckpt}: no reader optimizer state in state.npz")
-        model.reader.load_state(z)
+    if model.reader is not None and "reader_m" not in z:
+        raise CheckpointError(f"{ckpt}: no reader optimizer state in state.npz")
+    try:
+        model.load_optimizer(z)
+    except ValueError as exc:
+        raise CheckpointError(f"{ckpt / 'state.npz'}: {exc}") from None
     return state

@@ -9,6 +9,7 @@ import click
 from rich.table import Table
 
 from . import __version__
+from .device import NAMES as DEVICE_NAMES
 from .progress import stderr_console
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "show_default": True}
@@ -121,7 +122,7 @@ def parse_ints(text: str | None) -> list[int] | None:
 @click.option("--out", "run_dir", required=True, type=click.Path(path_type=Path), help="Run directory (checkpoints, metrics).")
 # every option below defaults to None, meaning "not given": the library's merge (train.run_configs)
 # then takes the --config file's value, else the library's default (shown here in brackets)
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None, show_default="auto")
+@click.option("--device", type=click.Choice(DEVICE_NAMES), default=None, show_default="auto")
 @click.option("--minutes", type=float, default=None, help="Budget: wall-clock training minutes.")
 @click.option("--bytes", "nbytes", default=None, help="Budget: training bytes to use (e.g. 20M).")
 @click.option("--table-bits", type=int, default=None, help="log2 rows per context table [default: 20 on CPU, 24 on GPU].")
@@ -148,6 +149,7 @@ def train(data_dir, run_dir, device, minutes, nbytes, table_bits, orders, words,
     Example: cheaplm train data/simple --out runs/simple --minutes 10
     """
     from .checkpoint import CheckpointError
+    from .device import DeviceError
     from .options import read_config
     from .train import TrainError, run_configs
     from .train import train as run_train
@@ -165,7 +167,7 @@ def train(data_dir, run_dir, device, minutes, nbytes, table_bits, orders, words,
         file = read_config(config_file) if config_file is not None else None
         model_cfg, tc = run_configs(file, model_flags, train_flags, resume=resume)
         summary = run_train(data_dir, run_dir, model_cfg, tc, resume=resume, log=console.print)
-    except (TrainError, CheckpointError, ValueError, TypeError) as exc:
+    except (TrainError, CheckpointError, DeviceError, ValueError, TypeError) as exc:
         _fail(exc)
     except KeyboardInterrupt:  # outside the training loop (which checkpoints and stops instead)
         try:
@@ -207,7 +209,7 @@ def parse_reader(text: str) -> dict:
 @click.option("--split", default="test", type=click.Choice(["train", "val", "test"]))
 @click.option("--max-bytes", default=None, help="Score only the first N bytes of the split (e.g. 1M).")
 @click.option("--adaptive", is_flag=True, help="Also add scored bytes to the count tables (online, like a compressor).")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto")
+@click.option("--device", type=click.Choice(DEVICE_NAMES), default="auto")
 def eval_cmd(run_dir, data_dir, split, max_bytes, adaptive, device):
     """Print bits per byte of a trained model on a split. RUN_DIR's latest checkpoint is scored, or
     the checkpoint RUN_DIR names when it is one (RUN/ckpt-N).
@@ -215,19 +217,18 @@ def eval_cmd(run_dir, data_dir, split, max_bytes, adaptive, device):
     Example: cheaplm eval runs/simple data/simple --split test
     """
     from .checkpoint import CheckpointError, find_checkpoint, load_model
-    from .evaluate import stream_bpb
+    from .device import DeviceError, pick
     from .shards import ShardError, load_split, require_split
-    from .train import TrainError, pick_device
 
     console = stderr_console()
     try:
         limit = parse_size(max_bytes)
-        dev = pick_device(device)
+        dev = pick(device)
         require_split(data_dir, split)  # from the manifest alone, before gigabytes of model are read
         model, history, ckpt = load_model(run_dir, device=dev, ckpt=find_checkpoint(run_dir))
         stream = load_split(data_dir, split, limit=limit)
-        result = stream_bpb(model, history, stream, adaptive=adaptive)
-    except (CheckpointError, ShardError, TrainError) as exc:
+        result = model.score(history, stream, adaptive=adaptive)
+    except (CheckpointError, ShardError, DeviceError) as exc:
         _fail(exc)
     console.print(f"{ckpt.name} on {data_dir} {split}: {result['bytes']:,} bytes in {result['seconds']:.1f} s "
                   f"({result['bytes_per_s'] / 1e3:.0f} kB/s){' adaptive' if adaptive else ''}")
@@ -251,7 +252,7 @@ def sampling_options(f):
         click.option("--max-copy", default=d.max_copy, type=int,
                      help="Never draw a byte that continues a verbatim copy of this many bytes of the training text (0 = off)."),
         click.option("--seed", default=None, type=int, help="Random seed [default: random, printed to stderr]."),
-        click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
+        click.option("--device", type=click.Choice(DEVICE_NAMES), default="auto",
                      help="Generation runs on the CPU twin (one byte at a time); cuda is accepted and falls back."),
     ]
     for opt in reversed(opts):
@@ -273,13 +274,13 @@ def _load_generator(run_dir: Path, device: str, own_index: bool = True):
     """The model of RUN_DIR's latest checkpoint, or of the checkpoint RUN_DIR is (RUN/ckpt-N), and a
     generator over it (which writes the model's match index unless own_index is False: see Generator)."""
     from .checkpoint import CheckpointError, find_checkpoint, load_model
+    from .device import DeviceError, pick
     from .sample import Generator
-    from .train import TrainError, pick_device
 
     try:
-        pick_device(device)  # an explicit --device cuda without a GPU is an error
+        pick(device)  # an explicit --device cuda without a GPU is an error
         model, history, ckpt = load_model(run_dir, device="cpu", ckpt=find_checkpoint(run_dir))
-    except (CheckpointError, TrainError) as exc:
+    except (CheckpointError, DeviceError) as exc:
         _fail(exc)
     return Generator(model, history, own_index=own_index), ckpt
 

@@ -13,54 +13,45 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from numba import cuda
 
-from .kernels.match import match_index
-from .model import Model
 from .reader import mix_loss
 
 
 ADAPTIVE_MIN_BATCH = 1024  # bytes per adaptive batch at least (each batch is a kernel launch)
 
 
-def stream_bpb(model: Model, history: np.ndarray, stream: np.ndarray, batch: int = 1 << 16,
+def stream_bpb(model, history: np.ndarray, stream: np.ndarray, batch: int = 1 << 16,
                adaptive: bool = False, progress=None) -> dict:
+    """Model.score: {"bpb", "bytes", "seconds", "bytes_per_s", "adaptive"} of `stream` after `history`."""
     h = len(history)
     n = len(stream)
     if n == 0:
         raise ValueError("empty stream")
     data = np.concatenate([history, stream]) if h else np.ascontiguousarray(stream)
-    last_pos = model.last_pos.copy()
-    prev = np.empty((len(model.cfg.match_minlens), n), dtype=np.int32)
-    match_index(data, h, h + n, model.minlens, model.cfg.match_bits, last_pos, prev, h)
+    t0 = time.perf_counter()
+    prev = model.match.pointers(n)
+    model.match.index(data, h, h + n, prev, h, last_pos=model.match.last_pos.copy())
     counted = 0  # stream bytes added to the tables so far (adaptive)
-    if model.device == "cuda":
-        d_data = cuda.to_device(data)
-        d_prev = cuda.to_device(prev)
-    else:
-        d_data, d_prev = data, prev
+    d_data, d_prev = model.dev.put(data), model.dev.put(prev)
     batch = min(batch, n)
     if adaptive:
         # counts are added after each batch: a split of one batch would never use them (issue 11:
         # --adaptive did nothing under 64 KiB), so a short split is scored in sixteen or more pieces
         batch = min(batch, max(ADAPTIVE_MIN_BATCH, -(-n // 16)))
-    caches = model.make_caches(batch)
+    caches = model.caches(batch)
     # the reader reads the stream once, in runs of consecutive bytes (its scan state needs the past)
     reader_p = None if model.reader is None else model.reader.range_probs(d_data, [(h, h + n)],
-                                                                          model.match_args(d_prev, h))
+                                                                          model.match.args(d_prev, h))
     total = 0.0
-    t0 = time.perf_counter()
     try:
         for start in range(0, n, batch):
             end = min(start + batch, n)
             pos = np.arange(h + start, h + end, dtype=np.int64)
             if len(pos) < batch:
-                caches = model.make_caches(len(pos))
-            d_pos = cuda.to_device(pos) if model.device == "cuda" else pos
-            model.forward(d_data, d_pos, d_prev, h, caches, loo=False)
+                caches = model.caches(len(pos))
+            pm = model.memory_probs(d_data, model.dev.put(pos), d_prev, h, caches)
             if model.reader is not None:
                 # the memory's bit probabilities mixed with the reader's (reader.py)
-                pm = model.host(caches.prob)
                 pr = reader_p[start:end]
                 loss = mix_loss(pm, pr, data[pos], model.reader.mix, np.zeros((0, 3), np.float32))
             else:

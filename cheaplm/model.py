@@ -1,9 +1,13 @@
-"""The cheaplm model: count tables (memory) + match index + a small learned mixer.
+"""The cheaplm model: the memory, the match model, the reader and their mix, as one object.
 
-`ModelConfig` says which contexts exist and how large everything is; `Model` owns the arrays, on
-the host (CPU) or on the GPU, and offers the three operations training and evaluation need:
-count bytes into the tables, run the mixer forward/backward on a batch of positions, and update
-the mixer's parameters.
+    cli -> commands (prepare, train, eval, sample, chat) -> Model -> {memory, match, reader, mix}
+        -> kernels -> device
+
+`ModelConfig` says what the model is: which contexts the memory counts and how large its tables
+are (memory.py), the match model's settings (match.py's MatchSpec), the reader's options
+(reader.py). `Model` owns the parts on one device and offers what callers think in: scoring a
+byte stream, generation streams, training steps and checkpoint arrays. Training's schedule lives
+in train.py, not here.
 """
 
 from __future__ import annotations
@@ -15,14 +19,28 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .kernels import adam, counts, mixer
-from .options import check_keys
+from .device import Device
 from .kernels.hashing import ORDER, SKIP, SPARSE, WORD
-
-ROW_BYTES = 32 * 4
+from .kernels import mixer
+from .kernels.match import MAX_REC
+from .match import MatchModel, MatchSpec
+from .memory import ROW_BYTES, Memory, mixer_blocks
+from .options import check_keys
+from .schedule import split_reader_options
 # the defaults that differ by device, over ModelConfig's own (the CPU's): a GPU's memory holds the
 # 16x larger tables of table_bits 24 (31 GB at the default contexts)
 DEVICE_DEFAULTS = {"cpu": {}, "cuda": {"table_bits": 24}}
+
+
+def option(default, absent=None, *, since_first: bool = False):
+    """A ModelConfig field: its default for a new run and, for a field added after checkpoints of
+    the first format existed, `absent`: what a checkpoint saved before the field holds (usually the
+    behaviour before it). Every field but the first format's declares one (tests/test_model.py
+    checks), so a new field cannot silently change or refuse an old checkpoint."""
+    meta = {} if since_first else {"absent": absent}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: json.loads(json.dumps(default)), metadata=meta)
+    return field(default=default, metadata=meta)
 
 
 @dataclass
@@ -30,31 +48,42 @@ class ModelConfig:
     orders: list = field(default_factory=lambda: [0, 1, 2, 3, 4, 5, 6, 8, 12, 16, 24])
     words: int = 3  # word contexts: partial word, + previous word, + the two previous words
     sparse: list = field(default_factory=lambda: [0b10, 0b1100])  # byte-offset masks
-    skips: list = field(default_factory=lambda: [2, 3, 4, 5])  # skip-word contexts: partial word + the word n back
+    skips: list = option([2, 3, 4, 5], absent=[])  # skip-word contexts: partial word + the word n back
     table_bits: int = 20  # rows per context table (at most; low orders need fewer)
     match_minlens: list = field(default_factory=lambda: [24, 12, 8, 5, 3, 2])  # longest first
     match_bits: int = 22
-    match_cap: int = 64  # verify a match at most this many bytes back (a multiple of 16, >= 32)
+    match_cap: int = option(64, absent=32)  # verify a match at most this many bytes back (a multiple of 16, >= 32)
     # the match state also says how far back the match is: below 1 KiB, 8 KiB (mostly the same
     # article), 128 KiB, or further; [] = length only
-    match_recency: list = field(default_factory=lambda: [1024, 8192, 131072])
+    match_recency: list = option([1024, 8192, 131072], absent=[])
     # one mixer input per minimum length, each candidate verified on its own (the most recent
     # occurrence of a short context beside the longest match); off = one input, the longest match
-    match_each: bool = True
+    match_each: bool = option(True, absent=False)
     apm2_bits: int = 12  # rows of the byte1 APM
     weight_sets: bool = True  # select mixer weights by each selector's context; off = one set per mixer
     apm: bool = True  # the APM/SSE stages after the mixer; off = none
     # one mixer per selector (kernels/mixer.py), combined by a final mixer when there are several
-    selectors: list = field(default_factory=lambda: ["seen", "partial", "byte1", "votes"])
-    apms: list = field(default_factory=lambda: ["partial", "byte1", "byte2", "match"])
-    apm_hash_bits: int = 16  # rows of the byte2 APM
+    selectors: list = option(["seen", "partial", "byte1", "votes"], absent=["seen"])
+    apms: list = option(["partial", "byte1", "byte2", "match"], absent=["partial", "byte1"])
+    apm_hash_bits: int = option(16, absent=16)  # rows of the byte2 APM
     # the learned reader (reader.py): {"on": true} takes the device's defaults (ReaderConfig.for_device),
     # other keys override them; a new run stores the resolved options here; {"on": false}: memory only
-    reader: dict = field(default_factory=lambda: {"on": True})
+    reader: dict = option({"on": True}, absent={"on": False})
+
+    # the first format's fields: every checkpoint holds them
+    FIRST_FORMAT = ("orders", "words", "sparse", "table_bits", "match_minlens", "match_bits", "apm2_bits",
+                    "weight_sets", "apm")
 
     def contexts(self) -> list[tuple[int, int]]:
+        """The memory's contexts in table order. A context's hash seed is its index in this list
+        (memory.context_array): reordering it, or inserting a context before others, makes every
+        saved table mean something else, so the order is pinned by tests/test_model.py."""
         return ([(ORDER, k) for k in self.orders] + [(WORD, n) for n in range(1, self.words + 1)]
                 + [(SPARSE, m) for m in self.sparse] + [(SKIP, n) for n in self.skips])
+
+    def match_spec(self) -> MatchSpec:
+        return MatchSpec(tuple(self.match_minlens), self.match_bits, self.match_cap, tuple(self.match_recency),
+                         self.match_each)
 
     def rows_bits(self) -> list[int]:
         out = []
@@ -103,9 +132,9 @@ class ModelConfig:
             raise ValueError("match_minlens must be in 2..64")
         if self.match_cap < 32 or self.match_cap > 256 or self.match_cap % 16:
             raise ValueError("match_cap must be a multiple of 16 in 32..256")
-        if (len(self.match_recency) > mixer.MAX_REC or any(d < 1 for d in self.match_recency)
+        if (len(self.match_recency) > MAX_REC or any(d < 1 for d in self.match_recency)
                 or list(self.match_recency) != sorted(set(self.match_recency))):
-            raise ValueError(f"match_recency: at most {mixer.MAX_REC} increasing distances >= 1")
+            raise ValueError(f"match_recency: at most {MAX_REC} increasing distances >= 1")
         if not (8 <= self.match_bits <= 28) or not (0 <= self.apm2_bits <= 16):
             raise ValueError("match_bits must be in 8..28 and apm2_bits in 0..16")
         if not (0 <= self.apm_hash_bits <= 22):
@@ -125,174 +154,106 @@ class ModelConfig:
         is wider for longer budgets), or None (memory only)."""
         from .reader import ReaderConfig
 
-        opts = dict(self.reader)
+        # a run saved before the schedule moved to the training config holds its keys here too
+        opts, _ = split_reader_options(dict(self.reader))
         if not opts.pop("on", True):
             return None
         if "window" in opts and "scan" not in opts:
             opts["scan"] = 0  # options resolved and stored before the scan existed: none
         if "match_inputs" not in opts:  # read the memory's match candidates
-            opts["match_inputs"] = len(self.match_minlens) if self.match_each else 1
-            opts["match_states"] = mixer.match_states(self.match_cap, len(self.match_recency))
+            opts["match_inputs"], opts["match_states"] = self.match_spec().inputs, self.match_spec().states
         return ReaderConfig.for_device(device, minutes=minutes, **opts)
 
 
-# what a checkpoint saved before `selectors`, `apms`, `skips` and the match options existed holds: one
-# mixer, two APMs, no skip contexts, one match input verified to 32 bytes with no recency (checked: an old
-# checkpoint scores the same bpb with this code as with its own)
-LEGACY = {"selectors": ["seen"], "apms": ["partial", "byte1"], "apm_hash_bits": 16, "skips": [],
-          "match_cap": 32, "match_recency": [], "match_each": False, "reader": {"on": False}}
-
-
-def param_layout(cfg: ModelConfig) -> np.ndarray:
-    """Block offsets in the flat parameter buffer, in this order: one weight block per selector,
-    the final mixer (only with several selectors), count maps, match map, one block per APM."""
-    n_ctx = len(cfg.contexts())
-    n_mi = len(cfg.match_minlens) if cfg.match_each else 1
-    n_in = 2 * n_ctx + n_mi + 1
-    n_sel, n_apm = len(cfg.selectors), len(cfg.apms)
-    n_mb = mixer.match_states(cfg.match_cap, len(cfg.match_recency))
-    lay = np.zeros(mixer.L_LEN, dtype=np.int64)
-    lay[mixer.L_MCAP], lay[mixer.L_NMB], lay[mixer.L_NREC] = cfg.match_cap, n_mb, len(cfg.match_recency)
-    lay[mixer.L_NMI] = n_mi
-    for i, d in enumerate(cfg.match_recency):
-        lay[mixer.L_REC + i] = d
-    at = 0
-    for k, name in enumerate(cfg.selectors):
-        kind = mixer.SELECTORS[name]
-        lay[mixer.L_SEL + 2 * k], lay[mixer.L_SEL + 2 * k + 1] = kind, at
-        at += mixer.selector_sets(kind, n_ctx, n_mb) * n_in
-    lay[mixer.L_V] = at
-    if n_sel > 1:
-        at += 256 * n_sel
-    lay[mixer.L_SM] = at
-    at += n_ctx * mixer.N_Q * mixer.N_Q
-    lay[mixer.L_ML] = at
-    at += n_mi * n_mb * 8
-    for r, name in enumerate(cfg.apms):
-        kind = mixer.APMS[name]
-        bits = cfg.apm2_bits if kind == mixer.APM_BYTE1 else cfg.apm_hash_bits
-        rows = mixer.apm_rows(kind, bits, n_mb)
-        lay[mixer.L_APM + 3 * r], lay[mixer.L_APM + 3 * r + 1], lay[mixer.L_APM + 3 * r + 2] = kind, at, rows - 1
-        at += rows * mixer.APM_KNOTS
-    lay[mixer.L_NCTX], lay[mixer.L_K], lay[mixer.L_NSEL], lay[mixer.L_NAPM] = n_ctx, n_in, n_sel, n_apm
-    lay[mixer.L_P] = at
-    lay[mixer.L_FLAGS] = (0 if cfg.weight_sets else mixer.NO_WEIGHT_SETS) | (0 if cfg.apm else mixer.NO_APM)
-    return lay
-
-
-def init_params(cfg: ModelConfig) -> np.ndarray:
-    lay = param_layout(cfg)
-    n_ctx, n_in, n_sel = int(lay[mixer.L_NCTX]), int(lay[mixer.L_K]), int(lay[mixer.L_NSEL])
-    p = np.zeros(int(lay[mixer.L_P]), dtype=np.float32)
-    for k in range(n_sel):
-        lo = int(lay[mixer.L_SEL + 2 * k + 1])
-        hi = lo + mixer.selector_sets(int(lay[mixer.L_SEL + 2 * k]), n_ctx, int(lay[mixer.L_NMB])) * n_in
-        w = p[lo:hi].reshape(-1, n_in)
-        w[:, 0:2 * n_ctx:2] = 2.0 / n_ctx  # trust in the raw count ratios, shared out over contexts
-        w[:, 1:2 * n_ctx:2] = 1.0  # the learned count maps start at 0; a unit weight lets them learn
-        w[:, 2 * n_ctx:2 * n_ctx + int(lay[mixer.L_NMI])] = 1.0  # match inputs
-    if n_sel > 1:
-        p[lay[mixer.L_V]:lay[mixer.L_SM]] = 1.0 / n_sel  # the mixers start equal: their average
-    return p
-
-
-def context_array(cfg: ModelConfig) -> np.ndarray:
-    """(C, 4) int64: kind, param, first row, row mask, as the kernels read them."""
-    rows = cfg.rows_bits()
-    ctx = np.zeros((len(rows), 4), dtype=np.int64)
-    offset = 0
-    for i, ((kind, param), bits) in enumerate(zip(cfg.contexts(), rows)):
-        ctx[i] = (kind, param, offset, (1 << bits) - 1)
-        offset += 1 << bits
-    return ctx
+# what a checkpoint saved before each later field existed holds (option's `absent`): one mixer,
+# two APMs, no skip contexts, one match input verified to 32 bytes with no recency, no reader
+# (checked: an old checkpoint scores the same bpb with this code as with its own)
+LEGACY = {f.name: f.metadata["absent"] for f in dataclasses.fields(ModelConfig) if "absent" in f.metadata}
 
 
 class Model:
-    """Arrays of one model. `device='cuda'` keeps tables, params and optimizer state on the GPU."""
+    """The model: the memory (count tables and mixer), the match model, the reader and the mix
+    between memory and reader, on one device ("cpu" or "cuda"; device.py). Callers think in
+    scoring a byte stream (`score`), generation streams (`stream`), training steps (`count`,
+    `memory_step`, `memory_probs`, the reader's `train_step`) and checkpoint arrays (`arrays`,
+    `optimizer_arrays`, `load_optimizer`); only the parts touch kernels."""
 
     def __init__(self, cfg: ModelConfig, device: str = "cpu", tables=None, params=None, last_pos=None,
                  reader_params=None, reader_mix=None):
         cfg.validate()
         self.cfg = cfg
-        self.device = device
-        self.lay = param_layout(cfg)
-        self.ctx = context_array(cfg)
-        self.minlens = np.asarray(cfg.match_minlens, dtype=np.int64)
-        host_tables = tables if tables is not None else np.zeros((cfg.table_rows(), 32), dtype=np.uint32)
-        host_params = params if params is not None else init_params(cfg)
-        self.last_pos = (last_pos if last_pos is not None
-                         else np.full((len(cfg.match_minlens), 1 << cfg.match_bits), -1, dtype=np.int32))
-        self.history_len = 0
-        if device == "cuda":
-            from numba import cuda
-
-            self.tables = cuda.to_device(host_tables)
-            self.params = cuda.to_device(host_params)
-            self.d_lay = cuda.to_device(self.lay)
-            self.d_ctx = cuda.to_device(self.ctx)
-            self.d_minlens = cuda.to_device(self.minlens)
-        else:
-            self.tables = host_tables
-            self.params = host_params
-            self.d_lay, self.d_ctx, self.d_minlens = self.lay, self.ctx, self.minlens
-        self.grad = self.zeros(self.n_params)
-        self.adam_m = self.zeros(self.n_params)
-        self.adam_v = self.zeros(self.n_params)
-        self.grad_chunks = None
+        self.dev = Device(device)
+        self.device = self.dev.name
+        self.match = MatchModel(cfg.match_spec(), self.dev, last_pos)
+        self.memory = Memory(cfg, cfg.match_spec(), self.dev, tables, params)
         rcfg = cfg.reader_config(device)
         self.reader = None
         if rcfg is not None:
             from .reader import Reader
 
             self.reader = Reader(rcfg, device, params=reader_params, mix=reader_mix)
-
-    def match_args(self, prev, prev_base: int) -> tuple:
-        """What the reader needs of the match model for positions whose pointers are prev[:, t - prev_base]."""
-        return (prev, prev_base, self.d_minlens, self.d_lay)
-
-    @property
-    def n_params(self) -> int:
-        return int(self.lay[mixer.L_P])
-
-    @property
-    def n_ctx(self) -> int:
-        return int(self.lay[mixer.L_NCTX])
-
-    def zeros(self, n: int):
-        if self.device == "cuda":
-            from numba import cuda
-
-            return cuda.to_device(np.zeros(n, np.float32))
-        return np.zeros(n, np.float32)
+        self.history_len = 0
 
     def host(self, arr) -> np.ndarray:
-        return arr.copy_to_host() if self.device == "cuda" else arr
+        return self.dev.host(arr)
 
-    # ---- memory ----------------------------------------------------------------------------------
+    # ---- training ----------------------------------------------------------------------------------
     def count(self, data, start: int, end: int, delta: int = 1) -> None:
-        """Add bytes data[start:end] to the count tables (data on the same device as the tables);
-        delta -1 takes them back out exactly."""
-        counts.count_add(data, start, end, self.d_ctx, self.tables, delta)
+        """Add bytes data[start:end] (on the model's device) to the memory's count tables."""
+        self.memory.count(data, start, end, delta)
 
-    # ---- mixer -------------------------------------------------------------------------------------
-    def make_caches(self, n_b: int, dtype=np.float32) -> mixer.Caches:
-        return mixer.Caches(n_b, self.n_ctx, int(self.lay[mixer.L_K]), int(self.lay[mixer.L_NSEL]),
-                            int(self.lay[mixer.L_NAPM]), int(self.lay[mixer.L_NMI]), dtype=dtype,
-                            device=self.device == "cuda")
+    def caches(self, n_b: int, dtype=np.float32):
+        """Work space of the memory's mixer for batches of n_b positions."""
+        return self.memory.caches(n_b, dtype)
 
-    def forward(self, data, pos, prev, prev_base: int, caches: mixer.Caches, loo: bool) -> None:
-        mixer.forward(data, pos, 1 if loo else 0, prev, prev_base, self.d_minlens, self.d_ctx, self.tables,
-                      self.params, self.d_lay, caches)
+    def memory_step(self, data, pos, prev, caches, update: int, lr: float) -> float:
+        """One Adam step of the memory's mixer on positions pos (their pointers prev[:, t], on the
+        device); returns the batch's mean loss in bits per byte."""
+        self.memory.forward(data, pos, self.match.args(prev, 0), caches)
+        self.memory.backward(data, pos, caches, 1.0 / len(pos))
+        loss = float(np.mean(self.host(caches.loss), dtype=np.float64))
+        self.memory.update(update, lr)
+        return loss
 
-    def backward(self, data, pos, caches: mixer.Caches, scale: float) -> None:
-        if self.device != "cuda" and self.grad_chunks is None:
-            from . import config
+    def memory_probs(self, data, pos, prev, prev_base: int, caches) -> np.ndarray:
+        """(B, 8) host: the memory's p(bit j = 1 | bits before j) for the true bytes at pos."""
+        self.memory.forward(data, pos, self.match.args(prev, prev_base), caches)
+        return self.host(caches.prob)
 
-            self.grad_chunks = np.zeros((config.CPU_GRAD_CHUNKS, self.n_params), dtype=np.float32)
-        mixer.backward(data, pos, self.params, self.d_lay, caches, scale, self.grad, self.grad_chunks)
+    # ---- reading -----------------------------------------------------------------------------------
+    def score(self, history: np.ndarray, stream: np.ndarray, batch: int = 1 << 16, adaptive: bool = False,
+              progress=None) -> dict:
+        """Bits per byte of `stream` read after `history`, as evaluation scores a split (evaluate.py)."""
+        from .evaluate import stream_bpb
 
-    def update(self, step: int, lr: float) -> None:
-        adam.adam_step(self.params, self.grad, self.adam_m, self.adam_v, step, lr)
+        return stream_bpb(self, history, stream, batch, adaptive, progress)
+
+    def stream(self, history: np.ndarray, **options):
+        """A generation stream after `history` (stream.py's Generator: feed bytes, read the next
+        byte's distribution, sample)."""
+        from .stream import Generator
+
+        return Generator(self, history, **options)
+
+    # ---- checkpoints -------------------------------------------------------------------------------
+    def arrays(self) -> dict:
+        """What a checkpoint's model file holds besides the tables (on the host)."""
+        out = {"params": self.host(self.memory.params), "last_pos": self.match.last_pos}
+        if self.reader is not None:
+            out.update(self.reader.arrays())
+        return out
+
+    def optimizer_arrays(self) -> dict:
+        out = {"adam_m": self.host(self.memory.adam_m), "adam_v": self.host(self.memory.adam_v)}
+        if self.reader is not None:
+            out.update(self.reader.state_arrays())
+        return out
+
+    def load_optimizer(self, z: dict) -> None:
+        self.memory.adam_m = self.dev.own(z["adam_m"])
+        self.memory.adam_v = self.dev.own(z["adam_v"])
+        if self.reader is not None:
+            self.reader.load_state(z)
 
 
 # What a CPU training process holds besides the arrays below: the interpreter, numpy, numba and its
@@ -307,8 +268,9 @@ def memory_estimate(cfg: ModelConfig, train_bytes: int, batch: int, device: str 
                     minutes: float | None = None) -> dict:
     """Bytes each part will take on `device` (the reader's defaults differ by device and, on a GPU,
     by the minutes budget); training also holds the data and its match pointers."""
-    lay = param_layout(cfg)
-    n_ctx, n_in = int(lay[mixer.L_NCTX]), int(lay[mixer.L_K])
+    spec = cfg.match_spec()
+    n_ctx = len(cfg.contexts())
+    n_in = 2 * n_ctx + spec.inputs + 1
     per_pos = n_ctx * 8 + 8 * n_in * 4 + 8 * n_ctx * 8 + 8 * 8 * 8 + 64
     out = {}
     rcfg = cfg.reader_config(device, minutes)
@@ -319,13 +281,13 @@ def memory_estimate(cfg: ModelConfig, train_bytes: int, batch: int, device: str 
         widths = [rcfg.width] + list(rcfg.hidden) + [256]
         # weights, gradient and two moments; per position: activations, gradients and bf16 copies,
         # and the scan's gate, state, input and their gradients
-        out["reader"] = 16 * n + rcfg.batch * (sum(widths) + 8 * rcfg.scan) * 16
+        out["reader"] = 16 * n + rcfg.batch * (sum(widths) + 8 * rcfg.scan * rcfg.scan_layers) * 16
     if device == "cpu":
         out["runtime"] = CPU_RUNTIME_BYTES
     return {
         **out,
         "tables": cfg.table_bytes(),
-        "params+adam": int(lay[mixer.L_P]) * 4 * 4,
+        "params+adam": sum(size for _, size in mixer_blocks(cfg, spec)) * 4 * 4,
         "match index": len(cfg.match_minlens) * (4 << cfg.match_bits),
         "train data + match pointers": train_bytes * (1 + 4 * len(cfg.match_minlens)),
         "batch caches": batch * per_pos,

@@ -45,8 +45,10 @@ from dataclasses import dataclass, field
 import numba
 import numpy as np
 
-from . import config
-from .kernels import adam, gemm, reader_ops, scan
+from .device import Device
+from .kernels import adam, reader_ops
+from .kernels.match import SPEC_LEN
+from .reader_backend import Operand, ops_for
 from .lanes import RangeSchedule
 from .kernels.hashing import ORDER, SKIP, WORD
 from .options import check_keys
@@ -66,32 +68,16 @@ class ReaderConfig:
     match_states: int = 0  # states of one candidate (length x recency; from the memory's config)
     ctx_bits: int = 20  # rows per hashed context
     hidden: list = field(default_factory=lambda: [2048, 1024])
+    # positions read at once, in lanes of scan_chunk consecutive bytes with a scan (training's
+    # batch, and evaluation's lanes); how the reader is trained is the run's (schedule.py)
     batch: int = 16384
-    lr: float = 0.002
-    table_lr: float = 5.0  # the embedding table's learning rate, as a factor of lr
-    warmup: int = 100
-    # passes over the counted bytes, at most; the hashed rows (the table) learn in the first
-    # table_epochs of them only: rows memorise what they read twice (H200, 5 minutes = 2.5 passes of
-    # everything: held-out 1.5788 bpb for the reader alone, 1.4774 after 0.8 passes at 2), while the
-    # dense layers and the scan generalise from several passes, as a transformer's weights do
-    max_epochs: float = 1.0
-    table_epochs: float = 1.0
-    # which positions a step trains on: "stream" (the batch is that many cursors spread over the
-    # text, each moving one byte a step, so a row has seen only the past of the article it is read
-    # in, as the memory's counts have) or "random" (uniform over the counted bytes). CPU, 3 MB of
-    # train, val: stream 1.7481, random 1.7788, memory alone 1.8715 (bench/NOTES.md §11)
-    order: str = "stream"
-    memory_share: float = 0.3  # of a minutes budget, the most the memory's phases may take
-    # ... and at most this many seconds (0: no cap): on an H200 the memory has counted the whole
-    # train split in 35 s and gains little after a minute, while the reader gains with every minute
-    memory_seconds: float = 60.0
-    mix_share: float = 0.05  # of a minutes budget, fitting the memory-reader mix
     # the recurrent state (kernels/scan.py): units of a gated linear scan over the first hidden
     # layer, read by the second; 0: none (every position independent). Gradients reach scan_chunk
     # positions back (a batch is batch / scan_chunk lanes of that many consecutive bytes). H200, val,
     # 2 minutes: 1.3797 with 512 units against 1.3942 without; CPU, 3 MB: 1.8051 with 64 against
     # 1.8130 (bench/NOTES.md §12)
     scan: int = 512
+    scan_layers: int = 1  # stacked scans: layer l > 0 reads layer l - 1's states; every layer feeds the second layer
     scan_chunk: int = 64
     seed: int = 0
 
@@ -108,23 +94,15 @@ class ReaderConfig:
             raise ValueError("reader: window must be in 1..32, dim >= 1, ctx_bits in 4..26")
         if not self.hidden or any(h < 1 for h in self.hidden) or len(self.hidden) > 4:
             raise ValueError("reader: hidden must list 1..4 positive layer widths")
-        if self.batch < 1 or self.lr <= 0 or self.table_lr <= 0:
-            raise ValueError("reader: batch, lr and table_lr must be positive")
-        if self.order not in ("random", "stream"):
-            raise ValueError("reader: order must be random or stream")
-        if not (0 < self.max_epochs <= 100) or self.table_epochs < 0:  # table_epochs 0: rows never learn
-            raise ValueError("reader: max_epochs must be in (0, 100], table_epochs >= 0")
-        if self.memory_seconds < 0:
-            raise ValueError("reader: memory_seconds must be >= 0 (0: no cap)")
-        if not (0 < self.memory_share < 1) or not (0 <= self.mix_share < 1):
-            raise ValueError("reader: memory_share in (0, 1), mix_share in [0, 1)")
+        if self.batch < 1:
+            raise ValueError("reader: batch must be positive")
         for kind, _ in self.contexts:
             if kind not in (ORDER, WORD, SKIP):
                 raise ValueError("reader: contexts are [kind, param] with kind ORDER, WORD or SKIP")
-        if self.scan < 0 or self.scan_chunk < 1:
-            raise ValueError("reader: scan must be >= 0 and scan_chunk >= 1")
-        if self.scan and (self.order != "stream" or self.batch % self.scan_chunk):
-            raise ValueError("reader: a scan needs order stream and a batch that is a multiple of scan_chunk")
+        if self.scan < 0 or self.scan_chunk < 1 or not (1 <= self.scan_layers <= 8):
+            raise ValueError("reader: scan must be >= 0, scan_chunk >= 1 and scan_layers in 1..8")
+        if self.scan and self.batch % self.scan_chunk:
+            raise ValueError("reader: a scan needs a batch that is a multiple of scan_chunk")
 
     def gpu_shapes_ok(self) -> bool:
         return (self.width % 64 == 0 and all(h % 64 == 0 for h in self.hidden) and self.batch % 64 == 0
@@ -142,10 +120,9 @@ class ReaderConfig:
         which memorise (bench/NOTES.md §12): one pass of the widened reader about fills the time."""
         if device == "cuda":
             f = widen(minutes)
-            cfg = cls(hidden=[2048 * f, 1024 * f], lr=0.002 * min(1.0, 2.0 / f))
+            cfg = cls(hidden=[2048 * f, 1024 * f])
         else:
-            cfg = cls(window=6, dim=16, ctx_bits=16, hidden=[256, 128], batch=1024, lr=0.003, memory_seconds=0.0,
-                      scan=64, scan_chunk=16)
+            cfg = cls(window=6, dim=16, ctx_bits=16, hidden=[256, 128], batch=1024, scan=64, scan_chunk=16)
         cfg = dataclasses.replace(cfg, **check_keys(cls, over, "reader"))
         cfg.validate()
         return cfg
@@ -166,47 +143,56 @@ def widen(minutes: float | None) -> int:
     return 2 if minutes < 8 else 3
 
 
-def blocks(cfg: ReaderConfig) -> list[tuple[str, tuple[int, int], float, bool]]:
-    """The size table: (name, shape, learning-rate factor, lazy) of each parameter block, in order."""
+def blocks(cfg: ReaderConfig) -> list[tuple[str, tuple[int, int], bool]]:
+    """The size table: (name, shape, lazy) of each parameter block, in order (the table's Adam is
+    lazy: only rows with a gradient move)."""
     rows = cfg.window * 256 + (len(cfg.contexts) << cfg.ctx_bits) + cfg.match_inputs * cfg.match_states * 256 + 1
-    out = [("table", (rows, cfg.dim), cfg.table_lr, True)]
+    out = [("table", (rows, cfg.dim), True)]
     fan_in = cfg.width
     for i, h in enumerate(cfg.hidden):
-        out.append((f"w{i + 1}", (h, fan_in), 1.0, False))
+        out.append((f"w{i + 1}", (h, fan_in), False))
         fan_in = h
-    out.append(("out", (256, fan_in), 1.0, False))
-    out.append(("copy", (max(1, cfg.match_inputs), max(1, cfg.match_states)), 1.0, False))
-    if cfg.scan:  # read from the first hidden layer, fed to the layer after it
+    out.append(("out", (256, fan_in), False))
+    out.append(("copy", (max(1, cfg.match_inputs), max(1, cfg.match_states)), False))
+    if cfg.scan:  # layer 0 reads the first hidden layer, layer l > 0 layer l - 1; all feed the layer after it
         widths = list(cfg.hidden) + [256]
-        out.append(("scan_in", (2 * cfg.scan, widths[0]), 1.0, False))
-        out.append(("scan_bias", (1, cfg.scan), 1.0, False))
-        out.append(("scan_out", (widths[1], cfg.scan), 1.0, False))
+        for layer in range(cfg.scan_layers):
+            fan_in = widths[0] if layer == 0 else cfg.scan
+            out.append((scan_block_name("in", layer), (2 * cfg.scan, fan_in), False))
+            out.append((scan_block_name("bias", layer), (1, cfg.scan), False))
+            out.append((scan_block_name("out", layer), (widths[1], cfg.scan), False))
     return out
+
+
+def scan_block_name(part: str, layer: int) -> str:
+    """The block name of a scan layer's part: scan_in, scan_bias, scan_out for the first layer (the
+    names checkpoints of one layer hold), scan1_in, ... for the layers stacked on it."""
+    return f"scan_{part}" if layer == 0 else f"scan{layer}_{part}"
 
 
 def param_count(cfg: ReaderConfig) -> int:
     """Floats in all of the reader's parameter blocks."""
-    return sum(shape[0] * shape[1] for _, shape, _, _ in blocks(cfg))
+    return sum(shape[0] * shape[1] for _, shape, _ in blocks(cfg))
 
 
 def init_params(cfg: ReaderConfig) -> np.ndarray:
     rng = np.random.default_rng(cfg.seed)
     parts = []
-    for name, shape, _, _ in blocks(cfg):
+    for name, shape, _ in blocks(cfg):
         if name == "table":
             w = np.zeros(shape, np.float32)
             w[: cfg.window * 256] = rng.standard_normal((cfg.window * 256, cfg.dim))
             w[-1] = rng.standard_normal(cfg.dim)  # the constant row; hashed rows start at 0 (unseen = nothing)
         elif name == "copy":
             w = np.zeros(shape)
-        elif name == "scan_in":
+        elif name.startswith("scan") and name.endswith("_in"):
             w = rng.standard_normal(shape) * math.sqrt(1.0 / shape[1])
-        elif name == "scan_bias":
+        elif name.startswith("scan") and name.endswith("_bias"):
             # units keep their past for 2 .. 2000 bytes (a = 1 - 1/tau, bias = logit(a) = log(tau - 1)),
             # log-spaced: from the word being read to the paragraph
             w = np.log(np.exp(np.linspace(math.log(2.0), math.log(2000.0), shape[1])) - 1.0)[None, :]
-        elif name == "scan_out":
-            w = rng.standard_normal(shape) * (0.5 / math.sqrt(shape[1]))
+        elif name.startswith("scan") and name.endswith("_out"):
+            w = rng.standard_normal(shape) * (0.5 / math.sqrt(shape[1] * cfg.scan_layers))
         elif name == "out":
             w = rng.standard_normal(shape) * (0.5 / math.sqrt(shape[1]))
         else:
@@ -224,19 +210,24 @@ def init_mix() -> np.ndarray:
     return w
 
 
+def _bits(op: Operand) -> tuple:
+    return op.b16, op.b16_t
+
+
 class Reader:
     """Parameters, optimizer state and batch work space of one reader, on the CPU or the GPU."""
 
     def __init__(self, cfg: ReaderConfig, device: str = "cpu", params=None, mix=None):
         cfg.validate()
-        if device == "cuda" and not cfg.gpu_shapes_ok():
-            raise ValueError("reader on the GPU: the input width, hidden widths and batch must be multiples of 64")
         self.cfg = cfg
-        self.device = device
+        self.dev = Device(device)
+        if self.dev.gpu and not cfg.gpu_shapes_ok():
+            raise ValueError("reader on the GPU: the input width, hidden widths and batch must be multiples of 64")
+        self.device = self.dev.name
         self.blocks = blocks(cfg)
         self.offsets = []
         at = 0
-        for _, shape, _, _ in self.blocks:
+        for _, shape, _ in self.blocks:
             self.offsets.append(at)
             at += shape[0] * shape[1]
         self.n_params = at
@@ -248,17 +239,11 @@ class Reader:
         self.base_ctx = cfg.window * 256
         self.base_match = self.base_ctx + (len(cfg.contexts) << cfg.ctx_bits)
         self.n_layers = len(cfg.hidden) + 1  # dense layers: blocks 1 .. n_layers
-        self.k = {name: i for i, (name, _, _, _) in enumerate(self.blocks)}
+        self.k = {name: i for i, (name, _, _) in enumerate(self.blocks)}
         self.const_row = self.blocks[0][1][0] - 1
-        if device == "cuda":
-            from numba import cuda
-
-            self._cuda = cuda
-            self.params = cuda.to_device(np.ascontiguousarray(host, np.float32))
-            self.d_ctx = cuda.to_device(self.ctx)
-        else:
-            self.params = np.ascontiguousarray(host, np.float32).copy()
-            self.d_ctx = self.ctx
+        self.ops = ops_for(self.dev)
+        self.params = self.dev.own(np.ascontiguousarray(host, np.float32))
+        self.d_ctx = self.dev.put(self.ctx)
         self.grad = self._zeros(self.n_params)
         self.adam_m = self._zeros(self.n_params)
         self.adam_v = self._zeros(self.n_params)
@@ -268,9 +253,7 @@ class Reader:
 
     # ---- arrays ----------------------------------------------------------------------------------
     def _zeros(self, n):
-        if self.device == "cuda":
-            return self._cuda.to_device(np.zeros(n, np.float32))
-        return np.zeros(n, np.float32)
+        return self.dev.zeros(n)
 
     def view(self, buf, k: int):
         """Block k of a flat buffer (params, grad, moments) as its 2-D shape."""
@@ -279,225 +262,158 @@ class Reader:
         return buf[lo: lo + shape[0] * shape[1]].reshape(shape)
 
     def host(self, arr) -> np.ndarray:
-        return arr.copy_to_host() if self.device == "cuda" else arr
+        return self.dev.host(arr)
 
     def _workspace(self, n_b: int):
+        """Work space of a batch of n_b positions (host or GPU operands: reader_backend.py)."""
         if self.ws is not None and self.ws["n"] == n_b:
             return self.ws
-        cfg = self.cfg
+        cfg, ops = self.cfg, self.ops
         widths = [cfg.width] + list(cfg.hidden) + [256]
-        if self.device == "cuda":
-            cuda = self._cuda
-            f32 = lambda *s: cuda.device_array(s, np.float32)  # noqa: E731
-            u16 = lambda *s: cuda.device_array(s, np.uint16)  # noqa: E731
-            ws = {"n": n_b, "rows": cuda.device_array((n_b, cfg.slots), np.int64),
-                  "cand": cuda.device_array((n_b, cfg.match_inputs, 2), np.int64),
-                  "act": [u16(n_b, w) for w in widths[:-1]], "act_t": [u16(w, n_b) for w in widths[:-1]],
-                  "pre": [f32(n_b, w) for w in widths[1:]],  # GEMM outputs (relu applied in place)
-                  "d": [f32(n_b, w) for w in widths],  # gradients w.r.t. each layer's input/output
-                  "d16": [u16(n_b, w) for w in widths[1:]], "d16_t": [u16(w, n_b) for w in widths[1:]],
-                  "w16": [None] * (len(widths) - 1), "w16_t": [None] * (len(widths) - 1),
-                  "loss": cuda.device_array(n_b, np.float32), "bitp": cuda.device_array((n_b, 8), np.float32)}
-            for k in range(1, self.n_layers + 1):
-                o, i = self.blocks[k][1]
-                ws["w16"][k - 1] = u16(o, i)
-                ws["w16_t"][k - 1] = u16(i, o)
-            if cfg.scan:
-                d2, h1 = 2 * cfg.scan, cfg.hidden[0]
-                h2 = self.blocks[self.k["scan_out"]][1][0]
-                ws.update(proj=f32(n_b, d2), gate=f32(n_b, cfg.scan), s=f32(n_b, cfg.scan),
-                          s16=u16(n_b, cfg.scan), s16_t=u16(cfg.scan, n_b), ds=f32(n_b, cfg.scan),
-                          dproj16=u16(n_b, d2), dproj16_t=u16(d2, n_b), si16=u16(d2, h1), si16_t=u16(h1, d2),
-                          so16=u16(h2, cfg.scan), so16_t=u16(cfg.scan, h2))
+        pre = [ops.floats(n_b, w) for w in widths[1:]]  # the products' outputs (a hidden layer's relu in place)
+        d = [ops.floats(n_b, w) for w in widths]  # gradients w.r.t. each layer's input, and the logits'
+        if ops.gpu:
+            act = [ops.operand(n_b, w, keep_float=False) for w in widths[:-1]]
+            dpre = [Operand(d[k + 1], *_bits(ops.operand(n_b, widths[k + 1], keep_float=False)))
+                    for k in range(self.n_layers)]
         else:
-            pre = [np.zeros((n_b, w), np.float32) for w in widths[1:]]
-            ws = {"n": n_b, "rows": np.zeros((n_b, cfg.slots), np.int64),
-                  "cand": np.zeros((n_b, cfg.match_inputs, 2), np.int64),
-                  # a hidden layer's relu is applied in place, so its output is its GEMM's array
-                  "act": [np.zeros((n_b, widths[0]), np.float32)] + pre[:-1],
-                  "pre": pre,
-                  "d": [np.zeros((n_b, w), np.float32) for w in widths],
-                  "loss": np.zeros(n_b, np.float32), "bitp": np.zeros((n_b, 8), np.float32)}
-            if cfg.scan:
-                f32 = lambda *s: np.zeros(s, np.float32)  # noqa: E731
-                ws.update(proj=f32(n_b, 2 * cfg.scan), gate=f32(n_b, cfg.scan), s=f32(n_b, cfg.scan),
-                          ds=f32(n_b, cfg.scan), dproj=f32(n_b, 2 * cfg.scan))
+            act = [ops.operand(n_b, widths[0])] + [Operand(f=p) for p in pre[:-1]]
+            dpre = [Operand(f=d[k + 1]) for k in range(self.n_layers)]
+        ws = {"n": n_b, "rows": self.dev.empty((n_b, cfg.slots), np.int64),
+              "cand": self.dev.empty((n_b, cfg.match_inputs, 2), np.int64), "act": act, "pre": pre, "d": d,
+              "dpre": dpre, "loss": ops.floats(n_b), "bitp": ops.floats(n_b, 8)}
+        layers, S = range(cfg.scan_layers if cfg.scan else 0), cfg.scan
+        ws.update(proj=[ops.floats(n_b, 2 * S) for _ in layers], gate=[ops.floats(n_b, S) for _ in layers],
+                  s=[ops.operand(n_b, S) for _ in layers], ds=[ops.floats(n_b, S) for _ in layers],
+                  dproj=[ops.operand(n_b, 2 * S) for _ in layers])
         self.ws = ws
         return ws
+
+    def scan_block(self, buf, part: str, layer: int):
+        """Scan layer `layer`'s block `part` (in, bias, out) of a flat buffer."""
+        return self.view(buf, self.k[scan_block_name(part, layer)])
+
+    def _state_in(self, ws, state) -> None:
+        """The scan's state before the batch, kept (s0) for backward; `state` is moved on in place."""
+        if state is None or ws["n"] % state.shape[0] or state.shape[1] != self.cfg.scan * self.cfg.scan_layers:
+            raise ValueError("a reader with a scan needs its state: (lanes, scan x layers) with batch = lanes x chunk")
+        ws["T"] = ws["n"] // state.shape[0]
+        ws["state"] = state
+        if ws.get("s0") is None or ws["s0"].shape != state.shape:
+            ws["s0"] = self.dev.empty(state.shape, np.float32)
+        if self.dev.gpu:
+            ws["s0"].copy_to_device(state)
+        else:
+            ws["s0"][:] = state
 
     # ---- forward / backward ----------------------------------------------------------------------
     def forward(self, data, pos, match=None, scale: float = 0.0, state=None):
         """Scores positions `pos` of `data` (both on the reader's device): per-position loss (bits)
         and per-bit probabilities in the work space; with scale > 0 also d(loss * scale)/d(logits).
-        match = (prev, prev_base, minlens, lay): the memory's match pointers for these positions
-        (prev[k, t - prev_base]) and its layout; required when the reader reads match candidates.
-        state: with a scan, the (lanes, scan) state before the batch (new_state()); pos then holds
-        lanes runs of consecutive positions, lane-major, and the state is moved on in place."""
-        n_b = pos.shape[0]
-        ws = self._workspace(n_b)
-        if self.cfg.scan:
-            if state is None or n_b % state.shape[0]:
-                raise ValueError("a reader with a scan needs its state: (lanes, scan) with batch = lanes x chunk")
-            ws["T"] = n_b // state.shape[0]
-            ws["state"] = state
-            if ws.get("s0") is None or ws["s0"].shape != state.shape:
-                ws["s0"] = self._cuda.device_array(state.shape, np.float32) if self.device == "cuda" else \
-                    np.zeros(state.shape, np.float32)
-            if self.device == "cuda":
-                ws["s0"].copy_to_device(state)
-            else:
-                ws["s0"][:] = state
-        cfg = self.cfg
-        table = self.view(self.params, 0)
-        copy = self.view(self.params, self.k["copy"])
-        copy_grad = self.view(self.grad, self.k["copy"])
-        n_layers = self.n_layers
+        match: MatchModel.args of the memory's match pointers for these positions (prev[k, t -
+        prev_base]); required when the reader reads match candidates. state: with a scan, the
+        (lanes, scan x layers) state before the batch (new_state()); pos then holds lanes runs of
+        consecutive positions, lane-major, and the state is moved on in place."""
+        cfg, ops = self.cfg, self.ops
+        ws = self._workspace(pos.shape[0])
+        if cfg.scan:
+            self._state_in(ws, state)
         if cfg.match_inputs and match is None:
-            raise ValueError("this reader reads the match model: pass match=(prev, prev_base, minlens, lay)")
-        prev, prev_base, minlens, lay = match if match is not None else self._no_match()
-        if self.device == "cuda":
-            tpb = config.THREADS_PER_BLOCK
-            reader_ops.rows_kernel[(n_b + tpb - 1) // tpb, tpb](data, pos, cfg.window, self.d_ctx, cfg.ctx_bits,
-                                                                self.base_ctx, self.const_row, ws["rows"], prev,
-                                                                prev_base, minlens, lay, self.base_match, ws["cand"])
-            grid, blk = reader_ops.launch_2d(cfg.width, n_b)
-            reader_ops.gather_kernel[grid, blk](table, ws["rows"], ws["act"][0], ws["act_t"][0])
-            for k in range(n_layers):
-                gemm.to_bf16(self.view(self.params, k + 1), ws["w16"][k], ws["w16_t"][k])
-                gemm.gemm_nt(ws["act"][k], ws["w16"][k], ws["pre"][k])
-                if k == 1 and cfg.scan:
-                    gemm.to_bf16(self.view(self.params, self.k["scan_out"]), ws["so16"], ws["so16_t"])
-                    gemm.gemm_nt(ws["s16"], ws["so16"], ws["pre"][1], accumulate=True)
-                if k + 1 < n_layers:
-                    grid, blk = reader_ops.launch_2d(n_b, ws["pre"][k].shape[1])
-                    reader_ops.relu_kernel[grid, blk](ws["pre"][k], ws["act"][k + 1], ws["act_t"][k + 1])
-                if k == 0 and cfg.scan:
-                    gemm.to_bf16(self.view(self.params, self.k["scan_in"]), ws["si16"], ws["si16_t"])
-                    gemm.gemm_nt(ws["act"][1], ws["si16"], ws["proj"])
-                    grid, blk = reader_ops.launch_2d(cfg.scan, ws["s0"].shape[0])
-                    scan.scan_forward_kernel[grid, blk](ws["proj"], self.view(self.params, self.k["scan_bias"]),
-                                                        ws["s0"], ws["state"], ws["gate"], ws["s"], ws["s16"],
-                                                        ws["s16_t"], ws["T"])
-            targets = self._targets(data, pos)
-            reader_ops.softmax_kernel[n_b, reader_ops.SOFTMAX_THREADS](ws["pre"][-1], targets, scale, ws["loss"],
-                                                                   ws["d"][-1], ws["bitp"], ws["cand"], copy,
-                                                                   copy_grad, ws["d16"][-1], ws["d16_t"][-1])
-        else:
-            reader_ops.rows_cpu(data, pos, cfg.window, self.ctx, cfg.ctx_bits, self.base_ctx, self.const_row,
-                                ws["rows"], prev, prev_base, minlens, lay, self.base_match, ws["cand"])
-            reader_ops.gather_cpu(table, ws["rows"], ws["act"][0])
-            for k in range(n_layers):
-                gemm.gemm_nt(ws["act"][k], self.view(self.params, k + 1), ws["pre"][k])
-                if k == 1 and cfg.scan:
-                    gemm.gemm_nt(ws["s"], self.view(self.params, self.k["scan_out"]), ws["pre"][1], accumulate=True)
-                if k + 1 < n_layers:
-                    reader_ops.relu_cpu(ws["pre"][k])  # = act[k + 1]
-                if k == 0 and cfg.scan:
-                    gemm.gemm_nt(ws["act"][1], self.view(self.params, self.k["scan_in"]), ws["proj"])
-                    scan.scan_forward_cpu(ws["proj"], self.view(self.params, self.k["scan_bias"]), ws["s0"],
-                                          ws["state"], ws["gate"], ws["s"], ws["T"])
-            targets = data[pos]
-            reader_ops.softmax_cpu(ws["pre"][-1], targets, scale, ws["loss"], ws["d"][-1], ws["bitp"], ws["cand"],
-                                   copy)
-            if scale != 0.0:
-                reader_ops.copy_grad_cpu(ws["d"][-1], ws["cand"], copy_grad)
+            raise ValueError("this reader reads the match model: pass match=MatchModel.args(prev, prev_base)")
+        ops.rows(data, pos, self, ws["rows"], match if match is not None else self._no_match(), ws["cand"])
+        ops.gather(self.view(self.params, 0), ws["rows"], ws["act"][0])
+        for k in range(self.n_layers):
+            ops.matmul(ws["act"][k], ops.weights(self.view(self.params, k + 1), k + 1), ws["pre"][k])
+            if k == 1:  # pre[1] += s_l @ W_out_l^T for each scan layer
+                for layer in range(len(ws["s"])):
+                    w_out = ops.weights(self.scan_block(self.params, "out", layer), ("out", layer))
+                    ops.matmul(ws["s"][layer], w_out, ws["pre"][1], accumulate=True)
+            if k + 1 < self.n_layers:
+                ops.relu(ws["pre"][k], ws["act"][k + 1])
+            if k == 0:
+                self._scan_forward(ws)
+        ops.softmax(ws, data, pos, scale, self.view(self.params, self.k["copy"]), self.view(self.grad, self.k["copy"]),
+                    ws["dpre"][-1])
         return ws
+
+    def _scan_forward(self, ws) -> None:
+        """Scan layer l reads the first hidden layer (l = 0) or layer l - 1's state sequence."""
+        ops, S = self.ops, self.cfg.scan
+        for layer in range(len(ws["s"])):
+            x = ws["act"][1] if layer == 0 else ws["s"][layer - 1]
+            w_in = ops.weights(self.scan_block(self.params, "in", layer), ("in", layer))
+            ops.matmul(x, w_in, ws["proj"][layer])
+            cols = slice(layer * S, (layer + 1) * S)
+            ops.scan_forward(ws["proj"][layer], self.scan_block(self.params, "bias", layer), ws["s0"][:, cols],
+                             ws["state"][:, cols], ws["gate"][layer], ws["s"][layer], ws["T"])
 
     def _no_match(self):
         if not hasattr(self, "_nm"):
-            arrs = (np.full((1, 1), -1, np.int32), np.zeros(1, np.int64), np.zeros(64, np.int64))
-            if self.device == "cuda":
-                arrs = tuple(self._cuda.to_device(a) for a in arrs)
+            arrs = tuple(self.dev.put(a) for a in (np.full((1, 1), -1, np.int32), np.zeros(1, np.int64),
+                                                   np.zeros(SPEC_LEN, np.int64)))
             self._nm = (arrs[0], 0, arrs[1], arrs[2])
         return self._nm
-
-    def _targets(self, data, pos):
-        ws = self.ws
-        if "targets" not in ws or ws["targets"].shape[0] != pos.shape[0]:
-            ws["targets"] = self._cuda.device_array(pos.shape[0], np.uint8)
-        tpb = config.THREADS_PER_BLOCK
-        reader_ops.take_kernel[(pos.shape[0] + tpb - 1) // tpb, tpb](data, pos, ws["targets"])
-        return ws["targets"]
 
     def backward(self, skip_table: bool = False) -> None:
         """Adds d(loss * scale)/d(params) into self.grad (forward must have run with scale > 0):
         the literal reverse of forward, layer by layer."""
-        ws = self.ws
-        n_layers = self.n_layers
-        table_grad = self.view(self.grad, 0)
-        if self.device == "cuda":
-            for k in range(n_layers - 1, -1, -1):
-                # pre[k] = act[k] @ W^T  =>  dW += dpre^T @ act ;  dact = dpre @ W
-                gemm.gemm_nt(ws["d16_t"][k], ws["act_t"][k], self.view(self.grad, k + 1), accumulate=True)
-                if k > 0 or not skip_table:
-                    gemm.gemm_nt(ws["d16"][k], ws["w16_t"][k], ws["d"][k])
-                if k == 1 and self.cfg.scan:
-                    # pre[1] += s @ W_out^T ; s = scan(act[1] @ W_in^T) ; act[1] gets the scan's share
-                    gemm.gemm_nt(ws["d16_t"][1], ws["s16_t"], self.view(self.grad, self.k["scan_out"]),
-                                 accumulate=True)
-                    gemm.gemm_nt(ws["d16"][1], ws["so16_t"], ws["ds"])
-                    grid, blk = reader_ops.launch_2d(self.cfg.scan, ws["s0"].shape[0])
-                    scan.scan_backward_kernel[grid, blk](ws["proj"], ws["gate"], ws["s"], ws["s0"], ws["ds"],
-                                                         ws["dproj16"], ws["dproj16_t"],
-                                                         self.view(self.grad, self.k["scan_bias"]), ws["T"])
-                    gemm.gemm_nt(ws["dproj16_t"], ws["act_t"][1], self.view(self.grad, self.k["scan_in"]),
-                                 accumulate=True)
-                    gemm.gemm_nt(ws["dproj16"], ws["si16_t"], ws["d"][1], accumulate=True)
-                if k > 0:
-                    # act[k] = relu(pre[k-1])
-                    grid, blk = reader_ops.launch_2d(ws["n"], ws["d"][k].shape[1])
-                    reader_ops.relu_bwd_kernel[grid, blk](ws["d"][k], ws["pre"][k - 1], ws["d16"][k - 1],
-                                                          ws["d16_t"][k - 1])
-            if not skip_table:
-                grid, blk = reader_ops.launch_2d(self.cfg.width, ws["n"])
-                reader_ops.scatter_kernel[grid, blk](ws["d"][0], ws["rows"], table_grad)
-        else:
-            for k in range(n_layers - 1, -1, -1):
-                dpre = ws["d"][k + 1]
-                gw = self.view(self.grad, k + 1)
-                gw += np.dot(dpre.T, ws["act"][k])
-                if k > 0 or not skip_table:
-                    np.dot(dpre, self.view(self.params, k + 1), out=ws["d"][k])
-                if k == 1 and self.cfg.scan:
-                    self.view(self.grad, self.k["scan_out"])[:] += np.dot(dpre.T, ws["s"])
-                    np.dot(dpre, self.view(self.params, self.k["scan_out"]), out=ws["ds"])
-                    scan.scan_backward_cpu(ws["proj"], ws["gate"], ws["s"], ws["s0"], ws["ds"], ws["dproj"],
-                                           self.view(self.grad, self.k["scan_bias"]), ws["T"])
-                    self.view(self.grad, self.k["scan_in"])[:] += np.dot(ws["dproj"].T, ws["act"][1])
-                    ws["d"][1] += np.dot(ws["dproj"], self.view(self.params, self.k["scan_in"]))
-                if k > 0:
-                    reader_ops.relu_bwd_cpu(ws["d"][k], ws["act"][k])
-            if not skip_table:
-                reader_ops.scatter_cpu(ws["d"][0], ws["rows"], table_grad)
+        ws, ops = self.ws, self.ops
+        for k in range(self.n_layers - 1, -1, -1):
+            dpre = ws["dpre"][k]
+            # pre[k] = act[k] @ W^T  =>  dW += dpre^T @ act ;  dact = dpre @ W
+            ops.grad_w(dpre, ws["act"][k], self.view(self.grad, k + 1))
+            if k > 0 or not skip_table:
+                ops.grad_x(dpre, ops.weights(self.view(self.params, k + 1), k + 1, fresh=False), ws["d"][k])
+            if k == 1:
+                self._scan_backward(ws, dpre)
+            if k > 0:  # act[k] = relu(pre[k - 1])
+                ops.relu_backward(ws["d"][k], ws["pre"][k - 1], ws["act"][k], ws["dpre"][k - 1])
+        if not skip_table:
+            ops.scatter(ws["d"][0], ws["rows"], self.view(self.grad, 0))
 
-    def update(self, lr: float, frozen: tuple = ()) -> None:
+    def _scan_backward(self, ws, dpre) -> None:
+        """pre[1] += s_l @ W_out_l^T ; s_l = scan(x_l @ W_in_l^T), x_0 = act[1], x_l = s_(l-1):
+        the reverse, from the last layer to the first; act[1] gets the first layer's share."""
+        ops, S = self.ops, self.cfg.scan
+        n_layers = len(ws["s"])
+        for layer in range(n_layers):
+            ops.grad_w(dpre, ws["s"][layer], self.scan_block(self.grad, "out", layer))
+            w_out = ops.weights(self.scan_block(self.params, "out", layer), ("out", layer), fresh=False)
+            ops.grad_x(dpre, w_out, ws["ds"][layer])
+        for layer in range(n_layers - 1, -1, -1):
+            cols = slice(layer * S, (layer + 1) * S)
+            ops.scan_backward(ws["proj"][layer], ws["gate"][layer], ws["s"][layer], ws["s0"][:, cols], ws["ds"][layer],
+                              ws["dproj"][layer], self.scan_block(self.grad, "bias", layer), ws["T"])
+            x = ws["act"][1] if layer == 0 else ws["s"][layer - 1]
+            ops.grad_w(ws["dproj"][layer], x, self.scan_block(self.grad, "in", layer))
+            w_in = ops.weights(self.scan_block(self.params, "in", layer), ("in", layer), fresh=False)
+            ops.grad_x(ws["dproj"][layer], w_in, ws["d"][1] if layer == 0 else ws["ds"][layer - 1], accumulate=True)
+
+    def update(self, lr: float, frozen: tuple = (), table_lr: float = 1.0) -> None:
         """An Adam step of every block but those named in `frozen` (only the table can be: backward
-        then leaves its gradient at zero, as the last step left it)."""
+        then leaves its gradient at zero, as the last step left it); the table's rate is lr x table_lr."""
         self.step += 1
-        for k, (name, shape, factor, lazy) in enumerate(self.blocks):
+        for k, (name, shape, lazy) in enumerate(self.blocks):
             if name in frozen:
                 continue
             lo, hi = self.offsets[k], self.offsets[k] + shape[0] * shape[1]
             adam.adam_step(self.params[lo:hi], self.grad[lo:hi], self.adam_m[lo:hi], self.adam_v[lo:hi],
-                           self.step, lr * factor, lazy=lazy)
+                           self.step, lr * (table_lr if name == "table" else 1.0), lazy=lazy)
 
-    def lr_at(self, frac: float) -> float:
-        warm = min(1.0, (self.step + 1) / max(1, self.cfg.warmup))
-        decay = 1.0 if frac < 0.6 else 1.0 - 0.9 * min(1.0, (frac - 0.6) / 0.4)
-        return self.cfg.lr * warm * decay
-
-    def train_step(self, data, pos, frac: float, match=None, state=None, frozen: tuple = ()) -> float:
-        """One update on positions pos; returns the batch's mean loss in bits per byte."""
+    def train_step(self, data, pos, lr: float, match=None, state=None, frozen: tuple = (),
+                   table_lr: float = 1.0) -> float:
+        """One update at rate lr on positions pos; returns the batch's mean loss in bits per byte."""
         self.forward(data, pos, match, scale=1.0 / pos.shape[0], state=state)
         self.backward(skip_table="table" in frozen)
-        self.update(self.lr_at(frac), frozen)
+        self.update(lr, frozen, table_lr)
         return float(np.mean(self.host(self.ws["loss"]), dtype=np.float64))
 
     def new_state(self, lanes: int):
         """A zero scan state for `lanes` lanes, on the reader's device (None without a scan)."""
         if not self.cfg.scan:
             return None
-        return self._zeros(lanes * self.cfg.scan).reshape(lanes, self.cfg.scan)
+        width = self.cfg.scan * self.cfg.scan_layers
+        return self._zeros(lanes * width).reshape(lanes, width)
 
     def range_probs(self, data, ranges, match=None, warm: int = SCAN_WARM) -> np.ndarray:
         """(bytes in ranges, 8) host array: the reader's p(bit j = 1 | the byte's bits before j) for
@@ -513,8 +429,8 @@ class Reader:
             if fresh.any():  # a lane starts a new piece: from a zero state
                 host = self.host(state)
                 host[fresh] = 0.0
-                state = self._cuda.to_device(host) if self.device == "cuda" else host
-            ws = self.forward(data, self._cuda.to_device(pos) if self.device == "cuda" else pos, match, state=state)
+                state = self.dev.put(host)
+            ws = self.forward(data, self.dev.put(pos), match, state=state)
             out[v[scored]] = self.host(ws["bitp"])[scored]
         return out
 
@@ -531,7 +447,7 @@ class Reader:
             k = len(chunk)
             if k < rb:
                 chunk = np.resize(chunk, rb)
-            ws = self.forward(data, self._cuda.to_device(chunk) if self.device == "cuda" else chunk, match)
+            ws = self.forward(data, self.dev.put(chunk), match)
             out[lo: lo + k] = self.host(ws["bitp"])[:k]
         return out
 
@@ -561,16 +477,13 @@ class Reader:
         return out
 
     def load_state(self, z: dict) -> None:
-        if self.device == "cuda":
-            self.adam_m = self._cuda.to_device(z["reader_m"])
-            self.adam_v = self._cuda.to_device(z["reader_v"])
-        else:
-            self.adam_m, self.adam_v = z["reader_m"].copy(), z["reader_v"].copy()
+        self.adam_m, self.adam_v = self.dev.own(z["reader_m"]), self.dev.own(z["reader_v"])
         if self.cfg.scan and "reader_scan_state" in z:
             st = np.ascontiguousarray(z["reader_scan_state"], np.float32)
-            if st.shape != (self.cfg.lanes, self.cfg.scan):
-                raise ValueError(f"reader scan state {st.shape}, the config needs {(self.cfg.lanes, self.cfg.scan)}")
-            self.train_state = self._cuda.to_device(st) if self.device == "cuda" else st.copy()
+            want = (self.cfg.lanes, self.cfg.scan * self.cfg.scan_layers)
+            if st.shape != want:
+                raise ValueError(f"reader scan state {st.shape}, the config needs {want}")
+            self.train_state = self.dev.own(st)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self.cfg), sort_keys=True)
@@ -657,11 +570,11 @@ class MixFit:
 
 def describe(cfg: ReaderConfig) -> str:
     n = param_count(cfg)
-    dense = sum(s[0] * s[1] for name, s, _, _ in blocks(cfg) if name != "table")
+    dense = sum(s[0] * s[1] for name, s, _ in blocks(cfg) if name != "table")
     return (f"reader: {cfg.window} byte slots + {len(cfg.contexts)} hashed contexts + {cfg.match_inputs} match "
             f"candidates x {cfg.dim}, MLP "
             f"{cfg.width}->{'->'.join(map(str, cfg.hidden))}->256"
-            + (f", a {cfg.scan}-unit scan over its first layer" if cfg.scan else "")
+            + (f", {cfg.scan_layers} stacked {cfg.scan}-unit scan layer(s) over its first layer" if cfg.scan else "")
             + f"; {dense / 1e6:.1f}M dense + "
             f"{(n - dense) / 1e6:.0f}M table parameters")
 
@@ -669,7 +582,7 @@ def describe(cfg: ReaderConfig) -> str:
 def flops_per_position(cfg: ReaderConfig) -> float:
     """Multiply-adds x2 of the dense products, forward + backward (3x forward)."""
     dims = [cfg.width] + list(cfg.hidden) + [256]
-    scan_macs = cfg.scan * (2 * dims[1] + dims[2])
+    scan_macs = cfg.scan * (2 * dims[1] + dims[2]) + (cfg.scan_layers - 1) * cfg.scan * (2 * cfg.scan + dims[2])
     return 3 * (sum(2.0 * a * b for a, b in zip(dims, dims[1:])) + 2.0 * scan_macs)
 
 

@@ -1,11 +1,7 @@
-"""Generation: byte-by-byte sampling with incremental state.
+"""Generation: drawing bytes from a model's stream, one at a time.
 
-`Generator` keeps the model's memory (history bytes, count tables, mixer) and a stream position.
-Each new byte costs: the context hashes of one position, one match-index step (`match_index` on a
-single position, rolling from the saved index), and the 255 node probabilities of the byte tree
-(`byte_distribution`, njit), from which the 256-way distribution is read; the low-nibble subtrees of
-high nibbles with probability below PRUNE are not expanded, which saves most of the table reads.
-Nothing is recomputed over the whole context.
+The model's side (the stream after the history, the next byte's distribution) is stream.py's;
+this module is how bytes are drawn from it: temperature, top-k/top-p/min-p, the guards below.
 
 Output is always valid UTF-8: bytes that cannot continue a valid UTF-8 sequence at this point
 get probability 0 before sampling, and a character cut by --max-bytes is completed. The NUL byte
@@ -27,26 +23,12 @@ Evaluation-equivalent streams (tests) pass `history_far=False`.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
-import numba
 import numpy as np
 
-from . import hostmem
-from .kernels.hashing import context_hash
-from .kernels.match import match_index, verified_length
-from .kernels.mixer import L_K, L_MCAP, L_NAPM, L_NCTX, L_NMI, L_NSEL, idx_width, match_inputs, mix_node
-from .model import Model
-from .reader import mixed_distribution
-
-END_OF_ARTICLE = 0
-# High nibbles with less probability than this are not expanded (their bytes share it evenly).
-# Exact for every byte under a kept nibble; the pruned mass is below 16 x PRUNE per byte.
-PRUNE = 1e-6
-# bytes of history copied in front of a stream that treats the history as far: more than any
-# context or match verification reads back
-HISTORY_TAIL = 4096
+from .stream import END_OF_ARTICLE, Stream
+from .utf8 import char_complete, utf8_after, utf8_allowed  # noqa: F401 (callers read them from here)
 
 
 @dataclass(frozen=True)
@@ -84,79 +66,6 @@ class Sampling:
         if self.max_copy != 0 and not (8 <= self.max_copy <= 64):
             raise ValueError(f"--max-copy must be 0 (off) or from 8 to 64 bytes, not {self.max_copy}")
         return self
-
-
-@numba.njit(cache=True)
-def byte_distribution(buf, t, prev_t, minlens, ctx, tables, params, lay, hashes, cand, feat, qidx, idx, zk, mass,
-                      out, node_p1):
-    """out[y] = P(byte at t is y | buf[:t]) under the memory; node_p1[c] = its P(next bit = 1) at tree
-    node c (0.5 where pruned); prev_t: (n_match, 1) match pointers for position t."""
-    for i in range(lay[L_NCTX]):
-        hashes[i] = context_hash(buf, t, ctx[i, 0], ctx[i, 1], i)
-    match_inputs(buf, t, prev_t, 0, minlens, lay, cand)
-    hist = np.int64(0)
-    if t > 0:
-        hist = np.int64(buf[t - 1])
-    if t > 1:
-        hist |= np.int64(buf[t - 2]) << 8
-    mass[1] = 1.0
-    for c in range(1, 256):
-        j = 0
-        while (c >> (j + 1)) > 0:
-            j += 1
-        if j >= 4 and mass[c >> (j - 4)] < PRUNE:
-            # a high nibble this unlikely: skip its 15 low-nibble nodes (16 table rows per context)
-            # and spread its mass evenly over its 16 bytes
-            mass[2 * c + 1] = mass[c] * 0.5
-            mass[2 * c] = mass[c] * 0.5
-            node_p1[c] = 0.5
-            continue
-        z, zf, sl, f = mix_node(j, np.int64(c), -1, hashes, cand, hist, ctx, tables, params, lay,
-                                feat, qidx, idx, zk)
-        p1 = 1.0 / (1.0 + math.exp(-zf))
-        node_p1[c] = p1
-        mass[2 * c + 1] = mass[c] * p1
-        mass[2 * c] = mass[c] * (1.0 - p1)
-    for y in range(256):
-        out[y] = mass[256 + y]
-
-
-# ---- UTF-8 validity ---------------------------------------------------------------------------------
-
-_START_MASK = np.zeros(256, dtype=bool)
-_START_MASK[0x00:0x80] = True
-_START_MASK[0xC2:0xF5] = True
-_SECOND_BYTE = {0xE0: (0xA0, 0xBF), 0xED: (0x80, 0x9F), 0xF0: (0x90, 0xBF), 0xF4: (0x80, 0x8F)}
-
-
-def utf8_allowed(pending: bytes) -> np.ndarray:
-    """Mask of bytes that keep `pending` (an incomplete character, or b'') a valid UTF-8 prefix."""
-    if not pending:
-        return _START_MASK
-    ok = np.zeros(256, dtype=bool)
-    lead = pending[0]
-    need = 2 if lead < 0xE0 else 3 if lead < 0xF0 else 4
-    if len(pending) == 1:
-        lo, hi = _SECOND_BYTE.get(lead, (0x80, 0xBF))
-    else:
-        lo, hi = 0x80, 0xBF
-    assert len(pending) < need
-    ok[lo:hi + 1] = True
-    return ok
-
-
-def char_complete(pending: bytes) -> bool:
-    if not pending:
-        return True
-    lead = pending[0]
-    need = 1 if lead < 0x80 else 2 if lead < 0xE0 else 3 if lead < 0xF0 else 4
-    return len(pending) >= need
-
-
-def utf8_after(pending: bytes, byte: int) -> bytes:
-    """The incomplete character at the end of a stream after `byte` follows `pending` (b'' when whole)."""
-    pending = (pending + bytes([byte])) if (pending or byte >= 0x80) else b""
-    return b"" if char_complete(pending) else pending
 
 
 def draw(q: np.ndarray, rng: np.random.Generator) -> int:
@@ -203,167 +112,8 @@ def filter_probs(p: np.ndarray, temperature: float, top_k: int, top_p: float, mi
     return p
 
 
-class Generator:
-    """A stream after the model's history; feed text, read distributions, sample bytes.
-
-    history_far: the stream starts HISTORY_GAP bytes after the history (see the module docstring);
-    False continues the history directly, exactly as evaluation scores a split after it.
-    own_index: the stream writes its positions into the model's own match index instead of a copy
-    (100 MB for the CPU default, a tenth of `sample`'s start-up); for a caller that makes no other
-    generator from this model."""
-
-    def __init__(self, model: Model, history: np.ndarray, extra: int = 1 << 16, history_far: bool = True,
-                 own_index: bool = False):
-        if model.device != "cpu":
-            raise ValueError("generation runs on the CPU twin")
-        self.model = model
-        self.h = len(history)
-        self.gap = max(model.cfg.match_recency, default=0) + HISTORY_TAIL
-        # hostmem: a fresh process copies 100+ MB here, and numpy's huge-page advice can stall it
-        self.buf = hostmem.zeros(self.h + extra + (self.gap if history_far else 0), np.uint8)
-        self.buf[: self.h] = history
-        self.t = self.h
-        if history_far and self.h:
-            self._jump()
-        self.start = self.t  # where the stream's first byte went
-        self.doc_start = self.t  # where the current document began (new_document)
-        self.last_pos = model.last_pos if own_index else hostmem.copy(model.last_pos)
-        n_m = len(model.cfg.match_minlens)
-        self.prev_t = np.full((n_m, 1), -1, dtype=np.int32)
-        self._prev_ready = False
-        self.copy_before = None  # with a position: match pointers at or after it are dropped
-        n_ctx, n_in = int(model.lay[L_NCTX]), int(model.lay[L_K])
-        n_sel, n_apm = int(model.lay[L_NSEL]), int(model.lay[L_NAPM])
-        self._hashes = np.zeros(n_ctx, np.int64)
-        self._feat = np.zeros(n_in, np.float32)
-        self._qidx = np.zeros(n_ctx, np.int64)
-        n_mi = int(model.lay[L_NMI])
-        self._cand = np.zeros((n_mi, 2), np.int64)
-        self._idx = np.zeros(idx_width(n_sel, n_apm, n_mi), np.int64)
-        self._zk = np.zeros(n_sel, np.float32)
-        self._mass = np.zeros(512, np.float64)
-        self._node_p1 = np.zeros(256, np.float64)
-        self._pos1 = np.zeros(1, np.int64)
-        # the reader's scan state: it has read the positions before t (zero at the generator's start,
-        # as evaluation starts a run); _rnext caches position t's reading: (t, probabilities, state after)
-        self._rstate = model.reader.new_state(1) if model.reader is not None else None
-        self._rnext = None
-        self.pending = b""  # bytes of an incomplete UTF-8 character at the end of the stream
-
-    def _jump(self) -> None:
-        """Move the stream's end `gap` bytes on: zeros, then a copy of the last HISTORY_TAIL bytes
-        before the jump. What was before it is then further back than any recency threshold."""
-        tail = min(self.t, HISTORY_TAIL)
-        self._grow(self.gap)
-        self.buf[self.t: self.t + self.gap] = 0
-        self.buf[self.t + self.gap - tail: self.t + self.gap] = self.buf[self.t - tail: self.t].copy()
-        self.t += self.gap
-        self._prev_ready = False
-        self._rnext = None
-
-    def new_document(self) -> None:
-        """Start a new document (chat's next turn): everything before it counts as far back for
-        the match model, as the history does. The match index and the reader's state carry on."""
-        if self.t > self.start:
-            self._jump()
-        self.doc_start = self.t
-
-    def _ensure_prev(self) -> None:
-        if not self._prev_ready:
-            match_index(self.buf, self.t, self.t + 1, self.model.minlens, self.model.cfg.match_bits,
-                        self.last_pos, self.prev_t, self.t)
-            if self.copy_before is not None:
-                drop_pointers_from(self.prev_t, self.copy_before)
-            self._prev_ready = True
-
-    def _grow(self, n: int = 1) -> None:
-        if self.t + n >= len(self.buf):
-            bigger = np.zeros(len(self.buf) + max(1 << 16, n, len(self.buf) - self.h), dtype=np.uint8)
-            bigger[: self.t] = self.buf[: self.t]
-            self.buf = bigger
-
-    def _reader_probs(self) -> np.ndarray:
-        self._ensure_prev()
-        if self._rnext is None or self._rnext[0] != self.t:
-            m = self.model
-            self._pos1[0] = self.t
-            state = None if self._rstate is None else self._rstate.copy()
-            pr = m.reader.next_byte_probs(self.buf, self._pos1, m.match_args(self.prev_t, self.t), state)
-            self._rnext = (self.t, pr, state)
-        return self._rnext[1]
-
-    def push(self, byte: int) -> None:
-        self._ensure_prev()
-        if self._rstate is not None:  # the scan reads every position, sampled or fed
-            self._reader_probs()
-            self._rstate = self._rnext[2]
-        self._grow()
-        self.buf[self.t] = byte
-        self.t += 1
-        self._prev_ready = False
-        self._track_utf8(bytes([byte]))
-
-    def _track_utf8(self, data: bytes) -> None:
-        for byte in data:
-            self.pending = utf8_after(self.pending, byte)
-
-    def feed(self, data: bytes) -> None:
-        """Append bytes to the stream. A long feed (a recalled article) walks the match index over
-        all of it at once and runs the reader's scan over it in one batch, which leaves both as
-        byte-by-byte pushes would."""
-        if len(data) < FEED_BATCH:
-            for b in data:
-                self.push(b)
-            return
-        m = self.model
-        n, t0 = len(data), self.t
-        self._grow(n + 1)
-        self.buf[t0: t0 + n] = np.frombuffer(data, dtype=np.uint8)
-        prev = np.empty((len(m.cfg.match_minlens), n), dtype=np.int32)
-        first = t0
-        if self._prev_ready:  # position t0 is already in the index: walking it again would point at itself
-            prev[:, 0] = self.prev_t[:, 0]
-            first = t0 + 1
-        match_index(self.buf, first, t0 + n, m.minlens, m.cfg.match_bits, self.last_pos, prev, t0)
-        if self.copy_before is not None:
-            drop_pointers_from(prev, self.copy_before)
-        if self._rstate is not None:
-            state = self._rstate.copy()
-            m.reader.forward(self.buf, np.arange(t0, t0 + n, dtype=np.int64), m.match_args(prev, t0), state=state)
-            self._rstate = state
-        self.t = t0 + n
-        self._prev_ready = False
-        self._rnext = None
-        self._track_utf8(data)
-
-    def distribution(self) -> np.ndarray:
-        """P(next byte) over 0..255 (float64), from the model alone: the memory's byte tree, mixed
-        node by node with the reader's distribution when the model has a reader (as evaluation
-        mixes the bits of the true byte, reader.py)."""
-        self._ensure_prev()
-        m = self.model
-        out = np.zeros(256, np.float64)
-        byte_distribution(self.buf, self.t, self.prev_t, m.minlens, m.ctx, m.tables, m.params, m.lay,
-                          self._hashes, self._cand, self._feat, self._qidx, self._idx, self._zk, self._mass, out,
-                          self._node_p1)
-        if m.reader is not None:
-            pr = self._reader_probs()
-            mixed_distribution(self._node_p1, pr, m.reader.mix, self._mass, out)
-        return out
-
-    def history_copies(self, most: int) -> set:
-        """Bytes that would continue a verbatim copy of at least `most` bytes of what came before the
-        current document (the history, earlier chat turns): what the match candidates pointing there
-        predict, where they verify that far back. What the document itself holds (a recalled
-        article, fed into it) may be quoted."""
-        self._ensure_prev()
-        cap = int(self.model.lay[L_MCAP])
-        out = set()
-        for k in range(self.prev_t.shape[0]):
-            p = int(self.prev_t[k, 0])
-            if 0 <= p < self.doc_start and verified_length(self.buf, self.t, p, cap) >= most:
-                out.add(int(self.buf[p]))
-        return out
+class Generator(Stream):
+    """A model's generation stream (stream.py) that also draws its next byte."""
 
     def sample(self, rng: np.random.Generator, sampling: Sampling = Sampling(), allow_end=True, banned=()) -> int:
         """Draw the next byte. `banned` (the repeat guard's) and the copy guard's bytes are dropped
@@ -384,18 +134,6 @@ class Generator:
         y = draw(filter_probs(p, sampling.temperature, sampling.top_k, sampling.top_p, sampling.min_p), rng)
         self.push(y)
         return y
-
-
-FEED_BATCH = 16  # feeds at least this long read the reader in one batch
-
-
-@numba.njit(cache=True)
-def drop_pointers_from(prev, start):
-    """Match pointers at or after `start` (the reply being generated) become 'no match'."""
-    for k in range(prev.shape[0]):
-        for i in range(prev.shape[1]):
-            if prev[k, i] >= start:
-                prev[k, i] = -1
 
 
 class RepeatGuard:

@@ -130,7 +130,7 @@ NAN_FORWARD = textwrap.dedent("""
     from cheaplm.model import Model, ModelConfig
 
     model = Model(ModelConfig.from_dict(json.loads(sys.argv[1])), device="cpu")
-    lay, n_p = model.lay, model.n_params
+    lay, n_p = model.memory.lay, model.memory.n_params
     params = np.full(n_p, np.nan, np.float32)  # every mixer output NaN
     n_ctx, n_mi = int(lay[mixer.L_NCTX]), int(lay[mixer.L_NMI])
     n_sel, n_apm = int(lay[mixer.L_NSEL]), int(lay[mixer.L_NAPM])
@@ -140,7 +140,7 @@ NAN_FORWARD = textwrap.dedent("""
     for j in range(8):
         idx = np.zeros(mixer.idx_width(n_sel, n_apm, n_mi), np.int64)
         z, zf, slope, f = mixer.mix_node(j, np.int64(1 << j), -1, np.arange(n_ctx, dtype=np.int64), cand,
-                                         np.int64(0x6874), model.ctx, model.tables, params, lay,
+                                         np.int64(0x6874), model.memory.ctx, model.memory.tables, params, lay,
                                          np.zeros(int(lay[mixer.L_K]), np.float32), np.zeros(n_ctx, np.int64),
                                          idx, np.zeros(n_sel, np.float32))
         apm = idx[n_sel + 1 + 2 * n_mi:]

@@ -14,7 +14,8 @@ from cheaplm.kernels import adam, mixer
 from cheaplm.kernels.counts import count_add_cpu
 from cheaplm.kernels.hashing import ORDER, SKIP, SPARSE, WORD, context_hash, match_hash, mix64, slot_of
 from cheaplm.kernels.match import _index_segments, match_index, match_lookup
-from cheaplm.model import Model, ModelConfig, context_array
+from cheaplm.memory import context_array
+from cheaplm.model import Model, ModelConfig
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = ModelConfig(orders=[0, 1, 2, 4], words=2, sparse=[0b10], table_bits=7, match_minlens=[6, 3],
@@ -170,8 +171,8 @@ def test_count_bucket_definition():
 def oracle_losses(model, d, pos, prev, loo):
     """float64, written from the docstring of kernels/mixer.py, not from its code (the hashes that
     pick byte2 rows are definitions and are called)."""
-    ctx, p = model.ctx, model.params.astype(np.float64)
-    cfg, lay = model.cfg, model.lay
+    ctx, p = model.memory.ctx, model.memory.params.astype(np.float64)
+    cfg, lay = model.cfg, model.memory.lay
     n_mi = len(cfg.match_minlens) if cfg.match_each else 1
     n_ctx, n_in = len(ctx), 2 * len(ctx) + n_mi + 1
     knots = mixer.APM_LO + mixer.APM_STEP * np.arange(mixer.APM_KNOTS)
@@ -213,7 +214,7 @@ def oracle_losses(model, d, pos, prev, loo):
         a_at.append(at)
         a_rows.append(rows)
         at += rows * 33
-    assert at == model.n_params
+    assert at == model.memory.n_params
     out = []
     for t in pos:
         y = int(d[t])
@@ -231,7 +232,7 @@ def oracle_losses(model, d, pos, prev, loo):
             nz = 0
             for i in range(n_ctx):
                 row = slot_of(hs[i], hi + 1 if j >= 4 else 0, ctx[i, 2], ctx[i, 3])
-                n0, n1 = int(model.tables[row, 2 * node]), int(model.tables[row, 2 * node + 1])
+                n0, n1 = int(model.memory.tables[row, 2 * node]), int(model.memory.tables[row, 2 * node + 1])
                 if loo:
                     n0, n1 = (n0, max(n1 - 1, 0)) if bit else (max(n0 - 1, 0), n1)
                 x[2 * i] = np.clip(np.log((n1 + 0.4) / (n0 + 0.4)), -8, 8)
@@ -272,9 +273,9 @@ def tiny_model(seed=0, n=2000, cfg=TINY):
     model = Model(cfg)
     model.count(d, 0, n // 2)
     rng = np.random.default_rng(seed)
-    model.params += rng.normal(0, 0.3, model.n_params).astype(np.float32)
+    model.memory.params += rng.normal(0, 0.3, model.memory.n_params).astype(np.float32)
     prev = np.empty((2, n), np.int32)
-    match_index(d, 0, n, model.minlens, cfg.match_bits, model.last_pos, prev, 0)
+    match_index(d, 0, n, model.match.minlens, cfg.match_bits, model.match.last_pos, prev, 0)
     return model, d, prev
 
 
@@ -284,8 +285,8 @@ def tiny_model(seed=0, n=2000, cfg=TINY):
 def test_mixer_forward_matches_float64_oracle(loo, n_b, cfg):
     model, d, prev = tiny_model(seed=n_b, cfg=cfg)
     pos = np.random.default_rng(1).integers(0, len(d), n_b).astype(np.int64)
-    caches = model.make_caches(n_b)
-    model.forward(d, pos, prev, 0, caches, loo=loo)
+    caches = model.caches(n_b)
+    model.memory.forward(d, pos, model.match.args(prev, 0), caches, loo=loo)
     want = oracle_losses(model, d, pos, prev, loo)
     np.testing.assert_allclose(caches.loss, want, rtol=2e-4, atol=2e-4)
     assert np.all(np.isfinite(caches.loss)) and np.all((caches.prob > 0) & (caches.prob < 1))
@@ -295,11 +296,11 @@ def test_adaptive_eval_counts_the_stream_then_takes_it_back_exactly():
     d = text(3000, seed=4)
     model = Model(TINY)
     model.count(d, 0, 1000)
-    match_index(d, 0, 1000, model.minlens, TINY.match_bits, model.last_pos, np.empty((2, 1000), np.int32), 0)
-    before = model.tables.copy()
+    match_index(d, 0, 1000, model.match.minlens, TINY.match_bits, model.match.last_pos, np.empty((2, 1000), np.int32), 0)
+    before = model.memory.tables.copy()
     static = stream_bpb(model, d[:1000], d[1000:], batch=128)
     adaptive = stream_bpb(model, d[:1000], d[1000:], batch=128, adaptive=True)
-    assert np.array_equal(model.tables, before)
+    assert np.array_equal(model.memory.tables, before)
     assert adaptive["bpb"] < static["bpb"] - 0.01  # the stream's own counts help on repetitive text
     assert stream_bpb(model, d[:1000], d[1000:], batch=128)["bpb"] == static["bpb"]
     # a split shorter than one default batch (65,536 bytes) is still scored in pieces, so its own
@@ -307,7 +308,7 @@ def test_adaptive_eval_counts_the_stream_then_takes_it_back_exactly():
     short_static = stream_bpb(model, d[:1000], d[1000:])
     short_adaptive = stream_bpb(model, d[:1000], d[1000:], adaptive=True)
     assert short_adaptive["bpb"] < short_static["bpb"] - 0.01
-    assert np.array_equal(model.tables, before)
+    assert np.array_equal(model.memory.tables, before)
 
 
 def test_adam_matches_numpy():
@@ -327,30 +328,30 @@ def test_adam_matches_numpy():
 @pytest.mark.parametrize("cfg", [TINY, TINY_ONE], ids=["five-mixers", "one-mixer"])
 def test_backward_matches_finite_differences(cfg):
     model, d, prev = tiny_model(seed=9, cfg=cfg)
-    model.params = model.params.astype(np.float64)
+    model.memory.params = model.memory.params.astype(np.float64)
     pos = np.random.default_rng(2).integers(1, len(d), 19).astype(np.int64)
-    caches = model.make_caches(len(pos), dtype=np.float64)
+    caches = model.caches(len(pos), dtype=np.float64)
 
     def total_nats():
-        model.forward(d, pos, prev, 0, caches, loo=False)
+        model.memory.forward(d, pos, model.match.args(prev, 0), caches, loo=False)
         return float(caches.loss.sum()) * math.log(2.0)
 
     total_nats()
-    grad = np.zeros(model.n_params, np.float64)
-    mixer.backward(d, pos, model.params, model.lay, caches, 1.0, grad,
-                   np.zeros((3, model.n_params), np.float64))
+    grad = np.zeros(model.memory.n_params, np.float64)
+    mixer.backward(d, pos, model.memory.params, model.memory.lay, caches, 1.0, grad,
+                   np.zeros((3, model.memory.n_params), np.float64))
     touched = np.flatnonzero(grad)
     assert len(touched) > 50
     rng = np.random.default_rng(0)
-    check = np.concatenate([rng.choice(touched, 60, replace=False), rng.integers(0, model.n_params, 20)])
+    check = np.concatenate([rng.choice(touched, 60, replace=False), rng.integers(0, model.memory.n_params, 20)])
     eps = 1e-6
     for i in check:
-        old = model.params[i]
-        model.params[i] = old + eps
+        old = model.memory.params[i]
+        model.memory.params[i] = old + eps
         up = total_nats()
-        model.params[i] = old - eps
+        model.memory.params[i] = old - eps
         down = total_nats()
-        model.params[i] = old
+        model.memory.params[i] = old
         fd = (up - down) / (2 * eps)
         assert abs(fd - grad[i]) <= 1e-5 + 1e-4 * abs(fd), (i, fd, grad[i])
 
@@ -363,4 +364,4 @@ def test_cuda_kernels_match_cpu_twins_in_simulator():
                           env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
-    assert len(lines) == 12 and all(ln.endswith("ok") or ": ok (" in ln for ln in lines), proc.stdout
+    assert len(lines) == 13 and all(ln.endswith("ok") or ": ok (" in ln for ln in lines), proc.stdout

@@ -11,7 +11,7 @@ import pytest
 from cheaplm.kernels import adam, gemm
 from cheaplm.kernels.hashing import context_hash
 from cheaplm.kernels.match import match_index
-from cheaplm.kernels.mixer import L_NMB, match_inputs
+from cheaplm.kernels.match import match_inputs
 from cheaplm.model import Model, ModelConfig
 from cheaplm.reader import Reader, ReaderConfig, blocks, mix_loss, mixed_distribution
 
@@ -32,9 +32,9 @@ def small_model(reader=SMALL, seed=0):
 
 
 def pointers(m, data):
-    prev = np.full((len(m.minlens), len(data)), -1, np.int32)
-    last = np.full((len(m.minlens), 1 << m.cfg.match_bits), -1, np.int32)
-    match_index(data, 0, len(data), m.minlens, m.cfg.match_bits, last, prev, 0)
+    prev = np.full((len(m.match.minlens), len(data)), -1, np.int32)
+    last = np.full((len(m.match.minlens), 1 << m.cfg.match_bits), -1, np.int32)
+    match_index(data, 0, len(data), m.match.minlens, m.cfg.match_bits, last, prev, 0)
     return prev
 
 
@@ -43,7 +43,7 @@ def param_views(m, params=None):
     r = m.reader
     p = (r.params if params is None else params).astype(np.float64)
     views, at = {}, 0
-    for name, shape, _, _ in blocks(r.cfg):
+    for name, shape, _ in blocks(r.cfg):
         views[name] = p[at: at + shape[0] * shape[1]].reshape(shape)
         at += shape[0] * shape[1]
     return views
@@ -52,13 +52,13 @@ def param_views(m, params=None):
 def oracle_input(m, data, t, prev, table):
     """The first layer's input at position t (all slots' rows end to end) and the match candidates."""
     cfg = m.reader.cfg
-    n_mb = int(m.lay[L_NMB])
+    n_mb = m.match.spec.states
     rows = [i * 256 + (int(data[t - 1 - i]) if t - 1 - i >= 0 else 0) for i in range(cfg.window)]
     for c, (kind, param) in enumerate(cfg.contexts):
         h = context_hash(data, t, kind, param, 100 + c)
         rows.append(cfg.window * 256 + (c << cfg.ctx_bits) + ((h >> 16) & ((1 << cfg.ctx_bits) - 1)))
     cand = np.zeros((cfg.match_inputs, 2), np.int64)
-    match_inputs(data, t, prev, t, m.minlens, m.lay, cand)
+    match_inputs(data, t, prev, t, m.match.minlens, m.match.spec.array(), cand)
     base = cfg.window * 256 + (len(cfg.contexts) << cfg.ctx_bits)
     for k in range(cfg.match_inputs):
         e, st = (cand[k, 0], cand[k, 1]) if cand[k, 0] >= 0 else (0, 0)
@@ -108,7 +108,7 @@ def test_reader_forward_matches_float64_oracle(n_b):
     prev = pointers(m, data)
     pos = np.random.default_rng(1).integers(0, len(data), n_b).astype(np.int64)
     pos[0] = 1550  # inside the copy
-    ws = m.reader.forward(data, pos, m.match_args(prev, 0))
+    ws = m.reader.forward(data, pos, m.match.args(prev, 0))
     want_loss, want_bitp, _ = oracle(m, data, pos, prev)
     assert np.allclose(ws["loss"], want_loss, atol=2e-4)
     assert np.allclose(ws["bitp"], want_bitp, atol=2e-5)
@@ -123,7 +123,7 @@ def test_reader_backward_matches_finite_differences():
     prev = pointers(m, data)
     pos = np.random.default_rng(5).integers(1, len(data), 24).astype(np.int64)
     pos[:4] = [1250, 1260, 1270, 1280]
-    r.forward(data, pos, m.match_args(prev, 0), scale=1.0 / len(pos))
+    r.forward(data, pos, m.match.args(prev, 0), scale=1.0 / len(pos))
     r.backward()
     grad = r.grad.astype(np.float64)
     base = r.params.astype(np.float64)
@@ -131,7 +131,7 @@ def test_reader_backward_matches_finite_differences():
     # parameters with a gradient in every block: touched table rows, dense layers, the copy path
     candidates = [i for i in np.flatnonzero(np.abs(grad) > 1e-4)]
     offs = [0]
-    for _, shape, _, _ in blocks(r.cfg):
+    for _, shape, _ in blocks(r.cfg):
         offs.append(offs[-1] + shape[0] * shape[1])
     picked = []
     for lo, hi in zip(offs, offs[1:]):
@@ -205,8 +205,12 @@ def test_reader_config_checks_and_gpu_shapes():
         ReaderConfig.from_dict({"hiden": [64]})
     with pytest.raises(ValueError, match="unknown reader option.*hiden"):  # --reader '{"hiden": ...}'
         ModelConfig.from_dict({**MEM, "reader": {"on": True, "hiden": [64]}}).reader_config("cpu")
-    with pytest.raises(ValueError):
-        ReaderConfig.from_dict({"max_epochs": 0})
+    from cheaplm.schedule import ReaderSchedule
+
+    with pytest.raises(ValueError, match="max_epochs"):  # the schedule is the training run's (schedule.py)
+        ReaderSchedule(max_epochs=0).validate(scan=False)
+    with pytest.raises(ValueError, match="order stream"):
+        ReaderSchedule(order="random").validate(scan=True)
     gpu = ReaderConfig.for_device("cuda", match_inputs=6, match_states=37)
     assert gpu.gpu_shapes_ok() and gpu.width == (8 + 8 + 6 + 1) * 64
     with pytest.raises(ValueError, match="multiples of 64"):

@@ -82,16 +82,16 @@ def test_top_k_1_is_greedy_argmax(run_dir):
 def test_a_generator_owning_the_index_draws_the_same_and_writes_the_model_s(run_dir):
     """own_index skips sample's 100 MB copy of the match index: same bytes, the model's index written."""
     model, history, _ = load_model(run_dir)
-    pristine = model.last_pos.copy()
+    pristine = model.match.last_pos.copy()
     outs = []
     for own in (False, True):
         g = Generator(model, history, own_index=own)
         g.feed(b"Bread is a food made from")
         outs.append("".join(generate(g, np.random.default_rng(3), 80, Sampling())))
-        assert np.array_equal(model.last_pos, pristine) != own
+        assert np.array_equal(model.match.last_pos, pristine) != own
     assert outs[0] == outs[1]
     again, _, _ = load_model(run_dir)
-    assert np.array_equal(again.last_pos, pristine)  # the file is not written: the mapping is private
+    assert np.array_equal(again.match.last_pos, pristine)  # the file is not written: the mapping is private
 
 
 def test_distribution_agrees_with_training_forward(run_dir):

@@ -66,12 +66,12 @@ def test_scan_forward_matches_float64_oracle():
     pos = lanes_of(data, 3, 5, seed=1)
     state = np.random.default_rng(3).standard_normal((3, 6)).astype(np.float32)
     want_loss, want_bitp, _, want_state = scan_oracle(m, data, pos, prev, state)
-    ws = r.forward(data, pos, m.match_args(prev, 0), state=state)
+    ws = r.forward(data, pos, m.match.args(prev, 0), state=state)
     assert np.allclose(ws["loss"], want_loss, atol=2e-4)
     assert np.allclose(ws["bitp"], want_bitp, atol=2e-5)
     assert np.allclose(state, want_state, atol=1e-5)  # moved on in place
     with pytest.raises(ValueError, match="needs its state"):
-        r.forward(data, pos, m.match_args(prev, 0))
+        r.forward(data, pos, m.match.args(prev, 0))
 
 
 def test_scan_backward_matches_finite_differences():
@@ -81,13 +81,13 @@ def test_scan_backward_matches_finite_differences():
     prev = pointers(m, data)
     pos = lanes_of(data, 3, 5, seed=5)
     state0 = np.random.default_rng(6).standard_normal((3, 6)).astype(np.float32)
-    r.forward(data, pos, m.match_args(prev, 0), scale=1.0 / len(pos), state=state0.copy())
+    r.forward(data, pos, m.match.args(prev, 0), scale=1.0 / len(pos), state=state0.copy())
     r.backward()
     grad = r.grad.astype(np.float64)
     base = r.params.astype(np.float64)
     rng = np.random.default_rng(7)
     picked = []
-    for k, (name, shape, _, _) in enumerate(r.blocks):
+    for k, (name, shape, _) in enumerate(r.blocks):
         lo = r.offsets[k]
         inside = [i for i in range(lo, lo + shape[0] * shape[1]) if abs(grad[i]) > 1e-5]
         assert inside, f"block {name} got no gradient"
@@ -100,7 +100,7 @@ def test_state_carried_across_batches_equals_one_long_batch():
     r = m.reader
     data = text(2000, seed=8)
     prev = pointers(m, data)
-    match = m.match_args(prev, 0)
+    match = m.match.args(prev, 0)
     starts = np.array([10, 700, 1300])
     long_pos = (starts[:, None] + np.arange(10)).ravel().astype(np.int64)
     state = r.new_state(3)
@@ -120,7 +120,7 @@ def test_range_probs_score_every_byte_once_as_one_lane_would():
     r = m.reader
     data = text(1500, seed=9)
     prev = pointers(m, data)
-    match = m.match_args(prev, 0)
+    match = m.match.args(prev, 0)
     ranges = [(100, 400), (900, 1000)]
     got = r.range_probs(data, ranges, match, warm=10_000)  # warm-up reaches every range's start
     # one lane per range from its start, one position at a time

@@ -55,33 +55,33 @@ def test_a_checkpoint_stores_packed_tables_and_loads_them_exactly(tmp_path):
     model = Model(CFG, device="cpu")
     rng = np.random.default_rng(1)
     # a sparsely counted table, as a small corpus leaves it: most rows empty, a few large counts
-    hit = rng.random(model.tables.shape[0]) < 0.3
-    model.tables[hit] = rng.integers(0, 40, (int(hit.sum()), 32), dtype=np.uint32)
-    model.tables[5, 6] = 70_000
+    hit = rng.random(model.memory.tables.shape[0]) < 0.3
+    model.memory.tables[hit] = rng.integers(0, 40, (int(hit.sum()), 32), dtype=np.uint32)
+    model.memory.tables[5, 6] = 70_000
     history = np.frombuffer(b"the river and the stone bridge " * 40, np.uint8)
     ckpt = checkpoint.save(tmp_path / "run", model, {"step": 1}, history)
     with zipfile.ZipFile(ckpt / "model.npz") as zf:
         sizes = {i.filename: i.file_size for i in zf.infolist()}
     assert "tables.npy" not in sizes and {n + ".npy" for n in tablepack.NAMES} <= set(sizes)
     # 30% of the rows, at a byte a count, and a byte a row for the classes: under a tenth of dense
-    assert sum(sizes[n + ".npy"] for n in tablepack.NAMES) < model.tables.nbytes / 10
+    assert sum(sizes[n + ".npy"] for n in tablepack.NAMES) < model.memory.tables.nbytes / 10
     loaded, _, _ = load_model(tmp_path / "run")
-    assert np.array_equal(loaded.tables, model.tables) and loaded.tables.flags.writeable
+    assert np.array_equal(loaded.memory.tables, model.memory.tables) and loaded.memory.tables.flags.writeable
 
 
 def test_format_1_dense_checkpoints_still_load(tmp_path):
     run = tmp_path / "run"
     model, _ = saved_run(run)
-    model.tables[::7, 3] = 300
+    model.memory.tables[::7, 3] = 300
     checkpoint.save(run, model, {"step": 2}, np.frombuffer(b"the river and the stone bridge " * 40, np.uint8))
     packed, _, _ = load_model(run)
     path = run / "ckpt-00000002" / "model.npz"
     with np.load(path) as z:
         arrays = {k: z[k] for k in z.files if k not in tablepack.NAMES}
     meta = str(arrays["meta"]).replace('"version": 2', '"version": 1')
-    np.savez(path, **dict(arrays, meta=np.array(meta), tables=model.tables))
+    np.savez(path, **dict(arrays, meta=np.array(meta), tables=model.memory.tables))
     dense, _, _ = load_model(run)
-    assert np.array_equal(dense.tables, packed.tables) and np.array_equal(dense.tables, model.tables)
+    assert np.array_equal(dense.memory.tables, packed.memory.tables) and np.array_equal(dense.memory.tables, model.memory.tables)
     np.savez(path, **dict(arrays, meta=np.array(meta)))  # format 1 without its dense table
     with pytest.raises(CheckpointError, match="no 'tables' array"):
         load_model(run)
@@ -128,10 +128,10 @@ def test_loaded_arrays_are_private_copies_on_write(tmp_path):
     saved_run(run)
     model, history, _ = load_model(run)
     assert isinstance(history, np.memmap) and not history.flags.writeable
-    before = int(model.last_pos[0, 0])
-    model.last_pos[0, 0] = before + 12345
+    before = int(model.match.last_pos[0, 0])
+    model.match.last_pos[0, 0] = before + 12345
     again, _, _ = load_model(run)
-    assert int(again.last_pos[0, 0]) == before
+    assert int(again.match.last_pos[0, 0]) == before
 
 
 def test_the_streamed_writer_stores_what_pack_returns():

@@ -60,24 +60,24 @@ def test_resume_equals_straight(data_dir, tmp_path):
     assert second["counted_bytes"] == straight["counted_bytes"]
     ma, _, _ = load_model(tmp_path / "a")
     mb, hb, _ = load_model(tmp_path / "b")
-    assert np.array_equal(ma.params, mb.params)
-    assert np.array_equal(ma.tables, mb.tables)
-    assert np.array_equal(ma.last_pos, mb.last_pos)
+    assert np.array_equal(ma.memory.params, mb.memory.params)
+    assert np.array_equal(ma.memory.tables, mb.memory.tables)
+    assert np.array_equal(ma.match.last_pos, mb.match.last_pos)
 
 
 def test_nan_loss_stops_and_keeps_the_good_checkpoint(data_dir, tmp_path, monkeypatch):
     run = tmp_path / "run"
     train(data_dir, run, CFG, small_tc(), log=lambda *a: None, stop_after_steps=5)
     before = (run / "latest").read_text()
-    import cheaplm.model as model_mod
+    import cheaplm.memory as memory_mod
 
-    real = model_mod.Model.update
+    real = memory_mod.Memory.update
 
     def poison(self, step, lr):
         real(self, step, lr)
         self.params[:] = np.nan
 
-    monkeypatch.setattr(model_mod.Model, "update", poison)
+    monkeypatch.setattr(memory_mod.Memory, "update", poison)
     with pytest.raises(TrainError, match="loss became nan"):
         train(data_dir, run, None, small_tc(), resume=True, log=lambda *a: None)
     assert (run / "latest").read_text() == before
@@ -141,7 +141,7 @@ def test_resume_of_a_finished_run_changes_nothing(data_dir, tmp_path):
     again = train(data_dir, tmp_path / "r", None, small_tc(), resume=True, log=lambda *a: None)
     after, _, _ = load_model(tmp_path / "r")
     assert again["steps"] == done["steps"] and again["losses"] == []
-    assert np.array_equal(before.params, after.params) and np.array_equal(before.tables, after.tables)
+    assert np.array_equal(before.memory.params, after.memory.params) and np.array_equal(before.memory.tables, after.memory.tables)
 
 
 def test_background_match_index_equals_the_sequential_walk(monkeypatch):
@@ -240,7 +240,7 @@ def test_reader_resume_equals_straight_and_the_reader_earns_its_place(data_dir, 
     assert ma.reader.step == mb.reader.step > 200
     assert np.array_equal(ma.reader.params, mb.reader.params)
     assert np.array_equal(ma.reader.mix, mb.reader.mix)
-    assert np.array_equal(ma.tables, mb.tables) and np.array_equal(ma.params, mb.params)
+    assert np.array_equal(ma.memory.tables, mb.memory.tables) and np.array_equal(ma.memory.params, mb.memory.params)
     assert second["val_bpb"] == straight["val_bpb"]
     memory_only = train(data_dir, tmp_path / "c", ModelConfig(**{**CFG.__dict__, "reader": {"on": False}}),
                         small_tc(), log=lambda *a: None)

@@ -27,14 +27,14 @@ def main() -> None:
     try:
         model, history, ckpt = checkpoint.load_model(run)
         state = checkpoint.load_state(ckpt, model)
-        tables = model.tables
+        tables = model.memory.tables
         keep = len([p for p in run.glob("ckpt-*") if p.is_dir() and not p.name.endswith(".tmp")])
         written = checkpoint.save(run, model, state, np.asarray(history), keep=max(keep, 1))
         again, _, _ = checkpoint.load_model(run, ckpt=written)
     except checkpoint.CheckpointError as exc:
         sys.exit(f"Error: {exc}")
-    if not (np.array_equal(again.tables, tables) and np.array_equal(again.params, model.params)
-            and np.array_equal(again.last_pos, model.last_pos)):
+    if not (np.array_equal(again.memory.tables, tables) and np.array_equal(again.memory.params, model.memory.params)
+            and np.array_equal(again.match.last_pos, model.match.last_pos)):
         sys.exit(f"Error: {written} does not load to the same arrays")
     size = (written / "model.npz").stat().st_size
     print(f"{written}: format {checkpoint.FORMAT_VERSION}, model.npz {size / 2**20:,.0f} MiB")

@@ -12,7 +12,7 @@ import math
 import numba
 from numba import cuda
 
-from .. import config
+from ..device import launch
 from .dual import for_kernels, on_device
 
 
@@ -49,7 +49,6 @@ def adam_step(params, grad, m, v, step: int, lr: float, beta1=0.9, beta2=0.99, e
     bc1 = 1.0 - beta1**step
     bc2 = 1.0 - beta2**step
     if on_device(params):
-        tpb = config.THREADS_PER_BLOCK
-        adam_kernel[(params.shape[0] + tpb - 1) // tpb, tpb](params, grad, m, v, lr, beta1, beta2, eps, bc1, bc2, lazy)
+        adam_kernel[launch(params.shape[0])](params, grad, m, v, lr, beta1, beta2, eps, bc1, bc2, lazy)
     else:
         adam_cpu(params, grad, m, v, lr, beta1, beta2, eps, bc1, bc2, lazy)

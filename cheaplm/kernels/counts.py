@@ -20,8 +20,8 @@ import numba
 import numpy as np
 from numba import cuda
 
-from .. import config
-from .dual import for_kernels, on_device
+from ..device import launch
+from .dual import accumulate, for_kernels, on_device
 from .hashing import M1, M2, M3, ORDER, context_hash, mix64, slot_of
 
 context_hash_k = for_kernels(context_hash)
@@ -30,21 +30,23 @@ slot_of_k = for_kernels(slot_of)
 
 @numba.njit(cache=True, inline="always")
 def add_byte(tables, row_hi, row_lo, y, d):
-    """Count byte y in the two nibble rows (CPU: plain adds of d, a uint32: 1 counts, 2**32 - 1
-    takes a count back exactly, by wrap-around)."""
+    """Count byte y in the two nibble rows: adds of d, a uint32 (1 counts, 2**32 - 1 takes a count
+    back exactly, by wrap-around); plain on the CPU, atomic in the CUDA kernel (`accumulate`)."""
     hi = y >> 4
     node = 1
     for j in range(4):
         bit = (hi >> (3 - j)) & 1
-        tables[row_hi, 2 * node + bit] += d
+        accumulate(tables, (row_hi, 2 * node + bit), d)
         node = 2 * node + bit
     lo = y & 15
     node = 1
     for j in range(4):
         bit = (lo >> (3 - j)) & 1
-        tables[row_lo, 2 * node + bit] += d
+        accumulate(tables, (row_lo, 2 * node + bit), d)
         node = 2 * node + bit
 
+
+add_byte_k = for_kernels(add_byte)
 
 M3_INV = np.int64(-1833609384515406417)  # M3 * M3_INV = 1 modulo 2**64
 BLOCK = 4096  # positions whose rows are computed before their adds run
@@ -99,18 +101,7 @@ def count_add_kernel(data, start, end, ctx, tables, d):
     kind, param, offset, mask = ctx[i, 0], ctx[i, 1], ctx[i, 2], ctx[i, 3]
     y = np.int64(data[t])
     h = context_hash_k(data, t, kind, param, i)
-    row = slot_of_k(h, 0, offset, mask)
-    node = 1
-    for j in range(4):
-        bit = ((y >> 4) >> (3 - j)) & 1
-        cuda.atomic.add(tables, (row, 2 * node + bit), d)
-        node = 2 * node + bit
-    row = slot_of_k(h, (y >> 4) + 1, offset, mask)
-    node = 1
-    for j in range(4):
-        bit = ((y & 15) >> (3 - j)) & 1
-        cuda.atomic.add(tables, (row, 2 * node + bit), d)
-        node = 2 * node + bit
+    add_byte_k(tables, slot_of_k(h, 0, offset, mask), slot_of_k(h, (y >> 4) + 1, offset, mask), y, d)
 
 
 def count_add(data, start: int, end: int, ctx, tables, delta: int = 1) -> None:
@@ -121,7 +112,6 @@ def count_add(data, start: int, end: int, ctx, tables, delta: int = 1) -> None:
     d = np.uint32(delta & 0xFFFFFFFF)
     if on_device(tables):
         n = (end - start) * ctx.shape[0]
-        tpb = config.THREADS_PER_BLOCK
-        count_add_kernel[(n + tpb - 1) // tpb, tpb](data, start, end, ctx, tables, d)
+        count_add_kernel[launch(n)](data, start, end, ctx, tables, d)
     else:
         count_add_cpu(data, start, end, ctx, tables, d)

@@ -22,6 +22,13 @@ import numpy as np
 
 from .hashing import M2, M3, mix64, poly_hash
 
+# The match model's settings as the kernels read them (one small int64 vector, built by
+# cheaplm/match.py's MatchSpec.array): slots named here, numbered by their order
+SPEC_SLOTS = ("cap", "inputs", "states", "n_rec", "rec0", "rec1", "rec2")
+M_CAP, M_INPUTS, M_STATES, M_NREC, M_REC = (SPEC_SLOTS.index(n) for n in ("cap", "inputs", "states", "n_rec", "rec0"))
+MAX_REC = len(SPEC_SLOTS) - M_REC
+SPEC_LEN = len(SPEC_SLOTS)
+
 
 @numba.njit(cache=True, nogil=True)
 def _walk(data, lo, hi, m, bits, table, prev_k, prev_start, valid_from, mark_first):
@@ -148,3 +155,62 @@ def match_lookup(data, t, prev, prev_t, minlens, cap):
         if n >= minlens[k]:
             return np.int64(data[p]), np.int64(n), t - p
     return np.int64(-1), np.int64(0), np.int64(0)
+
+
+@numba.njit(cache=True, inline="always")
+def length_bucket(n):
+    """Bucket of a verified match length n >= 1: 1 below 8, 2 below 12, 3 below 16, 4 below 20,
+    5 below 24, 6 below 32, then 7 + (n - 32) // 16."""
+    if n < 8:
+        return 1
+    if n < 12:
+        return 2
+    if n < 16:
+        return 3
+    if n < 20:
+        return 4
+    if n < 24:
+        return 5
+    if n < 32:
+        return 6
+    return 7 + (n - 32) // 16
+
+
+def match_states(cap: int, n_rec: int) -> int:
+    """Match states (0 = none) for a verification cap and a number of recency thresholds."""
+    return 1 + length_bucket(cap) * (n_rec + 1)
+
+
+@numba.njit(cache=True, inline="always")
+def match_state(n, dist, spec):
+    """The state of a match of verified length n found dist bytes back (n = 0: no match):
+    L(n) + L(cap) * r, r = how many recency thresholds dist reaches (0 = nearer than all)."""
+    if n == 0:
+        return np.int64(0)
+    r = 0
+    for i in range(spec[M_NREC]):
+        if dist >= spec[M_REC + i]:
+            r += 1
+    return length_bucket(n) + length_bucket(spec[M_CAP]) * r
+
+
+@numba.njit(cache=True)
+def match_inputs(data, t, prev, prev_t, minlens, spec, cand):
+    """cand[k] = (predicted byte, state) of match input k for position t ((-1, 0): none): one per
+    minimum length, each verified on its own, or (spec inputs = 1) the longest that verifies."""
+    cap = spec[M_CAP]
+    if spec[M_INPUTS] == 1:
+        e, n, dist = match_lookup(data, t, prev, prev_t, minlens, cap)
+        cand[0, 0] = e
+        cand[0, 1] = match_state(n, dist, spec)
+        return
+    for k in range(spec[M_INPUTS]):
+        cand[k, 0] = -1
+        cand[k, 1] = 0
+        p = np.int64(prev[k, prev_t])
+        if p < 0:
+            continue
+        n = verified_length(data, t, p, cap)
+        if n >= minlens[k]:
+            cand[k, 0] = data[p]
+            cand[k, 1] = match_state(n, t - p, spec)

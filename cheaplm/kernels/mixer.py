@@ -48,9 +48,10 @@ import numpy as np
 from numba import cuda
 
 from .. import config
+from ..device import launch
 from .hashing import context_hash, mix64, slot_of
-from .dual import for_kernels, on_device
-from .match import match_lookup, verified_length
+from .dual import accumulate, for_kernels, on_device
+from .match import match_inputs
 
 N_Q = 16  # count buckets of the learned count map
 Q_TOP = 3 << (N_Q // 2 - 2)  # counts from here on share the last bucket (192 for 16 buckets)
@@ -59,16 +60,21 @@ APM_LO = -12.0
 APM_STEP = 0.75
 STRETCH_CLIP = 8.0
 
-# layout vector: sizes and where each parameter block starts in the flat buffer
-L_NCTX, L_K, L_SM, L_ML, L_P, L_FLAGS, L_NSEL, L_NAPM, L_V = range(9)
-L_MCAP, L_NMB, L_NREC, L_REC = 9, 10, 11, 12  # match: cap, states, recency thresholds (at L_REC + i)
-L_NMI = 15  # match inputs (candidates fed to the mixers)
-MAX_REC = 3
-L_SEL = 16  # selector k: kind at L_SEL + 2k, its weight block at L_SEL + 2k + 1
-L_APM = 32  # APM k: kind at L_APM + 3k, its block at + 1, its row mask at + 2
-L_LEN = 56
+# The layout vector: the mixer's sizes and where each parameter block starts in the flat buffer,
+# as the kernels read them. Built by cheaplm/memory.py from its size table (`mixer_blocks`); the
+# slots are named here and numbered by their order, so a new slot is one name, not a renumbering.
 MAX_SEL = 8
 MAX_APM = 8
+LAYOUT_SLOTS = (("n_ctx", "n_in", "n_sel", "n_apm", "n_mi", "n_mb", "flags", "n_params",
+                 "final", "count_maps", "match_maps")
+                + tuple(f"sel{k}_{f}" for k in range(MAX_SEL) for f in ("kind", "at"))
+                + tuple(f"apm{k}_{f}" for k in range(MAX_APM) for f in ("kind", "at", "mask")))
+L_NCTX, L_K, L_NSEL, L_NAPM, L_NMI, L_NMB, L_FLAGS, L_P, L_V, L_SM, L_ML, L_SEL, L_APM = (
+    LAYOUT_SLOTS.index(n) for n in ("n_ctx", "n_in", "n_sel", "n_apm", "n_mi", "n_mb", "flags", "n_params",
+                                    "final", "count_maps", "match_maps", "sel0_kind", "apm0_kind"))
+L_LEN = len(LAYOUT_SLOTS)
+# selector k: kind at L_SEL + 2k, its weight block at L_SEL + 2k + 1; APM k: kind at L_APM + 3k,
+# its block at + 1, its row mask at + 2 (the order of LAYOUT_SLOTS)
 # L_FLAGS bits, for ablations: one weight set for every bit (no selection); no APM stages
 NO_WEIGHT_SETS = 1
 NO_APM = 2
@@ -79,11 +85,6 @@ VOTE_SIDE = 8  # votes for each bit value are counted up to 7
 BYTE2_SETS = 512
 APMS = {"partial": 0, "byte1": 1, "byte2": 2, "match": 3}
 APM_PARTIAL, APM_BYTE1, APM_BYTE2, APM_MATCH = range(4)
-
-
-def match_states(cap: int, n_rec: int) -> int:
-    """Match states (0 = none) for a verification cap and a number of recency thresholds."""
-    return 1 + length_bucket(cap) * (n_rec + 1)
 
 
 def selector_sets(kind: int, n_ctx: int, n_mb: int) -> int:
@@ -101,57 +102,6 @@ def idx_width(n_sel: int, n_apm: int, n_mi: int = 1) -> int:
     """Columns of the per-bit index cache: mixer rows, final row, (match index, sign) per match
     input, APM rows."""
     return n_sel + 1 + 2 * n_mi + n_apm
-
-
-@numba.njit(cache=True, inline="always")
-def length_bucket(n):
-    """Bucket of a verified match length n >= 1 (the docstring's L(n))."""
-    if n < 8:
-        return 1
-    if n < 12:
-        return 2
-    if n < 16:
-        return 3
-    if n < 20:
-        return 4
-    if n < 24:
-        return 5
-    if n < 32:
-        return 6
-    return 7 + (n - 32) // 16
-
-
-@numba.njit(cache=True, inline="always")
-def match_state(n, dist, lay):
-    """s_m of a match of verified length n found dist bytes back (n = 0: no match)."""
-    if n == 0:
-        return np.int64(0)
-    r = 0
-    for i in range(lay[L_NREC]):
-        if dist >= lay[L_REC + i]:
-            r += 1
-    return length_bucket(n) + length_bucket(lay[L_MCAP]) * r
-
-
-@numba.njit(cache=True)
-def match_inputs(data, t, prev, prev_t, minlens, lay, cand):
-    """cand[k] = (predicted byte, state) of match input k for position t ((-1, 0): none)."""
-    cap = lay[L_MCAP]
-    if lay[L_NMI] == 1:
-        e, n, dist = match_lookup(data, t, prev, prev_t, minlens, cap)
-        cand[0, 0] = e
-        cand[0, 1] = match_state(n, dist, lay)
-        return
-    for k in range(lay[L_NMI]):
-        cand[k, 0] = -1
-        cand[k, 1] = 0
-        p = np.int64(prev[k, prev_t])
-        if p < 0:
-            continue
-        n = verified_length(data, t, p, cap)
-        if n >= minlens[k]:
-            cand[k, 0] = data[p]
-            cand[k, 1] = match_state(n, t - p, lay)
 
 
 @numba.njit(cache=True, inline="always")
@@ -181,19 +131,10 @@ def softplus(x):
     return math.log1p(math.exp(x))
 
 
-@numba.njit(cache=True)
-def mix_node(j, c, bit, hashes, cand, hist, ctx, tables, params, lay, feat, qidx, idx, zk):
-    """Logit of bit j at partial byte c (1 followed by the j known bits) for one position.
-
-    cand: the match inputs (match_inputs). hist holds the two bytes before the position (previous
-    byte in the low 8 bits). Fills feat (K inputs), qidx (C count-map indices), zk (each mixer's
-    output) and idx (see idx_width); returns
-    (z, zf, dzf/dz, APM fraction). `bit` is the true bit for leave-one-out, or -1 for none (test
-    time, generation). Shared by training (forward_position) and generation (sample.py).
-    """
-    n_ctx = lay[L_NCTX]
-    n_in = lay[L_K]
-    n_sel = lay[L_NSEL]
+@numba.njit(cache=True, inline="always")
+def count_features(j, c, bit, hashes, ctx, tables, params, lay, feat, qidx):
+    """feat[2i], feat[2i + 1] for each context i: the count ratio at node c of bit j and its learned
+    count map; qidx[i] = the map entry read. Returns how many contexts have any count there."""
     if j < 4:
         node = c
         nib = np.int64(0)
@@ -201,7 +142,7 @@ def mix_node(j, c, bit, hashes, cand, hist, ctx, tables, params, lay, feat, qidx
         nib = ((c >> (j - 4)) & 15) + 1
         node = (np.int64(1) << (j - 4)) | (c & ((np.int64(1) << (j - 4)) - 1))
     nz = 0
-    for i in range(n_ctx):
+    for i in range(lay[L_NCTX]):
         row = slot_of(hashes[i], nib, ctx[i, 2], ctx[i, 3])
         n0 = np.int64(tables[row, 2 * node])
         n1 = np.int64(tables[row, 2 * node + 1])
@@ -220,10 +161,21 @@ def mix_node(j, c, bit, hashes, cand, hist, ctx, tables, params, lay, feat, qidx
         qidx[i] = q
         if n0 + n1 > 0:
             nz += 1
+    return nz
+
+
+@numba.njit(cache=True, inline="always")
+def match_features(j, c, cand, params, lay, feat, idx):
+    """feat[2C + k] for each match input k still in play at node c (its learned value, signed by
+    the bit it expects), and the bias input; idx holds each one's map entry and sign. Returns the
+    first input's state and expected bit, and the votes (VOTE_SIDE x inputs expecting 1 + those
+    expecting 0, each at most VOTE_SIDE - 1)."""
+    n_ctx = lay[L_NCTX]
+    n_sel = lay[L_NSEL]
     n_mi = lay[L_NMI]
     mstate = 0
     ebit = 0
-    votes = np.int64(0)  # VOTE_SIDE * (inputs expecting 1) + (inputs expecting 0)
+    votes = np.int64(0)
     for k in range(n_mi):
         e = cand[k, 0]
         s = cand[k, 1]
@@ -245,6 +197,16 @@ def mix_node(j, c, bit, hashes, cand, hist, ctx, tables, params, lay, feat, qidx
             idx[n_sel + 1 + 2 * k] = mi
             idx[n_sel + 2 + 2 * k] = 1 if sign > 0 else -1
     feat[2 * n_ctx + n_mi] = 1.0
+    return mstate, ebit, votes
+
+
+@numba.njit(cache=True, inline="always")
+def mix_selected(j, c, hist, nz, mstate, votes, params, lay, feat, idx, zk):
+    """Each selector's mixer with the weight set its context picks (zk[k], idx[k] = the set's
+    row), then the final mixer chosen by the partial byte (idx[n_sel]: its row, -1 with one)."""
+    n_in = lay[L_K]
+    n_sel = lay[L_NSEL]
+    n_ctx = lay[L_NCTX]
     prev_byte = hist & 255
     for k in range(n_sel):
         kind = lay[L_SEL + 2 * k]
@@ -267,22 +229,28 @@ def mix_node(j, c, bit, hashes, cand, hist, ctx, tables, params, lay, feat, qidx
             zz += params[base + q] * feat[q]
         zk[k] = zz
     if n_sel == 1:
-        z = zk[0]
         idx[n_sel] = -1
-    else:
-        vrow = lay[L_V] + c * n_sel
-        idx[n_sel] = vrow
-        z = 0.0
-        for k in range(n_sel):
-            z += params[vrow + k] * zk[k]
+        return zk[0]
+    vrow = lay[L_V] + c * n_sel
+    idx[n_sel] = vrow
+    z = 0.0
+    for k in range(n_sel):
+        z += params[vrow + k] * zk[k]
+    return z
+
+
+@numba.njit(cache=True, inline="always")
+def apm_stages(z, c, hist, mstate, ebit, params, lay, idx):
+    """zf = z + the APM curves at z, one per APM row (idx: each row's knot entry, -1 when the APMs
+    are off). Returns (zf, dzf/dz, the knot fraction)."""
     n_apm = lay[L_NAPM]
-    at = n_sel + 1 + 2 * n_mi  # the APM rows' columns in idx
+    at = lay[L_NSEL] + 1 + 2 * lay[L_NMI]  # the APM rows' columns in idx
     if lay[L_FLAGS] & NO_APM:
         n_apm = 0
     if n_apm == 0:
         for r in range(lay[L_NAPM]):  # APMs switched off: backward skips their rows
             idx[at + r] = -1
-        return z, z, 1.0, 0.0
+        return z, 1.0, 0.0
     # APM stages: piecewise-linear corrections of z, one curve per context row, shared knots.
     # zc = min(max(z, APM_LO), -APM_LO), written so a NaN z (every comparison false) takes the
     # first knot: int(NaN) is undefined and indexed far out of bounds (issue 12 item 8)
@@ -298,6 +266,7 @@ def mix_node(j, c, bit, hashes, cand, hist, ctx, tables, params, lay, feat, qidx
     f = u - kk
     v = 0.0
     rise = 0.0
+    prev_byte = hist & 255
     for r in range(n_apm):
         kind = lay[L_APM + 3 * r]
         mask = lay[L_APM + 3 * r + 2]
@@ -317,18 +286,35 @@ def mix_node(j, c, bit, hashes, cand, hist, ctx, tables, params, lay, feat, qidx
         slope = 1.0
     else:
         slope = 1.0 + rise / APM_STEP
-    return z, z + v, slope, f
+    return z + v, slope, f
 
 
 @numba.njit(cache=True)
-def forward_position(b, data, pos, loo, prev, prev_base, minlens, ctx, tables, params, lay,
+def mix_node(j, c, bit, hashes, cand, hist, ctx, tables, params, lay, feat, qidx, idx, zk):
+    """Logit of bit j at partial byte c (1 followed by the j known bits) for one position.
+
+    cand: the match inputs (kernels/match.py match_inputs). hist holds the two bytes before the
+    position (previous byte in the low 8 bits). Fills feat (K inputs), qidx (C count-map indices),
+    zk (each mixer's output) and idx (see idx_width); returns (z, zf, dzf/dz, APM fraction). `bit`
+    is the true bit for leave-one-out, or -1 for none (test time, generation). Shared by training
+    (forward_position) and generation (memory.py byte_distribution).
+    """
+    nz = count_features(j, c, bit, hashes, ctx, tables, params, lay, feat, qidx)
+    mstate, ebit, votes = match_features(j, c, cand, params, lay, feat, idx)
+    z = mix_selected(j, c, hist, nz, mstate, votes, params, lay, feat, idx, zk)
+    zf, slope, f = apm_stages(z, c, hist, mstate, ebit, params, lay, idx)
+    return z, zf, slope, f
+
+
+@numba.njit(cache=True)
+def forward_position(b, data, pos, loo, prev, prev_base, minlens, mspec, ctx, tables, params, lay,
                      hashes, cand, feat, qidx, zmix, zk, idx, frac, slope, prob, loss):
     """Forward for position pos[b]; writes row b of every cache array and loss[b] (bits)."""
     t = pos[b]
     y = np.int64(data[t])
     for i in range(lay[L_NCTX]):
         hashes[b, i] = context_hash(data, t, ctx[i, 0], ctx[i, 1], i)
-    match_inputs(data, t, prev, t - prev_base, minlens, lay, cand[b])
+    match_inputs(data, t, prev, t - prev_base, minlens, mspec, cand[b])
     hist = np.int64(0)
     if t > 0:
         hist = np.int64(data[t - 1])
@@ -351,10 +337,10 @@ def forward_position(b, data, pos, loo, prev, prev_base, minlens, ctx, tables, p
 
 
 @numba.njit(cache=True, parallel=True)
-def forward_cpu(data, pos, loo, prev, prev_base, minlens, ctx, tables, params, lay,
+def forward_cpu(data, pos, loo, prev, prev_base, minlens, mspec, ctx, tables, params, lay,
                 hashes, cand, feat, qidx, zmix, zk, idx, frac, slope, prob, loss):
     for b in numba.prange(pos.shape[0]):
-        forward_position(b, data, pos, loo, prev, prev_base, minlens, ctx, tables, params, lay,
+        forward_position(b, data, pos, loo, prev, prev_base, minlens, mspec, ctx, tables, params, lay,
                          hashes, cand, feat, qidx, zmix, zk, idx, frac, slope, prob, loss)
 
 
@@ -362,17 +348,18 @@ forward_position_k = for_kernels(forward_position)
 
 
 @cuda.jit(cache=True)
-def forward_kernel(data, pos, loo, prev, prev_base, minlens, ctx, tables, params, lay,
+def forward_kernel(data, pos, loo, prev, prev_base, minlens, mspec, ctx, tables, params, lay,
                    hashes, cand, feat, qidx, zmix, zk, idx, frac, slope, prob, loss):
     b = cuda.grid(1)
     if b < pos.shape[0]:
-        forward_position_k(b, data, pos, loo, prev, prev_base, minlens, ctx, tables, params, lay,
+        forward_position_k(b, data, pos, loo, prev, prev_base, minlens, mspec, ctx, tables, params, lay,
                            hashes, cand, feat, qidx, zmix, zk, idx, frac, slope, prob, loss)
 
 
 @numba.njit(cache=True)
 def backward_position(b, data, pos, params, lay, feat, qidx, zk, idx, frac, slope, prob, scale, grad):
-    """Adds d(scale * loss_nats[b]) / d params into grad (plain adds: CPU)."""
+    """Adds d(scale * loss_nats[b]) / d params into grad (`accumulate`: plain adds on the CPU,
+    atomic adds in the CUDA kernel)."""
     n_ctx = lay[L_NCTX]
     n_in = lay[L_K]
     n_sel = lay[L_NSEL]
@@ -386,8 +373,8 @@ def backward_position(b, data, pos, params, lay, feat, qidx, zk, idx, frac, slop
         for r in range(lay[L_NAPM]):
             a = idx[b, j, n_sel + 1 + 2 * n_mi + r]
             if a >= 0:
-                grad[a] += dzf * (1 - f)
-                grad[a + 1] += dzf * f
+                accumulate(grad, a, dzf * (1 - f))
+                accumulate(grad, a + 1, dzf * f)
         # zf = z + sum of APM curves at z
         dz = dzf * slope[b, j]
         vrow = idx[b, j, n_sel]
@@ -396,17 +383,17 @@ def backward_position(b, data, pos, params, lay, feat, qidx, zk, idx, frac, slop
             dzk = dz
             if vrow >= 0:
                 dzk = dz * params[vrow + k]
-                grad[vrow + k] += dz * zk[b, j, k]
+                accumulate(grad, vrow + k, dz * zk[b, j, k])
             base = idx[b, j, k]
             for q in range(n_in):
-                grad[base + q] += dzk * feat[b, j, q]
+                accumulate(grad, base + q, dzk * feat[b, j, q])
             # feat[2i+1] = SM[q]; feat[2C+m] = ML[mi_m] * sign_m
             for i in range(n_ctx):
-                grad[qidx[b, j, i]] += dzk * params[base + 2 * i + 1]
+                accumulate(grad, qidx[b, j, i], dzk * params[base + 2 * i + 1])
             for m in range(n_mi):
                 mi = idx[b, j, n_sel + 1 + 2 * m]
                 if mi >= 0:
-                    grad[mi] += dzk * params[base + 2 * n_ctx + m] * idx[b, j, n_sel + 2 + 2 * m]
+                    accumulate(grad, mi, dzk * params[base + 2 * n_ctx + m] * idx[b, j, n_sel + 2 + 2 * m])
 
 
 @numba.njit(cache=True, parallel=True)
@@ -421,42 +408,16 @@ def backward_cpu(data, pos, params, lay, feat, qidx, zk, idx, frac, slope, prob,
             backward_position(b, data, pos, params, lay, feat, qidx, zk, idx, frac, slope, prob, scale, grads[ch])
 
 
+backward_position_k = for_kernels(backward_position)
+
+
 @cuda.jit(cache=True)
 def backward_kernel(data, pos, params, lay, feat, qidx, zk, idx, frac, slope, prob, scale, grad):
-    """backward_position with atomic adds (kept in step with it; tests/gpu_parity.py compares them)."""
+    """backward_position, one thread a position, adding atomically (gradient sums are then not
+    bit-reproducible run to run on the GPU)."""
     b = cuda.grid(1)
-    if b >= pos.shape[0]:
-        return
-    n_ctx = lay[L_NCTX]
-    n_in = lay[L_K]
-    n_sel = lay[L_NSEL]
-    n_mi = lay[L_NMI]
-    y = np.int64(data[pos[b]])
-    for j in range(8):
-        bit = (y >> (7 - j)) & 1
-        dzf = (prob[b, j] - bit) * scale
-        f = frac[b, j]
-        for r in range(lay[L_NAPM]):
-            a = idx[b, j, n_sel + 1 + 2 * n_mi + r]
-            if a >= 0:
-                cuda.atomic.add(grad, a, dzf * (1 - f))
-                cuda.atomic.add(grad, a + 1, dzf * f)
-        dz = dzf * slope[b, j]
-        vrow = idx[b, j, n_sel]
-        for k in range(n_sel):
-            dzk = dz
-            if vrow >= 0:
-                dzk = dz * params[vrow + k]
-                cuda.atomic.add(grad, vrow + k, dz * zk[b, j, k])
-            base = idx[b, j, k]
-            for q in range(n_in):
-                cuda.atomic.add(grad, base + q, dzk * feat[b, j, q])
-            for i in range(n_ctx):
-                cuda.atomic.add(grad, qidx[b, j, i], dzk * params[base + 2 * i + 1])
-            for m in range(n_mi):
-                mi = idx[b, j, n_sel + 1 + 2 * m]
-                if mi >= 0:
-                    cuda.atomic.add(grad, mi, dzk * params[base + 2 * n_ctx + m] * idx[b, j, n_sel + 2 + 2 * m])
+    if b < pos.shape[0]:
+        backward_position_k(b, data, pos, params, lay, feat, qidx, zk, idx, frac, slope, prob, scale, grad)
 
 
 class Caches:
@@ -486,16 +447,11 @@ class Caches:
         return (self.feat, self.qidx, self.zk, self.idx, self.frac, self.slope, self.prob)
 
 
-def _blocks(n: int) -> tuple[int, int]:
-    tpb = config.THREADS_PER_BLOCK
-    return (n + tpb - 1) // tpb, tpb
-
-
-def forward(data, pos, loo, prev, prev_base, minlens, ctx, tables, params, lay, caches: Caches) -> None:
+def forward(data, pos, loo, prev, prev_base, minlens, mspec, ctx, tables, params, lay, caches: Caches) -> None:
     """Dispatch on where `params` lives. Fills caches (loss in bits per position)."""
-    args = (data, pos, loo, prev, prev_base, minlens, ctx, tables, params, lay) + caches.forward_args()
+    args = (data, pos, loo, prev, prev_base, minlens, mspec, ctx, tables, params, lay) + caches.forward_args()
     if on_device(params):
-        forward_kernel[_blocks(pos.shape[0])](*args)
+        forward_kernel[launch(pos.shape[0])](*args)
     else:
         forward_cpu(*args)
 
@@ -503,7 +459,7 @@ def forward(data, pos, loo, prev, prev_base, minlens, ctx, tables, params, lay, 
 def backward(data, pos, params, lay, caches: Caches, scale: float, grad, grad_chunks=None) -> None:
     """Adds scale * d(sum of loss in nats)/d params into grad."""
     if on_device(params):
-        backward_kernel[_blocks(pos.shape[0])](data, pos, params, lay, *caches.backward_args(), scale, grad)
+        backward_kernel[launch(pos.shape[0])](data, pos, params, lay, *caches.backward_args(), scale, grad)
     else:
         if grad_chunks is None:
             grad_chunks = np.zeros((config.CPU_GRAD_CHUNKS, grad.shape[0]), dtype=grad.dtype)

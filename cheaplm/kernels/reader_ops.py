@@ -23,17 +23,16 @@ import numba
 import numpy as np
 from numba import cuda
 
-from .. import config
 from .dual import for_kernels
 from .gemm import bf16_bits_dev
 from .hashing import context_hash
-from .mixer import L_NMB, match_inputs
+from .match import M_STATES, match_inputs
 
 context_hash_k = for_kernels(context_hash)
 
 
 @numba.njit(cache=True, inline="always")
-def rows_position(b, data, pos, window, ctx, bits, base_ctx, const_row, rows, prev, prev_base, minlens, lay,
+def rows_position(b, data, pos, window, ctx, bits, base_ctx, const_row, rows, prev, prev_base, minlens, mspec,
                   base_match, cand):
     t = pos[b]
     for i in range(window):
@@ -47,8 +46,8 @@ def rows_position(b, data, pos, window, ctx, bits, base_ctx, const_row, rows, pr
     # the match model's candidates (predicted byte, state: length x recency), one slot each
     n_mi = cand.shape[1]
     if n_mi > 0:
-        match_inputs(data, t, prev, t - prev_base, minlens, lay, cand[b])
-        n_mb = lay[L_NMB]
+        match_inputs(data, t, prev, t - prev_base, minlens, mspec, cand[b])
+        n_mb = mspec[M_STATES]
         for k in range(n_mi):
             e = cand[b, k, 0]
             st = cand[b, k, 1]
@@ -63,20 +62,20 @@ rows_position_k = for_kernels(rows_position)
 
 
 @numba.njit(cache=True, parallel=True)
-def rows_cpu(data, pos, window, ctx, bits, base_ctx, const_row, rows, prev, prev_base, minlens, lay,
+def rows_cpu(data, pos, window, ctx, bits, base_ctx, const_row, rows, prev, prev_base, minlens, mspec,
              base_match, cand):
     for b in numba.prange(pos.shape[0]):
-        rows_position(b, data, pos, window, ctx, bits, base_ctx, const_row, rows, prev, prev_base, minlens, lay,
+        rows_position(b, data, pos, window, ctx, bits, base_ctx, const_row, rows, prev, prev_base, minlens, mspec,
                       base_match, cand)
 
 
 @cuda.jit(cache=True)
-def rows_kernel(data, pos, window, ctx, bits, base_ctx, const_row, rows, prev, prev_base, minlens, lay,
+def rows_kernel(data, pos, window, ctx, bits, base_ctx, const_row, rows, prev, prev_base, minlens, mspec,
                 base_match, cand):
     b = cuda.grid(1)
     if b < pos.shape[0]:
         rows_position_k(b, data, pos, window, ctx, bits, base_ctx, const_row, rows, prev, prev_base, minlens,
-                        lay, base_match, cand)
+                        mspec, base_match, cand)
 
 
 @numba.njit(cache=True, parallel=True)
@@ -311,6 +310,3 @@ def mix_bit(zm, zr, j, w):
     return w[row, 0] * zm + w[row, 1] * zr + w[row, 2], row
 
 
-def launch_2d(n0: int, n1: int):
-    tpb = config.TILE_2D
-    return ((n0 + tpb[0] - 1) // tpb[0], (n1 + tpb[1] - 1) // tpb[1]), tpb

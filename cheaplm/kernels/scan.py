@@ -21,8 +21,9 @@ that came in is a constant), while the forward state is carried on across batche
 state can hold more than T bytes of its past.
 
 Parallelisation: one thread per (lane, d), d fastest (a warp reads consecutive columns of a row).
-The CUDA kernels also write s and dproj as bf16 bits, plain and transposed, for the tensor-core
-products around the scan (gemm.py); the CPU twins keep float32.
+One body per direction (`scan_forward_unit`, `scan_backward_unit`), called by the CPU twin's loop
+and by the CUDA kernel; the bf16 copies the tensor-core products around the scan read are made by
+a separate pass (reader_backend.py, gemm.to_bf16).
 """
 
 import math
@@ -30,7 +31,7 @@ import math
 import numba
 from numba import cuda
 
-from .gemm import bf16_bits_dev
+from .dual import for_kernels
 
 
 @numba.njit(cache=True, inline="always")
@@ -89,44 +90,22 @@ def scan_backward_cpu(proj, gate, s_out, state_in, ds, dproj, dbias, T):
             dbias[0, d] += scan_backward_unit(lane, d, proj, gate, s_out, state_in, ds, dproj, T)
 
 
-@cuda.jit
-def scan_forward_kernel(proj, bias, state_in, state_out, gate, s_out, s16, s16_t, T):
-    d, lane = cuda.grid(2)
-    n_d = bias.shape[1]
-    if lane < state_in.shape[0] and d < n_d:
-        s = state_in[lane, d]
-        for t in range(T):
-            r = lane * T + t
-            a = 1.0 / (1.0 + math.exp(-(proj[r, d] + bias[0, d])))
-            s = a * s + (1.0 - a) * proj[r, n_d + d]
-            gate[r, d] = a
-            s_out[r, d] = s
-            bits = bf16_bits_dev(s)
-            s16[r, d] = bits
-            s16_t[d, r] = bits
-        state_out[lane, d] = s
+scan_forward_unit_k = for_kernels(scan_forward_unit)
+scan_backward_unit_k = for_kernels(scan_backward_unit)
 
 
 @cuda.jit
-def scan_backward_kernel(proj, gate, s_out, state_in, ds, dproj16, dproj16_t, dbias, T):
+def scan_forward_kernel(proj, bias, state_in, state_out, gate, s_out, T):
+    """scan_forward_cpu's units, one thread each."""
     d, lane = cuda.grid(2)
-    n_d = gate.shape[1]
-    if lane < state_in.shape[0] and d < n_d:
-        g = 0.0
-        db = 0.0
-        for t in range(T - 1, -1, -1):
-            r = lane * T + t
-            a = gate[r, d]
-            g += ds[r, d]
-            s_prev = s_out[r - 1, d] if t > 0 else state_in[lane, d]
-            dp = g * (s_prev - proj[r, n_d + d]) * a * (1.0 - a)
-            dv = g * (1.0 - a)
-            b0 = bf16_bits_dev(dp)
-            b1 = bf16_bits_dev(dv)
-            dproj16[r, d] = b0
-            dproj16_t[d, r] = b0
-            dproj16[r, n_d + d] = b1
-            dproj16_t[n_d + d, r] = b1
-            db += dp
-            g *= a
-        cuda.atomic.add(dbias, (0, d), db)
+    if lane < state_in.shape[0] and d < bias.shape[1]:
+        scan_forward_unit_k(lane, d, proj, bias, state_in, state_out, gate, s_out, T)
+
+
+@cuda.jit
+def scan_backward_kernel(proj, gate, s_out, state_in, ds, dproj, dbias, T):
+    """scan_backward_cpu's units, one thread each; a lane's share of dbias is added atomically
+    (so dbias is not bit-reproducible run to run on the GPU; dproj is)."""
+    d, lane = cuda.grid(2)
+    if lane < state_in.shape[0] and d < gate.shape[1]:
+        cuda.atomic.add(dbias, (0, d), scan_backward_unit_k(lane, d, proj, gate, s_out, state_in, ds, dproj, T))

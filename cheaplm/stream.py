@@ -1,0 +1,175 @@
+"""A generation stream: the model reading a growing text after its history, byte by byte.
+
+`Generator` keeps the model's memory (history bytes, count tables, mixer) and a stream position.
+Each new byte costs: the context hashes of one position, one match-index step (rolling from the
+saved index), and the 255 node probabilities of the byte tree (memory.py byte_distribution), from
+which the 256-way distribution is read, mixed node by node with the reader's. Nothing is
+recomputed over the whole context. How bytes are drawn from it (temperature, guards) is
+sample.py's; this module is the model's side.
+
+The history is a past document, not the stream's recent past: the stream starts `gap` bytes after
+it (the gap holds zeros and then a copy of the history's last HISTORY_TAIL bytes, so contexts and
+match verification read what they would read right after it), which puts every match into the
+history beyond the match model's largest recency threshold. Evaluation-equivalent streams (tests)
+pass `history_far=False`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import hostmem
+from .match import drop_pointers_from
+from .reader import mixed_distribution
+from .utf8 import utf8_after
+
+END_OF_ARTICLE = 0
+# bytes of history copied in front of a stream that treats the history as far: more than any
+# context or match verification reads back
+HISTORY_TAIL = 4096
+FEED_BATCH = 16  # feeds at least this long read the reader in one batch
+
+
+class Stream:
+    """A stream after the model's history; feed text, read distributions, sample bytes.
+
+    history_far: the stream starts HISTORY_GAP bytes after the history (see the module docstring);
+    False continues the history directly, exactly as evaluation scores a split after it.
+    own_index: the stream writes its positions into the model's own match index instead of a copy
+    (100 MB for the CPU default, a tenth of `sample`'s start-up); for a caller that makes no other
+    generator from this model."""
+
+    def __init__(self, model, history: np.ndarray, extra: int = 1 << 16, history_far: bool = True,
+                 own_index: bool = False):
+        if model.dev.gpu:
+            raise ValueError("generation runs on the CPU twin")
+        self.model = model
+        self.h = len(history)
+        self.gap = max(model.cfg.match_recency, default=0) + HISTORY_TAIL
+        # hostmem: a fresh process copies 100+ MB here, and numpy's huge-page advice can stall it
+        self.buf = hostmem.zeros(self.h + extra + (self.gap if history_far else 0), np.uint8)
+        self.buf[: self.h] = history
+        self.t = self.h
+        if history_far and self.h:
+            self._jump()
+        self.start = self.t  # where the stream's first byte went
+        self.doc_start = self.t  # where the current document began (new_document)
+        self.match = model.match
+        self.last_pos = self.match.last_pos if own_index else hostmem.copy(self.match.last_pos)
+        self.prev_t = self.match.pointers(1)
+        self._prev_ready = False
+        self.copy_before = None  # with a position: match pointers at or after it are dropped
+        self._scratch = model.memory.new_node_scratch()
+        self._node_p1 = np.zeros(256, np.float64)
+        self._pos1 = np.zeros(1, np.int64)
+        # the reader's scan state: it has read the positions before t (zero at the generator's start,
+        # as evaluation starts a run); _rnext caches position t's reading: (t, probabilities, state after)
+        self._rstate = model.reader.new_state(1) if model.reader is not None else None
+        self._rnext = None
+        self.pending = b""  # bytes of an incomplete UTF-8 character at the end of the stream
+
+    def _jump(self) -> None:
+        """Move the stream's end `gap` bytes on: zeros, then a copy of the last HISTORY_TAIL bytes
+        before the jump. What was before it is then further back than any recency threshold."""
+        tail = min(self.t, HISTORY_TAIL)
+        self._grow(self.gap)
+        self.buf[self.t: self.t + self.gap] = 0
+        self.buf[self.t + self.gap - tail: self.t + self.gap] = self.buf[self.t - tail: self.t].copy()
+        self.t += self.gap
+        self._prev_ready = False
+        self._rnext = None
+
+    def new_document(self) -> None:
+        """Start a new document (chat's next turn): everything before it counts as far back for
+        the match model, as the history does. The match index and the reader's state carry on."""
+        if self.t > self.start:
+            self._jump()
+        self.doc_start = self.t
+
+    def _ensure_prev(self) -> None:
+        if not self._prev_ready:
+            self.match.index(self.buf, self.t, self.t + 1, self.prev_t, self.t, last_pos=self.last_pos)
+            if self.copy_before is not None:
+                drop_pointers_from(self.prev_t, self.copy_before)
+            self._prev_ready = True
+
+    def _grow(self, n: int = 1) -> None:
+        if self.t + n >= len(self.buf):
+            bigger = np.zeros(len(self.buf) + max(1 << 16, n, len(self.buf) - self.h), dtype=np.uint8)
+            bigger[: self.t] = self.buf[: self.t]
+            self.buf = bigger
+
+    def _reader_probs(self) -> np.ndarray:
+        self._ensure_prev()
+        if self._rnext is None or self._rnext[0] != self.t:
+            m = self.model
+            self._pos1[0] = self.t
+            state = None if self._rstate is None else self._rstate.copy()
+            pr = m.reader.next_byte_probs(self.buf, self._pos1, self.match.args(self.prev_t, self.t), state)
+            self._rnext = (self.t, pr, state)
+        return self._rnext[1]
+
+    def push(self, byte: int) -> None:
+        self._ensure_prev()
+        if self._rstate is not None:  # the scan reads every position, sampled or fed
+            self._reader_probs()
+            self._rstate = self._rnext[2]
+        self._grow()
+        self.buf[self.t] = byte
+        self.t += 1
+        self._prev_ready = False
+        self._track_utf8(bytes([byte]))
+
+    def _track_utf8(self, data: bytes) -> None:
+        for byte in data:
+            self.pending = utf8_after(self.pending, byte)
+
+    def feed(self, data: bytes) -> None:
+        """Append bytes to the stream. A long feed (a recalled article) walks the match index over
+        all of it at once and runs the reader's scan over it in one batch, which leaves both as
+        byte-by-byte pushes would."""
+        if len(data) < FEED_BATCH:
+            for b in data:
+                self.push(b)
+            return
+        m = self.model
+        n, t0 = len(data), self.t
+        self._grow(n + 1)
+        self.buf[t0: t0 + n] = np.frombuffer(data, dtype=np.uint8)
+        prev = self.match.pointers(n)
+        first = t0
+        if self._prev_ready:  # position t0 is already in the index: walking it again would point at itself
+            prev[:, 0] = self.prev_t[:, 0]
+            first = t0 + 1
+        self.match.index(self.buf, first, t0 + n, prev, t0, last_pos=self.last_pos)
+        if self.copy_before is not None:
+            drop_pointers_from(prev, self.copy_before)
+        if self._rstate is not None:
+            state = self._rstate.copy()
+            m.reader.forward(self.buf, np.arange(t0, t0 + n, dtype=np.int64), self.match.args(prev, t0), state=state)
+            self._rstate = state
+        self.t = t0 + n
+        self._prev_ready = False
+        self._rnext = None
+        self._track_utf8(data)
+
+    def distribution(self) -> np.ndarray:
+        """P(next byte) over 0..255 (float64), from the model alone: the memory's byte tree, mixed
+        node by node with the reader's distribution when the model has a reader (as evaluation
+        mixes the bits of the true byte, reader.py)."""
+        self._ensure_prev()
+        m = self.model
+        out = np.zeros(256, np.float64)
+        m.memory.node_probs(self.buf, self.t, self.match.args(self.prev_t, self.t), self._scratch, out, self._node_p1)
+        if m.reader is not None:
+            pr = self._reader_probs()
+            mixed_distribution(self._node_p1, pr, m.reader.mix, self._scratch.mass, out)
+        return out
+
+    def history_copies(self, most: int) -> set:
+        """Bytes that would continue a verbatim copy of at least `most` bytes of what came before the
+        current document (the history, earlier chat turns): what the match candidates pointing there
+        predict, where they verify that far back. What the document itself holds (a recalled
+        article, fed into it) may be quoted."""
+        self._ensure_prev()
+        return self.match.copy_candidates(self.buf, self.t, self.prev_t, self.doc_start, most)
