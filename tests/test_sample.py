@@ -113,13 +113,22 @@ def test_distribution_agrees_with_training_forward(run_dir):
 
 def test_output_is_always_valid_utf8(run_dir):
     model, history, _ = load_model(run_dir)
+    prompt = "Ελλάδα and Zürich".encode()
+    wide = 0
     for seed in range(6):
         g = Generator(model, history)
-        g.feed("Ελλάδα and Zürich".encode())
+        g.feed(prompt)
+        start = g.t
         out = "".join(generate(g, np.random.default_rng(seed), 300, Sampling(temperature=1.5, top_p=1.0, min_p=0.0)))
-        out.encode("utf-8")  # decoding happened piecewise; every piece was whole characters
+        drawn = bytes(g.buf[start: g.t])  # every byte the sampler drew, decoded or not
+        ended = drawn.endswith(b"\x00")  # the end of an article stops generation, unprinted
+        assert drawn[: len(drawn) - ended].decode("utf-8") == out
+        assert ended or 300 <= len(drawn) <= 303  # else a character cut at 300 bytes is completed
+        wide += sum(ord(c) > 0x7F for c in out)
+    assert wide > 0  # hot sampling after a non-ASCII prompt drew multi-byte characters: they were tested
     r = cli("sample", str(run_dir), "--prompt", "東京", "--max-bytes", "300", "--temperature", "2", "--seed", "1")
-    r.stdout.decode("utf-8")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.decode("utf-8").startswith("東京") and len(r.stdout) >= 300
 
 
 def test_filter_probs():
