@@ -4,7 +4,8 @@ JSONs in bench/results/ (written by bench/wikibench.py and bench/transformer_bas
     python bench/curve.py            # rewrites bench/results/curve.json and prints the table
 
 Rows: model ("cheaplm" | "transformer"), config ("default" = the library's defaults at that
-commit), device, card, minutes, test_bpb, commit, command. A run is listed in RUNS below with the
+commit), device, card, minutes, test_bpb, commit, command; other_bpb where the run also scored
+text of another source (--other: `cheaplm prepare ../shared/data/enwik8.head4154399.xz`). A run is listed in RUNS below with the
 config it measured; add new runs there (the newest rows for the current default last). A row whose
 config is "default" was measured at the current defaults; "default at C" rows at commit C's.
 """
@@ -40,8 +41,11 @@ RUNS = [
     ("h200-reader-1min-e819715.json", None, "cheaplm",
      "default (run at e819715: its mix made 32 steps; since 4b154fd it makes at least 100)"),
     ("h200-reader-2min-e819715.json", None, "cheaplm", "default"),
-    ("h200-reader-5min-3cdbedb.json", None, "cheaplm", "default (run at 3cdbedb: trained 303 s, before e819715 kept time for the final count)"),
+    ("h200-reader-5min-3cdbedb.json", None, "cheaplm", "default at 3cdbedb (trained 303 s, before e819715 kept time for the final count)"),
     ("h200-reader-10min-3cdbedb.json", None, "cheaplm", "default (run at 3cdbedb: its one pass ended at 452 s)"),
+    ("h200-transformer-speedrun-5min-bbcbd2a.json", None, "transformer",
+     "transformer-speedrun 8x640 (Muon + Adam, rotary, QK-norm, ReLU^2, lr to 0 over the budget; 39.6M params)"),
+    ("h200-reader-5min-6a68333.json", None, "cheaplm", "default"),
 ]
 
 
@@ -67,7 +71,9 @@ def rows() -> list[dict]:
         card = run.get("card", "")
         out.append({"model": model, "config": config, "device": run.get("device", "cuda" if "H200" in card else "cpu"),
                     "card": card, "minutes": run["minutes"], "test_bpb": round(run["test_bpb"], 4),
-                    "commit": COMMIT.get(name) or run.get("commit") or "", "command": "python " + run["command"].split(" --json")[0]})
+                    "commit": COMMIT.get(name) or run.get("commit") or "", "command": "python " + run["command"].split(" --json")[0],
+                    **({"other_bpb": round(run["other_bpb"], 4), "other": "enwik8.head4154399 (cheaplm prepare, all splits)"}
+                       if run.get("other_bpb") is not None else {})})
     return out
 
 

@@ -12,12 +12,13 @@ comparisons below have margins that do not rest on noise.
 import numpy as np
 import pytest
 
-from cheaplm.kernels import mixer
+from cheaplm.kernels import match as kmatch
 from cheaplm.kernels.counts import BLOCK, count_add_cpu
 from cheaplm.kernels.hashing import context_hash, slot_of
 from cheaplm.kernels.match import match_index
 from cheaplm.kernels.scan import scan_backward_cpu, scan_forward_cpu
-from cheaplm.model import Model, ModelConfig, context_array
+from cheaplm.memory import context_array
+from cheaplm.model import Model, ModelConfig
 from cheaplm.prepare import PrepareOptions, prepare
 from cheaplm.reader import MixFit, Reader, init_mix, init_params, mix_loss, mixed_distribution, reader_bpb
 from cheaplm.sample import Generator, Sampling, filter_probs, utf8_allowed
@@ -141,7 +142,7 @@ def picked_coordinates(r, ws, rng):
     for s in range(rows.shape[1]):
         row = int(rows[rng.integers(rows.shape[0]), s])
         picks[f"table slot {s}"] = [row * dim, row * dim + dim - 1]
-    for k, (name, shape, _, _) in enumerate(r.blocks):
+    for k, (name, shape, _) in enumerate(r.blocks):
         lo = r.offsets[k]
         if name == "table":
             continue
@@ -181,7 +182,7 @@ def test_reader_gradient_of_every_block_and_every_slot_against_finite_difference
     prev = pointers(m, data)
     pos = np.random.default_rng(5).integers(1, len(data), 24).astype(np.int64)
     pos[:4] = [1250, 1260, 1270, 1280]
-    ws = r.forward(data, pos, m.match_args(prev, 0), scale=1.0 / len(pos))
+    ws = r.forward(data, pos, m.match.args(prev, 0), scale=1.0 / len(pos))
     picks = picked_coordinates(r, ws, np.random.default_rng(1))
     r.backward()
     assert_every_block_checked(lambda p: oracle(m, data, pos, prev, p)[2], r.params.astype(np.float64),
@@ -198,7 +199,7 @@ def test_reader_with_a_scan_gradient_of_every_block_against_finite_differences()
     pos = lanes_of(data, 3, 5, seed=5)
     pos[:5] = np.arange(1250, 1255)
     state0 = np.random.default_rng(6).standard_normal((3, SCAN["scan"])).astype(np.float32)
-    ws = r.forward(data, pos, m.match_args(prev, 0), scale=1.0 / len(pos), state=state0.copy())
+    ws = r.forward(data, pos, m.match.args(prev, 0), scale=1.0 / len(pos), state=state0.copy())
     picks = picked_coordinates(r, ws, np.random.default_rng(2))
     assert {"scan_in", "scan_bias", "scan_out"} <= set(picks)
     r.backward()
@@ -219,13 +220,14 @@ def test_match_inputs_predict_the_byte_after_the_latest_earlier_occurrence(each)
     m = Model(cfg, "cpu")
     d = text(3000, seed=7)
     prev = pointers(m, d)
-    n_in = int(m.lay[mixer.L_NMI])
+    n_in = m.match.spec.inputs
+    spec = m.match.spec.array()
     assert n_in == (2 if each else 1)
     cand = np.zeros((n_in, 2), np.int64)
     latest = [{} for _ in cfg.match_minlens]
     given = expected = 0
     for t in range(len(d)):
-        mixer.match_inputs(d, t, prev, t, m.minlens, m.lay, cand)
+        kmatch.match_inputs(d, t, prev, t, m.match.minlens, spec, cand)
         want = []
         for k, ml in enumerate(cfg.match_minlens):
             key = bytes(d[t - ml: t]) if t >= ml else None
@@ -233,7 +235,7 @@ def test_match_inputs_predict_the_byte_after_the_latest_earlier_occurrence(each)
             n = 0
             while p >= 0 and n < cfg.match_cap and p - 1 - n >= 0 and d[t - 1 - n] == d[p - 1 - n]:
                 n += 1
-            want.append((int(d[p]), int(mixer.match_state(n, t - p, m.lay))) if p >= 0 and n >= ml else (-1, 0))
+            want.append((int(d[p]), int(kmatch.match_state(n, t - p, spec))) if p >= 0 and n >= ml else (-1, 0))
             if key is not None:
                 latest[k][key] = t
         if not each:
@@ -337,21 +339,21 @@ def test_training_counts_every_byte_of_the_budget_exactly_once(data, trained):
     m, train_bytes = s["model"], data[1]
     assert s["counted_bytes"] == s["train_bytes"] == len(train_bytes)
     assert np.array_equal(s["history"], train_bytes)
-    want = np.zeros_like(m.tables)
-    count_add_cpu(train_bytes, 0, len(train_bytes), m.ctx, want, np.uint32(1))
-    assert np.array_equal(m.tables, want)
+    want = np.zeros_like(m.memory.tables)
+    count_add_cpu(train_bytes, 0, len(train_bytes), m.memory.ctx, want, np.uint32(1))
+    assert np.array_equal(m.memory.tables, want)
 
 
 def val_reading(m, history, val):
     """The memory's and the reader's bit probabilities for each val byte, after the history."""
     h, n = len(history), len(val)
     d = np.concatenate([history, val])
-    last = m.last_pos.copy()
-    prev = np.empty((len(m.minlens), n), np.int32)
-    match_index(d, h, h + n, m.minlens, m.cfg.match_bits, last, prev, h)
-    caches = m.make_caches(n)
-    m.forward(d, np.arange(h, h + n, dtype=np.int64), prev, h, caches, loo=False)
-    pr = m.reader.range_probs(d, [(h, h + n)], m.match_args(prev, h))
+    last = m.match.last_pos.copy()
+    prev = np.empty((len(m.match.minlens), n), np.int32)
+    match_index(d, h, h + n, m.match.minlens, m.cfg.match_bits, last, prev, h)
+    caches = m.caches(n)
+    m.memory.forward(d, np.arange(h, h + n, dtype=np.int64), m.match.args(prev, h), caches)
+    pr = m.reader.range_probs(d, [(h, h + n)], m.match.args(prev, h))
     return d, prev, np.array(caches.prob, np.float32), pr
 
 
@@ -363,11 +365,11 @@ def test_the_reader_learns(data, trained):
     d, prev, _, _ = val_reading(m, s["history"], data[2])
     h, n = len(s["history"]), len(data[2])
     fresh = Reader(m.reader.cfg, "cpu")
-    learned = reader_bpb(m.reader, d, h, h + n, d, m.match_args(prev, h))
-    initial = reader_bpb(fresh, d, h, h + n, d, m.match_args(prev, h))
+    learned = reader_bpb(m.reader, d, h, h + n, d, m.match.args(prev, h))
+    initial = reader_bpb(fresh, d, h, h + n, d, m.match.args(prev, h))
     assert learned < initial - 2.0, (learned, initial)  # measured at e0c6bf0: 3.81 against 7.98
     start = init_params(m.reader.cfg)
-    for k, (name, _, _, _) in enumerate(m.reader.blocks):
+    for k, (name, _, _) in enumerate(m.reader.blocks):
         if name != "copy":  # the copy path is all zeros unless a candidate in play
             assert not np.array_equal(m.reader.view(m.reader.params, k), m.reader.view(start, k)), name
 
