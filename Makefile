@@ -18,13 +18,16 @@ $(BIN)/cheaplm: pyproject.toml
 
 setup: $(BIN)/cheaplm
 
-# the main job: prepare the dump, train for MINUTES, score the test split, continue a prompt
+# the main job: prepare the dump, train for MINUTES, score the test split, continue a prompt.
+# Each dump is prepared into its own directory (prepare keeps one that is up to date and refuses
+# to overwrite another's), so `make demo DUMP=...` works after any other, in any order.
+DATA = $(DEMO)/data-$(notdir $(DUMP))
 demo: setup
-	$(BIN)/cheaplm prepare $(DUMP) --out $(DEMO)/data --val-fraction 0.1 --test-fraction 0.1
+	$(BIN)/cheaplm prepare $(DUMP) --out $(DATA) --val-fraction 0.1 --test-fraction 0.1
 	rm -rf $(DEMO)/run
-	$(BIN)/cheaplm train $(DEMO)/data --out $(DEMO)/run --minutes $(MINUTES) --device cpu $(TRAIN_OPTS)
+	$(BIN)/cheaplm train $(DATA) --out $(DEMO)/run --minutes $(MINUTES) --device cpu $(TRAIN_OPTS)
 	@echo "test bits per byte:"
-	$(BIN)/cheaplm eval $(DEMO)/run $(DEMO)/data --split test
+	$(BIN)/cheaplm eval $(DEMO)/run $(DATA) --split test
 	$(BIN)/cheaplm sample $(DEMO)/run --prompt "$(PROMPT)" --max-bytes 300 --seed 1
 
 test: setup

@@ -41,6 +41,8 @@ RECALL_BYTES = 700  # of the recalled article's body read before the question (w
 OPENING_BYTES = 160  # how far into the recalled article its opening verb is looked for
 
 HELP = "commands: exit | quit | Ctrl-D to leave; Ctrl-C stops a reply; !multi ... !end for several lines; !raw toggles framing"
+COMMANDS = ("!raw", "!multi")  # a typed line that is one of these is a command (!end only ends a !multi)
+UNKNOWN = "unknown command {}; the commands are !raw (framing on/off), !multi ... !end (several lines), exit, quit"
 
 
 def frame(question: str) -> tuple[str, str]:
@@ -145,6 +147,9 @@ def run_chat(gen: Generator, ckpt, console, raw: bool, seed: int, max_bytes: int
         text = line.strip()
         if text in ("exit", "quit"):
             return 0
+        if text.startswith("!") and text not in COMMANDS:  # a mistyped command is not a question
+            console.print(UNKNOWN.format(text.split()[0]), markup=False, highlight=False, soft_wrap=True)
+            continue
         if text == "!raw":
             raw = not raw
             console.print(f"raw mode {'on' if raw else 'off'}")

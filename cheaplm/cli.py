@@ -230,8 +230,10 @@ def eval_cmd(run_dir, data_dir, split, max_bytes, adaptive, device):
         result = model.score(history, stream, adaptive=adaptive)
     except (CheckpointError, ShardError, DeviceError) as exc:
         _fail(exc)
+    parts = (f"reader {result['reader_seconds']:.1f} s, memory {result['memory_seconds']:.1f} s, "
+             if model.reader is not None else "")
     console.print(f"{ckpt.name} on {data_dir} {split}: {result['bytes']:,} bytes in {result['seconds']:.1f} s "
-                  f"({result['bytes_per_s'] / 1e3:.0f} kB/s){' adaptive' if adaptive else ''}")
+                  f"({parts}{result['bytes_per_s'] / 1e3:.0f} kB/s){' adaptive' if adaptive else ''}")
     click.echo(f"{result['bpb']:.4f}")
 
 

@@ -1,7 +1,7 @@
 """`cheaplm prepare`: Wikipedia sources -> byte shards + manifest.json.
 
 The main process decompresses and parses (one stream at a time, in order); cleaning runs in a
-pool of worker processes on batches of pages. At most `2 x workers` batches are in flight, so memory
+pool of worker processes on batches of pages (workpool.OrderedPool, which Ctrl-C and SIGTERM always end). At most `2 x workers` batches are in flight, so memory
 stays constant however large the dump. Results are consumed in submission order, which is what
 makes the shards independent of the number of workers.
 
@@ -64,6 +64,7 @@ from .shards import FORMAT, FORMAT_VERSION, MANIFEST, SPLITS, SplitWriter, encod
 from .sources import TEXT, SourceError, expand_sources, open_source
 from .wiki import CLEAN, MAX_PAGE_CHARS, NAMESPACE, OVERSIZED, REDIRECT, ReadState, read_pages
 from .wikitext import CleanTimeout, clean_wikitext
+from .workpool import OrderedPool, stop_signals_blocked
 
 try:
     import fcntl
@@ -209,14 +210,6 @@ class WrittenArticles:
         return np.sort(order[:-1][loses])
 
 
-def _worker_init() -> None:
-    # Ctrl-C reaches every process of the terminal's group: the main process handles it and
-    # ends the pool; a worker must not print a traceback of its own. SIGTERM is how the pool
-    # ends its workers, so it keeps its default action (the parent's handler is inherited by fork).
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-
-
 class OutputExists(SourceError):
     pass
 
@@ -288,6 +281,10 @@ class OutputLock:
     def __enter__(self) -> "OutputLock":
         if fcntl is None:
             return self
+        with stop_signals_blocked():  # a signal before we hold the lock would leave its file behind
+            return self._acquire()
+
+    def _acquire(self) -> "OutputLock":
         while True:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
@@ -312,10 +309,11 @@ class OutputLock:
     def __exit__(self, *exc) -> None:
         if self.fd is None:
             return
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path)
-        os.close(self.fd)
-        self.fd = None
+        with stop_signals_blocked():
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
+            os.close(self.fd)
+            self.fd = None
 
 
 def _pid_alive(pid: int) -> bool:
@@ -364,7 +362,15 @@ def _check_places(out: Path, paths: list[str], files: list[Path]) -> None:
 
 
 def _install(tmp: Path, out: Path, before) -> None:
-    """Move the finished `tmp` to `out` if `out` still holds what it held at the start."""
+    """Move the finished `tmp` to `out` if `out` still holds what it held at the start.
+
+    Ctrl-C and SIGTERM wait until it is done: between two renames `out` would be missing.
+    """
+    with stop_signals_blocked():
+        _install_now(tmp, out, before)
+
+
+def _install_now(tmp: Path, out: Path, before) -> None:
     if _snapshot(out) != before:
         raise OutputExists(f"{out}: changed while prepare ran (something was written into it); "
                            "left as it is and nothing written. Run again into an empty or new --out")
@@ -400,14 +406,7 @@ def _sigterm_as_interrupt():
 
 def _remove_quietly(path: Path) -> None:
     """rmtree that a second Ctrl-C or SIGTERM does not interrupt (they are delivered after it)."""
-    blocked = {signal.SIGINT, signal.SIGTERM}
-    if hasattr(signal, "pthread_sigmask") and threading.current_thread() is threading.main_thread():
-        old = signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
-        try:
-            shutil.rmtree(path, ignore_errors=True)
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, old)
-    else:
+    with stop_signals_blocked():
         shutil.rmtree(path, ignore_errors=True)
 
 
@@ -439,8 +438,8 @@ def prepare(paths: list[str], out: Path, options: PrepareOptions, console=None, 
                 raise OutputExists(f"{given}: exists and is not a directory")
             before = _snapshot(out)
             tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
-            tmp.mkdir()
             try:
+                tmp.mkdir()  # in the try: a signal right after it must not leave tmp behind
                 manifest = _prepare_into(files, tmp, options, console)
                 _install(tmp, out, before)
             except BaseException:
@@ -464,7 +463,7 @@ def _prepare_into(files: list[Path], tmp: Path, options: PrepareOptions, console
     ctx = mp.get_context("fork" if hasattr(os, "fork") else "spawn")
     clean_args = (options.keep_markup, options.min_chars, options.page_seconds)
     written = WrittenArticles()
-    with ctx.Pool(workers, initializer=_worker_init) as pool:
+    with OrderedPool(ctx, workers, clean_batch) as pool:
         for source_index, f in enumerate(files):
             stats = SourceStats(str(f))
             stats_all.append(stats)
@@ -503,11 +502,11 @@ def _prepare_into(files: list[Path], tmp: Path, options: PrepareOptions, console
                     stamps.append(page.timestamp)
                     chars += len(page.text)
                     if chars >= BATCH_CHARS:
-                        pending.append((pool.apply_async(clean_batch, (batch, *clean_args)), stamps))
+                        pending.append((pool.submit(batch, *clean_args), stamps))
                         batch, stamps, chars = [], [], 0
                         drain(2 * workers)
                 if batch:
-                    pending.append((pool.apply_async(clean_batch, (batch, *clean_args)), stamps))
+                    pending.append((pool.submit(batch, *clean_args), stamps))
                 drain(0)
                 stats.bytes_uncompressed = src.stream.raw.bytes_out
                 stats.sha256 = src.raw.finish_hash()

@@ -231,6 +231,23 @@ def test_chat_ends_on_closed_stdin_and_refuses_a_non_utf8_line(run, capsys):
     assert "The sun is" in capsys.readouterr().out
 
 
+def test_an_unknown_command_gets_the_list_and_is_not_sent(run, capsys):
+    d, model, history, ckpt = run
+    console = __import__("rich.console", fromlist=["Console"]).Console(file=io.StringIO(), width=40)
+    lines = iter(["!foo", "  !rwa now", "!end", "!raw"])  # typos, and !end outside a !multi
+    g = Generator(model, history)
+    fed = g.t
+    rc = chat.run_chat(g, ckpt, console, raw=False, seed=1, max_bytes=60, read_line=lambda prompt: next(lines, None))
+    assert rc == 0 and g.t == fed  # nothing reached the model
+    assert capsys.readouterr().out == "\n"  # no reply: only the newline of the end of input
+    said = console.file.getvalue().splitlines()
+    unknown = [line for line in said if line.startswith("unknown command")]
+    assert [line.split(";")[0] for line in unknown] == ["unknown command !foo", "unknown command !rwa",
+                                                        "unknown command !end"]
+    assert all("!raw" in line and "!multi" in line and "exit" in line for line in unknown)  # one line, unwrapped
+    assert said[-1] == "raw mode on"  # a known command still works
+
+
 def test_chat_cli_recall_line(run):
     d, model, history, ckpt = run
     title = build_index(history).articles[1].title

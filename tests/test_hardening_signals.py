@@ -1,10 +1,13 @@
 """Ctrl-C and SIGTERM during `prepare`: one message, no tracebacks, nothing left behind (issue 12, items 7 and 12)."""
 
+import concurrent.futures
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -92,3 +95,82 @@ def test_partial_output_of_a_dead_run_is_removed_at_the_next_start(tmp_path):
     alive.mkdir()
     prepare([str(SAMPLE_DUMP)], tmp_path / "out", PrepareOptions(workers=1))
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([alive.name, "out"])
+
+
+# Runs `cheaplm prepare --workers 2` with a 0.2 s pause after every fork, in the child: it widens
+# the window between a worker's birth and the moment it sets its own signal handlers, which a
+# busy machine opens by chance (issue 24: a SIGTERM there was swallowed and prepare hung).
+FORK_PAUSE_DRIVER = """
+import os, sys, time
+from pathlib import Path
+ready, src, out = sys.argv[1:4]
+os.register_at_fork(after_in_child=lambda: time.sleep(0.2))
+import cheaplm.prepare  # before 'ready': the delays count from prepare's start, not Python's
+from cheaplm.cli import main
+Path(ready).write_text("")
+sys.argv = ["cheaplm", "prepare", src, "--out", out, "--workers", "2"]
+main()
+"""
+
+
+@pytest.fixture(scope="module")
+def bigger_dump(tmp_path_factory):
+    """The sample dump's pages 150 times under new titles (3.8 MB): prepare takes about 1 s on it."""
+    text = SAMPLE_DUMP.read_text()
+    head, rest = text.split("  <page>", 1)
+    pages = "  <page>" + rest[: rest.rindex("</mediawiki>")]
+    copies = (re.sub(r"<title>([^<:]*)</title>", lambda m: f"<title>{m.group(1)} {k}</title>", pages)
+              for k in range(150))
+    dump = tmp_path_factory.mktemp("dump") / "bigger.xml"
+    dump.write_text(head + "".join(copies) + "</mediawiki>\n")
+    return dump
+
+
+def sigterm_prepare_at(delay: float, whom: str, where: Path, dump: Path, started: list) -> str:
+    """Start prepare in `where`, SIGTERM it `delay` s after it starts; return what went wrong, or ''."""
+    where.mkdir()
+    driver = where / "driver.py"
+    driver.write_text(FORK_PAUSE_DRIVER)
+    ready = where / "ready"
+    proc = subprocess.Popen([sys.executable, str(driver), str(ready), str(dump), str(where / "out")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    started.append(proc)
+    deadline = time.monotonic() + 60
+    while not ready.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            return f"did not start: {proc.communicate()}"
+        time.sleep(0.005)
+    time.sleep(delay)
+    if whom == "process":
+        proc.send_signal(signal.SIGTERM)
+    else:
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:  # returns when every process holding its stderr (the workers too) has exited
+        _, err = proc.communicate(timeout=10)
+    except subprocess.TimeoutExpired:
+        return "still running 10 s after the signal"
+    # killed before its handler was installed (-15), interrupted (143), or done before the signal (0)
+    if proc.returncode not in (-signal.SIGTERM, 128 + signal.SIGTERM, 0):
+        return f"exit code {proc.returncode}: {err}"
+    if "Traceback" in err or "Exception ignored" in err:
+        return err
+    left = left_behind(where)
+    if left not in ([], ["out"]):  # no .out.partial-PID, no .out.lock
+        return f"left behind {left}"
+    if left and not (where / "out" / "manifest.json").exists():
+        return "an incomplete out"  # 'out' may only be there if the signal came after it was complete
+    return ""
+
+
+def test_sigterm_at_any_moment_ends_prepare_and_leaves_nothing(tmp_path, started, bigger_dump):
+    """20 moments, 0 to 0.5 s after prepare starts: before its handler, around the forks, while cleaning.
+
+    Even runs signal the process (`kill PID`), odd ones its whole group (a terminal's hang-up,
+    `kill -- -PGID`). Two at a time, to keep the test's time down (each takes ~1.5 s to start).
+    """
+    runs = [(0.5 * k / 19, "process" if k % 2 == 0 else "group", tmp_path / f"run{k}") for k in range(20)]
+    with concurrent.futures.ThreadPoolExecutor(2) as threads:
+        found = list(threads.map(lambda run: sigterm_prepare_at(*run, bigger_dump, started), runs))
+    failures = [f"SIGTERM to the {whom} at {delay:.3f} s: {what}" for (delay, whom, _), what in zip(runs, found) if what]
+    assert not failures, "\n".join(failures)

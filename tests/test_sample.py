@@ -163,22 +163,47 @@ def test_bad_input(run_dir, tmp_path):
     assert r.returncode == 1 and b"corrupt or truncated" in r.stderr and b"Traceback" not in r.stderr
 
 
-def read_until(fd, needle: bytes, timeout: float) -> bytes:
-    buf = b""
-    end = time.time() + timeout
-    while time.time() < end:
-        r, _, _ = select.select([fd], [], [], 0.2)
+class Terminal:
+    """The master side of a pseudo-terminal, read as a user reads a screen: wait until some text is there.
+
+    What is read past the awaited text is kept for the next wait, so no output is lost between two.
+    """
+
+    def __init__(self, fd: int):
+        self.fd, self.buf = fd, b""
+
+    def _fill(self, end: float) -> bool:
+        r, _, _ = select.select([self.fd], [], [], max(0.0, min(0.2, end - time.monotonic())))
         if r:
             try:
-                chunk = os.read(fd, 4096)
-            except OSError:
-                break
-            if not chunk:
-                break
-            buf += chunk
-            if needle in buf:
-                return buf
-    raise AssertionError(f"did not see {needle!r}; got {buf[-500:]!r}")
+                chunk = os.read(self.fd, 4096)
+            except OSError:  # the child closed the terminal
+                return False
+            self.buf += chunk
+            return bool(chunk)
+        return True
+
+    def expect(self, needle: bytes, timeout: float) -> bytes:
+        """Everything up to and including the first `needle`; AssertionError if it is not there in time."""
+        end = time.monotonic() + timeout
+        while needle not in self.buf:
+            if time.monotonic() > end or not self._fill(end):
+                raise AssertionError(f"did not see {needle!r} in {timeout} s; got {self.buf[-500:]!r}")
+        i = self.buf.index(needle) + len(needle)
+        out, self.buf = self.buf[:i], self.buf[i:]
+        return out
+
+    def expect_bytes(self, n: int, timeout: float) -> bytes:
+        """The next `n` bytes of output, whatever they are."""
+        end = time.monotonic() + timeout
+        while len(self.buf) < n:
+            if time.monotonic() > end or not self._fill(end):
+                raise AssertionError(f"fewer than {n} bytes in {timeout} s; got {self.buf[-500:]!r}")
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+
+PROMPT = b"\r\n> "  # the prompt at the start of a line (the terminal writes a newline as CR LF)
 
 
 def test_chat_in_a_pseudo_terminal(run_dir):
@@ -186,22 +211,25 @@ def test_chat_in_a_pseudo_terminal(run_dir):
     if pid == 0:  # child: the REPL, as a user would start it
         os.execv(sys.executable, [sys.executable, "-m", "cheaplm.cli", "chat", str(run_dir), "--seed", "2",
                                   "--max-bytes", "200000", "--temperature", "1.2"])
+    term = Terminal(fd)
     try:
-        read_until(fd, b"> ", 120)
+        # every step waits for the text that shows the chat is ready for it, never for a time
+        term.expect(PROMPT, 120)
         os.write(fd, b"What is a lighthouse?\r")
-        out = read_until(fd, b"> ", 60)
+        out = term.expect(PROMPT, 60)
         assert b"A lighthouse is" in out
         reply = out.split(b"A lighthouse is", 1)[1]
         assert len(reply.strip()) > 5  # the model wrote something after the framing
         # a long reply in raw mode (no paragraph stop): Ctrl-C must return to the prompt, not exit
         os.write(fd, b"!raw\r")
-        read_until(fd, b"> ", 30)
+        term.expect(b"raw mode on", 30)
+        term.expect(PROMPT, 30)
         os.write(fd, b"The\r")
-        read_until(fd, b"The", 30)
-        time.sleep(1.0)  # raw replies run to --max-bytes (200,000): this one is still streaming
+        term.expect(b"The\r\nThe", 30)  # the terminal's echo of the line, then the chat's own copy of it
+        term.expect_bytes(1, 30)  # a byte the model wrote: the reply streams (to --max-bytes), Ctrl-C is its to stop
         os.write(fd, b"\x03")
-        out = read_until(fd, b"[stopped]", 30)
-        out += read_until(fd, b"> ", 30)
+        out = term.expect(b"[stopped]", 30)
+        out += term.expect(PROMPT, 30)
         assert b"Traceback" not in out
         os.write(fd, b"exit\r")
         deadline = time.time() + 30

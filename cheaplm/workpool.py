@@ -1,0 +1,177 @@
+"""An ordered process pool that Ctrl-C or SIGTERM always ends: `prepare`'s cleaning workers.
+
+multiprocessing.Pool cannot promise that. Its task-handler thread writes each task into the
+workers' shared pipe; a batch (1 MiB of text) is many times a pipe's buffer, so that thread is
+often blocked mid-write, and if the workers are gone Pool.terminate() joins it forever. And a
+forked worker runs the parent's signal handlers until its initializer replaces them, so a SIGTERM
+in that window was swallowed and the worker lived on. Both hung an interrupted `prepare`.
+
+Here the parent has no helper thread: its main thread does every send and receive, so each wait
+is a system call that a signal interrupts, and ending the pool kills the workers and reaps them.
+Workers are forked with SIGINT and SIGTERM blocked and unblock them only after setting their own
+handlers (SIGINT ignored: the parent handles Ctrl-C; SIGTERM's default action: it ends them).
+
+Each worker has its own pipe and takes tasks in turn, so results are collected in submission
+order (the caller must collect them in that order). A thread inside each worker reads its tasks as
+they arrive, so the parent's send never waits on a worker that is itself waiting to send a result
+(that would deadlock), and the next batch is at hand when one is done. How many tasks are in
+flight is the caller's choice; each costs its size in the worker's memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import signal
+import threading
+
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+JOIN_SECONDS = 5.0  # a worker that outlives SIGTERM by this long is killed
+
+
+@contextlib.contextmanager
+def stop_signals_blocked():
+    """Ctrl-C and SIGTERM wait for the end of the block; yields the signal mask a forked child restores.
+
+    Two layers, as both are needed. The mask blocks both signals in this thread, so a process
+    forked inside the block starts with them blocked (a child is forked with its parent's mask).
+    But other threads (numpy's BLAS pool) still take them, and Python then runs the handler in
+    the main thread at its next line, mask or not: so in the main thread the handlers are
+    replaced for the block by one that only notes the signal, and the first one noted is raised
+    again (signal.raise_signal, to the handler that was there before) once the block is over.
+    The mask is None where the platform has no pthread_sigmask.
+    """
+    noted: list[int] = []
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for signum in STOP_SIGNALS:
+            handler = signal.getsignal(signum)
+            if handler is not None:  # None: set outside Python, left alone
+                previous[signum] = signal.signal(signum, lambda signum, frame: noted.append(signum))
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS) if hasattr(signal, "pthread_sigmask") else None
+    try:
+        yield mask
+    finally:
+        if mask is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # one held back by the mask is noted here
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if noted:
+            signal.raise_signal(noted[0])
+
+
+class WorkerDied(RuntimeError):
+    pass
+
+
+def _serve(conn, func, mask, inherited) -> None:
+    """A worker: run func on each task its pipe brings, send back (ok, result or exception)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if mask is not None:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # a SIGTERM held back since the fork ends us here
+    for other in inherited:  # the parent's ends of the pipes, copied by fork: with them closed, the
+        other.close()        # parent's death (even by SIGKILL) reaches us as the end of our pipe
+    tasks: queue.SimpleQueue = queue.SimpleQueue()
+
+    def read() -> None:
+        try:
+            while True:
+                tasks.put(conn.recv())
+        except (EOFError, OSError):  # the parent closed the pipe, or is gone
+            tasks.put(None)
+
+    threading.Thread(target=read, daemon=True).start()
+    while (args := tasks.get()) is not None:
+        try:
+            reply = (True, func(*args))
+        except Exception as exc:  # the parent raises it
+            reply = (False, exc)
+        try:
+            conn.send(reply)
+        except (BrokenPipeError, OSError):
+            return
+
+
+class OrderedPool:
+    """`workers` processes running `func`; submit() returns a handle whose get() waits for the result.
+
+    Use as a context manager: leaving the block normally lets the workers finish and exit;
+    leaving it by an exception (Ctrl-C, SIGTERM, an error) ends them at once.
+    """
+
+    def __init__(self, ctx, workers: int, func):
+        self._procs: list = []
+        self._conns: list = []
+        self._turn = 0
+        try:
+            with stop_signals_blocked() as mask:  # a signal that came meanwhile raises here, and we clean up
+                for _ in range(workers):
+                    parent_end, child_end = ctx.Pipe()
+                    inherited = [parent_end, *self._conns] if ctx.get_start_method() == "fork" else []
+                    proc = ctx.Process(target=_serve, args=(child_end, func, mask, inherited), daemon=True)
+                    proc.start()
+                    child_end.close()
+                    self._procs.append(proc)
+                    self._conns.append(parent_end)
+        except BaseException:
+            self.terminate()
+            raise
+
+    def submit(self, *args) -> "_Result":
+        k = self._turn
+        self._turn = (k + 1) % len(self._procs)
+        self._conns[k].send(args)
+        return _Result(self, k)
+
+    def _receive(self, k: int):
+        try:
+            ok, value = self._conns[k].recv()
+        except (EOFError, OSError):
+            self._procs[k].join(0.1)
+            raise WorkerDied(f"a cleaning worker ended unexpectedly (exit code {self._procs[k].exitcode})") from None
+        if not ok:
+            raise value
+        return value
+
+    def close(self) -> None:
+        """Let the workers finish what they hold and exit (closing their pipes tells them), then reap them."""
+        for conn in self._conns:
+            conn.close()
+        for proc in self._procs:
+            proc.join(JOIN_SECONDS)
+        self.terminate()
+
+    def terminate(self) -> None:
+        """End every worker now and reap it; a second Ctrl-C or SIGTERM waits until this is done."""
+        with stop_signals_blocked():
+            for proc in self._procs:
+                if proc.exitcode is None:
+                    proc.terminate()
+            for proc in self._procs:
+                proc.join(JOIN_SECONDS)
+                if proc.exitcode is None:
+                    proc.kill()
+                    proc.join()
+            for conn in self._conns:
+                conn.close()
+
+    def __enter__(self) -> "OrderedPool":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.terminate()
+
+
+class _Result:
+    __slots__ = ("_pool", "_k")
+
+    def __init__(self, pool: OrderedPool, k: int):
+        self._pool, self._k = pool, k
+
+    def get(self):
+        return self._pool._receive(self._k)
+
