@@ -17,9 +17,11 @@ from its start on, the file is decoded serially by `bz2.BZ2File`, as before, wit
 (trailing non-bz2 data ignored, a damaged stream an error). The same happens when no header turns up
 within MAX_CHUNK_BYTES: a single-stream .bz2 is decoded serially in constant memory.
 
-Decompression runs in the pool's processes, not threads: bz2 releases the GIL, but the main
-process' parsing and the pool's cleaning would still compete for the cores, and one pool sized to
-the cores keeps them busy without oversubscribing (bench/RESULTS.md has the measurements).
+Decompression runs in prepare's pool of processes, the one that cleans: one pool sized to the
+cores keeps them busy without oversubscribing them. Threads would do too (bz2 releases the GIL)
+and would save the pipe that carries the decoded bytes back (about 1.5 ms of CPU per MB), but they
+would compete with the cleaning processes for the cores; on the loaded 2-core machine the two
+measured alike (bench/RESULTS.md; bench/prepare_speed.py measures both).
 The dump's index file (`...-multistream-index.txt.bz2`) is not needed: finding the headers runs at
 GB/s.
 """
