@@ -1,13 +1,28 @@
 """Measure `cheaplm prepare` throughput in MB/s of uncompressed input on ../shared/data.
 
-Usage: python bench/prepare_speed.py [--data ../shared/data] [--workers 0]
+Usage: python bench/prepare_speed.py [--data ../shared/data] [--workers 0] [--multistream-mb 200]
+       [--only multistream]
 Prints one row per source group, then a short table; numbers go into bench/RESULTS.md by hand
 with the date, machine, commit and this command.
+
+The multistream rows read a larger dump built once in the temp directory: the three dump
+fragments' pages, repeated until the XML holds --multistream-mb MB, each copy's titles prefixed
+with its number so that no copy is a duplicate of another (every page is cleaned and kept),
+compressed as Wikimedia does its multistream dumps: one bz2 stream (level 9) per 100 pages, the
+siteinfo header and the closing tag each a stream of their own. It is prepared twice: with one
+decoder in the main process (`parallel_bz2=False`, the path before) and with the streams decoded
+by the worker pool.
 """
 
 from __future__ import annotations
 
 import argparse
+import bz2
+import io
+import multiprocessing
+import multiprocessing.pool
+import re
+import resource
 import os
 import platform
 import shutil
@@ -16,7 +31,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from cheaplm.multistream import ParallelBz2Reader
 from cheaplm.prepare import PrepareOptions, prepare
+
+PAGES_PER_STREAM = 100  # as in Wikimedia's pages-articles-multistream dumps
 
 GROUPS = {
     "dumps .xml.bz2 (3 files)": ["dumps/enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2",
@@ -28,35 +46,114 @@ GROUPS = {
 }
 
 
+def compress9(data: bytes) -> bytes:
+    return bz2.compress(data, 9)
+
+
+def build_multistream(data: Path, mb: int) -> Path:
+    """The fragments' pages repeated to `mb` MB of XML, as a multistream .bz2 (module docstring)."""
+    out = Path(tempfile.gettempdir()) / f"cheaplm-bench-multistream-{mb}MB.xml.bz2"
+    if out.exists():
+        return out
+    xmls = [bz2.decompress((data / f).read_bytes()) for f in GROUPS["dumps .xml.bz2 (3 files)"]]
+    head = xmls[0][:xmls[0].index(b"  <page>")]
+    pages = [p for x in xmls for p in re.findall(rb"  <page>.*?</page>\n", x, re.S)]
+    print(f"building {out} ({mb} MB of XML from {len(pages)} pages) ...", flush=True)
+    tmp = out.with_suffix(".partial")
+    groups, size, copy = [], len(head), 0
+    while size < mb * 1e6:
+        copy += 1
+        for i in range(0, len(pages), PAGES_PER_STREAM):
+            groups.append(b"".join(pages[i:i + PAGES_PER_STREAM]).replace(b"<title>", b"<title>%d " % copy))
+            size += len(groups[-1])
+    with open(tmp, "wb") as f, multiprocessing.Pool() as pool:
+        for stream in pool.imap(compress9, [head, *groups, b"</mediawiki>\n"], chunksize=1):
+            f.write(stream)
+    tmp.rename(out)
+    return out
+
+
+def decode_only(path: Path, workers: int, how: str) -> float:
+    """MB/s of XML out of the multistream file alone: one decoder, or the streams decoded by a pool
+    of `workers` processes or threads (what prepare does, less parsing and cleaning)."""
+    t0 = time.perf_counter()
+    with open(path, "rb", buffering=0) as f:
+        if how == "one decoder":
+            reader, pool = bz2.BZ2File(f), None
+        else:
+            pool = (multiprocessing.pool.ThreadPool(workers) if how == "threads"
+                    else multiprocessing.get_context("fork").Pool(workers))
+            reader = io.BufferedReader(ParallelBz2Reader(f, pool, 2 * workers), 1 << 20)
+        n = 0
+        while block := reader.read(1 << 20):
+            n += len(block)
+        if pool is not None:
+            pool.terminate()
+    return n / 1e6 / (time.perf_counter() - t0)
+
+
+def cpu_seconds(who) -> float:
+    r = resource.getrusage(who)
+    return r.ru_utime + r.ru_stime
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default=str(Path(__file__).resolve().parent.parent.parent / "shared" / "data"))
     ap.add_argument("--workers", type=int, default=0)
     ap.add_argument("--repeat", type=int, default=3, help="best of N runs")
+    ap.add_argument("--multistream-mb", type=int, default=100, help="MB of XML in the built multistream dump")
+    ap.add_argument("--project-cores", type=int, default=16,
+                    help="cores for the CPU-time model's rate (main process alone, the rest spread)")
+    ap.add_argument("--only", default="", help="run only the groups whose name contains this")
     args = ap.parse_args()
     data = Path(args.data)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             cwd=Path(__file__).parent).stdout.strip()
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; commit {commit}")
+    groups = {name: (files, True) for name, files in GROUPS.items()}
+    if "multistream" in args.only or not args.only:
+        multi = build_multistream(data, args.multistream_mb)
+        groups[f"multistream .bz2, {args.multistream_mb} MB: one decoder"] = ([multi], False)
+        groups[f"multistream .bz2, {args.multistream_mb} MB: streams decoded by the pool"] = ([multi], True)
+    if "multistream" in args.only or not args.only:
+        workers = args.workers or os.cpu_count()
+        for how in ("one decoder", "processes", "threads"):
+            rate = max(decode_only(multi, workers, how) for _ in range(args.repeat))
+            print(f"decompression alone, {how}{'' if how == 'one decoder' else f' ({workers})'}: "
+                  f"{rate:.1f} MB/s of XML", flush=True)
     rows = []
-    for name, files in GROUPS.items():
+    for name, (files, parallel_bz2) in groups.items():
+        if args.only and args.only not in name:
+            continue
         paths = [str(data / f) for f in files]
         best = None
         for _ in range(args.repeat):
             tmp = Path(tempfile.mkdtemp())
+            main0, pool0 = cpu_seconds(resource.RUSAGE_SELF), cpu_seconds(resource.RUSAGE_CHILDREN)
             t0 = time.perf_counter()
-            m = prepare(paths, tmp / "out", PrepareOptions(workers=args.workers))
+            m = prepare(paths, tmp / "out", PrepareOptions(workers=args.workers, parallel_bz2=parallel_bz2))
             dt = time.perf_counter() - t0
+            # the pool's workers are joined when prepare returns, so their CPU time is counted by now
+            main_cpu, pool_cpu = cpu_seconds(resource.RUSAGE_SELF) - main0, cpu_seconds(resource.RUSAGE_CHILDREN) - pool0
             shutil.rmtree(tmp)
             mb = sum(s["bytes_uncompressed"] for s in m["sources"]) / 1e6
-            best = min(best or dt, dt)
-        rows.append((name, mb, m["pages"]["kept"], best, mb / best))
-        print(f"{name}: {mb:.1f} MB in {best:.2f} s = {mb / best:.1f} MB/s", flush=True)
+            if best is None or dt < best[0]:
+                best = (dt, main_cpu, pool_cpu)
+        dt, main_cpu, pool_cpu = best
+        # Cores kept busy, the main process (read, parse, write) runs alone: the rate is bounded by it
+        # and by all CPU time spread over the cores (a model: no contention, no start-up)
+        bound = mb / max(main_cpu, (main_cpu + pool_cpu) / args.project_cores)
+        rows.append((name, mb, m["pages"]["kept"], dt, mb / dt, 1e3 * main_cpu / mb, 1e3 * pool_cpu / mb, bound))
+        print(f"{name}: {mb:.1f} MB in {dt:.2f} s = {mb / dt:.1f} MB/s; CPU ms/MB main {1e3 * main_cpu / mb:.1f}, "
+              f"pool {1e3 * pool_cpu / mb:.1f}", flush=True)
     print()
-    print("| input | MB uncompressed | articles kept | seconds | MB/s |")
-    print("|---|---|---|---|---|")
-    for name, mb, kept, dt, rate in rows:
-        print(f"| {name} | {mb:.1f} | {kept:,} | {dt:.2f} | {rate:.1f} |")
+    print(f"load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    print(f"| input | MB uncompressed | articles kept | seconds | MB/s | main CPU ms/MB | pool CPU ms/MB "
+          f"| CPU-bound MB/s on {args.project_cores} cores |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, mb, kept, dt, rate, main_ms, pool_ms, bound in rows:
+        print(f"| {name} | {mb:.1f} | {kept:,} | {dt:.2f} | {rate:.1f} | {main_ms:.1f} | {pool_ms:.1f} | {bound:.0f} |")
 
 
 if __name__ == "__main__":

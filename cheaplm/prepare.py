@@ -1,9 +1,11 @@
 """`cheaplm prepare`: Wikipedia sources -> byte shards + manifest.json.
 
-The main process decompresses and parses (one stream at a time, in order); cleaning runs in a
-pool of worker processes on batches of pages (workpool.OrderedPool, which Ctrl-C and SIGTERM always end). At most `2 x workers` batches are in flight, so memory
-stays constant however large the dump. Results are consumed in submission order, which is what
-makes the shards independent of the number of workers.
+The main process parses (one stream at a time, in order); cleaning runs in a pool of worker
+processes on batches of pages (workpool.OrderedPool, which Ctrl-C and SIGTERM always end), and so
+does decompressing a multistream .bz2 (multistream.py: its streams are decoded ahead and consumed
+in order, so the parser reads the same bytes). At most `2 x workers` batches and `2 x workers`
+compressed chunks are in flight, so memory stays constant however large the dump. Results are
+consumed in submission order, which is what makes the shards independent of the number of workers.
 
 One article per title across all inputs (the dump fragments of a wiki overlap, and a later dump
 repeats every page of an earlier one). Of the copies of a title, prepare keeps the newest revision
@@ -88,6 +90,7 @@ class PrepareOptions:
     min_chars: int = 1
     max_page_chars: int = MAX_PAGE_CHARS  # longer pages are skipped and counted as 'oversized'
     page_seconds: float = 60.0  # cleaning time budget per page; past it, skipped and counted as 'timeout'
+    parallel_bz2: bool = True  # a multistream .bz2 decoded by the pool; False: one decoder (same output)
 
     def as_dict(self) -> dict:
         return {"val_fraction": self.val_fraction, "test_fraction": self.test_fraction,
@@ -467,7 +470,7 @@ def _prepare_into(files: list[Path], tmp: Path, options: PrepareOptions, console
         for source_index, f in enumerate(files):
             stats = SourceStats(str(f))
             stats_all.append(stats)
-            src = open_source(f)
+            src = open_source(f, pool if options.parallel_bz2 else None, ahead=2 * workers)
             stats.format, stats.compression, stats.bytes = src.format, src.compression, src.size
             stats.mtime_ns = f.stat().st_mtime_ns
             dedup = src.format != TEXT  # plain text's titles are made up from the file name

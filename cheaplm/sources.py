@@ -16,6 +16,8 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from .multistream import ParallelBz2Reader
+
 
 class SourceError(Exception):
     """Bad input: the message names the file and says what is wrong, in one line."""
@@ -83,14 +85,17 @@ class DecompressingReader(io.RawIOBase):
     """A raw stream of the decompressed bytes that turns codec failures into SourceError.
 
     bz2 reads concatenated streams (multistream dumps) as one; a stream that ends early or holds
-    garbage raises a one-line error naming the file.
+    garbage raises a one-line error naming the file. Given a worker pool, a multistream bz2's
+    streams are decoded by the pool (multistream.py), the bytes delivered in the same order.
     """
 
-    def __init__(self, path: Path, raw: HashingReader, compression: str | None):
+    def __init__(self, path: Path, raw: HashingReader, compression: str | None, pool=None, ahead: int = 0):
         self.path = path
         self.raw = raw
         self.compression = compression
-        if compression == "bz2":
+        if compression == "bz2" and pool is not None:
+            self._f = ParallelBz2Reader(raw, pool, ahead)
+        elif compression == "bz2":
             self._f = bz2.BZ2File(raw)
         elif compression == "gzip":
             self._f = gzip.GzipFile(fileobj=raw)
@@ -167,7 +172,9 @@ def looks_like_wikitext(head: bytes) -> bool:
     return marks >= 3
 
 
-def open_source(path: Path) -> OpenedSource:
+def open_source(path: Path, pool=None, ahead: int = 0) -> OpenedSource:
+    """Open `path` for reading its decompressed bytes; with a pool (anything with apply_async), a
+    bz2 file's streams are decoded by the pool, `ahead` chunks of about a MB in flight."""
     if not path.exists():
         raise SourceError(f"{path}: no such file or directory")
     if not path.is_file():
@@ -180,7 +187,7 @@ def open_source(path: Path) -> OpenedSource:
         raw = HashingReader(path)
     except OSError as exc:
         raise SourceError(f"{path}: cannot read ({exc.strerror})") from None
-    stream = io.BufferedReader(DecompressingReader(path, raw, compression), buffer_size=1 << 20)
+    stream = io.BufferedReader(DecompressingReader(path, raw, compression, pool, ahead), buffer_size=1 << 20)
     try:
         head = stream.peek(PEEK_BYTES)[:PEEK_BYTES]
         fmt = detect_format(path, head)

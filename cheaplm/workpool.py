@@ -11,8 +11,11 @@ is a system call that a signal interrupts, and ending the pool kills the workers
 Workers are forked with SIGINT and SIGTERM blocked and unblock them only after setting their own
 handlers (SIGINT ignored: the parent handles Ctrl-C; SIGTERM's default action: it ends them).
 
-Each worker has its own pipe and takes tasks in turn, so results are collected in submission
-order (the caller must collect them in that order). A thread inside each worker reads its tasks as
+Each worker has its own pipe and takes tasks in turn; its results come back in the order it was
+given them, and a result asked for before earlier ones of the same worker is read after them
+(those are kept until asked for), so results may be collected in any order. Besides the pool's
+own function, `apply_async(fn, args)` runs any module-level function (a multistream .bz2's
+decompression shares the cleaning workers, multistream.py). A thread inside each worker reads its tasks as
 they arrive, so the parent's send never waits on a worker that is itself waiting to send a result
 (that would deadlock), and the next batch is at hand when one is done. How many tasks are in
 flight is the caller's choice; each costs its size in the worker's memory.
@@ -20,6 +23,7 @@ flight is the caller's choice; each costs its size in the worker's memory.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import queue
 import signal
@@ -64,6 +68,9 @@ class WorkerDied(RuntimeError):
     pass
 
 
+CALL = "__workpool_call__"  # marks a task of apply_async
+
+
 def _serve(conn, func, mask, inherited) -> None:
     """A worker: run func on each task its pipe brings, send back (ok, result or exception)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -84,7 +91,10 @@ def _serve(conn, func, mask, inherited) -> None:
     threading.Thread(target=read, daemon=True).start()
     while (args := tasks.get()) is not None:
         try:
-            reply = (True, func(*args))
+            if args and args[0] == CALL:  # apply_async: (CALL, fn, fn's args)
+                reply = (True, args[1](*args[2]))
+            else:
+                reply = (True, func(*args))
         except Exception as exc:  # the parent raises it
             reply = (False, exc)
         try:
@@ -104,6 +114,9 @@ class OrderedPool:
         self._procs: list = []
         self._conns: list = []
         self._turn = 0
+        self._tickets = 0
+        self._waiting: list = []  # per worker: tickets sent to it whose replies are not read yet
+        self._replies: dict = {}  # ticket -> (ok, value) read ahead of its get()
         try:
             with stop_signals_blocked() as mask:  # a signal that came meanwhile raises here, and we clean up
                 for _ in range(workers):
@@ -114,22 +127,33 @@ class OrderedPool:
                     child_end.close()
                     self._procs.append(proc)
                     self._conns.append(parent_end)
+                    self._waiting.append(collections.deque())
         except BaseException:
             self.terminate()
             raise
 
     def submit(self, *args) -> "_Result":
+        """Run the pool's function on args in the next worker."""
         k = self._turn
         self._turn = (k + 1) % len(self._procs)
         self._conns[k].send(args)
-        return _Result(self, k)
+        self._tickets += 1
+        self._waiting[k].append(self._tickets)
+        return _Result(self, k, self._tickets)
 
-    def _receive(self, k: int):
-        try:
-            ok, value = self._conns[k].recv()
-        except (EOFError, OSError):
-            self._procs[k].join(0.1)
-            raise WorkerDied(f"a cleaning worker ended unexpectedly (exit code {self._procs[k].exitcode})") from None
+    def apply_async(self, fn, args: tuple) -> "_Result":
+        """Run fn(*args) (a module-level function) in the next worker."""
+        return self.submit(CALL, fn, tuple(args))
+
+    def _receive(self, k: int, ticket: int):
+        while ticket not in self._replies:
+            try:
+                reply = self._conns[k].recv()
+            except (EOFError, OSError):
+                self._procs[k].join(0.1)
+                raise WorkerDied(f"a worker ended unexpectedly (exit code {self._procs[k].exitcode})") from None
+            self._replies[self._waiting[k].popleft()] = reply
+        ok, value = self._replies.pop(ticket)
         if not ok:
             raise value
         return value
@@ -167,11 +191,11 @@ class OrderedPool:
 
 
 class _Result:
-    __slots__ = ("_pool", "_k")
+    __slots__ = ("_pool", "_k", "_ticket")
 
-    def __init__(self, pool: OrderedPool, k: int):
-        self._pool, self._k = pool, k
+    def __init__(self, pool: OrderedPool, k: int, ticket: int):
+        self._pool, self._k, self._ticket = pool, k, ticket
 
     def get(self):
-        return self._pool._receive(self._k)
+        return self._pool._receive(self._k, self._ticket)
 

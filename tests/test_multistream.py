@@ -1,0 +1,222 @@
+"""Parallel decoding of multistream .bz2 (multistream.py): the same bytes, and the same shards, as one decoder."""
+
+import bz2
+import io
+import json
+import multiprocessing.pool
+import re
+
+import pytest
+
+from cheaplm import multistream
+from cheaplm.multistream import ParallelBz2Reader, next_stream_start
+from cheaplm.prepare import PrepareOptions, prepare
+
+from conftest import SAMPLE_DUMP, shared
+
+DUMPS = ["enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2",
+         "enwiki-latest-pages-articles1.xml-p000000010p000010000-shortened.bz2",
+         "enwiki-table-markup.xml.bz2"]
+
+
+def multistream_bz2(xml: bytes, cuts: list[int]) -> bytes:
+    """`xml` as one bz2 stream per piece between the cut offsets."""
+    bounds = [0, *sorted(cuts), len(xml)]
+    return b"".join(bz2.compress(xml[a:b], 1) for a, b in zip(bounds, bounds[1:]) if b > a)
+
+
+def page_cuts(xml: bytes, every: int) -> list[int]:
+    """Offsets of every `every`-th '<page>' (dumps cut their streams there)."""
+    return [m.start() for m in re.finditer(rb"  <page>", xml)][every::every]
+
+
+def mid_page_cuts(xml: bytes, n: int) -> list[int]:
+    """n offsets spread evenly: inside pages, tags and UTF-8 characters alike."""
+    return [len(xml) * k // (n + 1) + 7 for k in range(1, n + 1)]
+
+
+@pytest.fixture
+def small_chunks(monkeypatch):
+    monkeypatch.setattr(multistream, "CHUNK_BYTES", 1)  # every stream its own chunk
+    monkeypatch.setattr(multistream, "READ_BYTES", 997)  # headers straddle the reads
+
+
+@pytest.fixture(scope="module")
+def threads():
+    with multiprocessing.pool.ThreadPool(3) as pool:
+        yield pool
+
+
+def read_parallel(data: bytes, pool, ahead=2):
+    reader = ParallelBz2Reader(io.BytesIO(data), pool, ahead)
+    out = io.BufferedReader(reader, 1 << 16).read()
+    return out, reader.chunks_parallel
+
+
+def read_serial(data: bytes):
+    return bz2.BZ2File(io.BytesIO(data)).read()
+
+
+def test_stream_headers_are_found_only_whole(small_chunks):
+    a, b = bz2.compress(b"one"), bz2.compress(b"two")
+    assert next_stream_start(a + b) == 0
+    assert next_stream_start(a + b, 1) == len(a)
+    assert next_stream_start(a + b[:9], 1) == -1  # the header's 10 bytes are not all there
+    assert next_stream_start(b"BZh0" + b[4:]) == -1  # no such level
+
+
+@pytest.mark.parametrize("how", ["pages", "mid-page", "both"])
+def test_parallel_reader_gives_the_serial_bytes(small_chunks, threads, how):
+    xml = SAMPLE_DUMP.read_bytes()
+    cuts = {"pages": page_cuts(xml, 2), "mid-page": mid_page_cuts(xml, 9),
+            "both": page_cuts(xml, 3) + mid_page_cuts(xml, 4)}[how]
+    data = multistream_bz2(xml, cuts)
+    out, chunks = read_parallel(data, threads)
+    assert out == xml == read_serial(data)
+    assert chunks == len(set(cuts)) + 1  # every stream was decoded by the pool
+
+
+def test_parallel_reader_in_processes(small_chunks):
+    xml = SAMPLE_DUMP.read_bytes() * 3
+    data = multistream_bz2(xml, mid_page_cuts(xml, 5))
+    with multiprocessing.get_context("fork").Pool(2) as pool:
+        out, chunks = read_parallel(data, pool, ahead=4)
+    assert out == xml and chunks == 6
+
+
+def _double(x):
+    return 2 * x
+
+
+def test_parallel_reader_in_prepares_pool_beside_cleaning_tasks(small_chunks):
+    """prepare decodes a multistream .bz2 in its cleaning pool (workpool.OrderedPool): decoding tasks
+    (apply_async) interleave with the pool's own tasks, and each result is collected when asked for,
+    whatever the order."""
+    from cheaplm.workpool import OrderedPool
+
+    xml = SAMPLE_DUMP.read_bytes() * 3
+    data = multistream_bz2(xml, mid_page_cuts(xml, 5))
+    with OrderedPool(multiprocessing.get_context("fork"), 2, _double) as pool:
+        early = [pool.submit(k) for k in range(5)]  # the pool's own tasks, collected after the reader's
+        out, chunks = read_parallel(data, pool, ahead=4)
+        late = pool.submit(21)
+        assert late.get() == 42 and [r.get() for r in early] == [0, 2, 4, 6, 8]
+    assert out == xml and chunks == 6
+
+
+def test_false_stream_header_falls_back_to_serial(small_chunks, threads, monkeypatch):
+    """A header found by its bytes inside a stream is not trusted: decoding goes on serially from there."""
+    xml = SAMPLE_DUMP.read_bytes()
+    data = multistream_bz2(xml, page_cuts(xml, 2))
+    true_starts = [m.start() for m in re.finditer(re.escape(b"BZh1" + multistream.BLOCK_MAGIC), data)]
+    false_start = true_starts[4] + 100  # inside the fifth stream
+    real = multistream.next_stream_start
+    seen = [0]  # the reader's chunks start at 0 of its buffer: track file offsets
+
+    def with_a_false_one(buf, start=0):
+        at = real(buf, start)
+        base = seen[0]
+        if base < false_start and (at < 0 or base + at > false_start):
+            at = false_start - base if false_start - base + 10 <= len(buf) else -1  # as if its 10 bytes were seen
+        if at >= 0:
+            seen[0] = base + at
+        return at
+
+    monkeypatch.setattr(multistream, "next_stream_start", with_a_false_one)
+    out, chunks = read_parallel(data, threads)
+    assert out == xml
+    assert chunks == 4  # the four streams before the false header; the rest went serially
+
+
+def test_single_stream_longer_than_a_chunk_goes_serially(small_chunks, threads, monkeypatch):
+    monkeypatch.setattr(multistream, "MAX_CHUNK_BYTES", 4096)
+    xml = SAMPLE_DUMP.read_bytes()
+    data = bz2.compress(xml)
+    assert len(data) > 4096
+    out, chunks = read_parallel(data, threads)
+    assert out == xml and chunks == 0
+    # a multistream file whose later stream is too long: the pool decodes the streams before it
+    data = bz2.compress(xml[:100]) + bz2.compress(xml[100:])
+    out, chunks = read_parallel(data, threads)
+    assert out == xml and chunks == 1
+
+
+@pytest.mark.parametrize("tail", [bytes(300), b"garbage that is no bz2 stream"])
+def test_trailing_garbage_is_ignored_as_bz2file_does(small_chunks, threads, tail):
+    xml = SAMPLE_DUMP.read_bytes()
+    data = multistream_bz2(xml, page_cuts(xml, 4)) + tail
+    assert read_serial(data) == xml
+    out, _ = read_parallel(data, threads)
+    assert out == xml
+
+
+def outcome(read, data: bytes):
+    try:
+        return read(data)
+    except (EOFError, OSError) as exc:
+        return type(exc)
+
+
+@pytest.mark.parametrize("where", [0, 1, -1])
+def test_truncated_and_damaged_multistream_read_as_bz2file_does(small_chunks, threads, where):
+    """Damage in a stream after the first: BZ2File takes a stream that fails at once for trailing
+    garbage and stops there without an error (the pages after it are lost, the XML then looks
+    truncated); the parallel reader does the same."""
+    xml = SAMPLE_DUMP.read_bytes()
+    data = multistream_bz2(xml, page_cuts(xml, 4))
+    assert outcome(read_serial, data[:-50]) is EOFError
+    assert outcome(lambda d: read_parallel(d, threads)[0], data[:-50]) is EOFError
+    at = [m.start() for m in re.finditer(re.escape(b"BZh1" + multistream.BLOCK_MAGIC), data)][where]
+    damaged = data[:at + 200] + bytes(100) + data[at + 300:]
+    expected = outcome(read_serial, damaged)
+    if where == 0:
+        assert expected is OSError
+    else:
+        assert len(expected) < len(xml) and xml.startswith(expected)
+    assert outcome(lambda d: read_parallel(d, threads)[0], damaged) == expected
+
+
+def prepared(paths, out, parallel: bool, workers: int = 2):
+    manifest = prepare([str(p) for p in paths], out, PrepareOptions(workers=workers, val_fraction=0.1,
+                                                                     test_fraction=0.1, parallel_bz2=parallel))
+    files = {p.name: p.read_bytes() for p in sorted(out.iterdir()) if p.name != "manifest.json"}
+    stored = json.loads((out / "manifest.json").read_text())
+    for m in (manifest, stored):
+        del m["seconds"], m["mb_per_s_uncompressed"]
+    assert stored == manifest
+    return manifest, files
+
+
+def test_prepare_multistream_parallel_equals_serial(small_chunks, tmp_path):
+    xml = SAMPLE_DUMP.read_bytes()
+    dump = tmp_path / "multi.xml.bz2"
+    dump.write_bytes(multistream_bz2(xml, page_cuts(xml, 3) + mid_page_cuts(xml, 5)))
+    serial = prepared([dump], tmp_path / "s", parallel=False)
+    parallel = prepared([dump], tmp_path / "p", parallel=True)
+    assert parallel == serial
+    assert serial[0]["pages"]["kept"] == 14
+
+
+def test_prepare_real_dumps_parallel_equals_serial(tmp_path):
+    """The fragments as they are (single-stream), and recut into multistream files of 20 pages a
+    stream, some streams cut mid-page: shards and manifest as one decoder gives them."""
+    dumps = [shared("dumps", d) for d in DUMPS]
+    serial = prepared(dumps, tmp_path / "s", parallel=False)
+    parallel = prepared(dumps, tmp_path / "p", parallel=True)
+    assert parallel == serial
+    multi = []
+    for i, d in enumerate(dumps):
+        xml = bz2.decompress(d.read_bytes())
+        multi.append(tmp_path / f"multi{i}.xml.bz2")
+        multi[-1].write_bytes(multistream_bz2(xml, page_cuts(xml, 20) + mid_page_cuts(xml, 3)))
+    multistream.CHUNK_BYTES, saved = 64 << 10, multistream.CHUNK_BYTES  # several chunks a file
+    try:
+        m_serial = prepared(multi, tmp_path / "ms", parallel=False)
+        m_parallel = prepared(multi, tmp_path / "mp", parallel=True)
+    finally:
+        multistream.CHUNK_BYTES = saved
+    assert m_parallel == m_serial
+    # the same pages and text as the fragments themselves; only the files' own fields differ
+    for key in ("pages", "splits", "split_fill", "warnings"):
+        assert m_parallel[0][key] == serial[0][key]
+    assert m_parallel[1] == serial[1]
