@@ -24,6 +24,18 @@ usual sampling, and scores every row and the real leads of 40 test-split article
   words, which always name the subject) names the subject (a word of 4+ letters of its title), or,
   when the subject's article is in the train split, has at least half of its 4+ letter words in
   that article (`on_topic`). Reported separately for subjects in and not in the train split.
+- names subject (issue 23): answers whose reply, after the opening chat writes, names the subject in
+  its first SUBJECT_WINDOW characters (`names_subject`: a reply word starting with a word of 4+
+  letters of the subject, case-insensitive; a subject with no such word, "Tea", needs the word
+  itself). Reported for free answers (no article recalled) and recalled answers apart; the table's
+  transformer row is the same measure on the judge's own answers (free: it has no recall), same
+  questions, same framing, same MAX_BYTES and cut. `on_subject` in the JSON sets the three side by side.
+- grounded sentences (issue 23, drift): for recalled answers, the share of the reply's sentences
+  (`sentences`: split at chat's sentence ends and at newlines) that are grounded in the recalled
+  article (`grounded`: at least half of the sentence's content words, 4+ letters and not in _STOP,
+  occur in the article's whole text in the train split; a sentence with no content word is not
+  counted), pooled over the row's recalled answers; and the share of recalled answers with at least
+  90% of their sentences grounded.
 It writes bench/results/language_quality.json and bench/ANSWERS.md and prints the table.
 """
 
@@ -83,7 +95,8 @@ ROWS = [
      {"temperature": 0.8, "top_p": 0.95, "min_p": 0.0, "no_repeat": 0, "max_copy": 0, "self_copy": True}, False),
 ]
 TRANSFORMER_ROW = "transformer (the judge itself)"
-MAX_BYTES = 400
+MAX_BYTES = 400  # a soft limit, as chat's --max-bytes: a reply it cuts ends at its last sentence end
+SUBJECT_WINDOW = 300  # characters of the reply (after the opening) in which the subject must be named
 LOOP_LEN, LOOP_TIMES = 20, 3
 COPY_LEN = 64
 
@@ -202,7 +215,7 @@ def transformer_answers(model) -> list[dict]:
     import torch
 
     from cheaplm import chat
-    from cheaplm.sample import Sampling, draw, filter_probs, utf8_after, utf8_allowed
+    from cheaplm.sample import Sampling, draw, filter_probs, finish_thought, utf8_after, utf8_allowed
 
     s = Sampling(temperature=0.8, top_p=0.95, min_p=0.0)
     out = []
@@ -213,6 +226,7 @@ def transformer_answers(model) -> list[dict]:
         reply = bytearray()
         pending = b""
         t0 = time.perf_counter()
+        done = False
         while len(reply) < MAX_BYTES or pending:
             x = torch.tensor(list(ctx[-1024:]), dtype=torch.long, device=torch_device())[None]
             with torch.no_grad(), torch.autocast(torch_device(), dtype=torch.bfloat16):
@@ -223,8 +237,12 @@ def transformer_answers(model) -> list[dict]:
             reply.append(y)
             pending = utf8_after(pending, y)
             if not pending and chat.reply_done(reply):
+                done = True
                 break
-        text = reply.decode("utf-8", "replace").replace("</doc>", "")
+        text = reply.decode("utf-8", "replace")
+        if not done:  # cut by the limit: as cheaplm's generate() cuts, at the last sentence (or word) end
+            text = finish_thought(text, before=lead)
+        text = text.replace("</doc>", "")
         out.append({"row": TRANSFORMER_ROW, "prompt": i, "question": question, "lead": lead,
                     "reply": text, "source": None, "seconds": time.perf_counter() - t0, "first_byte_s": None})
     return out
@@ -405,6 +423,57 @@ def on_topic(title: str, reply: str, article_words: set | None) -> bool:
     return sum(w in article_words for w in words) >= len(words) / 2
 
 
+def _subject_words(title: str) -> tuple[set, set]:
+    """(words of 4+ letters of the subject, matched as prefixes; its shorter words, matched whole,
+    only when it has no long one)."""
+    import regex
+
+    words = regex.findall(r"\p{L}+", title.casefold())
+    long = {w for w in words if len(w) >= 4 and w not in _STOP}
+    return long, (set() if long else set(words))
+
+
+def names_subject(title: str, reply: str) -> bool:
+    """The reply (what the model wrote after the framed opening) names its subject in its first
+    SUBJECT_WINDOW characters: a word there starts with a word of 4+ letters of the subject
+    ("elephants", "Bulgarian" name Elephant, Bulgaria), case-insensitive; for a subject with no such
+    word ("Tea"), a word there is one of its words, or that word with "s"."""
+    import regex
+
+    long, short = _subject_words(title)
+    for w in regex.findall(r"\p{L}+", reply[:SUBJECT_WINDOW].casefold()):
+        if any(w.startswith(t) for t in long) or w in short or (w.endswith("s") and w[:-1] in short):
+            return True
+    return False
+
+
+def sentences(text: str) -> list[str]:
+    """`text` split after each sentence end of chat's cut rule (cheaplm.sample.ends_sentence) and
+    at each newline; empty pieces dropped."""
+    from cheaplm.sample import ends_sentence
+
+    out, start = [], 0
+    for j, c in enumerate(text):
+        if c == "\n" or (c.isspace() and ends_sentence(text[max(start, j - 48): j])):
+            out.append(text[start:j])
+            start = j + 1
+    out.append(text[start:])
+    return [x.strip() for x in out if x.strip()]
+
+
+def grounded(reply: str, article_words: set) -> tuple[int, int]:
+    """(grounded sentences, counted sentences) of the reply: a sentence counts when it has a content
+    word (content_words: 4+ letters, not in _STOP) and is grounded when at least half of its content
+    words occur in the article (`article_words`: content_words of its text)."""
+    n = good = 0
+    for s in sentences(reply):
+        words = content_words(s)
+        if words:
+            n += 1
+            good += 2 * sum(w in article_words for w in words) >= len(words)
+    return good, n
+
+
 def real_leads(split_dir: Path, n: int) -> list[dict]:
     """The first paragraph (cut at a sentence end under 400 bytes) of n test-split articles, spread over the split."""
     from cheaplm.recall import build_index
@@ -470,6 +539,14 @@ def cmd_judge(args) -> None:
             article_words[a["title"]] = None if art is None else set(content_words(
                 bytes(train[art.text: art.end]).decode("utf-8", "ignore")))
         a["on_topic"] = on_topic(a["title"], a["reply"], article_words[a["title"]])
+        a["names_subject"] = names_subject(a["title"], a["reply"])
+        if a.get("source"):
+            if ("source", a["source"]) not in article_words:
+                art = train_index.find(a["source"])
+                article_words[("source", a["source"])] = None if art is None else set(content_words(
+                    bytes(train[art.text: art.end]).decode("utf-8", "ignore")))
+            words = article_words[("source", a["source"])]
+            a["grounded"] = None if words is None else grounded(a["reply"], words)
     rows = []
     in_hist = info.get("in_history", [k for _, k in PROMPTS])
     for label in dict.fromkeys(a["row"] for a in everything):
@@ -488,13 +565,14 @@ def cmd_judge(args) -> None:
             row["on_topic_in_train"] = sum(a["on_topic"] for a in inside) / max(1, len(inside))
             row["on_topic_not_in_train"] = sum(a["on_topic"] for a in outside) / max(1, len(outside))
             row["recalled"] = sum(a.get("source") is not None for a in group)
+            row.update(subject_rates(group))
             firsts = [a["first_byte_s"] for a in group if a.get("first_byte_s") is not None]
             if firsts:
                 row["median_first_byte_s"] = float(np.median(firsts))
         rows.append(row)
     judge_info = json.loads((work / "judge.json").read_text()) if model is not None and (work / "judge.json").exists() else {}
     result = {"date": time.strftime("%Y-%m-%d"), "commit": git_commit(), "command": " ".join(sys.argv),
-              "answers_info": info, "judge": {k: judge_info.get(k) for k in ("card", "minutes", "steps", "test_bpb",
+              "answers_info": info, "on_subject": on_subject_summary(rows), "judge": {k: judge_info.get(k) for k in ("card", "minutes", "steps", "test_bpb",
                                                                               "commit")},
               "copy_scan_seconds": copy_s, "rows": rows, "prompts": [q for q, _ in PROMPTS],
               "in_train_split_as_written": [k for _, k in PROMPTS]}
@@ -502,13 +580,48 @@ def cmd_judge(args) -> None:
     out_json.parent.mkdir(parents=True, exist_ok=True)
     out_json.write_text(json.dumps(result, indent=1))
     write_answers_md(Path(args.md), everything, result)
-    print("| row | judge bpb | loop rate | copy rate | on-topic (in train) | on-topic (not) | mean bytes |")
-    print("|---|---|---|---|---|---|---|")
+    print(table(rows))
+    s = result["on_subject"]
+    print("names its subject: " + ", ".join(f"{k} {_rate(v)}" for k, v in s.items()))
+
+
+def _rate(x) -> str:
+    return "—" if x is None else f"{x:.2f}"
+
+
+def subject_rates(group: list[dict]) -> dict:
+    """A row's subject measures: names_subject over its free and its recalled answers, and the
+    grounded share of its recalled answers' sentences (pooled), and of those answers with >= 90%."""
+    free = [a for a in group if not a.get("source")]
+    recalled = [a for a in group if a.get("source")]
+    g = [a["grounded"] for a in recalled if a.get("grounded") and a["grounded"][1]]
+    return {"names_subject_free": sum(a["names_subject"] for a in free) / len(free) if free else None,
+            "names_subject_recalled": sum(a["names_subject"] for a in recalled) / len(recalled) if recalled else None,
+            "grounded_sentences": sum(x for x, _ in g) / sum(n for _, n in g) if g else None,
+            "grounded_90_answers": sum(x >= 0.9 * n for x, n in g) / len(g) if g else None}
+
+
+def on_subject_summary(rows: list[dict]) -> dict:
+    """cheaplm free / recall / transformer, side by side: chat's defaults without and with recall
+    (its recalled answers), and the judge's own answers."""
+    by = {r["row"]: r for r in rows}
+    return {"cheaplm free": by.get(ROWS[1][0], {}).get("names_subject_free"),
+            "cheaplm recall": by.get(ROWS[0][0], {}).get("names_subject_recalled"),
+            "transformer": by.get(TRANSFORMER_ROW, {}).get("names_subject_free"),
+            "cheaplm recall grounded sentences": by.get(ROWS[0][0], {}).get("grounded_sentences")}
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| row | judge bpb | loop rate | copy rate | on-topic (in train) | on-topic (not) | names subject (free) "
+             "| names subject (recalled) | grounded sentences (recalled) | mean bytes |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         jb = "—" if r["judge_bpb"] is None else f"{r['judge_bpb']:.3f}"
-        print(f"| {r['row']} | {jb} | {r['loop_rate']:.2f} | {r['copy_rate']:.3f} | "
-              f"{r.get('on_topic_in_train', float('nan')):.2f} | {r.get('on_topic_not_in_train', float('nan')):.2f} | "
-              f"{r['mean_bytes']:.0f} |")
+        lines.append(f"| {r['row']} | {jb} | {r['loop_rate']:.2f} | {r['copy_rate']:.3f} | "
+                     f"{_rate(r.get('on_topic_in_train'))} | {_rate(r.get('on_topic_not_in_train'))} | "
+                     f"{_rate(r.get('names_subject_free'))} | {_rate(r.get('names_subject_recalled'))} | "
+                     f"{_rate(r.get('grounded_sentences'))} | {r['mean_bytes']:.0f} |")
+    return "\n".join(lines)
 
 
 def write_answers_md(path: Path, everything: list[dict], result: dict) -> None:
@@ -517,7 +630,8 @@ def write_answers_md(path: Path, everything: list[dict], result: dict) -> None:
              f"model {result['answers_info'].get('checkpoint', '?')}. Seeds: the prompt's number. "
              "The framed opening words (given, not written by the model) are in bold; a `from:` note names "
              "the article recall read first. Scores per answer: judge bits per byte, and flags for loops (L) "
-             "and 64-byte copies of the train split (C, with the copied share).", ""]
+             "and 64-byte copies of the train split (C, with the copied share); S: the reply names its subject "
+             "in its first 300 characters; G k/n: k of the reply's n sentences grounded in the recalled article.", ""]
     for label in dict.fromkeys(a["row"] for a in everything):
         lines += [f"## {label}", ""]
         for a in [a for a in everything if a["row"] == label]:
@@ -527,6 +641,10 @@ def write_answers_md(path: Path, everything: list[dict], result: dict) -> None:
             text_len = max(1, len((a["lead"] + a["reply"]).encode()))
             if a["copied_bytes"]:
                 flags.append(f"C {a['copied_bytes'] / text_len:.0%}")
+            if a.get("names_subject"):
+                flags.append("S")
+            if a.get("grounded"):
+                flags.append(f"G {a['grounded'][0]}/{a['grounded'][1]}")
             score = ("" if a["judge_bits"] is None else f"{a['judge_bits'] / max(1, a['judge_bytes']):.2f} bpb")
             score = ", ".join(x for x in [score, " ".join(flags)] if x) or "-"
             src = f" (from: {a['source']})" if a.get("source") else ""

@@ -243,7 +243,9 @@ def sampling_options(f):
 
     d = Sampling()
     opts = [
-        click.option("--max-bytes", default=400, type=click.IntRange(1, 10_000_000), help="Most bytes to generate per reply."),
+        click.option("--max-bytes", default=400, type=click.IntRange(1, 10_000_000),
+                     help="Most bytes per reply, a soft limit: a reply it cuts ends at its last sentence end "
+                     "(at its last word end if it has none), never inside a word."),
         click.option("--temperature", default=d.temperature, type=float, help="0 = greedy; higher = more random."),
         click.option("--top-k", default=d.top_k, type=click.IntRange(0, 256), help="Keep the k most likely bytes (0 = all)."),
         click.option("--top-p", default=d.top_p, type=float, help="Nucleus: keep the smallest set of bytes with this much probability."),

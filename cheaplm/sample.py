@@ -157,38 +157,142 @@ class RepeatGuard:
 
 def generate(gen: Generator, rng: np.random.Generator, max_bytes: int, sampling: Sampling = Sampling(),
              stop=None, should_stop=None, allow_end=True, opening: bytes = b""):
-    """Yield decoded text pieces as whole characters are produced.
+    """Yield decoded text pieces of the reply, whole words or whole sentences at a time.
 
-    Stops at max_bytes (completing a cut character), at the end-of-article byte (unless
-    allow_end is False: that byte is then never sampled), when `stop`
-    (a callable on the bytes generated so far) says so, or when `should_stop()` is true.
+    Generation stops at max_bytes (completing a cut character), at the end-of-article byte (unless
+    allow_end is False: that byte is then never sampled), when `stop` (a callable on the bytes
+    generated so far) says so, or when `should_stop()` is true.
+    max_bytes is a soft limit: a reply it cuts ends at its last sentence end, or at its last word
+    end when it has none (`ReplyCut`, `finish_thought`): what came after is generated but never
+    yielded. A reply ended otherwise (the end-of-article byte, `stop`, `should_stop`) keeps all
+    that was produced. Until the reply's first sentence end the text streams a word at a time,
+    then a sentence at a time.
     Unless sampling.self_copy, the match model does not copy from the bytes this call generates.
-    `opening`: the reply's visible start, fed before (chat's framed words): the repeat guard counts it.
+    `opening`: the reply's visible start, fed before (chat's framed words): the repeat guard counts
+    it, and the cut reads its last word ("... Mr" + ". " is no sentence end).
     """
     out = bytearray()
     piece = bytearray()
     guard = RepeatGuard(sampling.no_repeat)
     for y in opening:
         guard.add(y)
+    cut = ReplyCut(opening.decode("utf-8", "replace"))
     saved = gen.copy_before
     if not sampling.self_copy:
         gen.copy_before = gen.t  # pointers are causal: those already read for position t are all before it
     try:
         while True:
             if len(out) >= max_bytes and not gen.pending:
-                return
+                return  # cut by the limit: what follows the last sentence (or word) end is dropped
             if should_stop is not None and should_stop():
-                return
+                break
             y = gen.sample(rng, sampling, allow_end, guard.banned())
             if y == END_OF_ARTICLE:
-                return
+                break
             out.append(y)
             guard.add(y)
             piece.append(y)
             if not gen.pending:
-                yield piece.decode("utf-8")
+                text = cut.add(piece.decode("utf-8"))
                 piece.clear()
+                if text:
+                    yield text
                 if stop is not None and stop(out):
-                    return
+                    break
+        rest = cut.rest()  # ended before the limit: all of it
+        if rest:
+            yield rest
     finally:
         gen.copy_before = saved
+
+
+# ---- where a reply cut by --max-bytes ends ---------------------------------------------------------
+#
+# A sentence ends after ".", "!" or "?" (and any closing quotes or brackets right after it) that is
+# followed by whitespace (a space, a newline), except after a period that ends an abbreviation: a
+# single letter ("J. S. Bach", "b. 1900"), a word with a period inside ("e.g.", "U.S.", "i.e.", an
+# ellipsis "..."), or a word of ABBREVIATIONS ("St.", "Mr.", "approx."). The ideographic full stop
+# and exclamation/question marks end a sentence with no space after them (CJK writes none).
+# A word ends where whitespace follows a non-whitespace character. A period at the very end of the
+# generated text is no sentence end: the next byte could have made it "3.5" or "e.g.".
+# Rare misses, accepted: a sentence that ends with an abbreviation ("... in the U.S. He") runs on to
+# the next end; a non-abbreviation in the list ("... with no. 5") is a false end.
+
+ABBREVIATIONS = frozenset({
+    "mr", "mrs", "ms", "dr", "st", "jr", "sr", "prof", "rev", "hon", "gen", "col", "lt", "capt", "sgt", "cpl",
+    "gov", "sen", "rep", "pres", "mt", "ft", "no", "nos", "vol", "vols", "pp", "ed", "eds", "fig", "figs",
+    "vs", "etc", "approx", "ca", "cf", "al", "inc", "ltd", "co", "corp", "bros", "dept", "univ", "est",
+    "jan", "feb", "mar", "apr", "jun", "jul", "aug", "sep", "sept", "oct", "nov", "dec",
+})
+_TERMINALS = ".!?"
+_CLOSERS = "\"')]}\u201d\u2019\u00bb"  # ” ’ »
+_OPENERS = "\"'([{\u201c\u2018\u00ab"  # “ ‘ «
+_CJK_STOPS = "\u3002\uff01\uff1f"  # 。！？
+_LOOK_BACK = 48  # characters of text before a candidate end that the rule reads (abbreviations are shorter)
+
+
+def ends_sentence(text: str) -> bool:
+    """Whether a sentence ends at the end of `text`, given that whitespace follows it."""
+    s = text.rstrip(_CLOSERS)
+    if not s or s[-1] not in _TERMINALS:
+        return bool(s) and s[-1] in _CJK_STOPS
+    if s[-1] != ".":
+        return True
+    word = s[:-1]
+    for k in range(len(word) - 1, -1, -1):
+        if word[k].isspace():
+            word = word[k + 1:]
+            break
+    word = word.lstrip(_OPENERS)
+    if len(word) == 1 and word.isalpha():
+        return False
+    return "." not in word and word.casefold() not in ABBREVIATIONS
+
+
+class ReplyCut:
+    """Holds back the end of a streamed reply that a cut by the limit would drop.
+
+    `add(piece)` takes whole characters and returns the text that is now safe to show: up to the
+    latest sentence end, or, while the reply has none yet, up to the latest word end. `rest()` is
+    what is held back, for a reply that ends before the limit (it keeps everything); a reply cut
+    by the limit shows only what `add` returned. `before`: text before the reply (its opening),
+    read only for the rule's look-back."""
+
+    def __init__(self, before: str = ""):
+        self.recent = before[-_LOOK_BACK:]  # the last characters seen, shown or not
+        self.held: list[str] = []  # the text not shown yet, in pieces
+        self.n_held = 0  # its length in characters
+        self.sentence = False  # a sentence end has been seen: word ends no longer release text
+
+    def add(self, piece: str) -> str:
+        release = 0  # characters of the held text that may be shown
+        n = self.n_held
+        for c in piece:
+            if c.isspace():
+                if ends_sentence(self.recent):
+                    release, self.sentence = n, True
+                elif not self.sentence and self.recent and not self.recent[-1].isspace():
+                    release = n
+            elif c in _CJK_STOPS:
+                release, self.sentence = n + 1, True
+            self.recent = (self.recent + c)[-_LOOK_BACK:]
+            n += 1
+        self.held.append(piece)
+        self.n_held = n
+        if release == 0:
+            return ""
+        text = "".join(self.held)
+        self.held = [text[release:]]
+        self.n_held = n - release
+        return text[:release]
+
+    def rest(self) -> str:
+        text = "".join(self.held)
+        self.held, self.n_held = [], 0
+        return text
+
+
+def finish_thought(text: str, before: str = "") -> str:
+    """`text` as a reply cut by the limit shows it: up to its last sentence end, else its last word
+    end, else nothing (no whitespace at all: no word is known to be whole)."""
+    return ReplyCut(before).add(text)

@@ -253,3 +253,81 @@ def test_chat_in_a_pseudo_terminal(run_dir):
         except ProcessLookupError:
             pass
         os.close(fd)
+
+
+# ---- --max-bytes is a soft limit (issue 23 item 4) ------------------------------------------------
+
+@pytest.mark.parametrize("text, shown", [
+    ("He met Mr. Smith. Then he le", "He met Mr. Smith."),  # an abbreviation is no end; the cut drops "Then he le"
+    ("J. S. Bach was a comp", "J. S. Bach was a"),  # initials are no end: no sentence, so the last word end
+    ("It is (e.g. this one). And mo", "It is (e.g. this one)."),
+    ('He said "no." Then', 'He said "no."'),  # closing quotes stay with their sentence
+    ("Done.\nNext par", "Done."),  # an end before a newline
+    ("Why? Because it is", "Why?"),
+    ("He lived in St. Louis and the U.S. Army wa", "He lived in St. Louis and the U.S. Army"),
+    ("no sentence end here at al", "no sentence end here at"),
+    ("no sentence end here at all ", "no sentence end here at all"),
+    ("It was 3.", "It was"),  # a period at the very end may be "3.5": no known end, and "3." no known word
+    ("The value is 3.5 km. It is", "The value is 3.5 km."),  # a single letter ("m.") would be an initial
+    ("Zürich is a city. Ελλάδα is a χώρ", "Zürich is a city."),  # multi-byte characters, cut between words
+    ("Ελλάδα και Κύπρο", "Ελλάδα και"),  # no sentence end, two-byte letters: the last word end
+    ("東京は日本の首都。大阪は", "東京は日本の首都。"),  # the ideographic full stop needs no space
+    ("Zürich", ""),  # no whitespace: no word is known to be whole
+])
+def test_finish_thought_cuts_at_the_last_sentence_end_else_word_end(text, shown):
+    from cheaplm.sample import finish_thought
+
+    assert finish_thought(text) == shown
+    assert text.startswith(shown)
+
+
+def test_finish_thought_reads_the_opening_for_abbreviations():
+    from cheaplm.sample import finish_thought
+
+    assert finish_thought(". Smith was he", before="It was Mr") == ". Smith was"  # no sentence end: a word end
+    assert finish_thought(". Smith was he", before="It was Sam") == "."
+
+
+def test_reply_cut_streaming_equals_the_rule_and_keeps_everything_when_not_cut():
+    """Fed a character at a time, the released text is finish_thought's, and the rest is all
+    the remainder (a reply ended by the article's end or a stop keeps it)."""
+    from cheaplm.sample import ReplyCut, finish_thought
+
+    texts = ["He met Mr. Smith. Then he left! Did he? Yes. And the", "Ελλάδα και Κύπρο", "東京は首都。大阪は",
+             "One. Two. Three", "x", " leading space. and more"]
+    for text in texts:
+        cut = ReplyCut("The ")
+        shown = "".join(cut.add(c) for c in text)
+        assert shown == finish_thought(text, before="The ")
+        assert shown + cut.rest() == text and cut.rest() == ""
+
+
+def test_replies_cut_by_the_limit_end_at_a_sentence_or_word_end(run_dir):
+    """On a trained model: a reply cut by --max-bytes is what the rule makes of all that was
+    generated, never ends inside a word or a character; one that a stop ends keeps everything."""
+    from cheaplm.sample import finish_thought
+
+    model, history, _ = load_model(run_dir)
+    prompt = "Café in Zürich. The river"
+    seen_sentence = seen_word_only = 0
+    for seed, limit in [(0, 40), (1, 60), (2, 90), (3, 150), (4, 33), (5, 200)]:
+        g = Generator(model, history)
+        g.feed(prompt.encode())
+        start = g.t
+        shown = "".join(generate(g, np.random.default_rng(seed), limit, Sampling(temperature=1.0, min_p=0.05),
+                                 allow_end=False, opening=prompt.encode()))
+        written = bytes(g.buf[start: g.t])
+        assert len(written) >= limit  # it ran to the limit
+        made = written.decode("utf-8")  # the limit never cut a character
+        assert shown == finish_thought(made, before=prompt)
+        assert len(shown.encode()) <= limit and made.startswith(shown)
+        assert shown == "" or made[len(shown)].isspace()  # whitespace follows: no word is cut
+        seen_sentence += shown.endswith((".", "!", "?"))
+        seen_word_only += not shown.endswith((".", "!", "?"))
+    assert seen_sentence and seen_word_only  # both rules were exercised
+    g = Generator(model, history)
+    g.feed(prompt.encode())
+    start = g.t
+    shown = "".join(generate(g, np.random.default_rng(0), 400, Sampling(), allow_end=False,
+                             stop=lambda out: len(out) >= 57))
+    assert shown.encode() == bytes(g.buf[start: g.t])  # ended by stop: nothing held back
