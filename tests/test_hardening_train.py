@@ -256,9 +256,9 @@ def test_a_signal_during_save_takes_effect_after_the_checkpoint_is_complete(tmp_
 
 def test_a_second_ctrl_c_during_the_final_checkpoint_does_not_lose_the_run(data_dir, tmp_path, monkeypatch,
                                                                            raising_handlers):
-    import cheaplm.model as model_mod
+    import cheaplm.memory as memory_mod
 
-    real_update, real_write = model_mod.Model.update, checkpoint._write_npz
+    real_update, real_write = memory_mod.Memory.update, checkpoint._write_npz
     calls = {"update": 0, "write": 0}
 
     def update(self, step, lr):
@@ -273,7 +273,7 @@ def test_a_second_ctrl_c_during_the_final_checkpoint_does_not_lose_the_run(data_
             os.kill(os.getpid(), signal.SIGINT)  # the second, during the final checkpoint write
         return real_write(path, *a, **k)
 
-    monkeypatch.setattr(model_mod.Model, "update", update)
+    monkeypatch.setattr(memory_mod.Memory, "update", update)
     monkeypatch.setattr(checkpoint, "_write_npz", write)
     run = tmp_path / "run"
     summary = train(data_dir, run, CFG, small_tc(), log=quiet)
@@ -281,7 +281,7 @@ def test_a_second_ctrl_c_during_the_final_checkpoint_does_not_lose_the_run(data_
     name = (run / "latest").read_text().strip()
     assert name == f"ckpt-{summary['steps']:08d}" and not list(run.glob("*.tmp"))
     monkeypatch.setattr(checkpoint, "_write_npz", real_write)
-    monkeypatch.setattr(model_mod.Model, "update", real_update)
+    monkeypatch.setattr(memory_mod.Memory, "update", real_update)
     load_model(run)
     resumed = train(data_dir, run, None, small_tc(), resume=True, log=quiet)
     assert resumed["stopped"] is None
