@@ -534,7 +534,12 @@ def _prepare_into(files: list[Path], tmp: Path, options: PrepareOptions, console
             console.print(line, markup=False, soft_wrap=True)
         else:
             print(line, file=sys.stderr)
-    elapsed = time.time() - t0
+    return _write_manifest(tmp, options, stats_all, splits, split_fill, warnings, time.time() - t0)
+
+
+def _write_manifest(tmp: Path, options: PrepareOptions, stats_all: list, splits: dict, split_fill, warnings: list,
+                    elapsed: float) -> dict:
+    """manifest.json of a prepared directory (written to a temporary name, then renamed); returns it."""
     manifest = {
         "format": FORMAT,
         "version": FORMAT_VERSION,

@@ -1,24 +1,29 @@
-"""`cheaplm train`: fill the count tables and fit the mixer, with checkpoints and exact resume.
+"""`cheaplm train`: a run's phases (Trainer), with checkpoints and exact resume.
 
-Training is causal, as a compressor is: one step takes the next chunk of training bytes, fits the
-mixer on a batch of positions from that chunk (its bytes are not in the tables yet, exactly as test
-bytes will not be), then counts the chunk into the tables. Leave-one-out counts were tried first
-and lose: they remove a position's own occurrence but keep the rest of its article, so the mixer
-learned to trust high orders more than held-out text deserves (bench/NOTES.md).
+Phases, in order: the memory (count the training text chunk by chunk, fitting the memory's mixer
+on each chunk before it is counted, then a mixer-only tail on held-out bytes), the reader (learns
+on the counted text), the mix (memory and reader fitted together on the held-out bytes), the final
+count (the held-out bytes join the tables), the checkpoint. Each is a method of `Trainer`; a run's
+progress is a typed `RunState` (state.npz's JSON), its budget one `Clock`.
+
+The memory's training is causal, as a compressor is: a chunk's positions are scored with the
+counts of everything before it (its bytes are not in the tables yet, exactly as test bytes will not
+be), then it is counted. Leave-one-out counts were tried first and lose: they remove a position's
+own occurrence but keep the rest of its article, so the mixer learned to trust high orders more
+than held-out text deserves (bench/NOTES.md).
 
 Part of the data (GPU 20%, at most 32 MiB; CPU 5%, at most 8 MiB), in blocks spread evenly over
-it, is kept out of the tables: after the counting phase a tail of mixer-only steps fits the mixer
-to the final tables on those unseen bytes, which are counted at the very end. Spread, because the
-training text is not alike from end to end (wikibench's last 100 MB are another source than its
-first 55 MB and the test): a tail fitted on the end alone calibrated the mixer to the end
-(bench/NOTES.md §7, §9).
+it, is kept out of the tables for the tail and the mix, and counted at the very end. Spread,
+because the training text is not alike from end to end (wikibench's last 100 MB are another
+source than its first 55 MB and the test): a tail fitted on the end alone calibrated the mixer to
+the end (bench/NOTES.md §7, §9).
 
-Budget: `bytes` uses that many training bytes and runs a tail of 25% more steps (deterministic:
-the resume tests use it); `minutes` counts until the data is used up or 75% of the time has
-passed, then fits the mixer until the time is up or the tail has had its passes. The learning-rate
-schedule follows the fraction of the budget spent, or of the work, whichever is further along.
+Budget: `bytes` uses that many training bytes, runs a tail of 25% more memory steps and gives the
+reader its passes (deterministic: the resume tests use it); `minutes` gives the memory's phases a
+share (schedule.py: 30%, on a GPU at most 60 s), the reader the rest less the mix's share and the
+time the final count needs. Learning rates follow the fraction of the budget spent, or of the
+work, whichever is further along.
 """
-
 from __future__ import annotations
 
 import dataclasses

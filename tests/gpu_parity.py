@@ -8,6 +8,7 @@ Exits non-zero on any mismatch and prints one line per kernel.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -125,7 +126,8 @@ def check(big: bool = False) -> bool:
     ok &= check_scan(rng, big)
     ok &= check_gemm(rng, big)
     ok &= check_reader(rng, big, scan=False)
-    ok &= check_reader(rng, big, scan=True)
+    if os.environ.get("NUMBA_ENABLE_CUDASIM") != "1":  # the simulator is slow: its two-layer check covers layer 0 too
+        ok &= check_reader(rng, big, scan=True)
     ok &= check_reader(rng, big, scan=True, layers=2)
     return bool(ok)
 

@@ -358,10 +358,11 @@ def test_backward_matches_finite_differences(cfg):
 
 # ---- tier 2: CUDA kernels vs CPU twins under the simulator ------------------------------------------
 
+@pytest.mark.timeout(900)  # the simulator runs every kernel thread as Python: minutes on 2 cores
 def test_cuda_kernels_match_cpu_twins_in_simulator():
     env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
     proc = subprocess.run([sys.executable, str(REPO / "tests" / "gpu_parity.py"), "--tpb", "7"],
                           env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
-    assert len(lines) == 13 and all(ln.endswith("ok") or ": ok (" in ln for ln in lines), proc.stdout
+    assert len(lines) == 12 and all(ln.endswith("ok") or ": ok (" in ln for ln in lines), proc.stdout
