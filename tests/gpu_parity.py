@@ -125,9 +125,11 @@ def check(big: bool = False) -> bool:
     ok &= bool(same)
     ok &= check_scan(rng, big)
     ok &= check_gemm(rng, big)
-    ok &= check_reader(rng, big, scan=False)
-    if os.environ.get("NUMBA_ENABLE_CUDASIM") != "1":  # the simulator is slow: its two-layer check covers layer 0 too
+    if os.environ.get("NUMBA_ENABLE_CUDASIM") != "1":
+        ok &= check_reader(rng, big, scan=False)
         ok &= check_reader(rng, big, scan=True)
+    # the simulator runs each kernel thread as Python (over two minutes a reader check on 2 cores):
+    # there only this one, whose two stacked scan layers run every op of the other two
     ok &= check_reader(rng, big, scan=True, layers=2)
     return bool(ok)
 

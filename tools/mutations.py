@@ -6,7 +6,8 @@
 Each mutation: the file's code must occur exactly once (else the row is stale and reported so), is
 replaced by its mutant, the killing tests run in a subprocess with a fresh NUMBA_CACHE_DIR (numba's
 cache can keep code inlined from another module stale after an edit) and one thread each, and the
-file is written back as it was. A row passes when the tests fail. Exits 1 if any mutation survives
+file is written back as it was. A row passes when the tests fail; first the killing tests run on
+the code as it is and must pass there. Exits 1 if any mutation survives
 or any row is stale.
 """
 
@@ -68,21 +69,26 @@ MUTATIONS = [
 ]
 
 
+def pytest(tests: list) -> subprocess.CompletedProcess:
+    """The tests in a subprocess: one thread, a fresh numba cache."""
+    env = dict(os.environ, NUMBA_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1",
+               PYTHONPATH=str(REPO))
+    with tempfile.TemporaryDirectory() as cache:
+        env["NUMBA_CACHE_DIR"] = cache
+        return subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *tests],
+                              cwd=REPO, env=env, capture_output=True, text=True)
+
+
 def run(row: tuple) -> str:
     name, rel, code, mutant, tests = row
     path = REPO / rel
     original = path.read_text()
     if original.count(code) != 1:
         return f"{name}: STALE ({rel} holds the code {original.count(code)} times)"
-    env = dict(os.environ, NUMBA_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1",
-               PYTHONPATH=str(REPO))
     t0 = time.perf_counter()
     try:
         path.write_text(original.replace(code, mutant))
-        with tempfile.TemporaryDirectory() as cache:
-            env["NUMBA_CACHE_DIR"] = cache
-            proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *tests],
-                                  cwd=REPO, env=env, capture_output=True, text=True)
+        proc = pytest(tests)
     finally:
         path.write_text(original)
     verdict = "killed" if proc.returncode != 0 else "SURVIVED"
@@ -92,6 +98,12 @@ def run(row: tuple) -> str:
 def main() -> None:
     want = set(sys.argv[1:])
     rows = [r for r in MUTATIONS if not want or r[0] in want]
+    # first the killing tests on the code as it is: a mutation only counts as killed if they pass there
+    base = pytest(sorted({t for r in rows for t in r[4]}))
+    if base.returncode != 0:
+        print(base.stdout[-3000:])
+        sys.exit("the killing tests fail on the unmutated code: fix them first")
+    print("the killing tests pass on the unmutated code", flush=True)
     lines = []
     for row in rows:
         lines.append(run(row))
