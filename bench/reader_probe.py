@@ -2,6 +2,10 @@
 reader-only training run on wikibench train with bits per byte on a held-out stretch.
 
     python bench/reader_probe.py --seconds 150 [--reader '{"hidden": [2048, 1024]}'] [--json out.json]
+    python bench/reader_probe.py --profile 20 ...   # also: milliseconds per step of each operation
+
+--profile N times N training steps op by op (a synchronize around each of the GPU ops of
+reader_backend.py, the bf16 copies of the weights and the Adam update): where a step's time goes.
 
 Val: the 2 MB of wikibench train just before the test (same source as test), kept out of training.
 """
@@ -86,6 +90,53 @@ def check_parity() -> dict:
     return out
 
 
+def profile_ops(reader, d_data, ranges, steps: int) -> dict:
+    """Milliseconds per training step spent in each reader operation (each call synchronised)."""
+    from cheaplm import reader as reader_mod
+    from cheaplm.reader_backend import GpuOps
+
+    spent: dict = {}
+
+    def timed(name, fn):
+        def wrap(*a, **kw):
+            cuda.synchronize()
+            t = time.perf_counter()
+            out = fn(*a, **kw)
+            cuda.synchronize()
+            spent[name] = spent.get(name, 0.0) + time.perf_counter() - t
+            return out
+        return wrap
+
+    saved = {}
+    for name in ("weights", "matmul", "relu", "grad_w", "grad_x", "relu_backward", "rows", "gather", "scatter",
+                 "scan_forward", "scan_backward", "softmax"):
+        saved[name] = getattr(GpuOps, name)
+        setattr(GpuOps, name, timed(name, saved[name]))
+    saved_update = reader_mod.Reader.update
+    reader_mod.Reader.update = timed("adam update", saved_update)
+    try:
+        state = reader.new_state(reader.cfg.lanes)
+        for i in range(steps + 2):
+            if i == 2:  # the first two steps compile and allocate
+                spent.clear()
+                cuda.synchronize()
+                t0 = time.perf_counter()
+            pos = stream_positions(ranges, reader.cfg.lanes, i, reader.cfg.scan_chunk)
+            reader.train_step(d_data, cuda.to_device(pos), 1e-4, state=state)
+        cuda.synchronize()
+        total = (time.perf_counter() - t0) / steps * 1e3
+    finally:
+        for name, fn in saved.items():
+            setattr(GpuOps, name, fn)
+        reader_mod.Reader.update = saved_update
+    out = {name: v / steps * 1e3 for name, v in sorted(spent.items(), key=lambda kv: -kv[1])}
+    out["step (synchronised ops)"] = total
+    print(f"profile over {steps} steps, ms per step:", flush=True)
+    for name, ms in out.items():
+        print(f"  {name:>24} {ms:8.2f}", flush=True)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=120)
@@ -94,6 +145,7 @@ def main() -> None:
     ap.add_argument("--split-dir", default=str(Path(__file__).resolve().parent / "work" / "wikibench"))
     ap.add_argument("--json", default=None)
     ap.add_argument("--skip-checks", action="store_true")
+    ap.add_argument("--profile", type=int, default=0, help="time this many steps op by op first")
     args = ap.parse_args()
     res = {"date": time.strftime("%Y-%m-%d"), "command": " ".join(sys.argv)}
     if not args.skip_checks:
@@ -110,6 +162,9 @@ def main() -> None:
     rng = np.random.default_rng(0)
     n = len(train)
     ranges = [(1, val_lo), (val_hi, n)]
+    if args.profile:
+        res["profile_ms"] = profile_ops(reader, d_data, [(1, val_lo), (val_hi, len(train))], args.profile)
+        reader = Reader(cfg, "cuda")
     state = reader.new_state(cfg.lanes)
     t0 = time.perf_counter()
     step, seen, last = 0, 0, t0

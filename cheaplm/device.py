@@ -45,6 +45,18 @@ def launch(n: int, tpb: int | None = None) -> tuple[int, int]:
     return (n + tpb - 1) // tpb, tpb
 
 
+TILE_T = 32  # a transposing kernel's tile: TILE_T x TILE_T elements, TILE_T x TILE_T_ROWS threads
+TILE_T_ROWS = 8
+TILE_T_PAD = 33  # shared-memory tile rows padded by one element (bank conflicts); a literal, as shared.array needs
+
+
+def launch_tiles(rows: int, cols: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """(grid, block) of a kernel that writes a rows x cols matrix plain and transposed through a
+    shared-memory tile: a block per TILE_T x TILE_T tile (x: the columns), so that reads, plain
+    writes and transposed writes all go to consecutive addresses across a warp."""
+    return ((cols + TILE_T - 1) // TILE_T, (rows + TILE_T - 1) // TILE_T), (TILE_T, TILE_T_ROWS)
+
+
 def launch_2d(n0: int, n1: int) -> tuple[tuple[int, int], tuple[int, int]]:
     """(grid, block) covering an n0 x n1 index space in config.TILE_2D tiles (x: the fast axis)."""
     t0, t1 = config.TILE_2D

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .device import launch, launch_2d
+from .device import launch, launch_2d, launch_tiles
 from .kernels import gemm, reader_ops, scan
 
 
@@ -126,7 +126,7 @@ class GpuOps(HostOps):
         gemm.gemm_nt(x.b16, w.b16, out, accumulate)
 
     def relu(self, pre, act: Operand) -> None:
-        grid, blk = launch_2d(pre.shape[0], pre.shape[1])
+        grid, blk = launch_tiles(pre.shape[0], pre.shape[1])
         reader_ops.relu_kernel[grid, blk](pre, act.b16, act.b16_t)
 
     def grad_w(self, dy: Operand, x: Operand, gw) -> None:
@@ -136,7 +136,7 @@ class GpuOps(HostOps):
         gemm.gemm_nt(dy.b16, w.b16_t, dx, accumulate)
 
     def relu_backward(self, d, pre, act: Operand, dpre: Operand) -> None:
-        grid, blk = launch_2d(d.shape[0], d.shape[1])
+        grid, blk = launch_tiles(d.shape[0], d.shape[1])
         reader_ops.relu_bwd_kernel[grid, blk](d, pre, dpre.b16, dpre.b16_t)
 
     def rows(self, data, pos, reader, rows, match, cand) -> None:
@@ -147,7 +147,7 @@ class GpuOps(HostOps):
                                                      minlens, mspec, reader.base_match, cand)
 
     def gather(self, table, rows, act: Operand) -> None:
-        grid, blk = launch_2d(act.b16.shape[1], rows.shape[0])
+        grid, blk = launch_tiles(rows.shape[0], act.b16.shape[1])
         reader_ops.gather_kernel[grid, blk](table, rows, act.b16, act.b16_t)
 
     def scatter(self, d, rows, table_grad) -> None:

@@ -5,11 +5,14 @@ Every product the reader needs has this form once its operands are stored the ri
 (out, in); dX = dY @ (W^T)^T with the transposed copy of W; dW = dY^T @ (X^T)^T with transposed
 copies of dY and X.
 
-GPU: bf16 operands (uint16 bit patterns), fp32 accumulation. One warp computes a 64x64 tile of C
-with tensor-core mma.sync instructions in a small linked CUDA C device function (tile.cu); a block
-holds 2x2 warps (a 128x128 tile), so neighbouring warps share rows of A and B in L1. The numba
-kernel chooses the tile and passes raw addresses (numba hands C only pointers, not arrays).
-Simulator (NUMBA_ENABLE_CUDASIM, no linked C there): the same grid and warp tiles, each lane
+GPU: bf16 operands (uint16 bit patterns), fp32 accumulation. A block of 256 threads computes a
+128x128 tile of C with tensor-core mma.sync instructions in a small linked CUDA C device function
+(tile.cu: operands staged through shared memory by cp.async three K-steps deep, fragments loaded by
+ldmatrix); the numba kernel chooses the tile and passes raw addresses (numba hands C only pointers).
+A product with few tiles and a long K (the weight gradients: K = positions) is split along K
+(`split_plan`) so that every multiprocessor has work: each split writes its own float32 partial,
+and a second kernel adds them in a fixed order (deterministic, no atomics).
+Simulator (NUMBA_ENABLE_CUDASIM, no linked C there): the same grid, tiles and K splits, each thread
 computing its share of the tile from the bf16 bits in plain numba.
 CPU twin: float32 operands and NumPy's np.dot (no bf16 rounding: tests compare with a tolerance).
 Shapes: M and N multiples of 64, K a multiple of 16.
@@ -17,52 +20,76 @@ Shapes: M and N multiples of 64, K a multiple of 16.
 
 import os
 
+import numba
 import numpy as np
 from numba import cuda
 
 from .. import config
+from ..device import TILE_T, TILE_T_PAD, TILE_T_ROWS, launch_tiles
 from .dual import SIMULATOR
 
-TILE = 64  # one warp's tile of C
-WARPS = 2  # per block side: 2x2 warps, 128 threads
+BLOCK = 128  # a block's tile of C is BLOCK x BLOCK
+THREADS = 256  # 8 warps
+SPLIT_MAX = 8  # K splits at most
+SPLIT_MIN_K = 512  # a split reads at least this much of K
 
 _TILE_CU = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tile.cu")
 
 if not SIMULATOR:
-    mma_warp_tile = cuda.declare_device(
-        "mma_warp_tile", "int32(uint64, uint64, uint64, int32, int32, int32, int32, int32, int32)", link=_TILE_CU)
+    mma_block_tile = cuda.declare_device(
+        "mma_block_tile", "int32(uint64, uint64, uint64, int32, int32, int32, int32, int32, int32, int32, int32, "
+        "int32, int32)", link=_TILE_CU)
 
-    @cuda.jit
-    def gemm_mma_kernel(a_addr, b_addr, c_addr, m, n, k, lda, ldb, ldc, accumulate):
-        lane = cuda.threadIdx.x & 31
-        warp = cuda.threadIdx.x >> 5
-        m0 = (cuda.blockIdx.y * WARPS + (warp >> 1)) * TILE
-        n0 = (cuda.blockIdx.x * WARPS + (warp & 1)) * TILE
-        if m0 < m and n0 < n:  # whole warps drop out together, as mma.sync requires
-            a = a_addr + np.uint64(2 * m0 * lda)
-            b = b_addr + np.uint64(2 * n0 * ldb)
-            c = c_addr + np.uint64(4 * (m0 * ldc + n0))
-            mma_warp_tile(a, b, c, lda, ldb, ldc, k, accumulate, lane)
+    @cuda.jit(launch_bounds=(THREADS, 2))
+    def gemm_mma_kernel(a_addr, b_addr, c_addr, m, n, k_chunk, k, lda, ldb, ldc, accumulate):
+        """Block (x, y, z): the tile at rows 128 y, columns 128 x, of K split z (k_chunk wide),
+        written to the z-th (m, n) plane after c_addr (one plane when there is no split)."""
+        z = cuda.blockIdx.z
+        k0 = z * k_chunk
+        k_len = min(k_chunk, k - k0)
+        a = a_addr + np.uint64(2 * k0)
+        b = b_addr + np.uint64(2 * k0)
+        c = c_addr + np.uint64(4 * z * m * ldc)
+        mma_block_tile(a, b, c, m, n, k_len, lda, ldb, ldc, accumulate, cuda.blockIdx.y * BLOCK,
+                       cuda.blockIdx.x * BLOCK, cuda.threadIdx.x)
 
 
 @cuda.jit
-def gemm_sim_kernel(a, b, c, accumulate):
-    """Simulator stand-in for gemm_mma_kernel: same grid; lane l of a warp computes rows
-    l, l + 32 of its 64x64 tile (bf16 bits decoded in Python)."""
-    lane = cuda.threadIdx.x & 31
-    warp = cuda.threadIdx.x >> 5
-    m0 = (cuda.blockIdx.y * WARPS + (warp >> 1)) * TILE
-    n0 = (cuda.blockIdx.x * WARPS + (warp & 1)) * TILE
-    if m0 < c.shape[0] and n0 < c.shape[1]:
-        for r in (lane, lane + 32):
-            for col in range(TILE):
+def gemm_sim_kernel(a, b, c, k_chunk, accumulate):
+    """Simulator stand-in for gemm_mma_kernel: same grid and K splits; thread t of a block computes
+    row t % 128 of its tile, columns 64 (t // 128) .. + 63, over its split's K range, into plane z
+    of c (m, n) or (splits, m, n)."""
+    t = cuda.threadIdx.x
+    z = cuda.blockIdx.z
+    r = cuda.blockIdx.y * BLOCK + t % BLOCK
+    k0 = z * k_chunk
+    k1 = min(k0 + k_chunk, a.shape[1])
+    m = a.shape[0]
+    n = b.shape[0]
+    if r < m:
+        for j in range(64):
+            col = cuda.blockIdx.x * BLOCK + (t // BLOCK) * 64 + j
+            if col < n:
                 s = np.float32(0.0)
-                for kk in range(a.shape[1]):
-                    s += bf16_sim(a[m0 + r, kk]) * bf16_sim(b[n0 + col, kk])
-                if accumulate:
-                    c[m0 + r, n0 + col] += s
+                for kk in range(k0, k1):
+                    s += bf16_sim(a[r, kk]) * bf16_sim(b[col, kk])
+                if c.ndim == 3:
+                    c[z, r, col] = s
+                elif accumulate:
+                    c[r, col] += s
                 else:
-                    c[m0 + r, n0 + col] = s
+                    c[r, col] = s
+
+
+@cuda.jit
+def add_splits_kernel(parts, c, accumulate):
+    """c (+)= the sum of the K splits' partials, added in split order (the same sum every run)."""
+    i, j = cuda.grid(2)
+    if i < c.shape[0] and j < c.shape[1]:
+        s = c[i, j] if accumulate else np.float32(0.0)
+        for z in range(parts.shape[0]):
+            s += parts[z, i, j]
+        c[i, j] = s
 
 
 def bf16_sim(bits):
@@ -73,8 +100,32 @@ def address(arr) -> int:
     return arr.__cuda_array_interface__["data"][0]
 
 
-def gemm_nt(a, b, c, accumulate: bool = False) -> None:
-    """c (+)= a @ b.T. GPU: a, b uint16 bf16 device arrays, c float32; CPU: all float32."""
+def multiprocessors() -> int:
+    n = _SMS.get("n")
+    if n is None:
+        n = _SMS["n"] = 132 if SIMULATOR else int(cuda.get_current_device().MULTIPROCESSOR_COUNT)
+    return n
+
+
+def split_plan(m: int, n: int, k: int, sms: int) -> int:
+    """How many K splits a product gets: the fewest that minimise the busiest multiprocessor's
+    share of the work (two blocks run on each), each split reading SPLIT_MIN_K of K or more.
+    The weight gradient of the 256-wide output layer (2 x 8 tiles, K = 16384) gets 8; a
+    16384-row forward product (hundreds of tiles) gets 1."""
+    tiles = -(-m // BLOCK) * -(-n // BLOCK)
+    best, best_cost = 1, float(-(-tiles // (2 * sms)))
+    for s in range(2, SPLIT_MAX + 1):
+        if k // s < SPLIT_MIN_K:
+            break
+        cost = -(-tiles * s // (2 * sms)) / s
+        if cost < best_cost * 0.9:  # a split must win clearly: the partials cost a pass over C each
+            best, best_cost = s, cost
+    return best
+
+
+def gemm_nt(a, b, c, accumulate: bool = False, splits: int | None = None) -> None:
+    """c (+)= a @ b.T. GPU: a, b uint16 bf16 device arrays, c float32; CPU: all float32.
+    `splits` overrides split_plan (tests)."""
     m, k = a.shape
     n = b.shape[0]
     if b.shape[1] != k or c.shape != (m, n):
@@ -82,15 +133,36 @@ def gemm_nt(a, b, c, accumulate: bool = False) -> None:
     if isinstance(a, np.ndarray):
         gemm_cpu(a, b, c, accumulate)
         return
-    if m % TILE or n % TILE or k % 16:
-        raise ValueError(f"gemm_nt on the GPU needs M, N multiples of {TILE} and K of 16 (got {m}, {n}, {k})")
-    grid = ((n + WARPS * TILE - 1) // (WARPS * TILE), (m + WARPS * TILE - 1) // (WARPS * TILE))
+    if m % 64 or n % 64 or k % 16:
+        raise ValueError(f"gemm_nt on the GPU needs M, N multiples of 64 and K of 16 (got {m}, {n}, {k})")
+    if not SIMULATOR and (address(a) % 16 or address(b) % 16):
+        raise ValueError("gemm_nt on the GPU needs 16-byte aligned operands (cp.async copies 16 bytes)")
+    s = split_plan(m, n, k, multiprocessors()) if splits is None else max(1, int(splits))
+    k_chunk = -(-k // (s * 32)) * 32  # whole K-steps of the tile
+    s = -(-k // k_chunk)
+    grid = (-(-n // BLOCK), -(-m // BLOCK), s)
+    out = c if s == 1 else _partials(s, m, n)
+    acc = 1 if accumulate and s == 1 else 0
     if SIMULATOR:
-        gemm_sim_kernel[grid, 32 * WARPS * WARPS](a, b, c, 1 if accumulate else 0)
+        gemm_sim_kernel[grid, THREADS](a, b, out, k_chunk, acc)
     else:
-        gemm_mma_kernel[grid, 32 * WARPS * WARPS](np.uint64(address(a)), np.uint64(address(b)),
-                                                  np.uint64(address(c)), m, n, k, k, k, n,
-                                                  1 if accumulate else 0)
+        gemm_mma_kernel[grid, THREADS](np.uint64(address(a)), np.uint64(address(b)), np.uint64(address(out)),
+                                       m, n, k_chunk, k, k, k, n, acc)
+    if s > 1:
+        tpb = config.TILE_2D
+        add_splits_kernel[(-(-m // tpb[0]), -(-n // tpb[1])), tpb](out, c, 1 if accumulate else 0)
+
+
+def _partials(s: int, m: int, n: int):
+    """A reused (s, m, n) float32 device buffer for K splits' partial products."""
+    buf = _SPLIT_BUF.get("b")
+    if buf is None or buf.size < s * m * n:
+        buf = _SPLIT_BUF["b"] = cuda.device_array(s * m * n, dtype=np.float32)
+    return buf[: s * m * n].reshape((s, m, n))
+
+
+_SMS: dict = {}
+_SPLIT_BUF: dict = {}
 
 
 def gemm_cpu(a, b, c, accumulate):
@@ -106,13 +178,21 @@ def gemm_cpu(a, b, c, accumulate):
 
 @cuda.jit
 def to_bf16_kernel(x, out, out_t):
-    """out[i, j] = bf16(x[i, j]); out_t[j, i] too when it has rows (else skipped)."""
-    i, j = cuda.grid(2)
-    if i < x.shape[0] and j < x.shape[1]:
-        bits = bf16_bits_dev(x[i, j])
-        out[i, j] = bits
-        if out_t.shape[0] > 0:
-            out_t[j, i] = bits
+    """out[i, j] = bf16(x[i, j]); out_t[j, i] too when it has rows (else skipped). A block per
+    32 x 32 tile (device.launch_tiles), the transposed writes through shared memory."""
+    tile = cuda.shared.array((TILE_T, TILE_T_PAD), numba.uint16)
+    tx, ty = cuda.threadIdx.x, cuda.threadIdx.y
+    r0, c0 = cuda.blockIdx.y * TILE_T, cuda.blockIdx.x * TILE_T
+    for i in range(ty, TILE_T, TILE_T_ROWS):
+        if r0 + i < x.shape[0] and c0 + tx < x.shape[1]:
+            bits = bf16_bits_dev(x[r0 + i, c0 + tx])
+            out[r0 + i, c0 + tx] = bits
+            tile[i, tx] = bits
+    cuda.syncthreads()
+    if out_t.shape[0] > 0:
+        for i in range(ty, TILE_T, TILE_T_ROWS):
+            if c0 + i < x.shape[1] and r0 + tx < x.shape[0]:
+                out_t[c0 + i, r0 + tx] = tile[tx, i]
 
 
 def _bf16_bits_gpu(v):
@@ -140,13 +220,12 @@ def bf16_to_float(bits: np.ndarray) -> np.ndarray:
 
 def to_bf16(x, out, out_t=None) -> None:
     """Device float32 (R, C) -> bf16 bits in `out` (R, C) and, if given, `out_t` (C, R)."""
-    tpb = config.TILE_2D
     if out_t is None:
         out_t = _EMPTY.get("t")
         if out_t is None:
             out_t = _EMPTY["t"] = cuda.device_array((0, 0), dtype=np.uint16)
-    grid = ((x.shape[0] + tpb[0] - 1) // tpb[0], (x.shape[1] + tpb[1] - 1) // tpb[1])
-    to_bf16_kernel[grid, tpb](x, out, out_t)
+    grid, blk = launch_tiles(x.shape[0], x.shape[1])
+    to_bf16_kernel[grid, blk](x, out, out_t)
 
 
 _EMPTY: dict = {}

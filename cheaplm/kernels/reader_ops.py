@@ -14,7 +14,9 @@ softmax:  p = softmax(logits); loss = -log2 p[y]; dlogits = (p - onehot(y)) * sc
           probability of each of y's bits given the bits before it (for the memory mix, reader.py)
 relu_bwd: dh_pre = dh * (h > 0)
 scatter:  grad_table[rows[b, s]] += dx[b, s*E:(s+1)*E]   (CUDA: atomics, sums not bit-reproducible)
-Parallelisation: one thread per position (rows, softmax) or per element (the rest).
+Parallelisation: one thread per position (rows), a block per position (softmax), a block per
+32 x 32 tile where a kernel writes a transposed copy (its reads and both writes coalesced), or a
+thread per element (the rest).
 """
 
 import math
@@ -23,6 +25,7 @@ import numba
 import numpy as np
 from numba import cuda
 
+from ..device import TILE_T, TILE_T_PAD, TILE_T_ROWS
 from .dual import for_kernels
 from .gemm import bf16_bits_dev
 from .hashing import context_hash
@@ -90,13 +93,23 @@ def gather_cpu(table, rows, x):
 
 @cuda.jit
 def gather_kernel(table, rows, x, x_t):
-    """bf16 x (B, S*E) and x_t (S*E, B); thread (f, b), f fastest so that a warp reads whole rows."""
-    f, b = cuda.grid(2)
-    if b < rows.shape[0] and f < x.shape[1]:
-        dim = table.shape[1]
-        v = bf16_bits_dev(table[rows[b, f // dim], f % dim])
-        x[b, f] = v
-        x_t[f, b] = v
+    """bf16 x (B, S*E) and x_t (S*E, B); a block per 32 x 32 tile of x (device.launch_tiles), a
+    warp reading 32 consecutive elements of table rows, x_t written through shared memory."""
+    tile = cuda.shared.array((TILE_T, TILE_T_PAD), numba.uint16)
+    tx, ty = cuda.threadIdx.x, cuda.threadIdx.y
+    r0, c0 = cuda.blockIdx.y * TILE_T, cuda.blockIdx.x * TILE_T
+    dim = table.shape[1]
+    for i in range(ty, TILE_T, TILE_T_ROWS):
+        b, f = r0 + i, c0 + tx
+        if b < rows.shape[0] and f < x.shape[1]:
+            v = bf16_bits_dev(table[rows[b, f // dim], f % dim])
+            x[b, f] = v
+            tile[i, tx] = v
+    cuda.syncthreads()
+    for i in range(ty, TILE_T, TILE_T_ROWS):
+        f, b = c0 + i, r0 + tx
+        if b < rows.shape[0] and f < x.shape[1]:
+            x_t[f, b] = tile[tx, i]
 
 
 @cuda.jit
@@ -117,16 +130,25 @@ def relu_cpu(h):
 
 @cuda.jit
 def relu_kernel(h_pre, h, h_t):
-    """bf16 relu(h_pre) into h (B, H) and h_t (H, B)."""
-    b, j = cuda.grid(2)
-    if b < h_pre.shape[0] and j < h_pre.shape[1]:
-        v = h_pre[b, j]
-        if v < 0.0:
-            v = 0.0
-            h_pre[b, j] = 0.0  # relu_bwd reads the mask from here
-        bits = bf16_bits_dev(v)
-        h[b, j] = bits
-        h_t[j, b] = bits
+    """bf16 relu(h_pre) into h (B, H) and h_t (H, B); a block per 32 x 32 tile (device.launch_tiles)."""
+    tile = cuda.shared.array((TILE_T, TILE_T_PAD), numba.uint16)
+    tx, ty = cuda.threadIdx.x, cuda.threadIdx.y
+    r0, c0 = cuda.blockIdx.y * TILE_T, cuda.blockIdx.x * TILE_T
+    for i in range(ty, TILE_T, TILE_T_ROWS):
+        b, j = r0 + i, c0 + tx
+        if b < h_pre.shape[0] and j < h_pre.shape[1]:
+            v = h_pre[b, j]
+            if v < 0.0:
+                v = 0.0
+                h_pre[b, j] = 0.0  # relu_bwd reads the mask from here
+            bits = bf16_bits_dev(v)
+            h[b, j] = bits
+            tile[i, tx] = bits
+    cuda.syncthreads()
+    for i in range(ty, TILE_T, TILE_T_ROWS):
+        j, b = c0 + i, r0 + tx
+        if b < h_pre.shape[0] and j < h_pre.shape[1]:
+            h_t[j, b] = tile[tx, i]
 
 
 @numba.njit(cache=True, inline="always")
@@ -266,13 +288,22 @@ def relu_bwd_cpu(dh, h):
 
 @cuda.jit
 def relu_bwd_kernel(dh, h_pre, d16, d16_t):
-    """dh * (relu output > 0) as bf16, plain and transposed (h_pre holds relu's output)."""
-    b, j = cuda.grid(2)
-    if b < dh.shape[0] and j < dh.shape[1]:
-        v = dh[b, j] if h_pre[b, j] > 0.0 else 0.0
-        bits = bf16_bits_dev(v)
-        d16[b, j] = bits
-        d16_t[j, b] = bits
+    """dh * (relu output > 0) as bf16, plain and transposed (h_pre holds relu's output); a block
+    per 32 x 32 tile (device.launch_tiles)."""
+    tile = cuda.shared.array((TILE_T, TILE_T_PAD), numba.uint16)
+    tx, ty = cuda.threadIdx.x, cuda.threadIdx.y
+    r0, c0 = cuda.blockIdx.y * TILE_T, cuda.blockIdx.x * TILE_T
+    for i in range(ty, TILE_T, TILE_T_ROWS):
+        b, j = r0 + i, c0 + tx
+        if b < dh.shape[0] and j < dh.shape[1]:
+            bits = bf16_bits_dev(dh[b, j] if h_pre[b, j] > 0.0 else 0.0)
+            d16[b, j] = bits
+            tile[i, tx] = bits
+    cuda.syncthreads()
+    for i in range(ty, TILE_T, TILE_T_ROWS):
+        j, b = c0 + i, r0 + tx
+        if b < dh.shape[0] and j < dh.shape[1]:
+            d16_t[j, b] = tile[tx, i]
 
 
 @numba.njit(cache=True)
