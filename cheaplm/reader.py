@@ -120,7 +120,7 @@ class ReaderConfig:
         which memorise (bench/NOTES.md §12): one pass of the widened reader about fills the time."""
         if device == "cuda":
             f = widen(minutes)
-            cfg = cls(hidden=[2048 * f, 1024 * f])
+            cfg = cls(hidden=[int(2048 * f), int(1024 * f)])
         else:
             cfg = cls(window=6, dim=16, ctx_bits=16, hidden=[256, 128], batch=1024, scan=64, scan_chunk=16)
         cfg = dataclasses.replace(cfg, **check_keys(cls, over, "reader"))
@@ -134,13 +134,19 @@ class ReaderConfig:
         return cfg
 
 
-def widen(minutes: float | None) -> int:
-    """The GPU reader's width factor for a minutes budget. One pass over the wikibench train split
-    (122 MB counted) at factor 1 takes ~120 s on an H200 (1.0 M positions/s), at 2 ~225 s (0.55 M/s);
-    the reader has the budget less 60 s of memory and 5% of mix."""
-    if minutes is None or minutes < 4:
+def widen(minutes: float | None) -> float:
+    """The GPU reader's width factor for a minutes budget: one pass over the wikibench train split
+    (122 MB counted) about fills the reader's time (the budget less 10% of memory and 5% of mix).
+    Measured on an H200 with the block tile (bench/RESULTS.md, 2026-12-03), reader positions/s at
+    factor 1 / 1.25 / 2 / 4 / 5: 1.78 / 1.8 / 1.30 / 0.50 / 0.34 M, so one pass takes ~69 s at 1,
+    94 s at 2, 245 s at 4 and 360 s at 5."""
+    if minutes is None or minutes < 1.5:
         return 1
-    return 2 if minutes < 8 else 3
+    if minutes < 3:
+        return 1.25
+    if minutes < 4:
+        return 2
+    return 4 if minutes < 8 else 5
 
 
 def blocks(cfg: ReaderConfig) -> list[tuple[str, tuple[int, int], bool]]:

@@ -35,9 +35,12 @@ class ReaderSchedule:
     # in, as the memory's counts have) or "random" (uniform over the counted bytes). CPU, 3 MB of
     # train, val: stream 1.7481, random 1.7788, memory alone 1.8715 (bench/NOTES.md §11)
     order: str = "stream"
-    memory_share: float = 0.3  # of a minutes budget, the most the memory's phases may take
+    # of a minutes budget, the most the memory's phases may take: they leave the tensor cores idle,
+    # and the reader gains with every minute (H200, 2 minutes, val: memory 32 s -> 12 s cost the
+    # memory alone +0.016 on held-out bytes, and the mix gained, 1.2721 -> 1.2700 with a 1.25x reader)
+    memory_share: float = 0.1
     # ... and at most this many seconds (0: no cap): on an H200 the memory has counted the whole
-    # train split in 35 s and gains little after a minute, while the reader gains with every minute
+    # train split in 35 s and gains little after a minute
     memory_seconds: float = 60.0
     mix_share: float = 0.05  # of a minutes budget, fitting the memory-reader mix
 
@@ -57,13 +60,13 @@ class ReaderSchedule:
 
     @classmethod
     def for_device(cls, device: str, minutes: float | None = None, over: dict | None = None,
-                   widen: int = 1) -> "ReaderSchedule":
+                   widen: float = 1) -> "ReaderSchedule":
         """Defaults by device, `over` over them: the GPU's rate falls as the reader widens with the
         budget (widen: reader.widen(minutes)); the CPU's memory phase has no seconds cap."""
         if device == "cuda":
             base = cls(lr=0.002 * min(1.0, 2.0 / widen))
         else:
-            base = cls(lr=0.003, memory_seconds=0.0)
+            base = cls(lr=0.003, memory_seconds=0.0, memory_share=0.3)  # the CPU's counting is slow (1.2 MB/s)
         return dataclasses.replace(base, **check_keys(cls, over or {}, "train reader"))
 
     def lr_at(self, step: int, frac: float) -> float:
