@@ -403,6 +403,10 @@ class Reader:
             if name in frozen:
                 continue
             lo, hi = self.offsets[k], self.offsets[k] + shape[0] * shape[1]
+            if name == "table" and self.ops.table_update(self.params[lo:hi], self.grad[lo:hi], self.adam_m[lo:hi],
+                                                         self.adam_v[lo:hi], shape[1], self.ws["rows"], self.step,
+                                                         lr * table_lr):
+                continue  # the GPU's: the rows the batch read only
             adam.adam_step(self.params[lo:hi], self.grad[lo:hi], self.adam_m[lo:hi], self.adam_v[lo:hi],
                            self.step, lr * (table_lr if name == "table" else 1.0), lazy=lazy)
 

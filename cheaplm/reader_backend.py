@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .device import launch, launch_2d, launch_tiles
-from .kernels import gemm, reader_ops, scan
+from .kernels import adam, gemm, reader_ops, scan
 
 
 @dataclass
@@ -80,6 +80,11 @@ class HostOps:
     def gather(self, table, rows, act: Operand) -> None:
         reader_ops.gather_cpu(table, rows, act.f)
 
+    def table_update(self, table, grad, m, v, dim: int, rows, step: int, lr: float) -> bool:
+        """The table's Adam (flat blocks, rows of dim) over the rows a batch read only: the GPU's
+        (GpuOps); the host's table is small and takes the full lazy pass (False)."""
+        return False
+
     def scatter(self, d, rows, table_grad) -> None:
         reader_ops.scatter_cpu(d, rows, table_grad)
 
@@ -104,6 +109,7 @@ class GpuOps(HostOps):
     def __init__(self, dev):
         super().__init__(dev)
         self._w16: dict = {}  # slot -> Operand: bf16 copies of parameter blocks, remade each step
+        self.marks = None  # int32 per table row: read by this batch (set by scatter, cleared by table_update)
 
     def operand(self, rows: int, cols: int, keep_float: bool = True) -> Operand:
         e = self.dev.empty
@@ -153,6 +159,17 @@ class GpuOps(HostOps):
     def scatter(self, d, rows, table_grad) -> None:
         grid, blk = launch_2d(d.shape[1], d.shape[0])
         reader_ops.scatter_kernel[grid, blk](d, rows, table_grad)
+        if self.marks is None or self.marks.shape[0] != table_grad.shape[0]:
+            self.marks = self.dev.put(np.zeros(table_grad.shape[0], np.int32))
+        adam.mark_rows(rows, self.marks)  # the table's Adam visits these rows only (adam.adam_rows_step)
+
+    def table_update(self, table, grad, m, v, dim: int, rows, step: int, lr: float) -> bool:
+        """The table's lazy Adam over the rows the last scatter marked; False where no scatter has
+        run yet (the full lazy pass then does it)."""
+        if self.marks is None:
+            return False
+        adam.adam_rows_step(rows, self.marks, dim, table, grad, m, v, step, lr)
+        return True
 
     def scan_forward(self, proj, bias, s0, state, gate, s: Operand, T: int) -> None:
         grid, blk = launch_2d(state.shape[1], state.shape[0])
