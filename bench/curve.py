@@ -39,20 +39,23 @@ RUNS = [
     ("h200-reader-2min-7015b02.json", None, "cheaplm",
      "default at 7015b02 (trained 123 s: no time kept for the final count)"),
     ("h200-reader-1min-e819715.json", None, "cheaplm",
-     "default (run at e819715: its mix made 32 steps; since 4b154fd it makes at least 100)"),
-    ("h200-reader-2min-e819715.json", None, "cheaplm", "default"),
+     "default at e819715 (warp tile; its mix made 32 steps, since 4b154fd at least 100)"),
+    ("h200-reader-2min-e819715.json", None, "cheaplm", "default at e819715 (warp tile)"),
     ("h200-reader-5min-3cdbedb.json", None, "cheaplm", "default at 3cdbedb (trained 303 s, before e819715 kept time for the final count)"),
-    ("h200-reader-10min-3cdbedb.json", None, "cheaplm", "default (run at 3cdbedb: its one pass ended at 452 s)"),
+    ("h200-reader-10min-3cdbedb.json", None, "cheaplm", "default at 3cdbedb (warp tile; its one pass ended at 452 s)"),
     ("h200-transformer-speedrun-5min-bbcbd2a.json", None, "transformer",
      "transformer-speedrun 8x640 (Muon + Adam, rotary, QK-norm, ReLU^2, lr to 0 over the budget; 39.6M params)"),
-    ("h200-reader-5min-6a68333.json", None, "cheaplm", "default"),
+    ("h200-reader-5min-6a68333.json", None, "cheaplm", "default at 6a68333 (warp tile, memory up to 60 s, x2 reader)"),
+    ("h200-default-1min-4d9578c.json", None, "cheaplm", "default"),
+    ("h200-default-2min-4d9578c.json", None, "cheaplm", "default"),
 ]
 
 
 # runs whose JSON lacks the commit (no CHEAPLM_COMMIT given on the device, whose copy's git HEAD is
 # the session's base): the commit of the working tree that was sent, from bench/RESULTS.md
 COMMIT = {"h200-transformer-1min.json": "4b9b879", "h200-transformer-2min.json": "4b9b879",
-          "h200-reader-5min-76ed67e.json": "76ed67e"}
+          "h200-reader-5min-76ed67e.json": "76ed67e", "h200-default-1min-4d9578c.json": "4d9578c",
+          "h200-default-2min-4d9578c.json": "4d9578c"}
 
 
 def rows() -> list[dict]:
