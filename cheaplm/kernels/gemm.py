@@ -58,27 +58,23 @@ if not SIMULATOR:
 def gemm_sim_kernel(a, b, c, k_chunk, accumulate):
     """Simulator stand-in for gemm_mma_kernel: same grid and K splits; thread t of a block computes
     row t % 128 of its tile, columns 64 (t // 128) .. + 63, over its split's K range, into plane z
-    of c (m, n) or (splits, m, n)."""
+    of c (m, n) or (splits, m, n): one NumPy product of the decoded bf16 bits in float32 (the
+    simulator runs a kernel as Python: a loop per multiply-add took minutes per reader check)."""
     t = cuda.threadIdx.x
     z = cuda.blockIdx.z
     r = cuda.blockIdx.y * BLOCK + t % BLOCK
+    c0 = cuda.blockIdx.x * BLOCK + (t // BLOCK) * 64
     k0 = z * k_chunk
     k1 = min(k0 + k_chunk, a.shape[1])
-    m = a.shape[0]
-    n = b.shape[0]
-    if r < m:
-        for j in range(64):
-            col = cuda.blockIdx.x * BLOCK + (t // BLOCK) * 64 + j
-            if col < n:
-                s = np.float32(0.0)
-                for kk in range(k0, k1):
-                    s += bf16_sim(a[r, kk]) * bf16_sim(b[col, kk])
-                if c.ndim == 3:
-                    c[z, r, col] = s
-                elif accumulate:
-                    c[r, col] += s
-                else:
-                    c[r, col] = s
+    if r < a.shape[0] and c0 < b.shape[0]:
+        c1 = min(c0 + 64, b.shape[0])
+        s = bf16_sim(b[c0:c1, k0:k1]) @ bf16_sim(a[r, k0:k1])
+        if c.ndim == 3:
+            c[z, r, c0:c1] = s
+        elif accumulate:
+            c[r, c0:c1] = s + c[r, c0:c1].astype(np.float32)
+        else:
+            c[r, c0:c1] = s
 
 
 @cuda.jit
@@ -93,7 +89,8 @@ def add_splits_kernel(parts, c, accumulate):
 
 
 def bf16_sim(bits):
-    return np.float32(np.array([np.uint32(bits) << np.uint32(16)], dtype=np.uint32).view(np.float32)[0])
+    """bf16 bit patterns (an array inside a simulated kernel) -> float32, in NumPy."""
+    return (np.asarray(bits).astype(np.uint32) << np.uint32(16)).view(np.float32)
 
 
 def address(arr) -> int:
