@@ -48,25 +48,29 @@ if not SIMULATOR:
 @cuda.jit
 def gemm_sim_kernel(a, b, c, accumulate):
     """Simulator stand-in for gemm_mma_kernel: same grid; lane l of a warp computes rows
-    l, l + 32 of its 64x64 tile (bf16 bits decoded in Python)."""
+    l, l + 32 of its 64x64 tile from the bf16 bits, a row at a time in NumPy with float32 sums (the
+    simulator runs a kernel as Python: a loop per multiply-add took minutes per reader check on 2 cores)."""
     lane = cuda.threadIdx.x & 31
     warp = cuda.threadIdx.x >> 5
     m0 = (cuda.blockIdx.y * WARPS + (warp >> 1)) * TILE
     n0 = (cuda.blockIdx.x * WARPS + (warp & 1)) * TILE
     if m0 < c.shape[0] and n0 < c.shape[1]:
+        w = bf16_sim(b[n0: n0 + TILE])  # (TILE, K)
         for r in (lane, lane + 32):
-            for col in range(TILE):
-                s = np.float32(0.0)
-                for kk in range(a.shape[1]):
-                    s += bf16_sim(a[m0 + r, kk]) * bf16_sim(b[n0 + col, kk])
-                if accumulate:
-                    c[m0 + r, n0 + col] += s
-                else:
-                    c[m0 + r, n0 + col] = s
+            s = w @ bf16_sim(a[m0 + r])  # (TILE,)
+            if accumulate:
+                s += bf16_f32_sim(c[m0 + r, n0: n0 + TILE])
+            c[m0 + r, n0: n0 + TILE] = s
 
 
 def bf16_sim(bits):
-    return np.float32(np.array([np.uint32(bits) << np.uint32(16)], dtype=np.uint32).view(np.float32)[0])
+    """bf16 bit patterns (an array inside a simulated kernel) -> float32, in NumPy."""
+    return (bits.astype(np.uint32) << np.uint32(16)).view(np.float32)
+
+
+def bf16_f32_sim(x):
+    """A float32 array inside a simulated kernel as a NumPy copy."""
+    return x.astype(np.float32)
 
 
 def address(arr) -> int:
