@@ -30,8 +30,11 @@ demo: setup
 	$(BIN)/cheaplm eval $(DEMO)/run $(DATA) --split test
 	$(BIN)/cheaplm sample $(DEMO)/run --prompt "$(PROMPT)" --max-bytes 300 --seed 1
 
+# one OpenBLAS thread unless told otherwise: the reader's products are small, and OpenBLAS's spinning
+# threads took the cores from numba's parallel loops (a CPU reader step of 1024 positions: 0.33 s
+# against 0.83 s with two, 2 cores under load); results are the same with one and two (test_pinned.py)
 test: setup
-	$(BIN)/python -m pytest -q
+	OPENBLAS_NUM_THREADS=$${OPENBLAS_NUM_THREADS:-1} $(BIN)/python -m pytest -q
 
 bench-prepare: setup
 	$(BIN)/python bench/prepare_speed.py

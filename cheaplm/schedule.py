@@ -43,6 +43,10 @@ class ReaderSchedule:
     # train split in 35 s and gains little after a minute
     memory_seconds: float = 60.0
     mix_share: float = 0.05  # of a minutes budget, fitting the memory-reader mix
+    # Adam steps of the mix, at most (a minutes budget may stop it sooner): at 128 steps of lr 0.002
+    # (two passes over 4 MB) the mix stayed near its start (the memory alone) and scored 0.046 worse
+    # than the reader alone (H200, 5 minutes, bench/NOTES.md §12). Tests on a few KB take fewer.
+    mix_fit_steps: int = 1500
 
     def validate(self, scan: bool) -> None:
         if self.lr <= 0 or self.table_lr <= 0:
@@ -55,6 +59,8 @@ class ReaderSchedule:
             raise ValueError("reader schedule: memory_seconds must be >= 0 (0: no cap)")
         if not (0 < self.memory_share < 1) or not (0 <= self.mix_share < 1):
             raise ValueError("reader schedule: memory_share in (0, 1), mix_share in [0, 1)")
+        if self.mix_fit_steps < 1:
+            raise ValueError("reader schedule: mix_fit_steps must be >= 1")
         if scan and self.order != "stream":
             raise ValueError("reader schedule: a reader with a scan reads its text in order (order stream)")
 

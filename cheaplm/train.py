@@ -57,9 +57,6 @@ HOLDOUT = {"cuda": (0.2, 32 << 20), "cpu": (0.05, 8 << 20)}
 # held-out bytes the memory-reader mix is fitted on, at most: on 2 CPU cores reading 512 KB (both
 # sides) took the whole 30 s kept for the mix, which then made one step (10 minutes, 8a9c076)
 MIX_BYTES = {"cuda": 4 << 20, "cpu": 1 << 17}
-# Adam steps of the mix: at 128 steps of lr 0.002 (two passes over 4 MB) the mix stayed near its start
-# (the memory alone) and scored 0.046 worse than the reader alone (H200, 5 minutes, bench/NOTES.md §12)
-MIX_STEPS = 1500
 MIX_BATCH = 16384  # held-out bytes per step of the mix
 MIX_MIN_STEPS = 100  # steps of the mix even when the budget's time is up (about a second on a CPU)
 MIX_READ_SECONDS = {"cuda": 4.0, "cpu": 20.0}  # the least time kept for the mix: reading MIX_BYTES, a few steps
@@ -90,7 +87,7 @@ class TrainConfig:
     holdout_at_end: bool = False  # hold out the data's end instead of blocks spread over it (ablation)
     tail_passes: int = TAIL_PASSES
     # how the reader is trained (schedule.ReaderSchedule: lr, table_lr, warmup, max_epochs,
-    # table_epochs, order, memory_share, memory_seconds, mix_share); unset keys: the device's defaults
+    # table_epochs, order, memory_share, memory_seconds, mix_share, mix_fit_steps); unset keys: the device's defaults
     reader: dict = dataclasses.field(default_factory=dict)
 
     @classmethod
@@ -726,8 +723,8 @@ class Trainer:
             pm[lo: lo + batch] = model.memory_probs(self.d_data, model.dev.put(pos), self.d_prev, 0,
                                                     caches)[: min(batch, n - lo)]
         y = self.data[pos_all]
-        fit = MixFit(reader.mix, steps=MIX_STEPS)
-        for i in range(MIX_STEPS):
+        fit = MixFit(reader.mix, steps=self.sched.mix_fit_steps)
+        for i in range(self.sched.mix_fit_steps):
             if total is not None and self.clock() >= total and i >= MIX_MIN_STEPS:
                 break
             if stop.flag:

@@ -213,8 +213,10 @@ def check_reader(rng, big: bool, scan: bool, layers: int = 1) -> bool:
     from cheaplm.reader import Reader
 
     ok = True
+    # small: the products' tiles' 64 (a width of 8 slots x 8, 64 units, a batch of 64): the simulator
+    # runs a Python thread per element in most kernels
     reader = ({"on": True, "window": 8, "dim": 64, "ctx_bits": 14, "hidden": [512, 256], "batch": 4096}
-              if big else {"on": True, "window": 1, "dim": 16, "ctx_bits": 6, "hidden": [64], "batch": 64,
+              if big else {"on": True, "window": 1, "dim": 8, "ctx_bits": 6, "hidden": [64], "batch": 64,
                            "contexts": [[0, 2], [0, 1], [1, 1], [3, 2]]})
     if scan:  # a 64-unit scan; 16 lanes of consecutive positions on the CPU and the GPU alike
         reader = {**reader, "scan": 64 if not big else 256, "scan_chunk": 4 if not big else 64, "scan_layers": layers}

@@ -211,6 +211,8 @@ def test_reader_config_checks_and_gpu_shapes():
         ReaderSchedule(max_epochs=0).validate(scan=False)
     with pytest.raises(ValueError, match="order stream"):
         ReaderSchedule(order="random").validate(scan=True)
+    with pytest.raises(ValueError, match="mix_fit_steps"):
+        ReaderSchedule(mix_fit_steps=0).validate(scan=False)
     gpu = ReaderConfig.for_device("cuda", match_inputs=6, match_states=37)
     assert gpu.gpu_shapes_ok() and gpu.width == (8 + 8 + 6 + 1) * 64
     with pytest.raises(ValueError, match="multiples of 64"):

@@ -21,8 +21,10 @@ CFG = ModelConfig(orders=[0, 1, 2, 3, 4, 6], words=2, sparse=[0b10], table_bits=
 
 
 def small_tc(**kw):
+    # 200 steps of the memory-reader mix, not 1500: the held-out bytes here are a few KB (measured:
+    # mixed 0.312 against 0.307 bpb, about a minute less per run with a reader)
     base = dict(device="cpu", bytes=60_000, batch=256, count_chunk=2048, lr=0.01, log_seconds=1e9,
-                val_seconds=1e9, checkpoint_minutes=0)
+                val_seconds=1e9, checkpoint_minutes=0, reader={"mix_fit_steps": 200})
     base.update(kw)
     return TrainConfig(**base)
 
