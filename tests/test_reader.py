@@ -219,3 +219,18 @@ def test_reader_config_checks_and_gpu_shapes():
         Reader(ReaderConfig.for_device("cpu"), "cuda")
     cfg = ModelConfig.from_dict({**MEM, "reader": {"on": False}})
     assert cfg.reader_config("cpu") is None and Model(cfg, "cpu").reader is None
+
+
+def test_gpu_width_grows_with_the_budget_in_tensor_core_shapes():
+    """A longer GPU budget never gets a narrower reader, every default width fits the product tile
+    (multiples of 64), and the memory's phases keep the GPU's tensor cores idle for at most 10% of
+    a budget (the CPU, whose counting is slow, keeps 30%)."""
+    from cheaplm.reader import ReaderConfig
+    from cheaplm.schedule import ReaderSchedule
+
+    widths = [ReaderConfig.for_device("cuda", m).hidden for m in (0.5, 1, 1.5, 2, 3, 4, 5, 8, 10, 30)]
+    assert all(a[0] <= b[0] and a[1] <= b[1] for a, b in zip(widths, widths[1:]))
+    assert all(h % 64 == 0 for w in widths for h in w) and widths[-1] != widths[0]
+    assert ReaderConfig.for_device("cuda", 5).gpu_shapes_ok()
+    assert ReaderSchedule.for_device("cuda", 5).memory_share <= 0.1
+    assert ReaderSchedule.for_device("cpu", 5).memory_share == 0.3
