@@ -28,8 +28,26 @@ from .memory import ROW_BYTES, Memory, mixer_blocks
 from .options import check_keys
 from .schedule import split_reader_options
 # the defaults that differ by device, over ModelConfig's own (the CPU's): a GPU's memory holds the
-# 16x larger tables of table_bits 24 (31 GB at the default contexts)
+# 16x larger tables of table_bits 24 (31 GB at the default contexts). A new run's tables are these
+# at most: smaller when its text is (sized_for)
 DEVICE_DEFAULTS = {"cpu": {}, "cuda": {"table_bits": 24}}
+# A new run sizes its count tables and the reader's hashed rows by its training text (issue 24 item 6:
+# 2.75 MB of text wrote a 621 MiB run directory): at least one table row per TEXT_PER_ROW bytes and
+# one reader row per TEXT_PER_READER_ROW bytes, powers of two, under the device's defaults and over a
+# floor. These are the densities of the GPU default on wikibench (154.9 MB of text in 2^24 table rows
+# and 2^20 reader rows per context: one per 9.2 and per 148 bytes), which they keep; 2.75 MB gets
+# 2^18 and 2^14 (bench/RESULTS.md, "Small text, small run")
+TEXT_PER_ROW = 16
+TEXT_PER_READER_ROW = 256
+MIN_TABLE_BITS = 16  # 2^16 rows hold the 26 KB sample's ~2 rows per byte per context with few collisions
+MIN_READER_BITS = 12
+
+
+def sized_bits(text_bytes: int, bytes_per_row: int, least: int, most: int) -> int:
+    """log2 of the rows that give `text_bytes` of text at least one row per `bytes_per_row` bytes,
+    within least..most (most wins)."""
+    need = math.ceil(math.log2(text_bytes / bytes_per_row)) if text_bytes > bytes_per_row else 0
+    return min(most, max(least, need))
 
 
 def option(default, absent=None, *, since_first: bool = False):
@@ -49,7 +67,10 @@ class ModelConfig:
     words: int = 3  # word contexts: partial word, + previous word, + the two previous words
     sparse: list = field(default_factory=lambda: [0b10, 0b1100])  # byte-offset masks
     skips: list = option([2, 3, 4, 5], absent=[])  # skip-word contexts: partial word + the word n back
-    table_bits: int = 20  # rows per context table (at most; low orders need fewer)
+    # log2 rows per context table (at most; low orders need fewer). 20 (the CPU's full size) is what
+    # ModelConfig() and for_device give; None: sized to the training text (sized_for), which a new run
+    # from the command line gets unless it is given (train.run_configs) and stores as a number
+    table_bits: int | None = 20
     match_minlens: list = field(default_factory=lambda: [24, 12, 8, 5, 3, 2])  # longest first
     match_bits: int = 22
     match_cap: int = option(64, absent=32)  # verify a match at most this many bytes back (a multiple of 16, >= 32)
@@ -86,6 +107,9 @@ class ModelConfig:
                          self.match_each)
 
     def rows_bits(self) -> list[int]:
+        if self.table_bits is None:
+            raise ValueError("table_bits None (sized to the training text) is chosen by ModelConfig.sized_for "
+                             "before a model is built")
         out = []
         for kind, param in self.contexts():
             if kind == ORDER:
@@ -117,9 +141,25 @@ class ModelConfig:
         """The config of a new run on `device`: that device's defaults (DEVICE_DEFAULTS), `opts` over them."""
         return cls.from_dict({**DEVICE_DEFAULTS.get(device, {}), **(opts or {})})
 
+    def sized_for(self, text_bytes: int, device: str) -> "ModelConfig":
+        """This config with the sizes it leaves open chosen for text_bytes of training text on
+        `device`, as a new run stores them: table_bits None gets a row per TEXT_PER_ROW bytes, a
+        reader without ctx_bits a hashed row per TEXT_PER_READER_ROW bytes, each at most the
+        device's default and at least a floor. Sizes given (--table-bits, a --config) are kept."""
+        from .reader import ReaderConfig
+
+        out = json.loads(self.to_json())
+        if self.table_bits is None:
+            most = self.for_device(device).table_bits
+            out["table_bits"] = sized_bits(text_bytes, TEXT_PER_ROW, MIN_TABLE_BITS, most)
+        if self.reader.get("on", True) and "ctx_bits" not in self.reader:
+            most = ReaderConfig.for_device(device).ctx_bits
+            out["reader"]["ctx_bits"] = sized_bits(text_bytes, TEXT_PER_READER_ROW, MIN_READER_BITS, most)
+        return ModelConfig.from_dict(out)
+
     def validate(self) -> None:
-        if not (4 <= self.table_bits <= 30):
-            raise ValueError(f"table_bits must be in 4..30, not {self.table_bits}")
+        if self.table_bits is not None and not (4 <= self.table_bits <= 30):
+            raise ValueError(f"table_bits must be in 4..30 (or null: sized to the text), not {self.table_bits}")
         if any(not (0 <= k <= 64) for k in self.orders):
             raise ValueError("orders must be in 0..64")
         if not (0 <= self.words <= 4):

@@ -127,9 +127,11 @@ def run_configs(file: dict | None = None, model_flags: dict | None = None, train
                 resume: bool = False) -> tuple[ModelConfig | None, TrainConfig]:
     """The one merge of a training run's options: the command line's flags (only those given) over a
     --config file's 'model' and 'train' objects (options.read_config) over the library's defaults,
-    the model's for the device the run will use (ModelConfig.for_device). Returns the model config
-    (None on resume when no model option is given: the run's own is used; given ones must match it)
-    and the training config with its device picked. Unknown keys and bad values: ValueError."""
+    the model's for the device the run will use (ModelConfig.for_device), except the sizes that follow
+    the training text: table_bits, when not given, is None (the Trainer sizes it, ModelConfig.sized_for,
+    as the reader's hashed rows). Returns the model config (None on resume when no model option is
+    given: the run's own is used; given ones must match it) and the training config with its device
+    picked. Unknown keys and bad values: ValueError."""
     file = file or {}
     tc = TrainConfig.from_dict({**file.get("train", {}), **(train_flags or {})})
     try:
@@ -144,7 +146,7 @@ def run_configs(file: dict | None = None, model_flags: dict | None = None, train
         ReaderSchedule.for_device(tc.device, tc.minutes, tc.reader)  # unknown keys: one error now
     if resume and not model_opts:
         return None, tc
-    return ModelConfig.for_device(tc.device, model_opts), tc
+    return ModelConfig.for_device(tc.device, {"table_bits": None, **model_opts}), tc
 
 
 def with_resolved_reader(cfg: ModelConfig, device: str, minutes: float | None) -> ModelConfig:
@@ -339,17 +341,25 @@ class Trainer:
         saved_tc = TrainConfig(**self.state.train_config)
         # a run saved before the reader's schedule moved here kept it with the reader's options
         saved_tc.reader = {**split_reader_options(self.model.cfg.reader)[1], **saved_tc.reader}
-        # the run stored its reader options resolved; the given ones are compared resolved the same way
-        if (self.model_cfg is not None
-                and with_resolved_reader(self.model_cfg, device, saved_tc.minutes).to_json() != self.model.cfg.to_json()):
-            raise TrainError(f"{self.run_dir}: model options differ from the run's own; resume without model options")
         # the schedule is the one the run started with; how often to checkpoint and log is this invocation's
         self.tc = dataclasses.replace(saved_tc.resolved(device), checkpoint_minutes=self.tc.checkpoint_minutes,
                                       keep=self.tc.keep, log_seconds=self.tc.log_seconds)
         self.log(f"resuming {ckpt.name} at step {self.state.step} with the run's own budget and schedule "
                  f"(minutes {self.tc.minutes}, bytes {self.tc.bytes})")
-        self.model_cfg = self.model.cfg
         return history
+
+    def check_resumed_options(self, device: str) -> None:
+        """Model options given on resume must be the run's own, resolved as a new run resolves them
+        (sized to the same training text, the reader's options for the run's budget)."""
+        if (self.model_cfg is not None
+                and self.new_config(self.model_cfg, device).to_json() != self.model.cfg.to_json()):
+            raise TrainError(f"{self.run_dir}: model options differ from the run's own; resume without model options")
+        self.model_cfg = self.model.cfg
+
+    def new_config(self, cfg: ModelConfig, device: str) -> ModelConfig:
+        """The config a new run stores: sized to its training text (ModelConfig.sized_for), the
+        reader's options resolved for the device and budget."""
+        return with_resolved_reader(cfg.sized_for(self.n, device), device, self.tc.minutes)
 
     def load_data(self) -> None:
         try:
@@ -379,14 +389,17 @@ class Trainer:
                              f"lower --table-bits (each step down halves the {est['tables'] / 2**30:.1f} GiB of tables) "
                              "or --bytes")
 
-    def new_run(self, manifest: dict, device: str) -> None:
+    def resolve_new_config(self, device: str) -> None:
+        """A new run's model config, resolved before its memory is estimated: sizes for its text,
+        the reader's options stored resolved (the run loads the same reader on any device)."""
         # schedule keys given among the reader's options (as runs before schedule.py held them) are the run's
         own, sched = split_reader_options(self.model_cfg.reader)
         if sched:
             self.model_cfg = dataclasses.replace(self.model_cfg, reader=own)
             self.tc.reader = {**sched, **self.tc.reader}
-        # store the resolved options: the run loads the same reader on any device
-        self.model_cfg = with_resolved_reader(self.model_cfg, device, self.tc.minutes)
+        self.model_cfg = self.new_config(self.model_cfg, device)
+
+    def new_run(self, manifest: dict, device: str) -> None:
         self.model = Model(self.model_cfg, device=device)
         self.state = RunState(data=data_fingerprint(manifest), updates=0)
         self.resolve_schedule()
@@ -775,8 +788,12 @@ class Trainer:
         elif (self.run_dir / "latest").exists():
             raise TrainError(f"{self.run_dir}: already holds a run; pass --resume to continue it, or choose another --out")
         else:
-            self.model_cfg = self.model_cfg or ModelConfig()
+            self.model_cfg = self.model_cfg or ModelConfig(table_bits=None)
         self.load_data()
+        if self.resume:
+            self.check_resumed_options(device)
+        else:
+            self.resolve_new_config(device)
         self.check_memory(device)
         if not self.resume:
             self.new_run(manifest, device)

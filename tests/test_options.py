@@ -57,7 +57,8 @@ def test_file_values_are_used_and_flags_win_over_them():
     assert (model.table_bits, model.words) == (14, 1)
     assert model.orders == ModelConfig().orders and tc.batch == TrainConfig().batch  # defaults where neither
     model, tc = run_configs(None, train_flags={"device": "cpu"})
-    assert model == ModelConfig.for_device("cpu") and tc == TrainConfig(device="cpu")
+    # the tables' size is left to the training text (ModelConfig.sized_for, in the Trainer)
+    assert model == ModelConfig.for_device("cpu", {"table_bits": None}) and tc == TrainConfig(device="cpu")
     # on resume the run's own model config is used unless model options are given
     assert run_configs({"train": {"device": "cpu"}}, resume=True)[0] is None
     assert run_configs({"model": {"words": 2}, "train": {"device": "cpu"}}, resume=True)[0].words == 2
@@ -67,9 +68,86 @@ def test_the_device_defaults_come_under_the_file_and_the_flags(monkeypatch):
     import cheaplm.train as train_mod
 
     monkeypatch.setattr(train_mod, "pick_device", lambda name: "cuda")  # no GPU needed to resolve options
-    assert run_configs(None)[0].table_bits == 24
+    assert run_configs(None)[0].table_bits is None  # sized to the text, at most the device's 24:
+    assert run_configs(None)[0].sized_for(10**9, "cuda").table_bits == 24
     assert run_configs({"model": {"table_bits": 18}})[0].table_bits == 18
     assert run_configs({"model": {"table_bits": 18}}, model_flags={"table_bits": 16})[0].table_bits == 16
+
+
+# --- a new run's sizes follow its training text (issue 24 item 6: 2.75 MB of text wrote a 621 MiB run)
+
+
+def test_the_tables_and_the_reader_rows_follow_the_training_text():
+    from cheaplm.model import MIN_READER_BITS, MIN_TABLE_BITS
+    from cheaplm.reader import ReaderConfig
+
+    open_ = ModelConfig(table_bits=None)
+    for device in ("cpu", "cuda"):
+        full = (ModelConfig.for_device(device).table_bits, ReaderConfig.for_device(device).ctx_bits)
+        texts = (0, 26_000, 2_750_701, 154_850_983, 2**31)  # nothing, the sample, the 2.75 MB dump, wikibench
+        sizes = [(c.table_bits, c.reader["ctx_bits"]) for c in (open_.sized_for(n, device) for n in texts)]
+        assert sizes[3] == sizes[4] == full  # wikibench's train split (154,850,983 bytes): today's defaults, unchanged
+        assert sizes[2] == (18, 14) < full  # the small dump: 1/4 (CPU) or 1/64 (GPU) of the rows
+        assert sizes[0] == sizes[1] == (MIN_TABLE_BITS, MIN_READER_BITS)  # the floor
+        assert sizes == sorted(sizes)  # more text never gets smaller tables
+    assert full == (24, 20)
+    for n in (10**6, 3 * 10**6, 10**7):  # below the caps: a row per 16 text bytes, a reader row per 256
+        c = open_.sized_for(n, "cuda")
+        assert 2 ** c.table_bits >= n / 16 > 2 ** (c.table_bits - 1)
+        assert 2 ** c.reader["ctx_bits"] >= n / 256 > 2 ** (c.reader["ctx_bits"] - 1)
+    assert open_.sized_for(n, "cpu").table_bits == 20  # the CPU's 20 caps 10 MB's 20
+    # a reader turned off gets no rows; a model can only be built from a sized config
+    assert "ctx_bits" not in ModelConfig(table_bits=None, reader={"on": False}).sized_for(10**6, "cpu").reader
+    with pytest.raises(ValueError, match="sized_for"):
+        open_.table_rows()
+
+
+def test_given_sizes_win_over_the_text():
+    sized = lambda m: m.sized_for(2_750_701, "cpu")  # noqa: E731
+    flag, _ = run_configs(None, model_flags={"table_bits": 20}, train_flags={"device": "cpu"})
+    assert (sized(flag).table_bits, sized(flag).reader["ctx_bits"]) == (20, 14)  # --table-bits 20
+    file, _ = run_configs({"model": {"table_bits": 19, "reader": {"ctx_bits": 16}}}, train_flags={"device": "cpu"})
+    assert (sized(file).table_bits, sized(file).reader["ctx_bits"]) == (19, 16)  # a --config file's
+    both, _ = run_configs({"model": {"table_bits": 19}}, model_flags={"table_bits": 17}, train_flags={"device": "cpu"})
+    assert sized(both).table_bits == 17
+
+
+# TINY with its sizes left to the text: table_bits null (as a --config may say) and a reader small
+# enough for the tests without ctx_bits
+OPEN_SIZES = {**TINY, "table_bits": None,
+              "reader": {"on": True, "window": 2, "dim": 4, "hidden": [8], "batch": 64, "scan": 0}}
+
+
+def test_a_new_run_stores_the_sizes_for_its_text_and_reloads_with_them(data_dir, tmp_path):
+    from cheaplm.checkpoint import load_model
+    from cheaplm.model import MIN_READER_BITS, MIN_TABLE_BITS, Model
+    from cheaplm.train import TrainError, train
+
+    cfg = write_config(tmp_path / "cfg.json", {"model": OPEN_SIZES, "train": {"batch": 256, "count_chunk": 2048}})
+    written = {}
+    for name, flags in (("sized", []), ("given", ["--table-bits", "17"])):
+        run = tmp_path / name
+        result = CliRunner().invoke(main, ["train", str(data_dir), "--out", str(run), "--bytes", "20K", "--device",
+                                           "cpu", "--config", str(cfg), *flags])
+        assert result.exit_code == 0, result.output
+        written[name] = w = json.loads((run / "config.json").read_text())["model"]
+        assert f"table_bits {w['table_bits']}," in result.output  # the log says the size chosen
+        model, _, _ = load_model(run, "cpu")  # the checkpoint loads with the sizes it was saved with
+        assert (model.cfg.table_bits, model.reader.cfg.ctx_bits) == (w["table_bits"], w["reader"]["ctx_bits"])
+        assert model.memory.tables.shape[0] == model.cfg.table_rows()
+    assert (written["sized"]["table_bits"], written["sized"]["reader"]["ctx_bits"]) == (MIN_TABLE_BITS, MIN_READER_BITS)
+    assert (written["given"]["table_bits"], written["given"]["reader"]["ctx_bits"]) == (17, MIN_READER_BITS)
+    # loading never sizes: a saved reader without ctx_bits (stored before runs resolved it) gets the
+    # device's default, as it did when it was saved
+    assert Model(ModelConfig.from_dict({**TINY, "reader": OPEN_SIZES["reader"]})).reader.cfg.ctx_bits == 16
+    # resume: the run's own options, left open, are resolved for the same text and accepted; others refused
+    run = tmp_path / "resumed"
+    train(data_dir, run, ModelConfig.from_dict(OPEN_SIZES), tiny_tc(), log=lambda *a: None, stop_after_steps=3)
+    with pytest.raises(TrainError, match="model options differ"):
+        train(data_dir, run, ModelConfig.from_dict({**OPEN_SIZES, "table_bits": 17}), tiny_tc(), resume=True,
+              log=lambda *a: None)
+    done = train(data_dir, run, ModelConfig.from_dict(OPEN_SIZES), tiny_tc(), resume=True, log=lambda *a: None)
+    assert done["stopped"] is None and load_model(run, "cpu")[0].cfg.table_bits == MIN_TABLE_BITS
 
 
 @pytest.mark.parametrize("cfg, needle", [
