@@ -135,6 +135,24 @@ def test_range_probs_score_every_byte_once_as_one_lane_would():
     assert np.allclose(short[:5], got[:5], atol=1e-5)  # lane 0 starts at the range's start
 
 
+@pytest.mark.parametrize("opts", [{}, {"scan_layers": 2}, {"scan": 0}])
+def test_host_sweep_reads_as_the_lanes_do(opts):
+    """reader_eval.py's forward-only sweep (each position's own layers once, the scan per piece)
+    gives the probabilities of training's forward in lanes, whatever its window and warm-up."""
+    from cheaplm.reader_eval import range_probs_host
+
+    m = small_model(dict(SCAN, **opts), seed=3)
+    m.reader.params[-m.reader.cfg.scan * 3:] *= 0.2
+    data = text(4000, seed=9)
+    match = m.match.args(pointers(m, data), 0)
+    ranges = [(100, 1400), (1900, 1960), (2100, 3900)]
+    for warm in (4, 10_000):
+        want = m.reader.range_probs_lanes(data, ranges, match, warm)
+        assert np.allclose(m.reader.range_probs(data, ranges, match, warm), want, atol=2e-6)
+        for window in (1, 7, 100_000):
+            assert np.allclose(range_probs_host(m.reader, data, ranges, match, warm, window), want, atol=2e-6)
+
+
 def test_schedules_cover_each_byte_once():
     ranges = [(5, 50), (60, 61), (100, 173)]
     sched = RangeSchedule(ranges, lanes=7, chunk=4, warm=3)
