@@ -54,7 +54,7 @@ def range_pieces(text: VirtualText, lanes: int, warm: int) -> list[tuple[int, in
 
 class PieceSweep:
     """The pieces of range_pieces read in one sweep along the virtual text, a window of `window`
-    positions at a time (the host's forward-only reading, reader_eval.py). In a window every
+    positions at a time (the host's forward-only reading, reader_host.py). In a window every
     position is read once by the layers that see only its own bytes, and once per piece that
     covers it by the scan; windows() yields, per window [v0, v1):
     - rows: window-local position of each scan row, the rows of one piece consecutive and in order;

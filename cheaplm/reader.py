@@ -50,7 +50,7 @@ from .kernels import adam, reader_ops
 from .kernels.match import SPEC_LEN
 from .reader_backend import Operand, ops_for
 from .lanes import RangeSchedule
-from .reader_eval import range_probs_host
+from .reader_host import range_probs_host
 from .kernels.hashing import ORDER, SKIP, WORD
 from .options import check_keys
 
@@ -420,7 +420,7 @@ class Reader:
         """(bytes in ranges, 8) host array: the reader's p(bit j = 1 | the byte's bits before j) for
         the true bytes of data[a:b] for each (a, b) in ranges, end to end. With a scan, each range is
         read in pieces (lanes.range_pieces: a piece's state starts at zero up to `warm` bytes before
-        the bytes it scores, never before its range's start); on the host by reader_eval.py's
+        the bytes it scores, never before its range's start); on the host by reader_host.py's
         forward-only sweep, on a GPU in training's lanes (range_probs_lanes): the same numbers."""
         if not self.dev.gpu:
             return range_probs_host(self, data, ranges, match, warm)
