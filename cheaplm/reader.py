@@ -461,8 +461,9 @@ class Reader:
         return out
 
     def next_byte_probs(self, data, pos, match=None, state=None) -> np.ndarray:
-        """P(byte at pos[0] = y) over y (float64), for generation on the CPU (one position); with a
-        scan, `state` (new_state(1)) must have read every position before pos[0] and is moved on."""
+        """P(byte at pos[0] = y) over y (float64) by training's forward (one position); with a scan,
+        `state` (new_state(1)) must have read every position before pos[0] and is moved on. The
+        reference that generation's serial step (reader_host.HostReader.next_probs) is tested against."""
         ws = self.forward(data, pos, match, state=state)
         z = ws["pre"][-1][0].astype(np.float64)  # the logits, the copy path added
         z = np.exp(z - z.max())
