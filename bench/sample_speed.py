@@ -1,12 +1,14 @@
 """Generation speed: bytes/s on one core, and time to the first byte (warm and cold kernel cache).
 
-    python bench/sample_speed.py RUN_DIR [--bytes 20000]
+    python bench/sample_speed.py RUN_DIR [--bytes 20000] [--whole 50000]
 
 Runs `cheaplm sample` pinned to one core (taskset -c 0) as a user would: the first-byte time is
 measured from process start to the first generated text on stdout (its first word: a reply streams
 whole words until its first sentence end, see sample.generate), once with the kernel cache as
 it is (warm) and once with an empty NUMBA_CACHE_DIR (cold: every kernel compiles). Throughput is
-timed over a long generation, excluding start-up.
+timed over a long generation, excluding start-up. With --whole N: one whole `cheaplm sample
+--max-bytes N` process on all cores, start-up included (wall seconds, and the process's CPU
+seconds, which a shared machine's load does not inflate as much), N / seconds.
 """
 
 from __future__ import annotations
@@ -56,11 +58,29 @@ def throughput(run_dir: str, n: int, env: dict) -> float:
     return float(out.stdout.strip().splitlines()[-1])
 
 
+def whole_process(run_dir: str, n: int) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) of `cheaplm sample --max-bytes n` as a new process."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "cheaplm.cli", "sample", run_dir, "--prompt", PROMPT,
+                             "--max-bytes", str(n), "--seed", "1"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    if status:
+        raise SystemExit(f"cheaplm sample failed ({status})")
+    return wall, usage.ru_utime + usage.ru_stime
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("run_dir")
     ap.add_argument("--bytes", type=int, default=20000)
+    ap.add_argument("--whole", type=int, default=0, help="also time a whole process generating this many bytes")
     args = ap.parse_args()
+    if args.whole:
+        wall, cpu = whole_process(args.run_dir, args.whole)
+        print(f"whole process, {args.whole:,} bytes, all cores: {wall:.1f} s wall ({args.whole / wall:,.0f} bytes/s), "
+              f"{cpu:.1f} s CPU ({args.whole / cpu:,.0f} bytes per CPU second)")
     env = dict(os.environ, NUMBA_NUM_THREADS="1")
     rate = throughput(args.run_dir, args.bytes, env)
     warm = min(first_byte_seconds(args.run_dir, env) for _ in range(3))

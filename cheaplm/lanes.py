@@ -37,6 +37,53 @@ def stream_positions(ranges, lanes: int, step: int, chunk: int = 1) -> np.ndarra
     return text.to_data((at % text.total).ravel())
 
 
+def range_pieces(text: VirtualText, lanes: int, warm: int) -> list[tuple[int, int, int]]:
+    """The pieces a range is scored in, (virtual begin of reading, lo of scoring, hi), in text order:
+    each range cut into pieces of at most ceil(total / lanes) bytes, each read from a zero state
+    `warm` bytes before its lo (never before its range's start). A scored byte's probabilities
+    depend only on its piece, however the pieces are then laid out (RangeSchedule's lanes on a
+    GPU, PieceSweep on the host)."""
+    seg = max(1, -(-text.total // lanes))
+    pieces = []
+    for k in range(len(text.sizes)):
+        r_lo = int(text.ends[k] - text.sizes[k])
+        for lo in range(r_lo, int(text.ends[k]), seg):
+            pieces.append((max(r_lo, lo - warm), lo, min(lo + seg, int(text.ends[k]))))
+    return pieces
+
+
+class PieceSweep:
+    """The pieces of range_pieces read in one sweep along the virtual text, a window of `window`
+    positions at a time (the host's forward-only reading, reader_host.py). In a window every
+    position is read once by the layers that see only its own bytes, and once per piece that
+    covers it by the scan; windows() yields, per window [v0, v1):
+    - rows: window-local position of each scan row, the rows of one piece consecutive and in order;
+    - seg_lo, seg_hi, seg_piece: each piece's rows in this window and its index (state slot);
+    - scored: for each window position, the scan row of the piece that scores it."""
+
+    def __init__(self, ranges, lanes: int, warm: int, window: int):
+        self.text = VirtualText(ranges)
+        p = np.array(range_pieces(self.text, lanes, warm), dtype=np.int64).reshape(-1, 3)
+        self.begin, self.lo, self.hi = p[:, 0], p[:, 1], p[:, 2]
+        self.n_pieces = len(p)
+        self.window = max(1, window)
+
+    def windows(self):
+        for v0 in range(0, self.text.total, self.window):
+            v1 = min(v0 + self.window, self.text.total)
+            live = np.flatnonzero((self.begin < v1) & (self.hi > v0))
+            a = np.maximum(self.begin[live], v0)
+            b = np.minimum(self.hi[live], v1)
+            seg_hi = np.cumsum(b - a)
+            seg_lo = seg_hi - (b - a)
+            rows = np.repeat(a - v0 - seg_lo, b - a) + np.arange(int(seg_hi[-1]), dtype=np.int64)
+            scored = np.empty(v1 - v0, np.int64)
+            s_lo = np.maximum(self.lo[live], a)
+            for k in range(len(live)):  # the scored part of each piece's rows, by window position
+                scored[s_lo[k] - v0: b[k] - v0] = seg_lo[k] + (s_lo[k] - a[k]) + np.arange(b[k] - s_lo[k])
+            yield v0, v1, rows, seg_lo, seg_hi, live, scored
+
+
 class RangeSchedule:
     """Scores every byte of `ranges` exactly once in lanes of consecutive positions.
 
@@ -49,13 +96,7 @@ class RangeSchedule:
     def __init__(self, ranges, lanes: int, chunk: int, warm: int):
         self.text = VirtualText(ranges)
         self.lanes, self.chunk = lanes, chunk
-        seg = max(1, -(-self.text.total // lanes))
-        pieces = []  # (virtual begin of reading, virtual lo of scoring, hi)
-        for k in range(len(self.text.sizes)):
-            r_lo = int(self.text.ends[k] - self.text.sizes[k])
-            for lo in range(r_lo, int(self.text.ends[k]), seg):
-                pieces.append((max(r_lo, lo - warm), lo, min(lo + seg, int(self.text.ends[k]))))
-        pieces.sort(key=lambda p: p[0] - p[2])  # longest (hi - begin) first
+        pieces = sorted(range_pieces(self.text, lanes, warm), key=lambda p: p[0] - p[2])  # longest first
         load = np.zeros(lanes, np.int64)
         self.plan = [[] for _ in range(lanes)]
         for begin, lo, hi in pieces:

@@ -50,6 +50,7 @@ from .kernels import adam, reader_ops
 from .kernels.match import SPEC_LEN
 from .reader_backend import Operand, ops_for
 from .lanes import RangeSchedule
+from .reader_host import range_probs_host
 from .kernels.hashing import ORDER, SKIP, WORD
 from .options import check_keys
 
@@ -427,9 +428,17 @@ class Reader:
 
     def range_probs(self, data, ranges, match=None, warm: int = SCAN_WARM) -> np.ndarray:
         """(bytes in ranges, 8) host array: the reader's p(bit j = 1 | the byte's bits before j) for
-        the true bytes of data[a:b] for each (a, b) in ranges, end to end. With a scan, in lanes of
-        consecutive bytes (lanes.RangeSchedule: each lane's state starts at zero up to `warm` bytes
-        before its segment, never before its range's start)."""
+        the true bytes of data[a:b] for each (a, b) in ranges, end to end. With a scan, each range is
+        read in pieces (lanes.range_pieces: a piece's state starts at zero up to `warm` bytes before
+        the bytes it scores, never before its range's start); on the host by reader_host.py's
+        forward-only sweep, on a GPU in training's lanes (range_probs_lanes): the same numbers."""
+        if not self.dev.gpu:
+            return range_probs_host(self, data, ranges, match, warm)
+        return self.range_probs_lanes(data, ranges, match, warm)
+
+    def range_probs_lanes(self, data, ranges, match=None, warm: int = SCAN_WARM) -> np.ndarray:
+        """range_probs by training's forward: the pieces dealt to lanes of consecutive bytes
+        (lanes.RangeSchedule), a batch of the reader's size at a time."""
         if not self.cfg.scan:
             return self.bit_probs(data, np.concatenate([np.arange(a, b, dtype=np.int64) for a, b in ranges]), match)
         sched = RangeSchedule(ranges, self.cfg.lanes, self.cfg.scan_chunk, warm)
@@ -462,8 +471,9 @@ class Reader:
         return out
 
     def next_byte_probs(self, data, pos, match=None, state=None) -> np.ndarray:
-        """P(byte at pos[0] = y) over y (float64), for generation on the CPU (one position); with a
-        scan, `state` (new_state(1)) must have read every position before pos[0] and is moved on."""
+        """P(byte at pos[0] = y) over y (float64) by training's forward (one position); with a scan,
+        `state` (new_state(1)) must have read every position before pos[0] and is moved on. The
+        reference that generation's serial step (reader_host.HostReader.next_probs) is tested against."""
         ws = self.forward(data, pos, match, state=state)
         z = ws["pre"][-1][0].astype(np.float64)  # the logits, the copy path added
         z = np.exp(z - z.max())

@@ -21,6 +21,7 @@ import numpy as np
 from . import hostmem
 from .match import drop_pointers_from
 from .reader import mixed_distribution
+from .reader_host import HostReader
 from .utf8 import utf8_after
 
 END_OF_ARTICLE = 0
@@ -61,10 +62,10 @@ class Stream:
         self.copy_before = None  # with a position: match pointers at or after it are dropped
         self._scratch = model.memory.new_node_scratch()
         self._node_p1 = np.zeros(256, np.float64)
-        self._pos1 = np.zeros(1, np.int64)
         # the reader's scan state: it has read the positions before t (zero at the generator's start,
         # as evaluation starts a run); _rnext caches position t's reading: (t, probabilities, state after)
         self._rstate = model.reader.new_state(1) if model.reader is not None else None
+        self._host = HostReader(model.reader) if model.reader is not None else None  # forward-only, serial per byte
         self._rnext = None
         self.pending = b""  # bytes of an incomplete UTF-8 character at the end of the stream
 
@@ -102,10 +103,8 @@ class Stream:
     def _reader_probs(self) -> np.ndarray:
         self._ensure_prev()
         if self._rnext is None or self._rnext[0] != self.t:
-            m = self.model
-            self._pos1[0] = self.t
             state = None if self._rstate is None else self._rstate.copy()
-            pr = m.reader.next_byte_probs(self.buf, self._pos1, self.match.args(self.prev_t, self.t), state)
+            pr = self._host.next_probs(self.buf, self.t, self.match.args(self.prev_t, self.t), state)
             self._rnext = (self.t, pr, state)
         return self._rnext[1]
 
@@ -132,7 +131,6 @@ class Stream:
             for b in data:
                 self.push(b)
             return
-        m = self.model
         n, t0 = len(data), self.t
         self._grow(n + 1)
         self.buf[t0: t0 + n] = np.frombuffer(data, dtype=np.uint8)
@@ -144,9 +142,9 @@ class Stream:
         self.match.index(self.buf, first, t0 + n, prev, t0, last_pos=self.last_pos)
         if self.copy_before is not None:
             drop_pointers_from(prev, self.copy_before)
-        if self._rstate is not None:
+        if self._rstate is not None:  # the scan's state after the fed bytes: nothing after the scan is read
             state = self._rstate.copy()
-            m.reader.forward(self.buf, np.arange(t0, t0 + n, dtype=np.int64), self.match.args(prev, t0), state=state)
+            self._host.advance(self.buf, t0, t0 + n, self.match.args(prev, t0), state)
             self._rstate = state
         self.t = t0 + n
         self._prev_ready = False

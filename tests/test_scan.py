@@ -135,6 +135,24 @@ def test_range_probs_score_every_byte_once_as_one_lane_would():
     assert np.allclose(short[:5], got[:5], atol=1e-5)  # lane 0 starts at the range's start
 
 
+@pytest.mark.parametrize("opts", [{}, {"scan_layers": 2}, {"scan": 0}])
+def test_host_sweep_reads_as_the_lanes_do(opts):
+    """reader_host.py's forward-only sweep (each position's own layers once, the scan per piece)
+    gives the probabilities of training's forward in lanes, whatever its window and warm-up."""
+    from cheaplm.reader_host import range_probs_host
+
+    m = small_model(dict(SCAN, **opts), seed=3)
+    m.reader.params[-m.reader.cfg.scan * 3:] *= 0.2
+    data = text(4000, seed=9)
+    match = m.match.args(pointers(m, data), 0)
+    ranges = [(100, 1400), (1900, 1960), (2100, 3900)]
+    for warm in (4, 10_000):
+        want = m.reader.range_probs_lanes(data, ranges, match, warm)
+        assert np.allclose(m.reader.range_probs(data, ranges, match, warm), want, atol=2e-6)
+        for window in (1, 7, 100_000):
+            assert np.allclose(range_probs_host(m.reader, data, ranges, match, warm, window), want, atol=2e-6)
+
+
 def test_schedules_cover_each_byte_once():
     ranges = [(5, 50), (60, 61), (100, 173)]
     sched = RangeSchedule(ranges, lanes=7, chunk=4, warm=3)
@@ -148,3 +166,28 @@ def test_schedules_cover_each_byte_once():
     b = stream_positions([(0, 1000)], 4, 1, chunk=8).reshape(4, 8)
     assert (np.diff(a, axis=1) == 1).all() and (b[:, 0] == a[:, -1] + 1).all()
     assert math.isclose(a[1, 0] - a[0, 0], 250)
+
+
+@pytest.mark.parametrize("opts", [{}, {"scan_layers": 2}, {"scan": 0}, {"hidden": [12]}])
+def test_generation_step_and_batched_advance_read_as_training_forward(opts):
+    """Generation's serial one-position forward (reader_host.HostReader.next_probs) gives training's
+    forward's next-byte distribution and state; `advance` over a run of bytes (a fed prompt) leaves
+    the state that stepping through them one by one leaves."""
+    from cheaplm.reader_host import HostReader
+
+    m = small_model(dict(SCAN, **opts), seed=3)
+    r = m.reader
+    data = text(3000, seed=9)
+    match = m.match.args(pointers(m, data), 0)
+    host = HostReader(r)
+    by_forward, by_step = r.new_state(1), r.new_state(1)
+    for t in range(1000, 1060):
+        want = r.next_byte_probs(data, np.array([t], np.int64), match, by_forward)
+        got = host.next_probs(data, t, match, by_step)
+        assert np.allclose(got, want, rtol=1e-5, atol=1e-7) and math.isclose(got.sum(), 1.0, rel_tol=1e-9)
+    if r.cfg.scan:
+        assert np.allclose(by_step, by_forward, atol=1e-6)
+        for window in (7, 100_000):
+            fed = r.new_state(1)
+            host.advance(data, 1000, 1060, match, fed, window=window)
+            assert np.allclose(fed, by_step, atol=1e-6)

@@ -43,13 +43,21 @@ def sigmoid(x):
 
 
 @numba.njit(cache=True, inline="always")
+def scan_step(s, g, v, b):
+    """One position of a unit: (a, the new state) from the state before, the gate's and the input's
+    projections g and v and the unit's bias b. Every forward (training's lanes, the host's pieces)
+    steps through this, so all read the same numbers."""
+    a = sigmoid(g + b)
+    return a, a * s + (1.0 - a) * v
+
+
+@numba.njit(cache=True, inline="always")
 def scan_forward_unit(lane, d, proj, bias, state_in, state_out, gate, s_out, T):
     n_d = bias.shape[1]
     s = state_in[lane, d]
     for t in range(T):
         r = lane * T + t
-        a = sigmoid(proj[r, d] + bias[0, d])
-        s = a * s + (1.0 - a) * proj[r, n_d + d]
+        a, s = scan_step(s, proj[r, d], proj[r, n_d + d], bias[0, d])
         gate[r, d] = a
         s_out[r, d] = s
     state_out[lane, d] = s
@@ -88,6 +96,25 @@ def scan_backward_cpu(proj, gate, s_out, state_in, ds, dproj, dbias, T):
     for d in numba.prange(n_d):  # by unit, so that each dbias sum is one thread's, in lane order
         for lane in range(lanes):
             dbias[0, d] += scan_backward_unit(lane, d, proj, gate, s_out, state_in, ds, dproj, T)
+
+
+@numba.njit(cache=True, parallel=True)
+def scan_pieces_cpu(proj, prow, seg_lo, seg_hi, seg_state, bias, state, s_out):
+    """Forward only, for reading (no gate kept for a backward): segment k is rows seg_lo[k] ..
+    seg_hi[k] - 1 of s_out, consecutive positions of one piece whose state before them is
+    state[seg_state[k]] (moved on in place); row r reads the projections proj[prow[r]]. One thread
+    per (segment, unit)."""
+    n_d = bias.shape[1]
+    n_seg = seg_lo.shape[0]
+    for i in numba.prange(n_seg * n_d):
+        k = i // n_d
+        d = i - k * n_d
+        s = state[seg_state[k], d]
+        for r in range(seg_lo[k], seg_hi[k]):
+            p = prow[r]
+            a, s = scan_step(s, proj[p, d], proj[p, n_d + d], bias[0, d])
+            s_out[r, d] = s
+        state[seg_state[k], d] = s
 
 
 scan_forward_unit_k = for_kernels(scan_forward_unit)
