@@ -17,7 +17,8 @@ from conftest import REPO, SAMPLE_DUMP
 
 # Runs `cheaplm prepare` with a reader that stops after its first page until killed.
 DRIVER = """
-import sys, time
+import faulthandler, signal, sys, time
+faulthandler.register(signal.SIGUSR1, all_threads=True)  # a stuck run's stacks (finish(), below); workers inherit it
 from pathlib import Path
 import cheaplm.prepare as prep
 from cheaplm.cli import main
@@ -61,6 +62,20 @@ def run_until_reading(tmp_path, started):
     return proc
 
 
+def finish(proc, timeout=60):
+    """(returncode, stderr) of a driver told to stop; one that has not ended within `timeout` seconds
+    (a hang) fails the test with the stacks of every process in its group, then is killed."""
+    try:
+        _, err = proc.communicate(timeout=timeout)
+        return proc.returncode, err
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGUSR1)
+        time.sleep(2)
+        os.killpg(proc.pid, signal.SIGKILL)
+        _, err = proc.communicate()
+        pytest.fail(f"no exit within {timeout} s; the group's stacks:\n{err}")
+
+
 def left_behind(tmp_path):
     return sorted(p.name for p in tmp_path.iterdir() if p.name not in ("driver.py", "ready"))
 
@@ -68,8 +83,8 @@ def left_behind(tmp_path):
 def test_ctrl_c_reaches_the_workers_too_but_prints_no_traceback(tmp_path, started):
     proc = run_until_reading(tmp_path, started)
     os.killpg(proc.pid, signal.SIGINT)  # as a terminal does: the whole process group
-    _, err = proc.communicate(timeout=30)
-    assert proc.returncode == 130, err
+    code, err = finish(proc)
+    assert code == 130, err
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
     assert "Interrupted" in err
     assert left_behind(tmp_path) == []
@@ -79,8 +94,8 @@ def test_sigterm_removes_the_partial_output(tmp_path, started):
     proc = run_until_reading(tmp_path, started)
     assert any(name.startswith(".out.partial-") for name in left_behind(tmp_path))
     proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=30)
-    assert proc.returncode == 128 + signal.SIGTERM, err
+    code, err = finish(proc)
+    assert code == 128 + signal.SIGTERM, err
     assert "Traceback" not in err and "Interrupted" in err, err
     assert left_behind(tmp_path) == []
 
