@@ -19,6 +19,9 @@ from conftest import REPO, SAMPLE_DUMP
 DRIVER = """
 import faulthandler, signal, sys, time
 faulthandler.register(signal.SIGUSR1, all_threads=True)  # a stuck run's stacks (finish(), below); workers inherit it
+# Ctrl-C as at a terminal: a shell that runs the suite in the background hands its children SIGINT
+# ignored, and Python then keeps it ignored (the run would sleep through the test's Ctrl-C)
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from pathlib import Path
 import cheaplm.prepare as prep
 from cheaplm.cli import main
