@@ -109,7 +109,7 @@ class GpuOps(HostOps):
     def __init__(self, dev):
         super().__init__(dev)
         self._w16: dict = {}  # slot -> Operand: bf16 copies of parameter blocks, remade each step
-        self.marks = None  # int32 per table row: read by this batch (set by scatter, cleared by table_update)
+        self.marks = None  # int32 per table row, zero between steps (adam.adam_rows_step's work space)
 
     def operand(self, rows: int, cols: int, keep_float: bool = True) -> Operand:
         e = self.dev.empty
@@ -159,15 +159,12 @@ class GpuOps(HostOps):
     def scatter(self, d, rows, table_grad) -> None:
         grid, blk = launch_2d(d.shape[1], d.shape[0])
         reader_ops.scatter_kernel[grid, blk](d, rows, table_grad)
-        if self.marks is None or self.marks.shape[0] != table_grad.shape[0]:
-            self.marks = self.dev.put(np.zeros(table_grad.shape[0], np.int32))
-        adam.mark_rows(rows, self.marks)  # the table's Adam visits these rows only (adam.adam_rows_step)
 
     def table_update(self, table, grad, m, v, dim: int, rows, step: int, lr: float) -> bool:
-        """The table's lazy Adam over the rows the last scatter marked; False where no scatter has
-        run yet (the full lazy pass then does it)."""
-        if self.marks is None:
-            return False
+        """The table's lazy Adam over the rows the batch read (its only rows with a gradient)."""
+        n_rows = table.shape[0] // dim
+        if self.marks is None or self.marks.shape[0] != n_rows:
+            self.marks = self.dev.put(np.zeros(n_rows, np.int32))
         adam.adam_rows_step(rows, self.marks, dim, table, grad, m, v, step, lr)
         return True
 

@@ -121,7 +121,7 @@ def check(big: bool = False) -> bool:
     adam.adam_kernel[(997 + tpb - 1) // tpb, tpb](*d, 0.01, 0.9, 0.99, 1e-8, 0.5, 0.3, 1)
     lerr = max(np.max(np.abs(x - y.copy_to_host())) for x, y in zip(a, d))
     same = lerr < 1e-6 and np.array_equal(a[0][::3], p0[::3])
-    # the GPU table's form: only the rows a batch read (marked by the scatter), each once
+    # the GPU table's form: only the rows a batch read, each once
     dim, n_rows = 4, 40
     rows = rng.integers(0, n_rows, (6, 3)).astype(np.int64)  # repeats included
     gt = np.zeros(n_rows * dim, np.float32)
@@ -132,7 +132,6 @@ def check(big: bool = False) -> bool:
     vt = np.abs(vt)
     d = [cuda.to_device(x.copy()) for x in (pt, gt, mt, vt)]
     marks = cuda.to_device(np.zeros(n_rows, np.int32))
-    adam.mark_rows(cuda.to_device(rows), marks)
     adam.adam_rows_step(cuda.to_device(rows), marks, dim, *d, 1, 0.01, 0.9, 0.99, 1e-8)  # step 1
     a = [x.copy() for x in (pt, gt, mt, vt)]  # the host's full lazy pass, step 1's bias corrections
     adam.adam_cpu(*a, 0.01, 0.9, 0.99, 1e-8, 1.0 - 0.9, 1.0 - 0.99, 1)

@@ -6,9 +6,9 @@ Lazy Adam (the reader's embedding table): an element whose gradient is exactly 0
 position of the batch read) keeps its value and moments, so a large table costs one read of its
 gradient per step, not a full update, and rows unseen for a while do not drift on old momentum.
 On the GPU even that read was 15% of a reader step (537 M table parameters, H200): there the
-table's step visits only the rows the batch read (`adam_rows_step`): the scatter marks each row it
-adds to, and one thread per (position, slot) claims a marked row (an atomic exchange clears the mark,
-so each row is updated once) and runs the same element body over its elements. Elements and their
+table's step visits only the rows the batch read (`adam_rows_step`): one kernel marks each row the
+batch's positions read, and one thread per (position, slot) claims a marked row (an atomic exchange
+clears the mark, so each row is updated once) and runs the same element body over its elements. Elements and their
 arithmetic are those of the full lazy pass: a row outside the batch has a zero gradient, so the
 full pass would skip it too.
 """
@@ -60,7 +60,6 @@ def adam_step(params, grad, m, v, step: int, lr: float, beta1=0.9, beta2=0.99, e
         adam_cpu(params, grad, m, v, lr, beta1, beta2, eps, bc1, bc2, lazy)
 
 
-
 @cuda.jit
 def mark_rows_kernel(rows, marks):
     """marks[r] = 1 for every row r of rows (n_b, slots): the table rows this batch's gradient touched."""
@@ -81,16 +80,13 @@ def adam_rows_kernel(rows, marks, dim, params, grad, m, v, lr, beta1, beta2, eps
                 adam_element_k(e, params, grad, m, v, lr, beta1, beta2, eps, bc1, bc2, 1)
 
 
-def mark_rows(rows, marks) -> None:
-    """GPU: mark the table rows a batch read (before adam_rows_step)."""
-    mark_rows_kernel[launch(rows.shape[0] * rows.shape[1])](rows, marks)
-
-
 def adam_rows_step(rows, marks, dim: int, params, grad, m, v, step: int, lr: float, beta1=0.9, beta2=0.99,
                    eps=1e-8) -> None:
-    """GPU: adam_step(..., lazy=True) of a flat (R * dim) table, visiting only the rows marked by
-    mark_rows (the same elements change, by the same arithmetic); clears the marks."""
+    """GPU: adam_step(..., lazy=True) of a flat (R * dim) table, visiting only the rows listed in
+    rows (n_b, slots), each once (the same elements change, by the same arithmetic). marks: int32
+    per table row, all zero, and zero again on return."""
     bc1 = 1.0 - beta1**step
     bc2 = 1.0 - beta2**step
-    adam_rows_kernel[launch(rows.shape[0] * rows.shape[1])](rows, marks, dim, params, grad, m, v, lr, beta1, beta2,
-                                                            eps, bc1, bc2)
+    grid = launch(rows.shape[0] * rows.shape[1])
+    mark_rows_kernel[grid](rows, marks)
+    adam_rows_kernel[grid](rows, marks, dim, params, grad, m, v, lr, beta1, beta2, eps, bc1, bc2)
