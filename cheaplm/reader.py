@@ -137,17 +137,21 @@ class ReaderConfig:
 
 def widen(minutes: float | None) -> float:
     """The GPU reader's width factor for a minutes budget: one pass over the wikibench train split
-    (122 MB counted) about fills the reader's time (the budget less 10% of memory and 5% of mix).
-    Measured on an H200 with the block tile (bench/RESULTS.md, 2026-12-03), reader positions/s at
-    factor 1 / 1.25 / 2 / 4 / 5: 1.78 / 1.8 / 1.30 / 0.50 / 0.34 M, so one pass takes ~69 s at 1,
-    94 s at 2, 245 s at 4 and 360 s at 5."""
+    (124 MB read) about fills the reader's time (the budget less 10% of memory and 5% of mix).
+    Reader positions/s on an H200 with the block tile (bench/RESULTS.md, 2026-12-03): 1.78 / 1.8 /
+    1.30 M at factor 1 / 1.25 / 2 (probes); 0.49 M at factor 5 in a whole 8-minute run, where the
+    pass ended at 300 s of the 449 s it had: 229 TFLOP/s over the products (468 MFLOP a position).
+    At that rate a pass takes ~190 s at 4 (324 MFLOP), ~254 s at 5 (a 5-minute run has ~250 s) and
+    ~390 s at 6.5 (732 MFLOP; an 8-minute run has ~400 s)."""
     if minutes is None or minutes < 1.5:
         return 1
     if minutes < 3:
         return 1.25
     if minutes < 4:
         return 2
-    return 4 if minutes < 8 else 5
+    if minutes < 5:
+        return 4
+    return 5 if minutes < 8 else 6.5
 
 
 def blocks(cfg: ReaderConfig) -> list[tuple[str, tuple[int, int], bool]]:
