@@ -324,8 +324,13 @@ class OutputLock:
     def __enter__(self) -> "OutputLock":
         if fcntl is None:
             return self
-        with stop_signals_blocked():  # a signal before we hold the lock would leave its file behind
-            return self._acquire()
+        try:
+            with stop_signals_blocked():  # a signal before we hold the lock would leave its file behind
+                self._acquire()
+        except BaseException:  # a signal held back meanwhile is raised here, with the lock held
+            self.__exit__(None, None, None)
+            raise
+        return self
 
     def _acquire(self) -> "OutputLock":
         while True:
@@ -515,7 +520,8 @@ def _prepare_into(files: list[Path], tmp: Path, options: PrepareOptions, console
             stats.format, stats.compression, stats.bytes = src.format, src.compression, src.size
             stats.mtime_ns = f.stat().st_mtime_ns
             dedup = src.format != TEXT  # plain text's titles are made up from the file name
-            state = ReadState(max_page_chars=options.max_page_chars)
+            state = ReadState(max_page_chars=options.max_page_chars,
+                              chunk_task=chunk_task if src.compression == "bz2" else None)
             pending: collections.deque = collections.deque()  # (cleaning result, the pages' timestamps)
             try:
                 batch: list = []
@@ -537,7 +543,7 @@ def _prepare_into(files: list[Path], tmp: Path, options: PrepareOptions, console
                         progress.update(done_disk + src.raw.bytes_read, stats_total(stats_all),
                                         done_text + src.stream.raw.bytes_out)
 
-                for page in read_pages(src, state, chunk_task if src.compression == "bz2" else None):
+                for page in read_pages(src, state):
                     if isinstance(page, PageRun):  # a chunk's pages, read and cleaned by a worker
                         if batch:
                             pending.append((pool.submit(batch, *clean_args), stamps))

@@ -92,16 +92,17 @@ class PageRun:
 class ReadState:
     """The reader's limit, and what it learned about its source beyond the pages (filled in as it goes)."""
     max_page_chars: int = MAX_PAGE_CHARS
+    # (function, args): a multistream .bz2 dump's chunks go to function(chunk, *args) (multistream.py),
+    # which may return a ParsedChunk of a PageRun (page_run); the run is yielded in its pages' place
+    chunk_task: tuple | None = None
     truncated: bool = False
     schema: str = ""
 
 
-def read_pages(src: OpenedSource, state: ReadState, chunk_task=None) -> Iterator[RawPage]:
-    """The pages of a source, in order. chunk_task, (function, args): a multistream .bz2 dump's
-    chunks go to function(chunk, *args) (multistream.py), which may return a ParsedChunk of a
-    PageRun (page_run); the run is then yielded in its pages' place."""
+def read_pages(src: OpenedSource, state: ReadState) -> Iterator[RawPage]:
+    """The pages of a source, in order; with state.chunk_task, a dump's page runs too (PageRun)."""
     if src.format == XML_DUMP:
-        return read_xml_dump(src, state, chunk_task)
+        return read_xml_dump(src, state)
     if src.format == WIKIEXTRACTOR:
         return read_wikiextractor(src.path, src.stream, state.max_page_chars)
     if src.format == TAR:
@@ -124,7 +125,8 @@ def _dump_parser(handler: "_DumpHandler"):
     return parser
 
 
-def read_xml_dump(src: OpenedSource, state: ReadState, chunk_task=None) -> Iterator[RawPage]:
+def read_xml_dump(src: OpenedSource, state: ReadState) -> Iterator[RawPage]:
+    chunk_task = state.chunk_task
     handler = _DumpHandler(src.path, state.max_page_chars)
     parser = _dump_parser(handler)
     plain = _Plain()

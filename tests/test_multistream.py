@@ -183,8 +183,8 @@ def runs(monkeypatch):
     seen = []
     real = wiki.read_xml_dump
 
-    def counting(src, state, chunk_task=None):
-        for item in real(src, state, chunk_task):
+    def counting(src, state):
+        for item in real(src, state):
             if isinstance(item, wiki.PageRun):
                 seen.append(item.count)
             yield item
