@@ -18,10 +18,11 @@ from its start on, the file is decoded serially by `bz2.BZ2File`, as before, wit
 within MAX_CHUNK_BYTES: a single-stream .bz2 is decoded serially in constant memory.
 
 Decompression runs in prepare's pool of processes, the one that cleans: one pool sized to the
-cores keeps them busy without oversubscribing them. Threads would do too (bz2 releases the GIL)
-and would save the pipe that carries the decoded bytes back (about 1.5 ms of CPU per MB), but they
-would compete with the cleaning processes for the cores; on the loaded 2-core machine the two
-measured alike (bench/RESULTS.md; bench/prepare_speed.py measures both).
+cores keeps them busy without oversubscribing them. Threads would do too (bz2 releases the GIL),
+but they would compete with the cleaning processes for the cores, and the decoded bytes would
+still have to be parsed in one process; on the loaded 2-core machine the two measured alike
+(bench/RESULTS.md; bench/prepare_speed.py measures both). For a dump, prepare's task also reads
+and cleans the chunk's pages in the worker, so the decoded bytes never cross the pipe.
 The dump's index file (`...-multistream-index.txt.bz2`) is not needed: finding the headers runs at
 GB/s.
 
