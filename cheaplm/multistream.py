@@ -18,12 +18,20 @@ from its start on, the file is decoded serially by `bz2.BZ2File`, as before, wit
 within MAX_CHUNK_BYTES: a single-stream .bz2 is decoded serially in constant memory.
 
 Decompression runs in prepare's pool of processes, the one that cleans: one pool sized to the
-cores keeps them busy without oversubscribing them. Threads would do too (bz2 releases the GIL)
-and would save the pipe that carries the decoded bytes back (about 1.5 ms of CPU per MB), but they
-would compete with the cleaning processes for the cores; on the loaded 2-core machine the two
-measured alike (bench/RESULTS.md; bench/prepare_speed.py measures both).
+cores keeps them busy without oversubscribing them. Threads would do too (bz2 releases the GIL),
+but they would compete with the cleaning processes for the cores, and the decoded bytes would
+still have to be parsed in one process; on the loaded 2-core machine the two measured alike
+(bench/RESULTS.md; bench/prepare_speed.py measures both). For a dump, prepare's task also reads
+and cleans the chunk's pages in the worker, so the decoded bytes never cross the pipe.
 The dump's index file (`...-multistream-index.txt.bz2`) is not needed: finding the headers runs at
 GB/s.
+
+A caller can ask for more than decoding (`parse_ahead`): chunks cut from then on go to its task,
+which decodes the chunk and may also turn it into something else (prepare: the chunk's whole pages,
+parsed and cleaned). Such a result is not bytes: reading stops in front of it (`readinto` returns 0)
+until the caller takes it (`take_parsed`), and goes on after it. The first chunk is decoded alone,
+before any other is cut, so that the caller can read the dump's header and decide before more
+chunks are in flight.
 """
 
 from __future__ import annotations
@@ -66,6 +74,15 @@ def decompress_streams(data: bytes) -> bytes | None:
     return b"".join(out)
 
 
+class ParsedChunk:
+    """A chunk a task decoded (`size` bytes of output) and made into `value` instead of returning the bytes."""
+
+    __slots__ = ("size", "value")
+
+    def __init__(self, size: int, value):
+        self.size, self.value = size, value
+
+
 class _Tail(io.RawIOBase):
     """The compressed bytes from the first unaccepted chunk on: held bytes, then the rest of the file."""
 
@@ -105,13 +122,29 @@ class ParallelBz2Reader(io.RawIOBase):
         self._pending: collections.deque = collections.deque()  # (chunk index, compressed bytes, result)
         self._out = memoryview(b"")  # decoded bytes of the current chunk not yet delivered
         self._serial: bz2.BZ2File | None = None
+        self._task, self._task_args = decompress_streams, ()
+        self._parsed = None  # (compressed bytes, ParsedChunk) that reading stopped in front of
         self.chunks_parallel = 0  # chunks accepted from the pool (for tests and benchmarks)
+
+    def parse_ahead(self, task, args: tuple = ()) -> bool:
+        """Send the chunks cut from now on to `task(chunk, *args)` (a module-level function), which
+        returns what decompress_streams does, or a ParsedChunk (module docstring). True if the
+        chunks are still cut (not after a fall back to serial decoding)."""
+        self._task, self._task_args = task, tuple(args)
+        return self._serial is None and not self._too_long
+
+    def take_parsed(self):
+        """(compressed bytes, ParsedChunk) where reading stopped, or None; reading then goes on after it."""
+        got, self._parsed = self._parsed, None
+        return got
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buf) -> int:
         while not self._out:
+            if self._parsed is not None:
+                return 0  # stopped in front of a parsed chunk until it is taken
             if self._serial is not None:
                 return self._serial.readinto(buf)
             self._submit()
@@ -124,6 +157,9 @@ class ParallelBz2Reader(io.RawIOBase):
             decoded = result.get()
             if decoded is None:
                 self._fall_back(index, data)
+            elif isinstance(decoded, ParsedChunk):
+                self.chunks_parallel += 1
+                self._parsed = (data, decoded)
             else:
                 self.chunks_parallel += 1
                 self._out = memoryview(decoded)
@@ -134,11 +170,13 @@ class ParallelBz2Reader(io.RawIOBase):
 
     def _submit(self) -> None:
         """Cut chunks and hand them to the pool until `ahead` are in flight or the file is read."""
-        while len(self._pending) < self._ahead and not self._too_long:
+        ahead = self._ahead if self._chunks else 1  # the first chunk alone: the caller may change the task
+        while len(self._pending) < ahead and not self._too_long:
             data = self._next_chunk()
             if data is None:
                 return
-            self._pending.append((self._chunks, data, self._pool.apply_async(decompress_streams, (data,))))
+            result = self._pool.apply_async(self._task, (data, *self._task_args))
+            self._pending.append((self._chunks, data, result))
             self._chunks += 1
 
     def _next_chunk(self) -> bytes | None:
@@ -179,4 +217,5 @@ class ParallelBz2Reader(io.RawIOBase):
         if self._serial is not None:
             self._serial.close()
         self._pending.clear()
+        self._parsed = None
         super().close()

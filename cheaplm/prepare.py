@@ -1,11 +1,16 @@
 """`cheaplm prepare`: Wikipedia sources -> byte shards + manifest.json.
 
 The main process parses (one stream at a time, in order); cleaning runs in a pool of worker
-processes on batches of pages (workpool.OrderedPool, which Ctrl-C and SIGTERM always end), and so
-does decompressing a multistream .bz2 (multistream.py: its streams are decoded ahead and consumed
-in order, so the parser reads the same bytes). At most `2 x workers` batches and `2 x workers`
-compressed chunks are in flight, so memory stays constant however large the dump. Results are
-consumed in submission order, which is what makes the shards independent of the number of workers.
+processes on batches of pages (workpool.OrderedPool, which Ctrl-C and SIGTERM always end). A
+multistream .bz2 goes further: each worker takes a chunk of its compressed streams, decodes it,
+reads the whole pages in it and cleans them (`read_chunk`), and sends back only the cleaned
+articles, with the few bytes before its first and after its last page (a page cut by a stream
+boundary), which the main parser reads; so the main process reads the file, orders and writes
+(multistream.py, wiki.page_run; where a worker cannot cut the pages out safely it returns the
+decoded bytes, which the main process parses as before). At most `2 x workers` batches and
+`2 x workers` compressed chunks are in flight, so memory stays constant however large the dump.
+Results are consumed in submission order, which is what makes the shards independent of the
+number of workers.
 
 One article per title across all inputs (the dump fragments of a wiki overlap, and a later dump
 repeats every page of an earlier one). Of the copies of a title, prepare keeps the newest revision
@@ -63,8 +68,9 @@ import numpy as np
 from . import __version__
 from .progress import Progress
 from .shards import FORMAT, FORMAT_VERSION, MANIFEST, SPLITS, SplitWriter, encode_article, split_of, title_hash
+from .multistream import ParsedChunk, decompress_streams
 from .sources import TEXT, SourceError, expand_sources, open_source
-from .wiki import CLEAN, MAX_PAGE_CHARS, NAMESPACE, OVERSIZED, REDIRECT, ReadState, read_pages
+from .wiki import CLEAN, MAX_PAGE_CHARS, NAMESPACE, OVERSIZED, REDIRECT, PageRun, ReadState, page_run, read_pages
 from .wikitext import CleanTimeout, clean_wikitext
 from .workpool import OrderedPool, stop_signals_blocked
 
@@ -78,6 +84,7 @@ BATCH_CHARS = 1 << 20
 # (64 KiB is about 15 articles of average length), too noisy to compare two runs by.
 SMALL_SPLIT_BYTES = 64 << 10
 MIN_ARTICLES_TO_FILL = 3  # from this many articles on, no split that is asked for stays empty
+SKIPPED_KINDS = (REDIRECT, NAMESPACE, OVERSIZED)  # pages counted as skipped, never cleaned
 
 
 @dataclass
@@ -145,6 +152,39 @@ def clean_batch(batch: list[tuple[str, str, str]], keep_markup: bool, min_chars:
         else:
             out.append((title, encode_article(title, body), ""))
     return out
+
+
+def read_chunk(data: bytes, max_page_chars: int, keep_markup: bool, min_chars: int, page_seconds: float | None):
+    """Worker: a chunk of a multistream .bz2 (whole streams, multistream.py) decoded, its whole pages
+    read (wiki.page_run) and cleaned as clean_batch cleans them.
+
+    Returns None if the chunk is not whole streams, its decoded bytes if the pages cannot be cut
+    out safely, else a ParsedChunk holding the PageRun, whose pages are replaced by
+    ([(title, article bytes or None, skip reason)], [timestamp]), one each per page in order.
+    """
+    xml = decompress_streams(data)
+    if xml is None:
+        return None
+    run = page_run(xml, max_page_chars)
+    if run is None:
+        return xml
+    cleaned = iter(clean_batch([(p.title, p.text, p.kind) for p in run.pages if p.kind not in SKIPPED_KINDS],
+                               keep_markup, min_chars, page_seconds))
+    outcomes = [("", None, p.kind) if p.kind in SKIPPED_KINDS else next(cleaned) for p in run.pages]
+    run.pages = (outcomes, [p.timestamp for p in run.pages])
+    return ParsedChunk(len(xml), run)
+
+
+class _Ready:
+    """A result at hand, asked for as a pool's result is."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value):
+        self.value = value
+
+    def get(self):
+        return self.value
 
 
 def title_key(title: str) -> bytes:
@@ -284,8 +324,13 @@ class OutputLock:
     def __enter__(self) -> "OutputLock":
         if fcntl is None:
             return self
-        with stop_signals_blocked():  # a signal before we hold the lock would leave its file behind
-            return self._acquire()
+        try:
+            with stop_signals_blocked():  # a signal before we hold the lock would leave its file behind
+                self._acquire()
+        except BaseException:  # a signal held back meanwhile is raised here, with the lock held
+            self.__exit__(None, None, None)
+            raise
+        return self
 
     def _acquire(self) -> "OutputLock":
         while True:
@@ -465,6 +510,7 @@ def _prepare_into(files: list[Path], tmp: Path, options: PrepareOptions, console
     t0 = time.time()
     ctx = mp.get_context("fork" if hasattr(os, "fork") else "spawn")
     clean_args = (options.keep_markup, options.min_chars, options.page_seconds)
+    chunk_task = (read_chunk, (options.max_page_chars, *clean_args)) if options.parallel_bz2 else None
     written = WrittenArticles()
     with OrderedPool(ctx, workers, clean_batch) as pool:
         for source_index, f in enumerate(files):
@@ -474,7 +520,8 @@ def _prepare_into(files: list[Path], tmp: Path, options: PrepareOptions, console
             stats.format, stats.compression, stats.bytes = src.format, src.compression, src.size
             stats.mtime_ns = f.stat().st_mtime_ns
             dedup = src.format != TEXT  # plain text's titles are made up from the file name
-            state = ReadState(max_page_chars=options.max_page_chars)
+            state = ReadState(max_page_chars=options.max_page_chars,
+                              chunk_task=chunk_task if src.compression == "bz2" else None)
             pending: collections.deque = collections.deque()  # (cleaning result, the pages' timestamps)
             try:
                 batch: list = []
@@ -482,7 +529,7 @@ def _prepare_into(files: list[Path], tmp: Path, options: PrepareOptions, console
                 chars = 0
 
                 def drain(limit: int) -> None:
-                    while len(pending) > limit:
+                    while len(pending) > limit or (pending and isinstance(pending[0][0], _Ready)):
                         result, batch_stamps = pending.popleft()
                         for (title, article, reason), stamp in zip(result.get(), batch_stamps):
                             if article is None:
@@ -497,8 +544,17 @@ def _prepare_into(files: list[Path], tmp: Path, options: PrepareOptions, console
                                         done_text + src.stream.raw.bytes_out)
 
                 for page in read_pages(src, state):
+                    if isinstance(page, PageRun):  # a chunk's pages, read and cleaned by a worker
+                        if batch:
+                            pending.append((pool.submit(batch, *clean_args), stamps))
+                            batch, stamps, chars = [], [], 0
+                        outcomes, run_stamps = page.pages
+                        stats.pages_read += page.count
+                        pending.append((_Ready(outcomes), run_stamps))
+                        drain(2 * workers)
+                        continue
                     stats.pages_read += 1
-                    if page.kind in (REDIRECT, NAMESPACE, OVERSIZED):
+                    if page.kind in SKIPPED_KINDS:
                         stats.skipped[page.kind] += 1
                         continue
                     batch.append((page.title, page.text, page.kind))

@@ -122,6 +122,19 @@ class DecompressingReader(io.RawIOBase):
         self.bytes_out += n or 0
         return n
 
+    def parse_ahead(self, task, args: tuple = ()) -> bool:
+        """Hand the chunks of a multistream bz2 cut from now on to `task` (multistream.py); False if
+        this stream's chunks do not go to a pool."""
+        return isinstance(self._f, ParallelBz2Reader) and self._f.parse_ahead(task, args)
+
+    def take_parsed(self):
+        """(compressed bytes, ParsedChunk) at which reading stopped, or None (a true end of the stream);
+        its decoded bytes count as read."""
+        got = self._f.take_parsed() if isinstance(self._f, ParallelBz2Reader) else None
+        if got is not None:
+            self.bytes_out += got[1].size
+        return got
+
     def close(self) -> None:
         if self._f is not self.raw:
             self._f.close()
@@ -137,6 +150,12 @@ class OpenedSource:
     compression: str | None
     format: str
     size: int  # bytes on disk, for progress
+
+    def parse_ahead(self, task, args: tuple = ()) -> bool:
+        return self.stream.raw.parse_ahead(task, args)
+
+    def take_parsed(self):
+        return self.stream.raw.take_parsed()
 
     def close(self) -> None:
         self.stream.close()

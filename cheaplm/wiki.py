@@ -9,6 +9,21 @@ keep only the fields of the current <page> (title, ns, redirect, the revision's 
 timestamp), so memory does not grow with the dump. Export 0.3 (enwik8) has no <ns>: the
 namespace then comes from the title prefix and the <namespaces> list in <siteinfo>.
 
+A multistream .bz2's chunks (multistream.py) can be read by the workers themselves: prepare passes
+a task that decodes a chunk and reads its whole pages with `page_run` (from the first `<page>` to
+the last `</page>`, parsed in the same handler as a fragment of the document), and the main parser
+is fed only the bytes before and after them (a page cut by a stream boundary: rare, as dumps cut
+their streams between pages) and, in their place, whitespace with the same line breaks (an error
+message's line and column stay the same). That is the same reading as the main parser's only where
+the run starts between two pages of the root: `<page>` can then only be a tag (`<` in text is
+`&lt;`, in attribute values it is forbidden), as long as no comment, CDATA section, processing
+instruction or DOCTYPE (entities) is about. So a worker gives up (returns the decoded bytes, which
+the main parser reads) on a chunk that holds `<!` or `<?`, a carriage return or a page without
+<ns> (its namespace would come from <siteinfo>); and the main parser takes a run only while
+everything it has read holds no `<!` or `<?` besides the XML declaration, which
+must declare UTF-8, and where it stands between pages after the run's head. Where it does not,
+it decodes the chunk itself and reads it: slower, the same pages.
+
 A page is at most `ReadState.max_page_chars` characters: past that, its text is dropped as it
 arrives and the page is yielded as `oversized`, so one huge page (a 357 KB bz2 can hold a 2 GB one)
 costs no memory. A reader never holds more than that, whatever its input: WikiExtractor bodies
@@ -25,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from .multistream import decompress_streams
 from .sources import TAR, TEXT, WIKIEXTRACTOR, WIKITEXT, XML_DUMP, OpenedSource, SourceError, looks_like_wikitext
 from .wikitext import is_redirect
 
@@ -58,14 +74,33 @@ class RawPage:
 
 
 @dataclass
+class PageRun:
+    """The whole pages of a decoded chunk, read by a worker (`page_run`); the main parser reads
+    `head` and `tail` and, in place of the pages, `filler()`."""
+    head: bytes
+    tail: bytes
+    count: int  # pages in the run
+    pages: list  # RawPage; a worker may replace them with what it made of them (prepare: cleaned)
+    lines: int  # line breaks in the run
+    column: int  # bytes (ASCII) after its last line break
+
+    def filler(self) -> bytes:
+        return b"\n" * self.lines + b" " * self.column
+
+
+@dataclass
 class ReadState:
     """The reader's limit, and what it learned about its source beyond the pages (filled in as it goes)."""
     max_page_chars: int = MAX_PAGE_CHARS
+    # (function, args): a multistream .bz2 dump's chunks go to function(chunk, *args) (multistream.py),
+    # which may return a ParsedChunk of a PageRun (page_run); the run is yielded in its pages' place
+    chunk_task: tuple | None = None
     truncated: bool = False
     schema: str = ""
 
 
 def read_pages(src: OpenedSource, state: ReadState) -> Iterator[RawPage]:
+    """The pages of a source, in order; with state.chunk_task, a dump's page runs too (PageRun)."""
     if src.format == XML_DUMP:
         return read_xml_dump(src, state)
     if src.format == WIKIEXTRACTOR:
@@ -79,8 +114,7 @@ def read_pages(src: OpenedSource, state: ReadState) -> Iterator[RawPage]:
     raise SourceError(f"{src.path}: unknown format {src.format}")
 
 
-def read_xml_dump(src: OpenedSource, state: ReadState) -> Iterator[RawPage]:
-    handler = _DumpHandler(src.path, state.max_page_chars)
+def _dump_parser(handler: "_DumpHandler"):
     parser = expat.ParserCreate()
     parser.buffer_text = True  # one callback per run of text, not per line or entity
     parser.StartElementHandler = handler.start
@@ -88,8 +122,52 @@ def read_xml_dump(src: OpenedSource, state: ReadState) -> Iterator[RawPage]:
     parser.CharacterDataHandler = handler.data
     # never fetch external entities (XXE); expat refuses one with an error
     parser.ExternalEntityRefHandler = lambda *args: 0
+    return parser
+
+
+def read_xml_dump(src: OpenedSource, state: ReadState) -> Iterator[RawPage]:
+    chunk_task = state.chunk_task
+    handler = _DumpHandler(src.path, state.max_page_chars)
+    parser = _dump_parser(handler)
+    plain = _Plain()
+    parser.XmlDeclHandler = plain.declaration
+    asked = False  # chunks go to chunk_task
+
+    def feed(data: bytes) -> None:
+        plain.saw(data)
+        try:
+            parser.Parse(data, False)
+        except expat.ExpatError as exc:
+            raise SourceError(f"{src.path}: malformed XML ({exc})") from None
+        state.schema = handler.schema
+
     while True:
-        chunk = src.stream.read(CHUNK)
+        if chunk_task is not None and asked != plain.ok and (handler.pages_seen or handler._page is not None):
+            # past the header: from here on the workers read the chunks' pages, or no longer do
+            asked = plain.ok
+            src.parse_ahead(*(chunk_task if asked else (decompress_streams,)))
+        # with chunk_task, at most the rest of one decoded chunk: the switch above comes before the next is cut
+        chunk = src.stream.read(CHUNK) if chunk_task is None else src.stream.read1(CHUNK)
+        if not chunk and chunk_task is not None and (got := src.take_parsed()) is not None:
+            data, parsed = got
+            run = parsed.value
+            fed = 0
+            if plain.ok:
+                feed(run.head)
+                yield from handler.take()
+                fed = len(run.head)
+                if plain.ok and handler.between_pages():
+                    handler.pages_seen += run.count
+                    yield run
+                    parser.Parse(run.filler(), False)  # whitespace between pages: nothing to fail
+                    feed(run.tail)
+                    yield from handler.take()
+                    continue
+            feed(decompress_streams(data)[fed:])  # the chunk read here after all
+            yield from handler.take()
+            continue
+        if chunk:
+            plain.saw(chunk)
         try:
             parser.Parse(chunk, not chunk)
         except expat.ExpatError as exc:
@@ -103,6 +181,63 @@ def read_xml_dump(src: OpenedSource, state: ReadState) -> Iterator[RawPage]:
         yield from handler.take()
         if not chunk:
             return
+
+
+class _Plain:
+    """Whether the bytes the main parser has read hold only elements and text (module docstring)."""
+
+    def __init__(self):
+        self.ok = True
+        self._last = b""  # the last byte read: '<' and then '!' may come in two reads
+        self._first = True
+
+    def saw(self, data: bytes) -> None:
+        if not data:
+            return
+        if self._first:  # the XML declaration is allowed
+            self._first = False
+            if data.startswith(b"\xef\xbb\xbf"):
+                data = data[3:]
+            if data.startswith(b"<?xml"):
+                end = data.find(b"?>")
+                if end < 0:
+                    self.ok = False
+                data = data[end + 2:]
+        if self.ok and (b"<!" in data or b"<?" in data
+                        or (self._last == b"<" and data[:1] in (b"!", b"?"))):
+            self.ok = False
+        self._last = data[-1:]
+
+    def declaration(self, version, encoding, standalone) -> None:
+        if encoding is not None and encoding.lower() != "utf-8":
+            self.ok = False
+
+
+def page_run(xml: bytes, max_chars: int) -> PageRun | None:
+    """Worker: the whole pages of a decoded piece of a dump, read as the main parser would read them
+    there, with what lies before and after; None where that is not certain (module docstring)."""
+    if b"<!" in xml or b"<?" in xml or b"\r" in xml:
+        return None
+    start, end = xml.find(b"<page>"), xml.rfind(b"</page>")
+    if start < 0 or end < start:
+        return None
+    end += len(b"</page>")
+    middle = xml[start:end]
+    last_line = middle[middle.rfind(b"\n") + 1:]
+    if not last_line.isascii():
+        return None
+    handler = _DumpHandler(Path("page run"), max_chars)
+    parser = _dump_parser(handler)
+    try:
+        parser.Parse(b"<mediawiki>", False)
+        parser.Parse(middle, False)
+        parser.Parse(b"</mediawiki>", True)
+    except (expat.ExpatError, SourceError):
+        return None
+    if handler.without_ns:
+        return None
+    pages = handler.take()
+    return PageRun(xml[:start], xml[end:], len(pages), pages, middle.count(b"\n"), len(last_line))
 
 
 class _DumpHandler:
@@ -122,6 +257,11 @@ class _DumpHandler:
         self._size = 0
         self._over = False  # the field outgrew max_chars: its text is dropped
         self._ns_key: str | None = None
+        self.without_ns = 0  # pages without <ns> (page_run gives up on them)
+
+    def between_pages(self) -> bool:
+        """Directly inside the root, no page open."""
+        return len(self._path) == 1 and self._page is None and self._field is None
 
     def take(self) -> list[RawPage]:
         done, self._done = self._done, []
@@ -179,6 +319,8 @@ class _DumpHandler:
                 self._page[name] = None if self._over else value  # None: too long, dropped
         elif name == "page" and self._page is not None and not self._path[1:]:
             self.pages_seen += 1
+            if self._page.get("ns") is None:
+                self.without_ns += 1
             self._done.append(_page_of(self._page, self.namespaces))
             self._page = None
 

@@ -8,9 +8,10 @@ import re
 
 import pytest
 
-from cheaplm import multistream
+from cheaplm import multistream, wiki
 from cheaplm.multistream import ParallelBz2Reader, next_stream_start
 from cheaplm.prepare import PrepareOptions, prepare
+from cheaplm.sources import SourceError
 
 from conftest import SAMPLE_DUMP, shared
 
@@ -176,6 +177,22 @@ def test_truncated_and_damaged_multistream_read_as_bz2file_does(small_chunks, th
     assert outcome(lambda d: read_parallel(d, threads)[0], damaged) == expected
 
 
+@pytest.fixture
+def runs(monkeypatch):
+    """The page counts of the runs that workers read and cleaned (wiki.PageRun) during prepare."""
+    seen = []
+    real = wiki.read_xml_dump
+
+    def counting(src, state):
+        for item in real(src, state):
+            if isinstance(item, wiki.PageRun):
+                seen.append(item.count)
+            yield item
+
+    monkeypatch.setattr(wiki, "read_xml_dump", counting)
+    return seen
+
+
 def prepared(paths, out, parallel: bool, workers: int = 2):
     manifest = prepare([str(p) for p in paths], out, PrepareOptions(workers=workers, val_fraction=0.1,
                                                                      test_fraction=0.1, parallel_bz2=parallel))
@@ -187,17 +204,97 @@ def prepared(paths, out, parallel: bool, workers: int = 2):
     return manifest, files
 
 
-def test_prepare_multistream_parallel_equals_serial(small_chunks, tmp_path):
+def test_prepare_multistream_parallel_equals_serial(small_chunks, tmp_path, runs):
     xml = SAMPLE_DUMP.read_bytes()
     dump = tmp_path / "multi.xml.bz2"
     dump.write_bytes(multistream_bz2(xml, page_cuts(xml, 3) + mid_page_cuts(xml, 5)))
     serial = prepared([dump], tmp_path / "s", parallel=False)
+    assert runs == []
     parallel = prepared([dump], tmp_path / "p", parallel=True)
     assert parallel == serial
     assert serial[0]["pages"]["kept"] == 14
+    # the workers read and cleaned most pages; the main parser the first stream's and those cut by a stream
+    assert len(runs) >= 6 and sum(runs) >= 10
 
 
-def test_prepare_real_dumps_parallel_equals_serial(tmp_path):
+GHOST = b"<page><title>Ghost</title><ns>0</ns><revision><text>a page in a comment</text></revision></page>"
+
+
+def awkward(xml: bytes, how: str) -> tuple[bytes, list[int]]:
+    """A dump and stream cuts where a worker's reading of its chunk's pages would differ from the main
+    parser's, or could: prepare must notice and read those chunks in the main process."""
+    pages = [m.start() for m in re.finditer(rb"  <page>", xml)]
+    at = pages[len(pages) // 2]
+    if how == "comment":  # a comment holding a page, inside one chunk
+        return xml[:at] + b"<!-- " + GHOST + b" -->\n" + xml[at:], page_cuts(xml, 3)
+    if how == "comment across streams":  # '<' ends a stream, '!--' starts the next: no chunk holds '<!'
+        xml = xml[:at] + b"<!-- " + GHOST + b" -->\n" + xml[at:]
+        return xml, [p for p in page_cuts(xml, 3) if p != at] + [at + 1]
+    if how == "latin-1":  # the main parser reads Latin-1, a worker would read UTF-8
+        text = xml.decode("utf-8").replace("bicycle", "bicycl\u00e9")
+        return (b'<?xml version="1.0" encoding="ISO-8859-1"?>\n'
+                + text.encode("latin-1", "xmlcharrefreplace")), page_cuts(xml, 3)
+    if how == "no ns":  # export 0.3: a page's namespace comes from <siteinfo> (here one of no English name)
+        xml = xml.replace(b"<namespaces>", b"<namespaces>\n<namespace key='108'>Wikibook</namespace>")
+        at = xml.index(b"<title>", at + 50) + len(b"<title>")
+        xml = re.sub(rb"\s*<ns>\d+</ns>", b"", xml[:at] + b"Wikibook:" + xml[at:])
+        return xml, page_cuts(xml, 3)
+    if how == "page inside another element":  # a stream starts at a <page> that is no page of the root
+        inner = b"  <other>" + GHOST
+        return xml[:at] + inner + b"</other>\n" + xml[at:], page_cuts(xml, 3) + [at + 9, at + len(inner)]
+    raise ValueError(how)
+
+
+@pytest.mark.parametrize("how", ["comment", "comment across streams", "latin-1", "no ns",
+                                 "page inside another element"])
+def test_prepare_multistream_awkward_dumps_read_as_one_decoder(small_chunks, tmp_path, runs, how):
+    xml, cuts = awkward(SAMPLE_DUMP.read_bytes(), how)
+    dump = tmp_path / "multi.xml.bz2"
+    dump.write_bytes(multistream_bz2(xml, cuts))
+    serial = prepared([dump], tmp_path / "s", parallel=False)
+    parallel = prepared([dump], tmp_path / "p", parallel=True)
+    assert parallel == serial
+    if how in ("latin-1", "no ns"):
+        assert runs == []  # the declaration, or every chunk's pages, rule the workers out
+    else:
+        assert runs  # the chunks before the awkward one were read by the workers
+    if how == "no ns":
+        assert serial[0]["pages"]["skipped"]["namespace"] == 1 + 2
+
+
+def test_prepare_multistream_malformed_page_after_runs_gives_the_same_error(small_chunks, tmp_path, runs):
+    """The main parser reads whitespace with the runs' line breaks in their place: an error's line
+    and column are those that one decoder reports."""
+    xml = SAMPLE_DUMP.read_bytes()
+    pages = [m.start() for m in re.finditer(rb"  <page>", xml)]
+    at = xml.index(b"</title>", pages[-3])
+    xml = xml[:at] + b"</titel>" + xml[at + 8:]
+    dump = tmp_path / "multi.xml.bz2"
+    dump.write_bytes(multistream_bz2(xml, page_cuts(xml, 2)))
+    errors = []
+    for parallel in (False, True):
+        with pytest.raises(SourceError, match="malformed XML") as info:
+            prepare([str(dump)], tmp_path / f"o{parallel}", PrepareOptions(workers=2, parallel_bz2=parallel))
+        errors.append(str(info.value))
+    assert errors[0] == errors[1] and "line" in errors[0]
+    assert runs
+
+
+def test_page_run_reads_whole_pages_and_leaves_the_rest():
+    xml = SAMPLE_DUMP.read_bytes()
+    pages = [m.start() for m in re.finditer(rb"  <page>", xml)]
+    piece = xml[pages[2] + 5:pages[6] + 20]  # from inside page 2 to inside page 6
+    run = wiki.page_run(piece, 1 << 20)
+    assert run.count == 3 == len(run.pages)
+    assert piece.startswith(run.head) and piece.endswith(run.tail)
+    middle = piece[len(run.head):len(piece) - len(run.tail)]
+    assert middle.startswith(b"<page>") and middle.endswith(b"</page>")
+    assert run.filler() == b"\n" * middle.count(b"\n") + b" " * len(middle.split(b"\n")[-1])
+    assert wiki.page_run(piece.replace(b"</page>", b"</page><!-- -->", 1), 1 << 20) is None
+    assert wiki.page_run(xml[pages[2] + 5:pages[2] + 200], 1 << 20) is None  # no whole page
+
+
+def test_prepare_real_dumps_parallel_equals_serial(tmp_path, runs):
     """The fragments as they are (single-stream), and recut into multistream files of 20 pages a
     stream, some streams cut mid-page: shards and manifest as one decoder gives them."""
     dumps = [shared("dumps", d) for d in DUMPS]
@@ -216,6 +313,7 @@ def test_prepare_real_dumps_parallel_equals_serial(tmp_path):
     finally:
         multistream.CHUNK_BYTES = saved
     assert m_parallel == m_serial
+    assert sum(runs) > m_parallel[0]["pages"]["read"] // 2  # the workers read most pages
     # the same pages and text as the fragments themselves; only the files' own fields differ
     for key in ("pages", "splits", "split_fill", "warnings"):
         assert m_parallel[0][key] == serial[0][key]
