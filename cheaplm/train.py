@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import checkpoint
+from . import checkpoint, corpus
 from .device import NAMES as DEVICES
 from .device import Device, DeviceError
 from .device import pick as pick_device
@@ -362,10 +362,15 @@ class Trainer:
         return with_resolved_reader(cfg.sized_for(self.n, device), device, self.tc.minutes)
 
     def load_data(self) -> None:
+        """The training text mapped from its shards (corpus.py: nothing read until counted, no copy),
+        a few KiB of validation bytes read."""
         try:
-            self.data = load_split(self.data_dir, "train", limit=self.tc.bytes)
+            self.pieces = corpus.layout(self.data_dir, "train", limit=self.tc.bytes)
+            self.data = corpus.map_text(self.data_dir, self.pieces)
         except ShardError as exc:
             raise TrainError(str(exc)) from None
+        except OSError as exc:
+            raise TrainError(f"{exc.filename or self.data_dir}: cannot map the training text ({exc.strerror or exc})") from None
         try:
             self.val = load_split(self.data_dir, "val", limit=self.tc.val_bytes)
         except ShardError:
@@ -404,6 +409,7 @@ class Trainer:
         self.state = RunState(data=data_fingerprint(manifest), updates=0)
         self.resolve_schedule()
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        corpus.record(self.run_dir, self.data_dir, "train", self.pieces)  # the run's text: where, not a copy
         (self.run_dir / "config.json").write_text(json.dumps({"model": json.loads(self.model_cfg.to_json()),
                                                               "train": asdict(self.tc), "data": str(self.data_dir)},
                                                              indent=2))
@@ -428,8 +434,8 @@ class Trainer:
         self.prev = match.pointers(self.n)
         self.indexed_to = cursor  # match.last_pos holds the index of data[:indexed_to]
         if cursor:
-            if not np.array_equal(history, self.data[:cursor]):
-                raise TrainError(f"{self.run_dir}: history.bin does not match the start of the training data")
+            if not self.same_text(history, cursor):
+                raise TrainError(f"{self.run_dir}: the run's history does not match the start of the training data")
             fresh = np.full_like(match.last_pos, -1)
             match.index_parallel(self.data, 0, cursor, self.prev, last_pos=fresh)
             if not np.array_equal(fresh, match.last_pos):
@@ -448,6 +454,18 @@ class Trainer:
         if gpu and cursor:
             self.d_prev[:, :cursor].copy_to_device(self.prev[:, :cursor])
         self.on_device_to = cursor  # match pointers copied to the GPU up to here
+
+    def same_text(self, history: np.ndarray, cursor: int) -> bool:
+        """Whether the run's history is data[:cursor]: the same shards at the same places for a run
+        that maps them (text.json), compared byte for byte for one with a history.bin."""
+        if (self.run_dir / "history.bin").exists():
+            return np.array_equal(history, self.data[:cursor])
+        try:
+            _, recorded = corpus.read_record(self.run_dir)
+        except corpus.TextError as exc:
+            raise TrainError(str(exc)) from None
+        key = [(p.name, p.start, p.used, p.sha256) for p in corpus.cut(recorded, cursor)]
+        return key == [(p.name, p.start, p.used, p.sha256) for p in corpus.cut(self.pieces, cursor)]
 
     def plan(self) -> None:
         """The held-out blocks, the step counts of a bytes budget and the memory's share of the time."""
