@@ -44,6 +44,7 @@ from .lanes import stream_positions
 from .match import IndexAhead
 from .model import Model, ModelConfig, memory_estimate
 from .options import check_keys
+from .plan import format_plan, run_plan
 from .progress import Eta, fmt_seconds
 from .reader import MixFit, mix_loss, widen
 from .runctl import RunLock, StopRequested, TrainError  # noqa: F401 (TrainError: callers catch it from here)
@@ -828,6 +829,43 @@ class Trainer:
             if self.metrics:
                 self.metrics.close()
 
+    def dry_run(self) -> dict:
+        """--dry-run: the plan of a new run (plan.py) logged and returned; nothing is written and
+        nothing of the text is read (shard sizes are checked, not their sha256)."""
+        self.check_options()
+        if self.resume:
+            raise TrainError("--dry-run plans a new run; give it without --resume")
+        if (self.run_dir / "latest").exists():
+            raise TrainError(f"{self.run_dir}: already holds a run; pass --resume to continue it, or choose another --out")
+        try:
+            manifest = read_manifest(self.data_dir)
+            device = pick_device(self.tc.device)
+            self.pieces = corpus.layout(self.data_dir, "train", limit=self.tc.bytes, verify=False)
+        except (ShardError, DeviceError) as exc:
+            raise TrainError(str(exc)) from None
+        tc = self.tc = self.tc.resolved(device)
+        n = self.n = corpus.text_length(self.pieces)
+        self.model_cfg = self.model_cfg or ModelConfig(table_bits=None)
+        self.resolve_new_config(device)
+        rcfg = self.model_cfg.reader_config(device, tc.minutes)
+        try:
+            sched = ReaderSchedule.for_device(device, tc.minutes, tc.reader, widen(tc.minutes))
+        except ValueError as exc:
+            raise TrainError(str(exc)) from None
+        holdout = min(tc.holdout_max, max(int(n * tc.holdout_fraction), min(n // 4, 1 << 16)))
+        articles = manifest["splits"]["train"].get("articles")
+        out = run_plan(self.model_cfg, tc, n, device, sched if rcfg is not None else None,
+                       articles if isinstance(articles, int) else None, holdout)
+        for line in format_plan(out):
+            self.log(line)
+        have = Device(device).free_memory()
+        need = sum((out["gpu"] or out["host"]).values())
+        self.log(f"{device} has {have / 2**20:,.0f} MiB free: the run " + ("fits" if need <= have else "does NOT fit")
+                 + f"; dry run, nothing written (table_bits {self.model_cfg.table_bits})")
+        if n >= 2**31 - 1:
+            raise TrainError(f"{self.data_dir}: more than 2 GiB of training bytes; pass --bytes to use a part")
+        return out
+
     def phases(self) -> dict:
         st, reader = self.state, self.model.reader
         with StopRequested() as stop:
@@ -869,8 +907,11 @@ class Trainer:
 
 def train(data_dir: Path, run_dir: Path, model_cfg: ModelConfig | None, tc: TrainConfig, resume: bool = False,
           log=print, save: bool = True, stop_after_steps: int | None = None,
-          keep_model: bool = False, stop_after_reader_steps: int | None = None) -> dict:
-    """Train (Trainer); returns a summary. The run directory is locked for the whole run."""
+          keep_model: bool = False, stop_after_reader_steps: int | None = None, dry_run: bool = False) -> dict:
+    """Train (Trainer); returns a summary. The run directory is locked for the whole run. dry_run:
+    log and return the plan (plan.py) instead, writing nothing."""
+    if dry_run:
+        return Trainer(data_dir, run_dir, model_cfg, tc, resume, log, save=False).dry_run()
     with RunLock(run_dir, create=not resume):
         return Trainer(data_dir, run_dir, model_cfg, tc, resume, log, save, stop_after_steps, keep_model,
                        stop_after_reader_steps).run()
