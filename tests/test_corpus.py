@@ -159,3 +159,41 @@ def test_resume_over_mapped_shards_equals_straight(data, tmp_path):
     assert np.array_equal(ma.memory.tables, mb.memory.tables)
     assert np.array_equal(ma.match.last_pos, mb.match.last_pos)
     assert not (tmp_path / "b" / "history.bin").exists()
+
+
+def test_dry_run_prints_the_plan_and_writes_nothing(data, tmp_path):
+    run = tmp_path / "run"
+    proc = run_cli("train", str(data), "--out", str(run), "--device", "cpu", "--bytes", "30000", "--table-bits", "12",
+                   "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    for needle in ("host memory:", "tables", "match pointers", "text (mapped)", "run directory disk:", "time:",
+                   "memory (count + mixer)", "nothing written"):
+        assert needle in proc.stderr, proc.stderr
+    assert not run.exists()
+    # its host total is the estimate the run itself logs and refuses by
+    from cheaplm.plan import run_plan
+    from cheaplm.train import Trainer
+
+    plan = Trainer(data, run, None, tc(bytes=30_000), log=lambda *a: None).dry_run()
+    assert not run.exists()
+    assert plan["train_bytes"] == corpus.text_length(corpus.layout(data, limit=30_000))
+    cfg = ModelConfig(table_bits=12)
+    small, big = (run_plan(cfg, tc().resolved("cpu"), n, "cpu") for n in (10_000, 10_000_000))
+    assert big["host"]["match pointers"] == 1000 * small["host"]["match pointers"]
+    assert big["disk"]["checkpoints"] == small["disk"]["checkpoints"]  # the text is not copied
+
+
+def test_a_generator_over_a_mapped_history_copies_none_of_it(data, tmp_path):
+    from cheaplm.sample import Generator
+
+    run = tmp_path / "run"
+    train(data, run, CFG, tc(bytes=20_000), log=lambda *a: None)
+    model, history, _ = load_model(run)
+    gen = Generator(model, history, own_index=False)
+    assert corpus._mapping_of(gen.buf) is not None  # the history's pages, mapped again: not read at start
+    plain = Generator(model, np.array(history), own_index=False)  # a read history, copied as before
+    for g in (gen, plain):
+        g.feed(b"The harbour light" * 5000)  # past the first room: the stream grows (in place when mapped)
+    assert corpus._mapping_of(gen.buf) is not None
+    assert np.array_equal(gen.buf[: gen.t], plain.buf[: plain.t])
+    assert np.array_equal(gen.distribution(), plain.distribution())
