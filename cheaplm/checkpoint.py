@@ -2,8 +2,9 @@
 
     RUN_DIR/
       config.json            model + training config of the run (human-readable copy)
-      history.bin            the training bytes counted so far (the match model's memory)
-      titles.tsv             the articles of history.bin by title (recall.py; for chat's recall)
+      text.json              where the training text lies: the data directory and each shard's name,
+                             size and sha256 (corpus.py); the text is mapped from the shards, not copied
+      titles.tsv             the articles of the text by title (recall.py; for chat's recall)
       metrics.jsonl          one JSON object per progress line
       latest                 name of the newest complete checkpoint
       ckpt-00001234/
@@ -22,6 +23,12 @@ Format 1 (dense uint32 tables, before packing) still loads.
 
 A checkpoint is checked when it is loaded: array shapes and dtypes against its config (from the
 .npy headers, before any data is read), every float array finite (a NaN parameter made eval index out of bounds), match pointers inside the history.
+
+The history (the training bytes counted so far, the match model's memory) is the first
+`history_len` bytes of the text text.json records, mapped from the shards (corpus.open_record: a
+missing, resized or changed shard is one error line). A run without text.json (written before
+it, or saved by a caller that records no text) keeps a copy of those bytes as history.bin; such a
+run still loads, and a resumed one keeps appending to it.
 """
 
 from __future__ import annotations
@@ -38,7 +45,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__, recall, tablepack
+from . import __version__, corpus, recall, tablepack
 from .memory import mixer_blocks
 from .model import LEGACY, Model, ModelConfig
 
@@ -106,7 +113,8 @@ def _save(run_dir: Path, model: Model, state: dict, history: np.ndarray, keep: i
         shutil.rmtree(tmp)
     try:
         tmp.mkdir(parents=True)
-        _write_history(run_dir, history)
+        if not (run_dir / corpus.RECORD).exists():  # no record of where the text lies: keep a copy
+            _write_history(run_dir, history)
         # chat's recall looks articles up by title; a stale or missing index is rebuilt on load
         recall.write_index(run_dir, recall.build_index(history))
         meta = {"format": FORMAT, "version": FORMAT_VERSION, "code_version": __version__,
@@ -117,7 +125,7 @@ def _save(run_dir: Path, model: Model, state: dict, history: np.ndarray, keep: i
         np.savez(tmp / "state.npz", state=np.array(json.dumps(dict(state))), **model.optimizer_arrays())
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
-        need = model.cfg.table_bytes() + 12 * model.memory.n_params + len(history)
+        need = model.cfg.table_bytes() + 12 * model.memory.n_params + (0 if (run_dir / corpus.RECORD).exists() else len(history))
         if model.reader is not None:
             need += 12 * model.reader.n_params  # weights and two moments
         size = f"{need / 2**30:.1f} GiB" if need >= 2**30 else f"{need / 2**20:.0f} MiB"
@@ -412,19 +420,31 @@ def load_model(run_dir: Path, device: str = "cpu", ckpt: Path | None = None) -> 
         n = int(meta["history_len"])
     except (KeyError, TypeError, ValueError):
         raise CheckpointError(f"{ckpt}: the checkpoint's meta has no history length (damaged checkpoint)") from None
-    if not hist_path.exists() or hist_path.stat().st_size < n:
-        raise CheckpointError(f"{hist_path}: missing or shorter than the {n:,} bytes the checkpoint needs")
     last_pos = z["last_pos"]
     if last_pos.size and (int(last_pos.min()) < -1 or int(last_pos.max()) >= n):
         # the match model reads history[p] for these pointers: one outside it reads out of bounds
         raise CheckpointError(f"{ckpt / 'model.npz'}: match index points outside the {n:,} bytes of history (damaged checkpoint)")
-    # read-only and mapped: nothing writes the history in place, and 100+ MB need not be copied
-    history = np.memmap(hist_path, dtype=np.uint8, mode="r", shape=(n,)) if n else np.zeros(0, np.uint8)
+    history, source = load_history(Path(ckpt).parent, n)
     if "history_fingerprint" in meta and history_fingerprint(history) != meta["history_fingerprint"]:
-        raise CheckpointError(f"{hist_path}: not the history this checkpoint was trained on (its fingerprint "
+        raise CheckpointError(f"{source}: not the history this checkpoint was trained on (its fingerprint "
                               "differs: a file from another run?)")
     model.history_len = n
     return model, history, ckpt
+
+
+def load_history(run_dir: Path, n: int) -> tuple[np.ndarray, Path]:
+    """The run's first n training bytes, and where they come from: mapped from the shards text.json
+    records, or (a run from before it) from history.bin. Nothing is read here but a few headers."""
+    hist_path = run_dir / "history.bin"
+    if hist_path.exists() or not (run_dir / corpus.RECORD).exists():
+        if not hist_path.exists() or hist_path.stat().st_size < n:
+            raise CheckpointError(f"{hist_path}: missing or shorter than the {n:,} bytes the checkpoint needs")
+        # read-only and mapped: nothing writes the history in place, and 100+ MB need not be copied
+        return (np.memmap(hist_path, dtype=np.uint8, mode="r", shape=(n,)) if n else np.zeros(0, np.uint8)), hist_path
+    try:
+        return corpus.open_record(run_dir, n), run_dir / corpus.RECORD
+    except corpus.TextError as exc:
+        raise CheckpointError(str(exc)) from None
 
 
 def read_state(ckpt: Path) -> dict:

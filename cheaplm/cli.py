@@ -142,11 +142,13 @@ def parse_ints(text: str | None) -> list[int] | None:
               help="JSON file with 'model' and/or 'train' objects (any ModelConfig / TrainConfig field, e.g. "
                    "a run's own config.json); command-line options win over it, it wins over the defaults.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out exactly where it stopped.")
+@click.option("--dry-run", is_flag=True, help="Print the plan (memory per part on host and GPU, the run "
+              "directory's disk, each phase's time) and exit, writing nothing.")
 def train(data_dir, run_dir, device, minutes, nbytes, table_bits, orders, words, batch, lr, mix_steps, seed,
-          reader_opt, checkpoint_minutes, config_file, resume):
+          reader_opt, checkpoint_minutes, config_file, resume, dry_run):
     """Train a model on prepared shards.
 
-    Example: cheaplm train data/simple --out runs/simple --minutes 10
+    Example: cheaplm train data/simple --out runs/simple --minutes 10 --dry-run
     """
     from .checkpoint import CheckpointError
     from .device import DeviceError
@@ -166,7 +168,9 @@ def train(data_dir, run_dir, device, minutes, nbytes, table_bits, orders, words,
     try:
         file = read_config(config_file) if config_file is not None else None
         model_cfg, tc = run_configs(file, model_flags, train_flags, resume=resume)
-        summary = run_train(data_dir, run_dir, model_cfg, tc, resume=resume, log=console.print)
+        summary = run_train(data_dir, run_dir, model_cfg, tc, resume=resume, log=console.print, dry_run=dry_run)
+        if dry_run:
+            return
     except (TrainError, CheckpointError, DeviceError, ValueError, TypeError) as exc:
         _fail(exc)
     except KeyboardInterrupt:  # outside the training loop (which checkpoints and stops instead)

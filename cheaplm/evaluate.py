@@ -14,6 +14,7 @@ import time
 
 import numpy as np
 
+from . import corpus
 from .reader import mix_loss
 
 
@@ -30,7 +31,13 @@ def stream_bpb(model, history: np.ndarray, stream: np.ndarray, batch: int = 1 <<
     n = len(stream)
     if n == 0:
         raise ValueError("empty stream")
-    data = np.concatenate([history, stream]) if h else np.ascontiguousarray(stream)
+    # history then stream, one array; a mapped history (corpus.py) is mapped again with room for the
+    # stream, so scoring reads only the history's pages the model looks at
+    if h:
+        data = corpus.with_room(history, n)
+        data[h:] = stream
+    else:
+        data = np.ascontiguousarray(stream)
     prev = model.match.pointers(n)
     model.match.index(data, h, h + n, prev, h, last_pos=model.match.last_pos.copy())
     counted = 0  # stream bytes added to the tables so far (adaptive)

@@ -307,7 +307,8 @@ CPU_RUNTIME_BYTES = 440 << 20
 def memory_estimate(cfg: ModelConfig, train_bytes: int, batch: int, device: str = "cpu",
                     minutes: float | None = None) -> dict:
     """Bytes each part will take on `device` (the reader's defaults differ by device and, on a GPU,
-    by the minutes budget); training also holds the data and its match pointers."""
+    by the minutes budget); training also holds the text and its match pointers. plan.py adds the
+    host's side of a GPU run, the run directory's disk and the phases' times."""
     spec = cfg.match_spec()
     n_ctx = len(cfg.contexts())
     n_in = 2 * n_ctx + spec.inputs + 1
@@ -329,6 +330,8 @@ def memory_estimate(cfg: ModelConfig, train_bytes: int, batch: int, device: str 
         "tables": cfg.table_bytes(),
         "params+adam": sum(size for _, size in mixer_blocks(cfg, spec)) * 4 * 4,
         "match index": len(cfg.match_minlens) * (4 << cfg.match_bits),
-        "train data + match pointers": train_bytes * (1 + 4 * len(cfg.match_minlens)),
+        # the text is mapped from the shards (corpus.py): page cache, counted in RSS once read
+        "text (mapped)": train_bytes,
+        "match pointers": train_bytes * 4 * len(cfg.match_minlens),
         "batch caches": batch * per_pos,
     }

@@ -1,6 +1,6 @@
 """Recall: find the article a question is about in the model's memory text, for chat to read first.
 
-The memory text (history.bin) *is* the training text, article after article, so a subject whose
+The memory text (the history) *is* the training text, article after article, so a subject whose
 article was trained on can be looked up by title instead of hoped for. `TitleIndex` lists the
 articles of a history: for each, its title and where its header and its text start. Both formats
 the model trains on are read:
@@ -14,7 +14,7 @@ title has that key, the subject without a plural "s"/"es" is tried. The first ar
 wins a tie. Titles are not matched without their parenthesised qualifier: "Volcano" would find
 "Volcano (South Park)", and a wrong article read first is worse than none.
 
-`train` writes the index as `titles.tsv` next to history.bin (offset, header offset, title per
+`train` writes the index as `titles.tsv` in the run directory (offset, header offset, title per
 line, for the history's first `history_len` bytes); a run without it (or with a stale one) gets it
 rebuilt in memory, which takes well under a second for 150 MB (one regex pass or one NUL search).
 """
@@ -29,6 +29,7 @@ import numpy as np
 import regex
 
 TITLES_FILE = "titles.tsv"
+BLOCK = 1 << 24  # bytes searched for NULs at a time
 _DOC = regex.compile(rb'<doc id="[^"\n]*" url="[^"\n]*" title="([^"\n]*)">\n')
 _LEADING_ARTICLE = regex.compile(r"^(?:a|an|the)\s+")
 _NOT_WORD = regex.compile(r"[^\p{L}\p{N}]+")
@@ -99,7 +100,8 @@ def build_index(history: np.ndarray) -> TitleIndex:
             articles.append(Article(title, h0, body, end))
     else:
         arr = np.frombuffer(data, dtype=np.uint8)
-        ends = np.flatnonzero(arr == 0)
+        # NULs found a block at a time: a whole-text comparison made a temporary as large as the text
+        ends = np.concatenate([np.flatnonzero(arr[lo: lo + BLOCK] == 0) + lo for lo in range(0, n, BLOCK)] or [[]]).astype(np.int64)
         h0 = 0
         for e in list(ends) + ([n] if (len(ends) == 0 or ends[-1] != n - 1) and n else []):
             e = int(e)

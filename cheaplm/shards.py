@@ -189,7 +189,7 @@ def read_manifest(data_dir: Path) -> dict:
     return manifest
 
 
-def _split_info(data_dir: Path, manifest: dict, split: str) -> dict:
+def split_info(data_dir: Path, manifest: dict, split: str) -> dict:
     info = manifest["splits"].get(split)
     if info is None:
         have = ", ".join(manifest["splits"]) or "none"
@@ -208,7 +208,7 @@ def require_split(data_dir: Path, split: str) -> dict:
     Raises ShardError with one line naming the directory.
     """
     data_dir = Path(data_dir)
-    return _split_info(data_dir, read_manifest(data_dir), split)
+    return split_info(data_dir, read_manifest(data_dir), split)
 
 
 def _check_layout(path: Path, manifest: dict) -> None:
@@ -269,45 +269,60 @@ def _sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
+@contextlib.contextmanager
+def shard_checker(data_dir: Path, verify: bool | None = None):
+    """Yields check(shard) -> its path, which checks one shard of the manifest: its size always; its
+    sha256 too unless `verify` is False (default: True, or the environment's CHEAPLM_VERIFY_SHARDS=0
+    for huge data). A shard is hashed whole, once: the stamp file remembers it by size, mtime and
+    inode (written when the block ends). Problems: ShardError, one line."""
+    data_dir = Path(data_dir)
+    if verify is None:
+        verify = _verify_default()
+    stamp = _read_stamp(data_dir) if verify else {}
+    changed = False
+
+    def check(shard: dict) -> Path:
+        nonlocal changed
+        path = data_dir / shard["name"]
+        if not path.is_file():
+            raise ShardError(f"{path}: shard listed in the manifest is missing")
+        if path.stat().st_size != shard["bytes"]:
+            raise ShardError(f"{path}: {path.stat().st_size:,} bytes, manifest says {shard['bytes']:,}")
+        if verify and stamp.get(shard["name"]) != _stat_key(path, shard):
+            if _sha256_of(path) != shard["sha256"]:
+                raise ShardError(f"{path}: sha256 does not match the manifest (the shard was changed or "
+                                 f"damaged); prepare the data again, or set {VERIFY_ENV}=0 to skip the check")
+            stamp[shard["name"]] = _stat_key(path, shard)
+            changed = True
+        return path
+
+    try:
+        yield check
+    except OSError as exc:
+        raise ShardError(f"{exc.filename or data_dir}: cannot read ({exc.strerror})") from None
+    finally:
+        if changed:
+            _write_stamp(data_dir, stamp)
+
+
 def load_split(data_dir: Path, split: str, limit: int | None = None, verify: bool | None = None) -> np.ndarray:
     """All bytes of one split as a uint8 array (at most `limit` bytes, cut at a shard's end).
 
-    Each shard read is checked against the manifest: its size always; its sha256 too unless
-    `verify` is False (default: True, or the environment's CHEAPLM_VERIFY_SHARDS=0 for huge data).
-    A shard is hashed whole, once: the stamp file remembers it by size, mtime and inode.
+    Each shard read is checked against the manifest (shard_checker): its size always; its sha256
+    too unless `verify` is False. The training text is mapped instead (corpus.py).
     """
     data_dir = Path(data_dir)
-    manifest = read_manifest(data_dir)
-    if verify is None:
-        verify = _verify_default()
-    info = _split_info(data_dir, manifest, split)
-    stamp = _read_stamp(data_dir) if verify else {}
-    stamp_changed = False
+    info = split_info(data_dir, read_manifest(data_dir), split)
     parts = []
     total = 0
-    try:
+    with shard_checker(data_dir, verify) as check:
         for shard in info["shards"]:
-            path = data_dir / shard["name"]
-            if not path.is_file():
-                raise ShardError(f"{path}: shard listed in the manifest is missing")
-            if path.stat().st_size != shard["bytes"]:
-                raise ShardError(f"{path}: {path.stat().st_size:,} bytes, manifest says {shard['bytes']:,}")
-            if verify and stamp.get(shard["name"]) != _stat_key(path, shard):
-                if _sha256_of(path) != shard["sha256"]:
-                    raise ShardError(f"{path}: sha256 does not match the manifest (the shard was changed or "
-                                     f"damaged); prepare the data again, or set {VERIFY_ENV}=0 to skip the check")
-                stamp[shard["name"]] = _stat_key(path, shard)
-                stamp_changed = True
+            path = check(shard)
             want = shard["bytes"] if limit is None else min(shard["bytes"], limit - total)
             parts.append(np.fromfile(path, dtype=np.uint8, count=want))
             total += want
             if limit is not None and total >= limit:
                 break
-    except OSError as exc:
-        raise ShardError(f"{exc.filename or data_dir}: cannot read ({exc.strerror})") from None
-    finally:
-        if stamp_changed:
-            _write_stamp(data_dir, stamp)
     return np.concatenate(parts) if len(parts) > 1 else parts[0]
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import hostmem
+from . import corpus, hostmem
 from .match import drop_pointers_from
 from .reader import mixed_distribution
 from .reader_host import HostReader
@@ -28,7 +28,9 @@ END_OF_ARTICLE = 0
 # bytes of history copied in front of a stream that treats the history as far: more than any
 # context or match verification reads back
 HISTORY_TAIL = 4096
-FEED_BATCH = 16  # feeds at least this long read the reader in one batch
+FEED_BATCH = 16
+# address space (not memory) reserved after a mapped history for the stream to grow into in place
+STREAM_RESERVE = 1 << 30  # feeds at least this long read the reader in one batch
 
 
 class Stream:
@@ -47,9 +49,10 @@ class Stream:
         self.model = model
         self.h = len(history)
         self.gap = max(model.cfg.match_recency, default=0) + HISTORY_TAIL
-        # hostmem: a fresh process copies 100+ MB here, and numpy's huge-page advice can stall it
-        self.buf = hostmem.zeros(self.h + extra + (self.gap if history_far else 0), np.uint8)
-        self.buf[: self.h] = history
+        # a mapped history (corpus.py) gets a mapping of its own: nothing of the training text is
+        # read or copied at start, and the address space reserved after it lets the stream grow in
+        # place; any other history is copied (hostmem: numpy's huge-page advice can stall the copy)
+        self.buf = corpus.with_room(history, extra + (self.gap if history_far else 0), reserve=STREAM_RESERVE)
         self.t = self.h
         if history_far and self.h:
             self._jump()
@@ -96,8 +99,13 @@ class Stream:
 
     def _grow(self, n: int = 1) -> None:
         if self.t + n >= len(self.buf):
-            bigger = np.zeros(len(self.buf) + max(1 << 16, n, len(self.buf) - self.h), dtype=np.uint8)
-            bigger[: self.t] = self.buf[: self.t]
+            size = len(self.buf) + max(1 << 16, n, len(self.buf) - self.h)
+            bigger = corpus.grow(self.buf, size)
+            if bigger is None:
+                bigger = np.zeros(size, dtype=np.uint8)
+                bigger[: self.t] = self.buf[: self.t]
+            else:
+                bigger[self.t:] = 0  # as the copy: nothing after the stream's end
             self.buf = bigger
 
     def _reader_probs(self) -> np.ndarray:

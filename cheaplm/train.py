@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import checkpoint
+from . import checkpoint, corpus
 from .device import NAMES as DEVICES
 from .device import Device, DeviceError
 from .device import pick as pick_device
@@ -44,6 +44,7 @@ from .lanes import stream_positions
 from .match import IndexAhead
 from .model import Model, ModelConfig, memory_estimate
 from .options import check_keys
+from .plan import format_plan, run_plan
 from .progress import Eta, fmt_seconds
 from .reader import MixFit, mix_loss, widen
 from .runctl import RunLock, StopRequested, TrainError  # noqa: F401 (TrainError: callers catch it from here)
@@ -362,10 +363,15 @@ class Trainer:
         return with_resolved_reader(cfg.sized_for(self.n, device), device, self.tc.minutes)
 
     def load_data(self) -> None:
+        """The training text mapped from its shards (corpus.py: nothing read until counted, no copy),
+        a few KiB of validation bytes read."""
         try:
-            self.data = load_split(self.data_dir, "train", limit=self.tc.bytes)
+            self.pieces = corpus.layout(self.data_dir, "train", limit=self.tc.bytes)
+            self.data = corpus.map_text(self.data_dir, self.pieces)
         except ShardError as exc:
             raise TrainError(str(exc)) from None
+        except OSError as exc:
+            raise TrainError(f"{exc.filename or self.data_dir}: cannot map the training text ({exc.strerror or exc})") from None
         try:
             self.val = load_split(self.data_dir, "val", limit=self.tc.val_bytes)
         except ShardError:
@@ -404,6 +410,7 @@ class Trainer:
         self.state = RunState(data=data_fingerprint(manifest), updates=0)
         self.resolve_schedule()
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        corpus.record(self.run_dir, self.data_dir, "train", self.pieces)  # the run's text: where, not a copy
         (self.run_dir / "config.json").write_text(json.dumps({"model": json.loads(self.model_cfg.to_json()),
                                                               "train": asdict(self.tc), "data": str(self.data_dir)},
                                                              indent=2))
@@ -428,8 +435,8 @@ class Trainer:
         self.prev = match.pointers(self.n)
         self.indexed_to = cursor  # match.last_pos holds the index of data[:indexed_to]
         if cursor:
-            if not np.array_equal(history, self.data[:cursor]):
-                raise TrainError(f"{self.run_dir}: history.bin does not match the start of the training data")
+            if not self.same_text(history, cursor):
+                raise TrainError(f"{self.run_dir}: the run's history does not match the start of the training data")
             fresh = np.full_like(match.last_pos, -1)
             match.index_parallel(self.data, 0, cursor, self.prev, last_pos=fresh)
             if not np.array_equal(fresh, match.last_pos):
@@ -448,6 +455,18 @@ class Trainer:
         if gpu and cursor:
             self.d_prev[:, :cursor].copy_to_device(self.prev[:, :cursor])
         self.on_device_to = cursor  # match pointers copied to the GPU up to here
+
+    def same_text(self, history: np.ndarray, cursor: int) -> bool:
+        """Whether the run's history is data[:cursor]: the same shards at the same places for a run
+        that maps them (text.json), compared byte for byte for one with a history.bin."""
+        if (self.run_dir / "history.bin").exists():
+            return np.array_equal(history, self.data[:cursor])
+        try:
+            _, recorded = corpus.read_record(self.run_dir)
+        except corpus.TextError as exc:
+            raise TrainError(str(exc)) from None
+        key = [(p.name, p.start, p.used, p.sha256) for p in corpus.cut(recorded, cursor)]
+        return key == [(p.name, p.start, p.used, p.sha256) for p in corpus.cut(self.pieces, cursor)]
 
     def plan(self) -> None:
         """The held-out blocks, the step counts of a bytes budget and the memory's share of the time."""
@@ -810,6 +829,43 @@ class Trainer:
             if self.metrics:
                 self.metrics.close()
 
+    def dry_run(self) -> dict:
+        """--dry-run: the plan of a new run (plan.py) logged and returned; nothing is written and
+        nothing of the text is read (shard sizes are checked, not their sha256)."""
+        self.check_options()
+        if self.resume:
+            raise TrainError("--dry-run plans a new run; give it without --resume")
+        if (self.run_dir / "latest").exists():
+            raise TrainError(f"{self.run_dir}: already holds a run; pass --resume to continue it, or choose another --out")
+        try:
+            manifest = read_manifest(self.data_dir)
+            device = pick_device(self.tc.device)
+            self.pieces = corpus.layout(self.data_dir, "train", limit=self.tc.bytes, verify=False)
+        except (ShardError, DeviceError) as exc:
+            raise TrainError(str(exc)) from None
+        tc = self.tc = self.tc.resolved(device)
+        n = self.n = corpus.text_length(self.pieces)
+        self.model_cfg = self.model_cfg or ModelConfig(table_bits=None)
+        self.resolve_new_config(device)
+        rcfg = self.model_cfg.reader_config(device, tc.minutes)
+        try:
+            sched = ReaderSchedule.for_device(device, tc.minutes, tc.reader, widen(tc.minutes))
+        except ValueError as exc:
+            raise TrainError(str(exc)) from None
+        holdout = min(tc.holdout_max, max(int(n * tc.holdout_fraction), min(n // 4, 1 << 16)))
+        articles = manifest["splits"]["train"].get("articles")
+        out = run_plan(self.model_cfg, tc, n, device, sched if rcfg is not None else None,
+                       articles if isinstance(articles, int) else None, holdout)
+        for line in format_plan(out):
+            self.log(line)
+        have = Device(device).free_memory()
+        need = sum((out["gpu"] or out["host"]).values())
+        self.log(f"{device} has {have / 2**20:,.0f} MiB free: the run " + ("fits" if need <= have else "does NOT fit")
+                 + f"; dry run, nothing written (table_bits {self.model_cfg.table_bits})")
+        if n >= 2**31 - 1:
+            raise TrainError(f"{self.data_dir}: more than 2 GiB of training bytes; pass --bytes to use a part")
+        return out
+
     def phases(self) -> dict:
         st, reader = self.state, self.model.reader
         with StopRequested() as stop:
@@ -851,8 +907,11 @@ class Trainer:
 
 def train(data_dir: Path, run_dir: Path, model_cfg: ModelConfig | None, tc: TrainConfig, resume: bool = False,
           log=print, save: bool = True, stop_after_steps: int | None = None,
-          keep_model: bool = False, stop_after_reader_steps: int | None = None) -> dict:
-    """Train (Trainer); returns a summary. The run directory is locked for the whole run."""
+          keep_model: bool = False, stop_after_reader_steps: int | None = None, dry_run: bool = False) -> dict:
+    """Train (Trainer); returns a summary. The run directory is locked for the whole run. dry_run:
+    log and return the plan (plan.py) instead, writing nothing."""
+    if dry_run:
+        return Trainer(data_dir, run_dir, model_cfg, tc, resume, log, save=False).dry_run()
     with RunLock(run_dir, create=not resume):
         return Trainer(data_dir, run_dir, model_cfg, tc, resume, log, save, stop_after_steps, keep_model,
                        stop_after_reader_steps).run()
