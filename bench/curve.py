@@ -48,6 +48,13 @@ RUNS = [
     ("h200-reader-5min-6a68333.json", None, "cheaplm", "default at 6a68333 (warp tile, memory up to 60 s, x2 reader)"),
     ("h200-default-1min-4d9578c.json", None, "cheaplm", "default"),
     ("h200-default-2min-4d9578c.json", None, "cheaplm", "default"),
+    ("h200-default-8min-37fbf50.json", None, "cheaplm",
+     "default at 37fbf50 (x5 reader: its one pass ended at 300 s of the 449 s it had; x6.5 since f3bc47f)"),
+    ("h200-default-5min-f3bc47f.json", None, "cheaplm", "default"),
+    ("h200-transformer-speedrun-1min-f3bc47f.json", None, "transformer",
+     "transformer-speedrun 6x512 (the 5-minute row's recipe, shape by budget; 19.1M params)"),
+    ("h200-transformer-speedrun-8min-f3bc47f.json", None, "transformer",
+     "transformer-speedrun 10x640 (the 5-minute row's recipe, shape by budget; 49.5M params)"),
 ]
 
 
