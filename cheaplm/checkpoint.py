@@ -415,7 +415,6 @@ def load_model(run_dir: Path, device: str = "cpu", ckpt: Path | None = None) -> 
         raise CheckpointError(f"{ckpt}: {exc}") from None
     if model.reader is not None and "reader_step" in z:
         model.reader.step = int(z["reader_step"])
-    hist_path = Path(ckpt).parent / "history.bin"
     try:
         n = int(meta["history_len"])
     except (KeyError, TypeError, ValueError):

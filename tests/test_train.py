@@ -1,7 +1,6 @@
 """Tier 4 (model level): training lowers the loss; interrupted + resumed == straight; bad input."""
 
 import json
-import math
 import subprocess
 import sys
 
