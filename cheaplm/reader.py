@@ -27,6 +27,9 @@ The mix ("reading the memory"): for each bit j of the byte, with z_m = stretch(t
 p(bit)) and z_r = stretch(the reader's p(bit | bits before j), from p_r),
     z = w[s, 0] z_m + w[s, 1] z_r + w[s, 2],   s = (j, |z_m| bucket, |z_r| bucket)
 so the weights say, per confidence of each side, how far to trust memory and how far the reader.
+A third input, the document's own words (docwords.py: which words of the current article the word
+being written could be), adds w_d[j, c] z_d with c a small confidence context; z_d = 0 where it
+has nothing to say, and a run from before it has w_d = 0, so its predictions are unchanged.
 The mix is fitted on held-out bytes the count tables have not seen (train.py), as the memory's
 own mixer is: on counted bytes the memory would look better than it will be on new text.
 
