@@ -177,7 +177,7 @@ def _answer_task(task):
             "seconds": time.perf_counter() - t0, "first_byte_s": t_first}
 
 
-def cheaplm_answers(run_dir: Path, workers: int, rows: list[int]) -> tuple[list[dict], dict]:
+def cheaplm_answers(run_dir: Path, workers: int, rows: list[int], mix: str | None = None) -> tuple[list[dict], dict]:
     import multiprocessing as mp
 
     from cheaplm.checkpoint import load_model
@@ -185,9 +185,15 @@ def cheaplm_answers(run_dir: Path, workers: int, rows: list[int]) -> tuple[list[
 
     t0 = time.perf_counter()
     model, history, ckpt = load_model(run_dir, device="cpu")
+    if mix:  # another fit of the memory-reader mix (bench/doc_words.py --save-mix): with or without D
+        import numpy as np
+
+        with np.load(mix, allow_pickle=False) as z:
+            model.reader.mix = z["reader_mix"].astype(np.float32)
+            model.reader.mix_doc = z["reader_mix_doc"].astype(np.float32)
     index = load_index(ckpt.parent, history)
     _G.update(model=model, history=history, index=index)
-    info = {"checkpoint": str(ckpt), "history_bytes": int(len(history)), "articles": len(index),
+    info = {"checkpoint": str(ckpt), "mix": mix, "history_bytes": int(len(history)), "articles": len(index),
             "load_seconds": time.perf_counter() - t0,
             "in_history": [index.find(chat_title(q)) is not None for q, _ in PROMPTS]}
     print(f"model loaded in {info['load_seconds']:.0f} s; {len(rows) * len(PROMPTS)} answers on {workers} workers",
@@ -279,10 +285,12 @@ def cmd_answers(args) -> None:
         env = dict(os.environ, **{v: "1" for v in threads})
         cmd = [sys.executable, str(Path(__file__).resolve()), "answers", "--run", str(args.run or work / "run"),
                "--work", str(work), "--split-dir", args.split_dir, "--workers", str(args.workers), "--rows", args.rows]
+        if args.mix:
+            cmd += ["--mix", args.mix]
         sys.exit(subprocess.run(cmd, env=env).returncode)
     rows = [int(r) for r in args.rows.split(",")] if args.rows else list(range(len(ROWS)))
     t0 = time.perf_counter()
-    answers, info = cheaplm_answers(Path(args.run) if args.run else work / "run", args.workers, rows)
+    answers, info = cheaplm_answers(Path(args.run) if args.run else work / "run", args.workers, rows, args.mix)
     info["cheaplm_answer_seconds"] = time.perf_counter() - t0
     info.update(commit=git_commit(), date=time.strftime("%Y-%m-%d"), command=" ".join(sys.argv))
     (work / "answers.json").write_text(json.dumps({"info": info, "answers": answers}, indent=1, ensure_ascii=False))
@@ -666,6 +674,8 @@ def main() -> None:
     a.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 2))
     a.add_argument("--run", default=None, help="answer with this trained run instead of training WORK/run")
     a.add_argument("--rows", default="", help="comma-separated row numbers of ROWS (default: all)")
+    a.add_argument("--mix", default=None, help="an .npz of reader_mix and reader_mix_doc to answer with "
+                   "(bench/doc_words.py --save-mix) instead of the run's own mix")
     j = sub.add_parser("judge")
     j.add_argument("--split-dir", default=str(ROOT / "bench" / "work" / "wikibench"))
     j.add_argument("--work", default=str(ROOT / "bench" / "work" / "lq"))

@@ -335,9 +335,11 @@ def _expected_model_arrays(cfg: ModelConfig, packed: bool = True) -> dict:
         out["tables"] = ((rows, 32), np.uint32)
     rcfg = cfg.reader_config("cpu")
     if rcfg is not None:
-        from .reader import MIX_SETS, param_count
+        from .reader import DOC_SETS, MIX_SETS, param_count
 
+        # reader_mix_doc: optional (runs from before the document words have none: zero weights)
         out.update(reader_params=((param_count(rcfg),), np.float32), reader_mix=((MIX_SETS, 3), np.float32),
+                   reader_mix_doc=((DOC_SETS,), np.float32),
                    reader_step=((), np.int64))
     return out
 
@@ -410,7 +412,8 @@ def load_model(run_dir: Path, device: str = "cpu", ckpt: Path | None = None) -> 
         raise CheckpointError(f"{ckpt / 'model.npz'}: the config has a reader but the checkpoint holds no reader arrays")
     try:
         model = Model(cfg, device=device, tables=z["tables"], params=z["params"], last_pos=z["last_pos"],
-                      reader_params=z.get("reader_params"), reader_mix=z.get("reader_mix"))
+                      reader_params=z.get("reader_params"), reader_mix=z.get("reader_mix"),
+                      reader_mix_doc=z.get("reader_mix_doc"))
     except ValueError as exc:
         raise CheckpointError(f"{ckpt}: {exc}") from None
     if model.reader is not None and "reader_step" in z:

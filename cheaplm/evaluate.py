@@ -15,6 +15,7 @@ import time
 import numpy as np
 
 from . import corpus
+from .docwords import doc_inputs
 from .reader import mix_loss
 
 
@@ -52,6 +53,10 @@ def stream_bpb(model, history: np.ndarray, stream: np.ndarray, batch: int = 1 <<
     t_reader = time.perf_counter()
     reader_p = None if model.reader is None else model.reader.range_probs(d_data, [(h, h + n)],
                                                                           model.match.args(d_prev, h))
+    # the document words (docwords.py), read on the host once, when the mix reads them
+    doc = None
+    if model.reader is not None and model.reader.reads_doc:
+        doc = doc_inputs(data, [(h, h + n)])
     total = 0.0
     t0 = time.perf_counter()
     try:
@@ -64,7 +69,8 @@ def stream_bpb(model, history: np.ndarray, stream: np.ndarray, batch: int = 1 <<
             if model.reader is not None:
                 # the memory's bit probabilities mixed with the reader's (reader.py)
                 pr = reader_p[start:end]
-                loss = mix_loss(pm, pr, data[pos], model.reader.mix, np.zeros((0, 3), np.float32))
+                mixd = None if doc is None else model.reader.doc_mix(doc[0][start:end], doc[1][start:end])
+                loss = mix_loss(pm, pr, data[pos], model.reader.mix, np.zeros((0, 3), np.float32), mixd)
             else:
                 loss = model.host(caches.loss)
             total += float(np.sum(loss, dtype=np.float64))

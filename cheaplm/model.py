@@ -219,7 +219,7 @@ class Model:
     `optimizer_arrays`, `load_optimizer`); only the parts touch kernels."""
 
     def __init__(self, cfg: ModelConfig, device: str = "cpu", tables=None, params=None, last_pos=None,
-                 reader_params=None, reader_mix=None):
+                 reader_params=None, reader_mix=None, reader_mix_doc=None):
         cfg.validate()
         self.cfg = cfg
         self.dev = Device(device)
@@ -231,7 +231,7 @@ class Model:
         if rcfg is not None:
             from .reader import Reader
 
-            self.reader = Reader(rcfg, device, params=reader_params, mix=reader_mix)
+            self.reader = Reader(rcfg, device, params=reader_params, mix=reader_mix, mix_doc=reader_mix_doc)
         self.history_len = 0
 
     def host(self, arr) -> np.ndarray:

@@ -27,6 +27,9 @@ The mix ("reading the memory"): for each bit j of the byte, with z_m = stretch(t
 p(bit)) and z_r = stretch(the reader's p(bit | bits before j), from p_r),
     z = w[s, 0] z_m + w[s, 1] z_r + w[s, 2],   s = (j, |z_m| bucket, |z_r| bucket)
 so the weights say, per confidence of each side, how far to trust memory and how far the reader.
+A third input, the document's own words (docwords.py: which words of the current article the word
+being written could be), adds w_d[j, c] z_d with c a small confidence context; z_d = 0 where it
+has nothing to say, and a run from before it has w_d = 0, so its predictions are unchanged.
 The mix is fitted on held-out bytes the count tables have not seen (train.py), as the memory's
 own mixer is: on counted bytes the memory would look better than it will be on new text.
 
@@ -46,6 +49,8 @@ import numba
 import numpy as np
 
 from .device import Device
+from . import docwords
+from .docwords import CONTEXTS, DOC_SETS
 from .kernels import adam, reader_ops
 from .kernels.match import SPEC_LEN
 from .reader_backend import Operand, ops_for
@@ -228,7 +233,7 @@ def _bits(op: Operand) -> tuple:
 class Reader:
     """Parameters, optimizer state and batch work space of one reader, on the CPU or the GPU."""
 
-    def __init__(self, cfg: ReaderConfig, device: str = "cpu", params=None, mix=None):
+    def __init__(self, cfg: ReaderConfig, device: str = "cpu", params=None, mix=None, mix_doc=None):
         cfg.validate()
         self.cfg = cfg
         self.dev = Device(device)
@@ -246,6 +251,9 @@ class Reader:
         if len(host) != self.n_params:
             raise ValueError(f"reader: {len(host)} parameters, its config needs {self.n_params}")
         self.mix = (mix if mix is not None else init_mix()).astype(np.float32)
+        # the document words' weights in the mix (docwords.py); zero (a run from before them): D is
+        # not read and every prediction is as it was
+        self.mix_doc = (mix_doc if mix_doc is not None else np.zeros(DOC_SETS)).astype(np.float32)
         self.ctx = np.asarray(cfg.contexts, dtype=np.int64).reshape(-1, 2)
         self.base_ctx = cfg.window * 256
         self.base_match = self.base_ctx + (len(cfg.contexts) << cfg.ctx_bits)
@@ -485,8 +493,17 @@ class Reader:
 
     # ---- checkpoints -----------------------------------------------------------------------------
     def arrays(self) -> dict:
-        return {"reader_params": self.host(self.params), "reader_mix": self.mix,
+        return {"reader_params": self.host(self.params), "reader_mix": self.mix, "reader_mix_doc": self.mix_doc,
                 "reader_step": np.array(self.step, np.int64)}
+
+    @property
+    def reads_doc(self) -> bool:
+        """Whether the mix reads the document words (some of its weights are not zero)."""
+        return bool(np.any(self.mix_doc != 0))
+
+    def doc_mix(self, zd, cd):
+        """mix_loss's `doc` argument for D's inputs zd, cd; None when the mix does not read D."""
+        return (zd, cd, self.mix_doc) if self.reads_doc else None
 
     def training_state(self):
         """The scan's state of the training lanes (None without a scan), carried across steps."""
@@ -522,11 +539,26 @@ def stretch(p):
     return min(max(z, -STRETCH_CLIP), STRETCH_CLIP)
 
 
-@numba.njit(cache=True)
-def mix_loss(pm, pr, y, w, grad):
+NO_DOC = (np.zeros((0, 8), np.float32), np.zeros(0, np.int64), np.zeros(DOC_SETS, np.float32))
+_NO_PD = np.zeros(0)
+
+
+def mix_loss(pm, pr, y, w, grad, doc=None, doc_grad=None):
     """Mixed loss (bits) per position of bit probabilities pm (memory) and pr (reader) for true bytes
-    y; adds d(mean loss in nats)/dw into grad when grad has rows."""
+    y; adds d(mean loss in nats)/dw into grad when grad has rows. doc: the document words' inputs
+    and weights (zd (B, 8), cd (B,), w_d (DOC_SETS,): docwords.py), or None for none; doc_grad:
+    where d/dw_d is added (with grad)."""
+    zd, cd, wd = NO_DOC if doc is None else doc
+    gd = np.zeros(0, np.float32) if doc_grad is None else doc_grad
+    return mix_loss_doc(pm, pr, y, w, grad, zd, cd, wd, gd)
+
+
+@numba.njit(cache=True)
+def mix_loss_doc(pm, pr, y, w, grad, zd, cd, wd, gd):
+    """mix_loss's body: for bit j, z = mix_bit(z_m, z_r) + w_d[j * CONTEXTS + c] * z_d when zd has
+    rows (z_d = 0 where D abstains: no effect)."""
     n = pm.shape[0]
+    doc = zd.shape[0] > 0
     loss = np.zeros(n, np.float64)
     for b in range(n):
         tot = 0.0
@@ -535,6 +567,10 @@ def mix_loss(pm, pr, y, w, grad):
             zm = stretch(pm[b, j])
             zr = stretch(pr[b, j])
             z, row = reader_ops.mix_bit(zm, zr, j, w)
+            rd = 0
+            if doc:
+                rd = j * CONTEXTS + cd[b]
+                z += wd[rd] * zd[b, j]
             p = 1.0 / (1.0 + math.exp(-z))
             p = min(max(p, 1e-9), 1.0 - 1e-9)
             tot += -math.log(p if bit == 1 else 1.0 - p)
@@ -543,19 +579,38 @@ def mix_loss(pm, pr, y, w, grad):
                 grad[row, 0] += dz * zm
                 grad[row, 1] += dz * zr
                 grad[row, 2] += dz
+                if doc and gd.shape[0] > 0:
+                    gd[rd] += dz * zd[b, j]
         loss[b] = tot / math.log(2.0)
     return loss
 
 
-@numba.njit(cache=True)
-def mixed_distribution(node_pm, pr, w, mass, out):
+def mixed_distribution(node_pm, pr, w, mass, out, doc=None):
     """out[y] = P(y) when every node c of the byte tree mixes the memory's P(bit = 1) there
-    (node_pm[c]) with the reader's (its distribution pr summed over the subtree) as mix_loss does."""
+    (node_pm[c]) with the reader's (its distribution pr summed over the subtree) as mix_loss does;
+    doc: (p_D over the next byte, context, w_d) of the document words (docwords.py), or None when
+    there are none or D abstains."""
+    if doc is None or doc[0] is None:
+        mixed_distribution_doc(node_pm, pr, w, mass, out, _NO_PD, 0, NO_DOC[2])
+    else:
+        mixed_distribution_doc(node_pm, pr, w, mass, out, doc[0], doc[1], doc[2])
+
+
+@numba.njit(cache=True)
+def mixed_distribution_doc(node_pm, pr, w, mass, out, pd, cd, wd):
+    """mixed_distribution's body; pd: p_D over 256 bytes, or empty for none."""
     sums = np.zeros(512)
     for y in range(256):
         sums[256 + y] = pr[y]
     for c in range(255, 0, -1):
         sums[c] = sums[2 * c] + sums[2 * c + 1]
+    doc = pd.shape[0] > 0
+    dsums = np.zeros(512)
+    if doc:
+        for y in range(256):
+            dsums[256 + y] = pd[y]
+        for c in range(255, 0, -1):
+            dsums[c] = dsums[2 * c] + dsums[2 * c + 1]
     mass[1] = 1.0
     for c in range(1, 256):
         j = 0
@@ -564,6 +619,8 @@ def mixed_distribution(node_pm, pr, w, mass, out):
         zm = stretch(node_pm[c])
         zr = stretch(sums[2 * c + 1] / max(sums[c], 1e-300))
         z, row = reader_ops.mix_bit(zm, zr, j, w)
+        if doc:
+            z += wd[j * CONTEXTS + cd] * docwords.stretch(dsums[2 * c + 1] / max(dsums[c], 1e-300))
         p1 = 1.0 / (1.0 + math.exp(-z))
         mass[2 * c + 1] = mass[c] * p1
         mass[2 * c] = mass[c] * (1.0 - p1)
@@ -572,23 +629,37 @@ def mixed_distribution(node_pm, pr, w, mass, out):
 
 
 class MixFit:
-    """Adam on the mix weights, batch by batch; the rate falls linearly to a tenth over `steps`."""
+    """Adam on the mix weights, batch by batch; the rate falls linearly to a tenth over `steps`.
+    With wd (the document words' weights, DOC_SETS) it fits those too, on steps given D's inputs."""
 
-    def __init__(self, w: np.ndarray, lr: float = 0.02, steps: int = 1000):
+    def __init__(self, w: np.ndarray, lr: float = 0.02, steps: int = 1000, wd: np.ndarray | None = None):
         self.w, self.lr, self.steps = w.copy(), lr, max(1, steps)
+        self.wd = None if wd is None else np.asarray(wd, np.float32).copy()
         self.m = np.zeros_like(w)
         self.v = np.zeros_like(w)
+        self.md = None if wd is None else np.zeros_like(self.wd)
+        self.vd = None if wd is None else np.zeros_like(self.wd)
         self.t = 0
 
-    def step(self, pm, pr, y) -> float:
+    def step(self, pm, pr, y, doc=None) -> float:
+        """doc: (zd, cd) of these positions (docwords.py), when fitting wd."""
         g = np.zeros_like(self.w)
-        loss = mix_loss(pm, pr, y, self.w, g)
+        gd = None
+        if self.wd is not None and doc is not None:
+            gd = np.zeros_like(self.wd)
+            loss = mix_loss(pm, pr, y, self.w, g, (doc[0], doc[1], self.wd), gd)
+        else:
+            loss = mix_loss(pm, pr, y, self.w, g)
         lr = self.lr * (1.0 - 0.9 * min(1.0, self.t / self.steps))
         self.t += 1
+        c1, c2 = 1 - 0.9**self.t, 1 - 0.999**self.t
         self.m = 0.9 * self.m + 0.1 * g
         self.v = 0.999 * self.v + 0.001 * g * g
-        mh, vh = self.m / (1 - 0.9**self.t), self.v / (1 - 0.999**self.t)
-        self.w -= (lr * mh / (np.sqrt(vh) + 1e-8)).astype(np.float32)
+        self.w -= (lr * (self.m / c1) / (np.sqrt(self.v / c2) + 1e-8)).astype(np.float32)
+        if gd is not None:
+            self.md = 0.9 * self.md + 0.1 * gd
+            self.vd = 0.999 * self.vd + 0.001 * gd * gd
+            self.wd -= (lr * (self.md / c1) / (np.sqrt(self.vd / c2) + 1e-8)).astype(np.float32)
         return float(loss.mean())
 
 

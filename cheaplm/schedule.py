@@ -16,7 +16,7 @@ from .options import check_keys
 # the keys a reader's options held before they moved here (runs saved before, and --reader flags,
 # still give them beside the reader's own): split_reader_options routes them
 KEYS = ("lr", "table_lr", "warmup", "max_epochs", "table_epochs", "order", "memory_share", "memory_seconds",
-        "mix_share")
+        "mix_share", "doc_words")
 
 
 @dataclass
@@ -47,6 +47,9 @@ class ReaderSchedule:
     # (two passes over 4 MB) the mix stayed near its start (the memory alone) and scored 0.046 worse
     # than the reader alone (H200, 5 minutes, bench/NOTES.md §12). Tests on a few KB take fewer.
     mix_fit_steps: int = 1500
+    # the mix also reads the document's own words (docwords.py; issue 23 item 2): its weights are
+    # fitted with the rest of the mix; off, they stay zero and D is never read
+    doc_words: bool = True
 
     def validate(self, scan: bool) -> None:
         if self.lr <= 0 or self.table_lr <= 0:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import corpus, hostmem
+from .docwords import DocWords
 from .match import drop_pointers_from
 from .reader import mixed_distribution
 from .reader_host import HostReader
@@ -71,6 +72,8 @@ class Stream:
         self._host = HostReader(model.reader) if model.reader is not None else None  # forward-only, serial per byte
         self._rnext = None
         self.pending = b""  # bytes of an incomplete UTF-8 character at the end of the stream
+        # the document's words (docwords.py), read up to t when the mix reads them
+        self._doc = DocWords() if model.reader is not None and model.reader.reads_doc else None
 
     def _jump(self) -> None:
         """Move the stream's end `gap` bytes on: zeros, then a copy of the last HISTORY_TAIL bytes
@@ -169,7 +172,12 @@ class Stream:
         m.memory.node_probs(self.buf, self.t, self.match.args(self.prev_t, self.t), self._scratch, out, self._node_p1)
         if m.reader is not None:
             pr = self._reader_probs()
-            mixed_distribution(self._node_p1, pr, m.reader.mix, self._scratch.mass, out)
+            doc = None
+            if self._doc is not None:  # the same inputs as evaluation's (docwords.doc_inputs)
+                self._doc.advance(self.buf, self.t)
+                p_d, c = self._doc.distribution()
+                doc = (p_d, c, m.reader.mix_doc)
+            mixed_distribution(self._node_p1, pr, m.reader.mix, self._scratch.mass, out, doc)
         return out
 
     def history_copies(self, most: int) -> set:

@@ -46,6 +46,7 @@ from .model import Model, ModelConfig, memory_estimate
 from .options import check_keys
 from .plan import format_plan, run_plan
 from .progress import Eta, fmt_seconds
+from .docwords import doc_inputs
 from .reader import MixFit, mix_loss, widen
 from .runctl import RunLock, StopRequested, TrainError  # noqa: F401 (TrainError: callers catch it from here)
 from .schedule import ReaderSchedule, split_reader_options
@@ -755,7 +756,9 @@ class Trainer:
             pm[lo: lo + batch] = model.memory_probs(self.d_data, model.dev.put(pos), self.d_prev, 0,
                                                     caches)[: min(batch, n - lo)]
         y = self.data[pos_all]
-        fit = MixFit(reader.mix, steps=self.sched.mix_fit_steps)
+        # the document words (host, causal: each range is read from its document's start)
+        zd, cd = doc_inputs(self.data, tail) if self.sched.doc_words else (None, None)
+        fit = MixFit(reader.mix, steps=self.sched.mix_fit_steps, wd=reader.mix_doc if zd is not None else None)
         for i in range(self.sched.mix_fit_steps):
             if total is not None and self.clock() >= total and i >= MIX_MIN_STEPS:
                 break
@@ -763,10 +766,13 @@ class Trainer:
                 self.stopped = stop.signal
                 return
             pick = self.rng.integers(0, n, min(MIX_BATCH, n), dtype=np.int64)
-            fit.step(pm[pick], pr[pick], y[pick])
+            fit.step(pm[pick], pr[pick], y[pick], None if zd is None else (zd[pick], cd[pick]))
         reader.mix = fit.w
+        if zd is not None:
+            reader.mix_doc = fit.wd
         self.state.mix_done = True
-        mixed = float(np.mean(mix_loss(pm, pr, y, reader.mix, np.zeros((0, 3), np.float32))))
+        mixed = float(np.mean(mix_loss(pm, pr, y, reader.mix, np.zeros((0, 3), np.float32),
+                                       None if zd is None else reader.doc_mix(zd, cd))))
         alone = [float(np.mean(_path_bits(p, y))) for p in (pm, pr)]
         self.state.heldout = {"memory": alone[0], "reader": alone[1], "mixed": mixed, "bytes": n, "mix_steps": fit.t}
         self.log(f"memory-reader mix fitted in {fit.t} steps on {n / 1e6:.1f} MB held out: memory alone "

@@ -111,6 +111,59 @@ def test_distribution_agrees_with_training_forward(run_dir):
     assert abs(total_bits - got) < 1e-3 * len(text)
 
 
+def test_distribution_agrees_with_scoring_with_doc_words(run_dir):
+    """With the document words in the mix (docwords.py), generation's P(actual byte), its D read
+    incrementally from the document's start, equals scoring's (D read over the whole stream)."""
+    from cheaplm.docwords import DOC_SETS
+    from cheaplm.evaluate import stream_bpb
+
+    model, history, _ = load_model(run_dir)
+    model.reader.mix_doc = np.random.default_rng(0).uniform(0.3, 1.5, DOC_SETS).astype(np.float32)
+    text = b"\x00Lighthouse\n\nA lighthouse is a tower. Lighthouses guide ships; the lighthouse keeper lit it."
+    g = Generator(model, history, history_far=False)
+    assert g._doc is not None
+    total_bits = 0.0
+    for y in text:
+        p = g.distribution()
+        assert abs(p.sum() - 1) < 1e-6
+        total_bits += -np.log2(p[y])
+        g.push(y)
+    got = stream_bpb(model, history, np.frombuffer(text, np.uint8))["bpb"] * len(text)
+    assert abs(total_bits - got) < 1e-3 * len(text)
+    model.reader.mix_doc[:] = 0  # the same text without D: D changed the bits (it was read)
+    assert abs(stream_bpb(model, history, np.frombuffer(text, np.uint8))["bpb"] * len(text) - got) > 0.1
+
+
+def test_a_mix_from_before_doc_words_loads_and_scores_as_before(run_dir, tmp_path, monkeypatch):
+    """A checkpoint without reader_mix_doc (written before the document words) loads with zero
+    weights for them, is not read by generation, and scores exactly as the mix without D does."""
+    import shutil
+
+    from cheaplm import checkpoint
+    from cheaplm.evaluate import stream_bpb
+    from cheaplm.reader import Reader
+
+    model, history, ckpt = load_model(run_dir)
+    old_arrays = Reader.arrays
+    monkeypatch.setattr(Reader, "arrays", lambda self: {k: v for k, v in old_arrays(self).items()
+                                                        if k != "reader_mix_doc"})
+    old_run = tmp_path / "old"
+    old_run.mkdir()
+    for f in run_dir.iterdir():
+        if f.is_file():
+            shutil.copy(f, old_run / f.name)
+    checkpoint.save(old_run, model, checkpoint.read_state(ckpt), history)
+    monkeypatch.undo()
+    assert "reader_mix_doc" not in checkpoint.npz_headers(checkpoint.latest_checkpoint(old_run) / "model.npz")
+    old, old_history, _ = load_model(old_run)
+    assert not old.reader.reads_doc and Generator(old, old_history)._doc is None
+    text = np.frombuffer(b"\x00Lighthouse\n\nA lighthouse is a tower. Lighthouses guide ships.", np.uint8)
+    before = stream_bpb(old, old_history, text)["bpb"]
+    model.reader.mix_doc[:] = 0
+    assert stream_bpb(model, history, text)["bpb"] == before
+    assert np.array_equal(old.reader.mix, model.reader.mix)
+
+
 def test_output_is_always_valid_utf8(run_dir):
     model, history, _ = load_model(run_dir)
     prompt = "Ελλάδα and Zürich".encode()
