@@ -383,7 +383,7 @@ def load_model(run_dir: Path, device: str = "cpu", ckpt: Path | None = None) -> 
         raise CheckpointError(f"{ckpt}: not a cheaplm checkpoint")
     if meta.get("version") not in READABLE_VERSIONS:
         raise CheckpointError(f"{ckpt}: checkpoint format {meta.get('version')}, this cheaplm "
-                              f"({__version__}) reads format {FORMAT_VERSION}; retrain or use cheaplm {meta.get('code_version')}")
+                              f"({__version__}) reads formats {', '.join(map(str, READABLE_VERSIONS))}; retrain or use cheaplm {meta.get('code_version')}")
     try:
         cfg = ModelConfig.from_dict({**LEGACY, **meta["config"]})
         expected = _expected_model_arrays(cfg, meta["version"])
