@@ -15,7 +15,7 @@ checkpoint stores
     tables_sparse uint8 (nv,)         class 4: those counts, row after row, j ascending
 
 which is exact (a resumed run counts on from the same integers). Class 4 takes 4 + (counts not
-zero) bytes a row instead of 32 (format 3; format 2 files have no class 4 and no two last arrays).
+zero) bytes a row instead of 32 (format 3; format 2 files have no class 4, tables_mask or tables_sparse).
 Unpacking writes every row of a fresh dense table once, in parallel chunks whose start in each
 class (and in tables_sparse) is counted first, so it costs about one pass of memory bandwidth, not
 a Python loop.
