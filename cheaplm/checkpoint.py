@@ -19,7 +19,8 @@ delivered once it is complete.
 
 model.npz is an uncompressed zip: its large arrays are memory-mapped where they lie in the file
 (`_npz_arrays`), so loading copies nothing it does not need; the packed tables are unpacked once.
-Format 1 (dense uint32 tables, before packing) still loads.
+Format 1 (dense uint32 tables, before packing) and format 2 (packed, without tablepack's sparse
+rows) still load.
 
 A checkpoint is checked when it is loaded: array shapes and dtypes against its config (from the
 .npy headers, before any data is read), every float array finite (a NaN parameter made eval index out of bounds), match pointers inside the history.
@@ -50,8 +51,8 @@ from .memory import mixer_blocks
 from .model import LEGACY, Model, ModelConfig
 
 FORMAT = "cheaplm-run"
-FORMAT_VERSION = 2  # 2: packed count tables; 1: dense (still read)
-READABLE_VERSIONS = (1, 2)
+FORMAT_VERSION = 3  # 3: sparse rows among the packed tables; 2: packed count tables; 1: dense (all still read)
+READABLE_VERSIONS = (1, 2, 3)
 
 
 class CheckpointError(Exception):
@@ -322,15 +323,23 @@ class UpTo(int):
         return f"<={int(self)}"
 
 
-def _expected_model_arrays(cfg: ModelConfig, packed: bool = True) -> dict:
-    """name -> (shape, dtype) of every array model.npz may hold for this config."""
+def _table_names(version: int) -> tuple:
+    """The arrays that hold the count tables in a model.npz of this format version."""
+    return ("tables",) if version < 2 else (tablepack.DENSE_NAMES if version == 2 else tablepack.NAMES)
+
+
+def _expected_model_arrays(cfg: ModelConfig, version: int = FORMAT_VERSION) -> dict:
+    """name -> (shape, dtype) of every array model.npz of this format version may hold for this config."""
     rows = cfg.table_rows()
     out = {"params": ((sum(size for _, size in mixer_blocks(cfg, cfg.match_spec())),), np.float32),
            "last_pos": ((len(cfg.match_minlens), 1 << cfg.match_bits), np.int32)}
-    if packed:
+    if version >= 2:
         out["tables_class"] = ((rows,), np.uint8)
-        for name, dtype in zip(tablepack.NAMES[1:], tablepack.CLASS_DTYPES[1:]):
+        for name, dtype in zip(tablepack.DENSE_NAMES[1:], tablepack.CLASS_DTYPES[1:]):
             out[name] = ((UpTo(rows), tablepack.WIDTH), dtype)
+        if version >= 3:
+            out["tables_mask"] = ((UpTo(rows),), np.uint32)
+            out["tables_sparse"] = ((UpTo(rows * tablepack.SPARSE_MOST),), np.uint8)
     else:
         out["tables"] = ((rows, 32), np.uint32)
     rcfg = cfg.reader_config("cpu")
@@ -384,16 +393,16 @@ def load_model(run_dir: Path, device: str = "cpu", ckpt: Path | None = None) -> 
         raise CheckpointError(f"{ckpt}: not a cheaplm checkpoint")
     if meta.get("version") not in READABLE_VERSIONS:
         raise CheckpointError(f"{ckpt}: checkpoint format {meta.get('version')}, this cheaplm "
-                              f"({__version__}) reads format {FORMAT_VERSION}; retrain or use cheaplm {meta.get('code_version')}")
+                              f"({__version__}) reads formats {', '.join(map(str, READABLE_VERSIONS))}; retrain or use cheaplm {meta.get('code_version')}")
     try:
         cfg = ModelConfig.from_dict({**LEGACY, **meta["config"]})
-        expected = _expected_model_arrays(cfg, packed=meta["version"] >= 2)
+        expected = _expected_model_arrays(cfg, meta["version"])
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
         raise CheckpointError(f"{ckpt}: bad model config ({exc})") from None
     _refuse(path, _check_arrays(headers, expected))  # shapes and dtypes, before any data is read
     with _reading(path):
         z = _npz_arrays(path, MAPPED)
-    for key in ("params", "last_pos") + (tablepack.NAMES if meta["version"] >= 2 else ("tables",)):
+    for key in ("params", "last_pos") + _table_names(meta["version"]):
         if key not in z:
             raise CheckpointError(f"{ckpt / 'model.npz'}: no '{key}' array; not a cheaplm checkpoint")
     if meta["version"] >= 2:
@@ -401,7 +410,7 @@ def load_model(run_dir: Path, device: str = "cpu", ckpt: Path | None = None) -> 
             z["tables"] = tablepack.unpack(z)
         except ValueError as exc:
             raise CheckpointError(f"{ckpt / 'model.npz'}: {exc} (damaged checkpoint)") from None
-        for key in tablepack.NAMES:
+        for key in _table_names(meta["version"]):
             del z[key]
     for key, arr in z.items():
         if arr.dtype.kind == "f" and (bad := _count_nonfinite(arr)):

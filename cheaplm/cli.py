@@ -125,7 +125,7 @@ def parse_ints(text: str | None) -> list[int] | None:
 @click.option("--device", type=click.Choice(DEVICE_NAMES), default=None, show_default="auto")
 @click.option("--minutes", type=float, default=None, help="Budget: wall-clock training minutes.")
 @click.option("--bytes", "nbytes", default=None, help="Budget: training bytes to use (e.g. 20M).")
-@click.option("--table-bits", type=int, default=None, help="log2 rows per context table [default: a row per 16 training bytes, 16 to 20 on CPU, to 24 on GPU].")
+@click.option("--table-bits", type=int, default=None, help="log2 rows per context table [default: a row per 4 training bytes, 16 to 20 on CPU, to 24 on GPU].")
 @click.option("--orders", default=None, help="Byte context orders [default: 0,1,2,3,4,5,6,8,12,16,24].")
 @click.option("--words", type=int, default=None, help="Word contexts (0-4) [default: 3].")
 @click.option("--batch", type=int, default=None, show_default="0",

@@ -31,15 +31,21 @@ from .schedule import split_reader_options
 # 16x larger tables of table_bits 24 (31 GB at the default contexts). A new run's tables are these
 # at most: smaller when its text is (sized_for)
 DEVICE_DEFAULTS = {"cpu": {}, "cuda": {"table_bits": 24}}
-# A new run sizes its count tables and the reader's hashed rows by its training text (issue 24 item 6:
-# 2.75 MB of text wrote a 621 MiB run directory): at least one table row per TEXT_PER_ROW bytes and
-# one reader row per TEXT_PER_READER_ROW bytes, powers of two, under the device's defaults and over a
-# floor. These are the densities of the GPU default on wikibench (154.9 MB of text in 2^24 table rows
-# and 2^20 reader rows per context: one per 9.2 and per 148 bytes), which they keep; 2.75 MB gets
-# 2^18 and 2^14 (bench/RESULTS.md, "Small text, small run")
-TEXT_PER_ROW = 16
+# A new run sizes its count tables, its match index and the reader's hashed rows by its training text
+# (issue 24 item 6: 2.75 MB of text wrote a 621 MiB run directory): at least one table row per
+# TEXT_PER_ROW bytes, one match row per TEXT_PER_MATCH_ROW and one reader row per TEXT_PER_READER_ROW,
+# powers of two, under the device's defaults and over a floor. Measured on the 2.75 MB dump with every
+# byte counted (bench/RESULTS.md, "Small text, small run, measured part by part"): its text in 2^18
+# table rows (a row per 16 bytes, the GPU default's density on wikibench) cost 0.026 bpb against 2^20,
+# the reader's 2^14 rows against 2^16 cost 0.0001, the match index's 2^21 / 2^20 rows against 2^22
+# 0.0016 / 0.0033. A table row per 4 bytes keeps 2.75 MB at 2^20 table rows, a match row per 2 at
+# 2^21; with the sparse rows of a checkpoint (tablepack.py) its run directory is 299 MB (286 MiB),
+# 0.0017 bpb from the 621 MiB one. wikibench's 154.9 MB gets every device default (the caps).
+TEXT_PER_ROW = 4
+TEXT_PER_MATCH_ROW = 2
 TEXT_PER_READER_ROW = 256
 MIN_TABLE_BITS = 16  # 2^16 rows hold the 26 KB sample's ~2 rows per byte per context with few collisions
+MIN_MATCH_BITS = 16
 MIN_READER_BITS = 12
 
 
@@ -72,7 +78,8 @@ class ModelConfig:
     # from the command line gets unless it is given (train.run_configs) and stores as a number
     table_bits: int | None = 20
     match_minlens: list = field(default_factory=lambda: [24, 12, 8, 5, 3, 2])  # longest first
-    match_bits: int = 22
+    # log2 rows of the match index per minimum length; None: sized to the training text, as table_bits
+    match_bits: int | None = 22
     match_cap: int = option(64, absent=32)  # verify a match at most this many bytes back (a multiple of 16, >= 32)
     # the match state also says how far back the match is: below 1 KiB, 8 KiB (mostly the same
     # article), 128 KiB, or further; [] = length only
@@ -103,6 +110,9 @@ class ModelConfig:
                 + [(SPARSE, m) for m in self.sparse] + [(SKIP, n) for n in self.skips])
 
     def match_spec(self) -> MatchSpec:
+        if self.match_bits is None:
+            raise ValueError("match_bits None (sized to the training text) is chosen by ModelConfig.sized_for "
+                             "before a model is built")
         return MatchSpec(tuple(self.match_minlens), self.match_bits, self.match_cap, tuple(self.match_recency),
                          self.match_each)
 
@@ -143,15 +153,19 @@ class ModelConfig:
 
     def sized_for(self, text_bytes: int, device: str) -> "ModelConfig":
         """This config with the sizes it leaves open chosen for text_bytes of training text on
-        `device`, as a new run stores them: table_bits None gets a row per TEXT_PER_ROW bytes, a
-        reader without ctx_bits a hashed row per TEXT_PER_READER_ROW bytes, each at most the
-        device's default and at least a floor. Sizes given (--table-bits, a --config) are kept."""
+        `device`, as a new run stores them: table_bits None gets a row per TEXT_PER_ROW bytes,
+        match_bits None a match row per TEXT_PER_MATCH_ROW, a reader without ctx_bits a hashed row per
+        TEXT_PER_READER_ROW bytes, each at most the device's default and at least a floor. Sizes
+        given (--table-bits, a --config) are kept."""
         from .reader import ReaderConfig
 
         out = json.loads(self.to_json())
         if self.table_bits is None:
             most = self.for_device(device).table_bits
             out["table_bits"] = sized_bits(text_bytes, TEXT_PER_ROW, MIN_TABLE_BITS, most)
+        if self.match_bits is None:
+            most = self.for_device(device).match_bits
+            out["match_bits"] = sized_bits(text_bytes, TEXT_PER_MATCH_ROW, MIN_MATCH_BITS, most)
         if self.reader.get("on", True) and "ctx_bits" not in self.reader:
             most = ReaderConfig.for_device(device).ctx_bits
             out["reader"]["ctx_bits"] = sized_bits(text_bytes, TEXT_PER_READER_ROW, MIN_READER_BITS, most)
@@ -175,8 +189,8 @@ class ModelConfig:
         if (len(self.match_recency) > MAX_REC or any(d < 1 for d in self.match_recency)
                 or list(self.match_recency) != sorted(set(self.match_recency))):
             raise ValueError(f"match_recency: at most {MAX_REC} increasing distances >= 1")
-        if not (8 <= self.match_bits <= 28) or not (0 <= self.apm2_bits <= 16):
-            raise ValueError("match_bits must be in 8..28 and apm2_bits in 0..16")
+        if (self.match_bits is not None and not (8 <= self.match_bits <= 28)) or not (0 <= self.apm2_bits <= 16):
+            raise ValueError("match_bits must be in 8..28 (or null: sized to the text) and apm2_bits in 0..16")
         if not (0 <= self.apm_hash_bits <= 22):
             raise ValueError("apm_hash_bits must be in 0..22")
         for name, given, allowed, most in (("selectors", self.selectors, mixer.SELECTORS, mixer.MAX_SEL),

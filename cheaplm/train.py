@@ -130,8 +130,8 @@ def run_configs(file: dict | None = None, model_flags: dict | None = None, train
     """The one merge of a training run's options: the command line's flags (only those given) over a
     --config file's 'model' and 'train' objects (options.read_config) over the library's defaults,
     the model's for the device the run will use (ModelConfig.for_device), except the sizes that follow
-    the training text: table_bits, when not given, is None (the Trainer sizes it, ModelConfig.sized_for,
-    as the reader's hashed rows). Returns the model config (None on resume when no model option is
+    the training text: table_bits and match_bits, when not given, are None (the Trainer sizes them,
+    ModelConfig.sized_for, as the reader's hashed rows). Returns the model config (None on resume when no model option is
     given: the run's own is used; given ones must match it) and the training config with its device
     picked. Unknown keys and bad values: ValueError."""
     file = file or {}
@@ -148,7 +148,7 @@ def run_configs(file: dict | None = None, model_flags: dict | None = None, train
         ReaderSchedule.for_device(tc.device, tc.minutes, tc.reader)  # unknown keys: one error now
     if resume and not model_opts:
         return None, tc
-    return ModelConfig.for_device(tc.device, {"table_bits": None, **model_opts}), tc
+    return ModelConfig.for_device(tc.device, {"table_bits": None, "match_bits": None, **model_opts}), tc
 
 
 def with_resolved_reader(cfg: ModelConfig, device: str, minutes: float | None) -> ModelConfig:
@@ -388,7 +388,7 @@ class Trainer:
         est = memory_estimate(cfg, self.n, tc.batch, device, tc.minutes)
         need, have = sum(est.values()), Device(device).free_memory()
         self.log(f"device {device}; model: {len(cfg.contexts())} contexts, table_bits {cfg.table_bits}, "
-                 f"match {cfg.match_minlens}; memory estimate {need / 2**20:,.0f} MiB "
+                 f"match {cfg.match_minlens} in 2^{cfg.match_bits} rows; memory estimate {need / 2**20:,.0f} MiB "
                  f"({', '.join(f'{k} {v / 2**20:,.0f}' for k, v in est.items())}); available {have / 2**20:,.0f} MiB")
         self.log(f"train config: {json.dumps(asdict(tc))}")
         if need > have:
@@ -813,7 +813,7 @@ class Trainer:
         elif (self.run_dir / "latest").exists():
             raise TrainError(f"{self.run_dir}: already holds a run; pass --resume to continue it, or choose another --out")
         else:
-            self.model_cfg = self.model_cfg or ModelConfig(table_bits=None)
+            self.model_cfg = self.model_cfg or ModelConfig(table_bits=None, match_bits=None)
         self.load_data()
         if self.resume:
             self.check_resumed_options(device)

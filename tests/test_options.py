@@ -58,7 +58,7 @@ def test_file_values_are_used_and_flags_win_over_them():
     assert model.orders == ModelConfig().orders and tc.batch == TrainConfig().batch  # defaults where neither
     model, tc = run_configs(None, train_flags={"device": "cpu"})
     # the tables' size is left to the training text (ModelConfig.sized_for, in the Trainer)
-    assert model == ModelConfig.for_device("cpu", {"table_bits": None}) and tc == TrainConfig(device="cpu")
+    assert model == ModelConfig.for_device("cpu", {"table_bits": None, "match_bits": None}) and tc == TrainConfig(device="cpu")
     # on resume the run's own model config is used unless model options are given
     assert run_configs({"train": {"device": "cpu"}}, resume=True)[0] is None
     assert run_configs({"model": {"words": 2}, "train": {"device": "cpu"}}, resume=True)[0].words == 2
@@ -78,28 +78,36 @@ def test_the_device_defaults_come_under_the_file_and_the_flags(monkeypatch):
 
 
 def test_the_tables_and_the_reader_rows_follow_the_training_text():
-    from cheaplm.model import MIN_READER_BITS, MIN_TABLE_BITS
+    from cheaplm.model import (MIN_MATCH_BITS, MIN_READER_BITS, MIN_TABLE_BITS, TEXT_PER_MATCH_ROW,
+                               TEXT_PER_READER_ROW, TEXT_PER_ROW)
     from cheaplm.reader import ReaderConfig
 
-    open_ = ModelConfig(table_bits=None)
+    open_ = ModelConfig(table_bits=None, match_bits=None)
     for device in ("cpu", "cuda"):
-        full = (ModelConfig.for_device(device).table_bits, ReaderConfig.for_device(device).ctx_bits)
+        full = (ModelConfig.for_device(device).table_bits, ModelConfig.for_device(device).match_bits,
+                ReaderConfig.for_device(device).ctx_bits)
         texts = (0, 26_000, 2_750_701, 154_850_983, 2**31)  # nothing, the sample, the 2.75 MB dump, wikibench
-        sizes = [(c.table_bits, c.reader["ctx_bits"]) for c in (open_.sized_for(n, device) for n in texts)]
-        assert sizes[3] == sizes[4] == full  # wikibench's train split (154,850,983 bytes): today's defaults, unchanged
-        assert sizes[2] == (18, 14) < full  # the small dump: 1/4 (CPU) or 1/64 (GPU) of the rows
-        assert sizes[0] == sizes[1] == (MIN_TABLE_BITS, MIN_READER_BITS)  # the floor
-        assert sizes == sorted(sizes)  # more text never gets smaller tables
-    assert full == (24, 20)
-    for n in (10**6, 3 * 10**6, 10**7):  # below the caps: a row per 16 text bytes, a reader row per 256
+        sizes = [(c.table_bits, c.match_bits, c.reader["ctx_bits"]) for c in (open_.sized_for(n, device) for n in texts)]
+        # wikibench's train split (154,850,983 bytes): the defaults of before, unchanged (a GPU's 24 / 22 / 20)
+        assert sizes[3] == sizes[4] == full == ((24, 22, 20) if device == "cuda" else (20, 22, 16))
+        # the small dump: the CPU's 2^20 table rows (2^18 cost 0.026 bpb), half the match rows, 1/4
+        # (CPU) or 1/64 (GPU) of the reader's (bench/RESULTS.md, "measured part by part")
+        assert sizes[2] == (20, 21, 14)
+        assert sizes[0] == sizes[1] == (MIN_TABLE_BITS, MIN_MATCH_BITS, MIN_READER_BITS)  # the floor
+        assert all(sorted(col) == list(col) for col in zip(*sizes))  # more text never gets fewer rows
+    for n in (10**6, 3 * 10**6):  # below the caps: a row per TEXT_PER_ROW text bytes, and so on
         c = open_.sized_for(n, "cuda")
-        assert 2 ** c.table_bits >= n / 16 > 2 ** (c.table_bits - 1)
-        assert 2 ** c.reader["ctx_bits"] >= n / 256 > 2 ** (c.reader["ctx_bits"] - 1)
-    assert open_.sized_for(n, "cpu").table_bits == 20  # the CPU's 20 caps 10 MB's 20
+        assert 2 ** c.table_bits >= n / TEXT_PER_ROW > 2 ** (c.table_bits - 1)
+        assert 2 ** c.match_bits >= n / TEXT_PER_MATCH_ROW > 2 ** (c.match_bits - 1)
+        assert 2 ** c.reader["ctx_bits"] >= n / TEXT_PER_READER_ROW > 2 ** (c.reader["ctx_bits"] - 1)
+    n = 10**7
+    assert open_.sized_for(n, "cpu").table_bits == 20  # the CPU's 20 caps 10 MB's 22
     # a reader turned off gets no rows; a model can only be built from a sized config
     assert "ctx_bits" not in ModelConfig(table_bits=None, reader={"on": False}).sized_for(10**6, "cpu").reader
     with pytest.raises(ValueError, match="sized_for"):
         open_.table_rows()
+    with pytest.raises(ValueError, match="sized_for"):
+        ModelConfig(match_bits=None).match_spec()
 
 
 def test_given_sizes_win_over_the_text():
@@ -110,6 +118,9 @@ def test_given_sizes_win_over_the_text():
     assert (sized(file).table_bits, sized(file).reader["ctx_bits"]) == (19, 16)  # a --config file's
     both, _ = run_configs({"model": {"table_bits": 19}}, model_flags={"table_bits": 17}, train_flags={"device": "cpu"})
     assert sized(both).table_bits == 17
+    assert sized(flag).match_bits == 21  # the match index left open: sized to the text
+    kept, _ = run_configs({"model": {"match_bits": 22}}, train_flags={"device": "cpu"})
+    assert (sized(kept).table_bits, sized(kept).match_bits) == (20, 22)  # given in a --config: kept
 
 
 # TINY with its sizes left to the text: table_bits null (as a --config may say) and a reader small

@@ -25,7 +25,19 @@ def mixed_table(rows=5000, seed=0):
         t[r, rng.integers(32)] = top[kind[r]]  # the class's largest value
     t[7:11] = 0
     t[8, 3], t[9, 4], t[10, 5] = 256, 65536, 1  # one past an edge: the next class
+    for r in range(11, rows, 3):  # sparse byte rows: 1 to 28 counts not zero, at most 255
+        t[r] = 0
+        nz = 1 + r % 28
+        t[r, rng.choice(32, nz, replace=False)] = rng.integers(1, 256, nz)
+    t[12, 31] = 255  # a count in the last column
     return t
+
+
+def classes(t):
+    """The class of each row, as the module docstring defines them."""
+    top, nz = t.max(axis=1), (t != 0).sum(axis=1)
+    byte = np.where(nz <= tablepack.SPARSE_MOST, 4, 1)
+    return np.where(top == 0, 0, np.where(top < 256, byte, np.where(top < 65536, 2, 3)))
 
 
 def test_pack_then_unpack_is_exact_and_picks_the_narrowest_class():
@@ -34,21 +46,31 @@ def test_pack_then_unpack_is_exact_and_picks_the_narrowest_class():
     back = tablepack.unpack(p)
     assert back.dtype == np.uint32 and np.array_equal(back, t)
     cls = p["tables_class"]
-    top = t.max(axis=1)
-    want = np.where(top == 0, 0, np.where(top < 256, 1, np.where(top < 65536, 2, 3)))
+    want = classes(t)
     assert np.array_equal(cls, want)
-    assert cls[8] == 2 and cls[9] == 3 and cls[10] == 1 and cls[7] == 0
-    assert [len(p[k]) for k in tablepack.NAMES[1:]] == [int((want == k).sum()) for k in (1, 2, 3)]
+    assert cls[8] == 2 and cls[9] == 3 and cls[10] == 4 and cls[7] == 0
+    assert {1, 2, 3, 4} <= set(cls[11:].tolist())  # 28 counts not zero: a dense byte row
+    assert [len(p[k]) for k in tablepack.NAMES[1:5]] == [int((want == k).sum()) for k in (1, 2, 3, 4)]
+    assert len(p["tables_sparse"]) == int((t[want == 4] != 0).sum())
+    assert all(p[k].size == 0 for k in tablepack.NAMES[1:]) == (not t.any())
+    # the sparse rows take 4 bytes and one a count: a table of rows seen once or twice packs small
+    once = np.zeros((1000, 32), np.uint32)
+    once[:, [0, 1, 3, 7]] = 1
+    assert tablepack.packed_bytes(tablepack.pack(once)) == 1000 * (1 + 4 + 4)
 
 
 def test_unpack_refuses_arrays_that_do_not_fit_together():
     p = tablepack.pack(mixed_table())
     bad = dict(p, tables_class=p["tables_class"].copy())
     bad["tables_class"][3] = 9
-    with pytest.raises(ValueError, match="class above 3"):
+    with pytest.raises(ValueError, match="class above 4"):
         tablepack.unpack(bad)
     with pytest.raises(ValueError, match="do not match tables_class"):
         tablepack.unpack(dict(p, tables_u8=p["tables_u8"][:-1]))
+    with pytest.raises(ValueError, match="do not match tables_class"):
+        tablepack.unpack(dict(p, tables_mask=p["tables_mask"][:-1]))
+    with pytest.raises(ValueError, match="tables_sparse holds"):
+        tablepack.unpack(dict(p, tables_sparse=p["tables_sparse"][:-1]))
 
 
 def test_a_checkpoint_stores_packed_tables_and_loads_them_exactly(tmp_path):
@@ -78,12 +100,37 @@ def test_format_1_dense_checkpoints_still_load(tmp_path):
     path = run / "ckpt-00000002" / "model.npz"
     with np.load(path) as z:
         arrays = {k: z[k] for k in z.files if k not in tablepack.NAMES}
-    meta = str(arrays["meta"]).replace('"version": 2', '"version": 1')
+    meta = str(arrays["meta"]).replace(f'"version": {checkpoint.FORMAT_VERSION}', '"version": 1')
     np.savez(path, **dict(arrays, meta=np.array(meta), tables=model.memory.tables))
     dense, _, _ = load_model(run)
     assert np.array_equal(dense.memory.tables, packed.memory.tables) and np.array_equal(dense.memory.tables, model.memory.tables)
     np.savez(path, **dict(arrays, meta=np.array(meta)))  # format 1 without its dense table
     with pytest.raises(CheckpointError, match="no 'tables' array"):
+        load_model(run)
+
+
+def test_format_2_checkpoints_without_sparse_rows_still_load(tmp_path):
+    """Format 2 packed every row that fits a byte as 32 bytes, and had no tables_mask or tables_sparse."""
+    run = tmp_path / "run"
+    model, _ = saved_run(run)
+    t = model.memory.tables
+    t[::7, 3] = 300
+    t[1::7, 2] = 1  # rows sparse in format 3, dense bytes in format 2
+    checkpoint.save(run, model, {"step": 2}, np.frombuffer(b"the river and the stone bridge " * 40, np.uint8))
+    path = run / "ckpt-00000002" / "model.npz"
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files if k not in tablepack.NAMES}
+        assert len(z["tables_mask"]) > 0
+    top = t.max(axis=1)
+    cls = np.where(top == 0, 0, np.where(top < 256, 1, np.where(top < 65536, 2, 3))).astype(np.uint8)
+    dense = {"tables_class": cls, "tables_u8": t[cls == 1].astype(np.uint8),
+             "tables_u16": t[cls == 2].astype(np.uint16), "tables_u32": t[cls == 3]}
+    meta = str(arrays["meta"]).replace(f'"version": {checkpoint.FORMAT_VERSION}', '"version": 2')
+    np.savez(path, **dict(arrays, meta=np.array(meta), **dense))
+    loaded, _, _ = load_model(run)
+    assert np.array_equal(loaded.memory.tables, t)
+    np.savez(path, **dict(arrays, meta=np.array(meta), **dense, tables_mask=np.zeros(0, np.uint32)))
+    with pytest.raises(CheckpointError, match="unexpected array 'tables_mask'"):
         load_model(run)
 
 
@@ -97,7 +144,7 @@ def test_damaged_packed_tables_are_one_error_not_a_crash(tmp_path):
     bad = cls.copy()
     bad[0] = 7
     rewrite(path, tables_class=bad)
-    with pytest.raises(CheckpointError, match="class above 3.*damaged checkpoint"):
+    with pytest.raises(CheckpointError, match="class above 4.*damaged checkpoint"):
         load_model(run)
     rewrite(path, tables_class=cls, tables_u8=np.zeros((len(rows8) + 1, 32), np.uint8))
     with pytest.raises(CheckpointError, match="do not match tables_class"):
