@@ -144,8 +144,9 @@ def _word_end(keys, counts, st):
 
 
 @numba.njit(cache=True)
-def update(keys, counts, st, b):
-    """The state after reading byte b."""
+def update(keys, counts, st, b, learn=True):
+    """The state after reading byte b; a word that b ends joins the counts only when `learn`
+    (generation reads its own reply with learn False: see DocWords.advance)."""
     tail = ((st[TAIL] << 8) | b) & 0xFFFFFFFFFF
     if b == 0 or tail == _DOC_TAG:
         reset(st)
@@ -164,7 +165,7 @@ def update(keys, counts, st, b):
         st[HASH] = _step(st[HASH], b)
         st[SENT] = 0
         return
-    if st[K] > 0:
+    if st[K] > 0 and learn:
         _word_end(keys, counts, st)
     st[K] = 0
     st[HASH] = SEED
@@ -293,13 +294,17 @@ class DocWords:
         _range_inputs(data, r, self.keys, self.counts, self.st, zd, cd, self.lookback)
         return zd, cd
 
-    def advance(self, data: np.ndarray, t: int) -> None:
+    def advance(self, data: np.ndarray, t: int, learn_before: int | None = None) -> None:
         """Read data up to position t (exclusive): from where the last call stopped when that is
-        before t and not too far, else from the start of t's document."""
+        before t and not too far, else from the start of t's document. With `learn_before`, a word
+        ended at or after that position is read (the prefix still follows it) but not counted: a
+        reply's own words would otherwise feed back (each use of a word makes it likelier), which
+        is how greedy and low-temperature replies looped "state the state state ..." (the match
+        model's candidates leave the reply out for the same reason, Sampling.self_copy)."""
         if self.t is None or t < self.t or t - self.t > self.lookback:
             reset(self.st)
             self.t = doc_start(data, t, self.lookback)
-        _advance(data, self.t, t, self.keys, self.counts, self.st)
+        _advance(data, self.t, t, self.keys, self.counts, self.st, t if learn_before is None else learn_before)
         self.t = t
 
     def distribution(self) -> tuple[np.ndarray | None, int]:
@@ -309,9 +314,9 @@ class DocWords:
 
 
 @numba.njit(cache=True)
-def _advance(data, a, b, keys, counts, st):
+def _advance(data, a, b, keys, counts, st, learn_before):
     for i in range(a, b):
-        update(keys, counts, st, data[i])
+        update(keys, counts, st, data[i], i < learn_before)
 
 
 def doc_inputs(data: np.ndarray, ranges) -> tuple[np.ndarray, np.ndarray]:

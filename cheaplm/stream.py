@@ -174,7 +174,7 @@ class Stream:
             pr = self._reader_probs()
             doc = None
             if self._doc is not None:  # the same inputs as evaluation's (docwords.doc_inputs)
-                self._doc.advance(self.buf, self.t)
+                self._doc.advance(self.buf, self.t, self.copy_before)  # a reply's words are not counted
                 p_d, c = self._doc.distribution()
                 doc = (p_d, c, m.reader.mix_doc)
             mixed_distribution(self._node_p1, pr, m.reader.mix, self._scratch.mass, out, doc)

@@ -146,7 +146,9 @@ def test_history_and_earlier_turns_are_past_documents(run):
 def test_reply_does_not_copy_itself_and_repeats_are_blocked(run):
     d, model, history, ckpt = run
     greedy_loop = Sampling(temperature=0, top_p=1.0, min_p=0.0, no_repeat=0, self_copy=True)
-    guarded = Sampling(temperature=0, top_p=1.0, min_p=0.0, no_repeat=16, self_copy=True)
+    # the defences chat has by default: the guard, and the reply's bytes neither match candidates nor
+    # counted as the document's words (with self_copy and D, greedy decoding loops on a word)
+    guarded = Sampling(temperature=0, top_p=1.0, min_p=0.0, no_repeat=16, self_copy=False)
     outs = {}
     for name, s in [("loop", greedy_loop), ("guarded", guarded)]:
         g = Generator(model, history)
@@ -178,6 +180,15 @@ def test_reply_does_not_copy_itself_and_repeats_are_blocked(run):
                   should_stop=check, allow_end=False))
     assert len(seen) > 300 and max(seen) < start
     assert g.copy_before is None  # and the rule ends with the reply
+    # ... nor does the document words' table count the reply's words (docwords.py)
+    if g._doc is not None:
+        g2 = Generator(model, history)
+        g2.feed(b"\x00The\n\nThe")
+        g2.distribution()
+        before = (g2._doc.keys.copy(), g2._doc.counts.copy())
+        reply = "".join(generate(g2, np.random.default_rng(0), 200, Sampling(temperature=0.8), allow_end=False))
+        assert len(reply) > 50
+        assert np.array_equal(g2._doc.keys, before[0]) and np.array_equal(g2._doc.counts, before[1])
 
 
 def test_repeat_guard():
