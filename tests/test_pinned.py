@@ -28,7 +28,10 @@ from cheaplm.train import TrainConfig, train
 
 from conftest import SAMPLE_DUMP
 
-PINNED = 3.1346669  # val bits per byte at e0c6bf0 (3.134666862224358 in every run there)
+# val bits per byte at e0c6bf0 (3.134666862224358 in every run there), then 3.0224815599 since the
+# document words joined the mix by default (docwords.py, 2026-12-03); with {"doc_words": false} in
+# the training's reader options this run still gives 3.1346668734 (checked after the merge)
+PINNED = 3.0224816
 TOLERANCE = 1e-4
 
 CFG = ModelConfig(orders=[0, 1, 2, 3, 4, 6], words=2, sparse=[0b10], skips=[2], table_bits=12,
