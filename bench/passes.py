@@ -113,7 +113,8 @@ def main() -> None:
         pos = stream_positions(ranges, cfg.lanes, step, chunk)
         done = step * cfg.batch / counted
         frozen = ("table",) if done >= sched.table_epochs else ()
-        loss = reader.train_step(data, pos, sched.lr_at(step, step / total), match, state, frozen, sched.table_lr)
+        loss = reader.train_step(data, pos, sched.lr_at(step, step / total), match, state, frozen, sched.table_lr,
+                                 sched.ctx_dropout)
         if not np.isfinite(loss):
             raise SystemExit(f"Error: loss {loss} at step {step}")
         pass_loss += loss

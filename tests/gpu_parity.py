@@ -140,6 +140,7 @@ def check(big: bool = False) -> bool:
     print(f"adam lazy: max diff {lerr:.2e}, by rows {rerr:.2e}: {'ok' if same and rows_ok else 'MISMATCH'}")
     ok &= bool(same and rows_ok)
     ok &= check_scan(rng, big)
+    ok &= check_dropout(rng, big)
     ok &= check_gemm(rng, big)
     if os.environ.get("NUMBA_ENABLE_CUDASIM") != "1":
         ok &= check_reader(rng, big, scan=False)
@@ -180,6 +181,45 @@ def check_scan(rng, big: bool) -> bool:
     print(f"scan {lanes}x{T}x{d}: forward diff {ferr:.1e}, input grad rel err {berr:.1e}, bias grad rel err "
           f"{dberr:.1e}: {'ok' if good else 'MISMATCH'}")
     return bool(good)
+
+
+def check_dropout(rng, big: bool) -> bool:
+    """Training's dropout of hashed rows: the keep factors drawn by the kernel equal the CPU twin's
+    (one body, an integer hash), gather with them gives the CPU's rows in bf16, scatter the CPU's
+    gradient (atomics: within float32 rounding)."""
+    from cheaplm.device import launch, launch_2d, launch_tiles
+    from cheaplm.kernels import reader_ops
+    from cheaplm.kernels.gemm import bf16_bits_host
+
+    n_b, window, n_ctx, dim, n_rows = (4096, 8, 8, 64, 50_000) if big else (11, 2, 3, 5, 40)
+    slots = window + n_ctx + 1
+    pos = rng.integers(0, 1 << 20, n_b).astype(np.int64)
+    rows = rng.integers(0, n_rows, (n_b, slots)).astype(np.int64)
+    table = rng.standard_normal((n_rows, dim)).astype(np.float32)
+    dx = rng.standard_normal((n_b, slots * dim)).astype(np.float32)
+    c_keep = np.zeros((n_b, slots), np.float32)
+    reader_ops.keep_cpu(pos, 12345, 0.3, window, n_ctx, c_keep)
+    g_keep = cuda.to_device(np.zeros((n_b, slots), np.float32))
+    reader_ops.keep_kernel[launch(n_b)](cuda.to_device(pos), 12345, 0.3, window, n_ctx, g_keep)
+    same_keep = np.array_equal(c_keep, g_keep.copy_to_host()) and (c_keep == 0).any()
+    c_x = np.zeros((n_b, slots * dim), np.float32)
+    reader_ops.gather_cpu(table, rows, c_x, c_keep)
+    g_x, g_xt = cuda.device_array((n_b, slots * dim), np.uint16), cuda.device_array((slots * dim, n_b), np.uint16)
+    grid, blk = launch_tiles(n_b, slots * dim)
+    d_rows = cuda.to_device(rows)
+    reader_ops.gather_kernel[grid, blk](cuda.to_device(table), d_rows, g_x, g_xt, g_keep)
+    same_x = np.array_equal(g_x.copy_to_host(), bf16_bits_host(c_x)) and np.array_equal(g_xt.copy_to_host(),
+                                                                                           bf16_bits_host(c_x).T)
+    c_g = np.zeros_like(table)
+    reader_ops.scatter_cpu(dx, rows, c_g, c_keep)
+    g_g = cuda.to_device(np.zeros_like(table))
+    grid, blk = launch_2d(slots * dim, n_b)
+    reader_ops.scatter_kernel[grid, blk](cuda.to_device(dx), d_rows, g_g, g_keep)
+    gerr = float(np.max(np.abs(g_g.copy_to_host() - c_g)))
+    good = bool(same_keep and same_x and gerr < 1e-4)
+    print(f"hashed-row dropout {n_b}x{slots}x{dim}: keep identical {same_keep}, gather identical {same_x}, "
+          f"scatter max diff {gerr:.1e}: {'ok' if good else 'MISMATCH'}")
+    return good
 
 
 def check_gemm(rng, big: bool) -> bool:
