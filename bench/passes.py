@@ -70,6 +70,7 @@ def main() -> None:
     ap.add_argument("--sched", default="{}", help="ReaderSchedule options over the CPU defaults")
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
     ap.add_argument("--json", default=None)
+    ap.add_argument("--commit", default=None, help="the commit, for a run from an exported tree (no .git)")
     args = ap.parse_args()
 
     src = source_text(Path(args.data))
@@ -103,7 +104,7 @@ def main() -> None:
     eval_at = sorted({int(x) for x in args.eval_at.split(",") if int(x) <= args.passes})
 
     res = {"name": args.name, "date": time.strftime("%Y-%m-%d"), "command": " ".join(sys.argv),
-           "commit": subprocess.run(["git", "-C", str(ROOT), "describe", "--always", "--dirty"],
+           "commit": args.commit or subprocess.run(["git", "-C", str(ROOT), "describe", "--always", "--dirty"],
                                     capture_output=True, text=True).stdout.strip(),
            "reader": json.loads(reader.to_json()), "schedule": sched.__dict__, "train_bytes": n_tr,
            "heldout_bytes": n_ho, "passes": args.passes, "steps_per_pass": steps_per_pass, "at": []}
@@ -114,7 +115,7 @@ def main() -> None:
         done = step * cfg.batch / counted
         frozen = ("table",) if done >= sched.table_epochs else ()
         loss = reader.train_step(data, pos, sched.lr_at(step, step / total), match, state, frozen, sched.table_lr,
-                                 sched.ctx_dropout)
+                                 sched.ctx_dropout, sched.weight_decay)
         if not np.isfinite(loss):
             raise SystemExit(f"Error: loss {loss} at step {step}")
         pass_loss += loss

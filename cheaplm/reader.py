@@ -175,6 +175,12 @@ def blocks(cfg: ReaderConfig) -> list[tuple[str, tuple[int, int], bool]]:
     return out
 
 
+def decayed(name: str) -> bool:
+    """Blocks that weight decay shrinks: the dense layers' weights and the scan's products (not the
+    table, the copy path's values or the scan's gate biases)."""
+    return name.startswith("w") or name == "out" or (name.startswith("scan") and not name.endswith("_bias"))
+
+
 def scan_block_name(part: str, layer: int) -> str:
     """The block name of a scan layer's part: scan_in, scan_bias, scan_out for the first layer (the
     names checkpoints of one layer hold), scan1_in, ... for the layers stacked on it."""
@@ -410,9 +416,10 @@ class Reader:
             w_in = ops.weights(self.scan_block(self.params, "in", layer), ("in", layer), fresh=False)
             ops.grad_x(ws["dproj"][layer], w_in, ws["d"][1] if layer == 0 else ws["ds"][layer - 1], accumulate=True)
 
-    def update(self, lr: float, frozen: tuple = (), table_lr: float = 1.0) -> None:
+    def update(self, lr: float, frozen: tuple = (), table_lr: float = 1.0, weight_decay: float = 0.0) -> None:
         """An Adam step of every block but those named in `frozen` (only the table can be: backward
-        then leaves its gradient at zero, as the last step left it); the table's rate is lr x table_lr."""
+        then leaves its gradient at zero, as the last step left it); the table's rate is lr x table_lr.
+        weight_decay: decoupled (AdamW) on the dense weights (DECAYED), not the table or biases."""
         self.step += 1
         for k, (name, shape, lazy) in enumerate(self.blocks):
             if name in frozen:
@@ -423,15 +430,16 @@ class Reader:
                                                          lr * table_lr):
                 continue  # the GPU's: the rows the batch read only
             adam.adam_step(self.params[lo:hi], self.grad[lo:hi], self.adam_m[lo:hi], self.adam_v[lo:hi],
-                           self.step, lr * (table_lr if name == "table" else 1.0), lazy=lazy)
+                           self.step, lr * (table_lr if name == "table" else 1.0), lazy=lazy,
+                           wd=weight_decay if decayed(name) else 0.0)
 
     def train_step(self, data, pos, lr: float, match=None, state=None, frozen: tuple = (),
-                   table_lr: float = 1.0, ctx_dropout: float = 0.0) -> float:
+                   table_lr: float = 1.0, ctx_dropout: float = 0.0, weight_decay: float = 0.0) -> float:
         """One update at rate lr on positions pos; returns the batch's mean loss in bits per byte
         (with ctx_dropout > 0: of the inputs with rows dropped)."""
         self.forward(data, pos, match, scale=1.0 / pos.shape[0], state=state, drop=ctx_dropout)
         self.backward(skip_table="table" in frozen)
-        self.update(lr, frozen, table_lr)
+        self.update(lr, frozen, table_lr, weight_decay)
         return float(np.mean(self.host(self.ws["loss"]), dtype=np.float64))
 
     def new_state(self, lanes: int):

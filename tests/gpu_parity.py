@@ -141,6 +141,7 @@ def check(big: bool = False) -> bool:
     ok &= bool(same and rows_ok)
     ok &= check_scan(rng, big)
     ok &= check_dropout(rng, big)
+    ok &= check_adam_decay(rng)
     ok &= check_gemm(rng, big)
     if os.environ.get("NUMBA_ENABLE_CUDASIM") != "1":
         ok &= check_reader(rng, big, scan=False)
@@ -219,6 +220,28 @@ def check_dropout(rng, big: bool) -> bool:
     good = bool(same_keep and same_x and gerr < 1e-4)
     print(f"hashed-row dropout {n_b}x{slots}x{dim}: keep identical {same_keep}, gather identical {same_x}, "
           f"scatter max diff {gerr:.1e}: {'ok' if good else 'MISMATCH'}")
+    return good
+
+
+def check_adam_decay(rng) -> bool:
+    """Adam with decoupled weight decay (the reader's dense weights with weight_decay > 0): the
+    kernel against the CPU twin (one body), and both against the float64 formula."""
+    n = 997
+    p0, g0, m0 = (rng.normal(size=n).astype(np.float32) for _ in range(3))
+    v0 = np.abs(rng.normal(size=n)).astype(np.float32) * 0.1
+    lr, wd, bc1, bc2 = 0.01, 0.5, 0.5, 0.3
+    a = [x.copy() for x in (p0, g0, m0, v0)]
+    adam.adam_cpu(*a, lr, 0.9, 0.99, 1e-8, bc1, bc2, 0, wd)
+    d = [cuda.to_device(x.copy()) for x in (p0, g0, m0, v0)]
+    tpb = config.THREADS_PER_BLOCK
+    adam.adam_kernel[(n + tpb - 1) // tpb, tpb](*d, lr, 0.9, 0.99, 1e-8, bc1, bc2, 0, wd)
+    err = max(np.max(np.abs(x - y.copy_to_host())) for x, y in zip(a, d))
+    m = 0.9 * m0.astype(np.float64) + 0.1 * g0
+    v = 0.99 * v0.astype(np.float64) + 0.01 * g0.astype(np.float64) ** 2
+    want = p0 - lr * ((m / bc1) / (np.sqrt(v / bc2) + 1e-8) + wd * p0.astype(np.float64))
+    oerr = float(np.max(np.abs(a[0] - want)))
+    good = bool(err < 1e-6 and oerr < 1e-5)
+    print(f"adam with weight decay: max diff {err:.2e}, vs float64 {oerr:.1e}: {'ok' if good else 'MISMATCH'}")
     return good
 
 

@@ -191,9 +191,10 @@ def test_hashed_row_dropout_forward_backward_and_draw():
 
 
 @pytest.mark.timeout(300)
-def test_hashed_row_dropout_kernels_match_cpu_twins_in_simulator():
-    """Tier 2 for the dropout alone (tiny shapes; the whole simulator run is test_kernels.py's):
-    the CUDA kernels' keep draw, gather and scatter against their CPU twins."""
+def test_dropout_and_decay_kernels_match_cpu_twins_in_simulator():
+    """Tier 2 for the two regularisers alone (tiny shapes; the whole simulator run is
+    test_kernels.py's): the CUDA kernels' keep draw, gather and scatter, and Adam with weight decay,
+    against their CPU twins."""
     import os
     import subprocess
     import sys
@@ -201,11 +202,13 @@ def test_hashed_row_dropout_kernels_match_cpu_twins_in_simulator():
 
     tests = Path(__file__).resolve().parent
     code = ("import sys, numpy as np, gpu_parity; from cheaplm import config; config.THREADS_PER_BLOCK = 7; "
-            "config.TILE_2D = (7, 3); sys.exit(0 if gpu_parity.check_dropout(np.random.default_rng(3), False) else 1)")
+            "config.TILE_2D = (7, 3); rng = np.random.default_rng(3); "
+            "sys.exit(0 if gpu_parity.check_dropout(rng, False) & gpu_parity.check_adam_decay(rng) else 1)")
     env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1",
                PYTHONPATH=os.pathsep.join([str(tests), str(tests.parent), os.environ.get("PYTHONPATH", "")]))
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stdout + proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert proc.returncode == 0 and len(lines) == 2 and all(ln.endswith("ok") for ln in lines), proc.stdout + proc.stderr
 
 
 def assert_finite_differences(loss_nats, base, grad, picked, eps=1e-4):
@@ -246,6 +249,33 @@ def test_lazy_adam_leaves_rows_without_gradient_alone():
     assert p2[0] != 0  # the dense form moves on old momentum
 
 
+def test_weight_decay_shrinks_the_dense_weights_only():
+    """weight_decay > 0 shrinks the dense blocks by lr x wd x w beyond Adam's step, and leaves the
+    table, the copy path and the scan's gate biases as plain Adam moves them; at 0 it is plain Adam."""
+    from cheaplm.reader import decayed
+
+    cfg = {**SMALL, "scan": 4, "scan_chunk": 1}
+    data = text(500, seed=11)
+    pos = np.arange(100, 137, dtype=np.int64)
+    runs = {}
+    for wd in (0.0, 0.5):
+        m = small_model(cfg, seed=12)
+        prev = pointers(m, data)
+        r = m.reader
+        r.train_step(data, pos, 0.01, m.match.args(prev, 0), r.new_state(r.cfg.lanes), weight_decay=wd)
+        runs[wd] = (m, r.params.copy())
+    base = small_model(cfg, seed=12).reader.params
+    names = [name for name, _, _ in runs[0.0][0].reader.blocks]
+    assert [n for n in names if decayed(n)] == ["w1", "w2", "out", "scan_in", "scan_out"]
+    r0 = runs[0.0][0].reader
+    for k, name in enumerate(names):
+        p0, p1, b = (r0.view(x, k).astype(np.float64) for x in (runs[0.0][1], runs[0.5][1], base))
+        if decayed(name):
+            assert np.allclose(p1, p0 - 0.01 * 0.5 * b, atol=1e-6) and not np.allclose(p1, p0)
+        else:
+            assert np.array_equal(p1, p0)
+
+
 def test_generation_mix_equals_evaluation_mix():
     """P(y) from the byte tree mixed node by node (generation) = 2^-(mix_loss of y's bits) (evaluation)."""
     rng = np.random.default_rng(0)
@@ -282,6 +312,8 @@ def test_reader_config_checks_and_gpu_shapes():
         ReaderSchedule(mix_fit_steps=0).validate(scan=False)
     with pytest.raises(ValueError, match="ctx_dropout"):
         ReaderSchedule(ctx_dropout=1.0).validate(scan=False)
+    with pytest.raises(ValueError, match="weight_decay"):
+        ReaderSchedule(weight_decay=-1.0).validate(scan=False)
     gpu = ReaderConfig.for_device("cuda", match_inputs=6, match_states=37)
     assert gpu.gpu_shapes_ok() and gpu.width == (8 + 8 + 6 + 1) * 64
     with pytest.raises(ValueError, match="multiples of 64"):
