@@ -109,7 +109,7 @@ def check(big: bool = False) -> bool:
     a = [x.copy() for x in (p0, g0, m0, v0)]
     adam.adam_cpu(*a, 0.01, 0.9, 0.99, 1e-8, 0.5, 0.3, 0)
     d = [cuda.to_device(x.copy()) for x in (p0, g0, m0, v0)]
-    adam.adam_kernel[(997 + tpb - 1) // tpb, tpb](*d, 0.01, 0.9, 0.99, 1e-8, 0.5, 0.3, 0)
+    adam.adam_kernel[(997 + tpb - 1) // tpb, tpb](*d, 0.01, 0.9, 0.99, 1e-8, 0.5, 0.3, 0, 0.0)
     aerr = max(np.max(np.abs(x - y.copy_to_host())) for x, y in zip(a, d))
     print(f"adam: max diff {aerr:.2e}: {'ok' if aerr < 1e-6 else 'MISMATCH'}")
     ok &= aerr < 1e-6
@@ -118,7 +118,7 @@ def check(big: bool = False) -> bool:
     a = [x.copy() for x in (p0, g0, m0, v0)]
     adam.adam_cpu(*a, 0.01, 0.9, 0.99, 1e-8, 0.5, 0.3, 1)
     d = [cuda.to_device(x.copy()) for x in (p0, g0, m0, v0)]
-    adam.adam_kernel[(997 + tpb - 1) // tpb, tpb](*d, 0.01, 0.9, 0.99, 1e-8, 0.5, 0.3, 1)
+    adam.adam_kernel[(997 + tpb - 1) // tpb, tpb](*d, 0.01, 0.9, 0.99, 1e-8, 0.5, 0.3, 1, 0.0)
     lerr = max(np.max(np.abs(x - y.copy_to_host())) for x, y in zip(a, d))
     same = lerr < 1e-6 and np.array_equal(a[0][::3], p0[::3])
     # the GPU table's form: only the rows a batch read, each once
