@@ -71,7 +71,7 @@ def main() -> None:
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
     ap.add_argument("--json", default=None)
     ap.add_argument("--dropout-from", type=float, default=0.0,
-                    help="apply the schedule's ctx_dropout only from this many passes done (bench only)")
+                    help="apply the schedule's ctx_dropout only from this many passes done (as its ctx_dropout_from)")
     ap.add_argument("--commit", default=None, help="the commit, for a run from an exported tree (no .git)")
     args = ap.parse_args()
 
@@ -109,14 +109,15 @@ def main() -> None:
            "commit": args.commit or subprocess.run(["git", "-C", str(ROOT), "describe", "--always", "--dirty"],
                                     capture_output=True, text=True).stdout.strip(),
            "reader": json.loads(reader.to_json()), "schedule": sched.__dict__, "train_bytes": n_tr,
-           "heldout_bytes": n_ho, "dropout_from": args.dropout_from, "passes": args.passes, "steps_per_pass": steps_per_pass, "at": []}
+           "heldout_bytes": n_ho, "dropout_from": args.dropout_from, "passes": args.passes,
+           "steps_per_pass": steps_per_pass, "at": []}
     t0 = time.perf_counter()
     pass_loss = 0.0
     for step in range(total):
         pos = stream_positions(ranges, cfg.lanes, step, chunk)
         done = step * cfg.batch / counted
         frozen = ("table",) if done >= sched.table_epochs else ()
-        drop = sched.ctx_dropout if done >= args.dropout_from else 0.0
+        drop = sched.ctx_dropout if done >= max(args.dropout_from, sched.ctx_dropout_from) else 0.0
         loss = reader.train_step(data, pos, sched.lr_at(step, step / total), match, state, frozen, sched.table_lr,
                                  drop, sched.weight_decay)
         if not np.isfinite(loss):

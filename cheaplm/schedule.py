@@ -34,6 +34,7 @@ class ReaderSchedule:
     # input with this probability (the kept ones scaled by 1 / (1 - p); evaluation reads them all),
     # so that the dense layers cannot lean on the rows as a position's identity (bench/NOTES.md §16)
     ctx_dropout: float = 0.0
+    ctx_dropout_from: float = 0.0  # passes done before the dropout starts (1: the first pass reads every row)
     # decoupled weight decay (AdamW) of the dense weights and the scan's products, per unit of rate
     weight_decay: float = 0.0
     # which positions a step trains on: "stream" (the batch is that many cursors spread over the
@@ -63,6 +64,8 @@ class ReaderSchedule:
             raise ValueError("reader schedule: max_epochs must be in (0, 100], table_epochs >= 0")
         if not (0 <= self.ctx_dropout < 1):
             raise ValueError("reader schedule: ctx_dropout must be in [0, 1)")
+        if self.ctx_dropout_from < 0:
+            raise ValueError("reader schedule: ctx_dropout_from must be >= 0")
         if self.weight_decay < 0:
             raise ValueError("reader schedule: weight_decay must be >= 0")
         if self.memory_seconds < 0:

@@ -208,7 +208,8 @@ def test_dropout_and_decay_kernels_match_cpu_twins_in_simulator():
                PYTHONPATH=os.pathsep.join([str(tests), str(tests.parent), os.environ.get("PYTHONPATH", "")]))
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     lines = proc.stdout.strip().splitlines()
-    assert proc.returncode == 0 and len(lines) == 2 and all(ln.endswith("ok") for ln in lines), proc.stdout + proc.stderr
+    ok = proc.returncode == 0 and len(lines) == 2 and all(ln.endswith("ok") for ln in lines)
+    assert ok, proc.stdout + proc.stderr
 
 
 def assert_finite_differences(loss_nats, base, grad, picked, eps=1e-4):
@@ -312,6 +313,8 @@ def test_reader_config_checks_and_gpu_shapes():
         ReaderSchedule(mix_fit_steps=0).validate(scan=False)
     with pytest.raises(ValueError, match="ctx_dropout"):
         ReaderSchedule(ctx_dropout=1.0).validate(scan=False)
+    with pytest.raises(ValueError, match="ctx_dropout_from"):
+        ReaderSchedule(ctx_dropout_from=-1.0).validate(scan=False)
     with pytest.raises(ValueError, match="weight_decay"):
         ReaderSchedule(weight_decay=-1.0).validate(scan=False)
     gpu = ReaderConfig.for_device("cuda", match_inputs=6, match_states=37)
