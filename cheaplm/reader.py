@@ -180,6 +180,12 @@ def blocks(cfg: ReaderConfig) -> list[tuple[str, tuple[int, int], bool]]:
     return out
 
 
+def decayed(name: str) -> bool:
+    """Blocks that weight decay shrinks: the dense layers' weights and the scan's products (not the
+    table, the copy path's values or the scan's gate biases)."""
+    return name.startswith("w") or name == "out" or (name.startswith("scan") and not name.endswith("_bias"))
+
+
 def scan_block_name(part: str, layer: int) -> str:
     """The block name of a scan layer's part: scan_in, scan_bias, scan_out for the first layer (the
     names checkpoints of one layer hold), scan1_in, ... for the layers stacked on it."""
@@ -300,7 +306,8 @@ class Reader:
             dpre = [Operand(f=d[k + 1]) for k in range(self.n_layers)]
         ws = {"n": n_b, "rows": self.dev.empty((n_b, cfg.slots), np.int64),
               "cand": self.dev.empty((n_b, cfg.match_inputs, 2), np.int64), "act": act, "pre": pre, "d": d,
-              "dpre": dpre, "loss": ops.floats(n_b), "bitp": ops.floats(n_b, 8)}
+              "dpre": dpre, "loss": ops.floats(n_b), "bitp": ops.floats(n_b, 8),
+              "no_keep": self.dev.put(np.ones((0, 0), np.float32)), "keep_rows": None}
         layers, S = range(cfg.scan_layers if cfg.scan else 0), cfg.scan
         ws.update(proj=[ops.floats(n_b, 2 * S) for _ in layers], gate=[ops.floats(n_b, S) for _ in layers],
                   s=[ops.operand(n_b, S) for _ in layers], ds=[ops.floats(n_b, S) for _ in layers],
@@ -326,21 +333,30 @@ class Reader:
             ws["s0"][:] = state
 
     # ---- forward / backward ----------------------------------------------------------------------
-    def forward(self, data, pos, match=None, scale: float = 0.0, state=None):
+    def forward(self, data, pos, match=None, scale: float = 0.0, state=None, drop: float = 0.0):
         """Scores positions `pos` of `data` (both on the reader's device): per-position loss (bits)
         and per-bit probabilities in the work space; with scale > 0 also d(loss * scale)/d(logits).
         match: MatchModel.args of the memory's match pointers for these positions (prev[k, t -
         prev_base]); required when the reader reads match candidates. state: with a scan, the
         (lanes, scan x layers) state before the batch (new_state()); pos then holds lanes runs of
-        consecutive positions, lane-major, and the state is moved on in place."""
+        consecutive positions, lane-major, and the state is moved on in place. drop: training's
+        dropout of hashed rows (ReaderSchedule.ctx_dropout): each hashed context's row is left out
+        of a position's input with this probability, the kept ones scaled by 1 / (1 - drop), drawn
+        afresh each update (reader_ops.keep_position); backward reads the same draw."""
         cfg, ops = self.cfg, self.ops
         ws = self._workspace(pos.shape[0])
+        ws["keep"] = ws["no_keep"]
+        if drop > 0.0:
+            if ws["keep_rows"] is None:
+                ws["keep_rows"] = self.dev.empty((ws["n"], cfg.slots), np.float32)
+            ops.keep(pos, cfg.seed * 1_000_003 + self.step, drop, cfg.window, len(cfg.contexts), ws["keep_rows"])
+            ws["keep"] = ws["keep_rows"]
         if cfg.scan:
             self._state_in(ws, state)
         if cfg.match_inputs and match is None:
             raise ValueError("this reader reads the match model: pass match=MatchModel.args(prev, prev_base)")
         ops.rows(data, pos, self, ws["rows"], match if match is not None else self._no_match(), ws["cand"])
-        ops.gather(self.view(self.params, 0), ws["rows"], ws["act"][0])
+        ops.gather(self.view(self.params, 0), ws["rows"], ws["act"][0], ws["keep"])
         for k in range(self.n_layers):
             ops.matmul(ws["act"][k], ops.weights(self.view(self.params, k + 1), k + 1), ws["pre"][k])
             if k == 1:  # pre[1] += s_l @ W_out_l^T for each scan layer
@@ -388,7 +404,7 @@ class Reader:
             if k > 0:  # act[k] = relu(pre[k - 1])
                 ops.relu_backward(ws["d"][k], ws["pre"][k - 1], ws["act"][k], ws["dpre"][k - 1])
         if not skip_table:
-            ops.scatter(ws["d"][0], ws["rows"], self.view(self.grad, 0))
+            ops.scatter(ws["d"][0], ws["rows"], self.view(self.grad, 0), ws["keep"])
 
     def _scan_backward(self, ws, dpre) -> None:
         """pre[1] += s_l @ W_out_l^T ; s_l = scan(x_l @ W_in_l^T), x_0 = act[1], x_l = s_(l-1):
@@ -408,9 +424,10 @@ class Reader:
             w_in = ops.weights(self.scan_block(self.params, "in", layer), ("in", layer), fresh=False)
             ops.grad_x(ws["dproj"][layer], w_in, ws["d"][1] if layer == 0 else ws["ds"][layer - 1], accumulate=True)
 
-    def update(self, lr: float, frozen: tuple = (), table_lr: float = 1.0) -> None:
+    def update(self, lr: float, frozen: tuple = (), table_lr: float = 1.0, weight_decay: float = 0.0) -> None:
         """An Adam step of every block but those named in `frozen` (only the table can be: backward
-        then leaves its gradient at zero, as the last step left it); the table's rate is lr x table_lr."""
+        then leaves its gradient at zero, as the last step left it); the table's rate is lr x table_lr.
+        weight_decay: decoupled (AdamW) on the dense weights (DECAYED), not the table or biases."""
         self.step += 1
         for k, (name, shape, lazy) in enumerate(self.blocks):
             if name in frozen:
@@ -421,14 +438,16 @@ class Reader:
                                                          lr * table_lr):
                 continue  # the GPU's: the rows the batch read only
             adam.adam_step(self.params[lo:hi], self.grad[lo:hi], self.adam_m[lo:hi], self.adam_v[lo:hi],
-                           self.step, lr * (table_lr if name == "table" else 1.0), lazy=lazy)
+                           self.step, lr * (table_lr if name == "table" else 1.0), lazy=lazy,
+                           wd=weight_decay if decayed(name) else 0.0)
 
     def train_step(self, data, pos, lr: float, match=None, state=None, frozen: tuple = (),
-                   table_lr: float = 1.0) -> float:
-        """One update at rate lr on positions pos; returns the batch's mean loss in bits per byte."""
-        self.forward(data, pos, match, scale=1.0 / pos.shape[0], state=state)
+                   table_lr: float = 1.0, ctx_dropout: float = 0.0, weight_decay: float = 0.0) -> float:
+        """One update at rate lr on positions pos; returns the batch's mean loss in bits per byte
+        (with ctx_dropout > 0: of the inputs with rows dropped)."""
+        self.forward(data, pos, match, scale=1.0 / pos.shape[0], state=state, drop=ctx_dropout)
         self.backward(skip_table="table" in frozen)
-        self.update(lr, frozen, table_lr)
+        self.update(lr, frozen, table_lr, weight_decay)
         return float(np.mean(self.host(self.ws["loss"]), dtype=np.float64))
 
     def new_state(self, lanes: int):

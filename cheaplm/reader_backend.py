@@ -77,16 +77,20 @@ class HostOps:
         reader_ops.rows_cpu(data, pos, cfg.window, reader.ctx, cfg.ctx_bits, reader.base_ctx, reader.const_row,
                             rows, prev, prev_base, minlens, mspec, reader.base_match, cand)
 
-    def gather(self, table, rows, act: Operand) -> None:
-        reader_ops.gather_cpu(table, rows, act.f)
+    def keep(self, pos, seed: int, p: float, window: int, n_ctx: int, keep) -> None:
+        """Training's dropout of hashed rows: keep (B, slots) factors (reader_ops.keep_position)."""
+        reader_ops.keep_cpu(pos, seed, p, window, n_ctx, keep)
+
+    def gather(self, table, rows, act: Operand, keep) -> None:
+        reader_ops.gather_cpu(table, rows, act.f, keep)
 
     def table_update(self, table, grad, m, v, dim: int, rows, step: int, lr: float) -> bool:
         """The table's Adam (flat blocks, rows of dim) over the rows a batch read only: the GPU's
         (GpuOps); the host's table is small and takes the full lazy pass (False)."""
         return False
 
-    def scatter(self, d, rows, table_grad) -> None:
-        reader_ops.scatter_cpu(d, rows, table_grad)
+    def scatter(self, d, rows, table_grad, keep) -> None:
+        reader_ops.scatter_cpu(d, rows, table_grad, keep)
 
     def scan_forward(self, proj, bias, s0, state, gate, s: Operand, T: int) -> None:
         scan.scan_forward_cpu(proj, bias, s0, state, gate, s.f, T)
@@ -152,13 +156,16 @@ class GpuOps(HostOps):
                                                      reader.base_ctx, reader.const_row, rows, prev, prev_base,
                                                      minlens, mspec, reader.base_match, cand)
 
-    def gather(self, table, rows, act: Operand) -> None:
-        grid, blk = launch_tiles(rows.shape[0], act.b16.shape[1])
-        reader_ops.gather_kernel[grid, blk](table, rows, act.b16, act.b16_t)
+    def keep(self, pos, seed: int, p: float, window: int, n_ctx: int, keep) -> None:
+        reader_ops.keep_kernel[launch(pos.shape[0])](pos, seed, p, window, n_ctx, keep)
 
-    def scatter(self, d, rows, table_grad) -> None:
+    def gather(self, table, rows, act: Operand, keep) -> None:
+        grid, blk = launch_tiles(rows.shape[0], act.b16.shape[1])
+        reader_ops.gather_kernel[grid, blk](table, rows, act.b16, act.b16_t, keep)
+
+    def scatter(self, d, rows, table_grad, keep) -> None:
         grid, blk = launch_2d(d.shape[1], d.shape[0])
-        reader_ops.scatter_kernel[grid, blk](d, rows, table_grad)
+        reader_ops.scatter_kernel[grid, blk](d, rows, table_grad, keep)
 
     def table_update(self, table, grad, m, v, dim: int, rows, step: int, lr: float) -> bool:
         """The table's lazy Adam over the rows the batch read (its only rows with a gradient)."""

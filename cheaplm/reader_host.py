@@ -41,6 +41,9 @@ from .lanes import PieceSweep
 WINDOW = 8192  # positions per window: large products, ~50 MB of work space for the CPU default
 
 
+NO_KEEP = np.ones((0, 0), np.float32)  # gather without dropout (reader_ops.gather_cpu)
+
+
 class HostReader:
     """A reader's weights as the host's forward-only paths read them (made from its parameters
     when built: a stream builds one, so parameters changed later are not seen)."""
@@ -77,7 +80,7 @@ class HostReader:
         prev, prev_base, minlens, mspec = match
         reader_ops.rows_cpu(data, pos, cfg.window, r.ctx, cfg.ctx_bits, r.base_ctx, r.const_row, self.rows[:n], prev,
                             prev_base, minlens, mspec, r.base_match, self.cand[:n])
-        reader_ops.gather_cpu(self.table, self.rows[:n], self.act0[:n])
+        reader_ops.gather_cpu(self.table, self.rows[:n], self.act0[:n], NO_KEEP)
         gemm.gemm_cpu(self.act0[:n], self.w[0], self.pre[0][:n], False)
         reader_ops.relu_cpu(self.pre[0][:n])
         if self.n_scan:

@@ -30,6 +30,13 @@ class ReaderSchedule:
     # dense layers and the scan generalise from several passes, as a transformer's weights do
     max_epochs: float = 1.0
     table_epochs: float = 1.0
+    # dropout of hashed rows while training: each hashed context's row left out of a position's
+    # input with this probability (the kept ones scaled by 1 / (1 - p); evaluation reads them all),
+    # so that the dense layers cannot lean on the rows as a position's identity (bench/NOTES.md §19)
+    ctx_dropout: float = 0.0
+    ctx_dropout_from: float = 0.0  # passes done before the dropout starts (1: the first pass reads every row)
+    # decoupled weight decay (AdamW) of the dense weights and the scan's products, per unit of rate
+    weight_decay: float = 0.0
     # which positions a step trains on: "stream" (the batch is that many cursors spread over the
     # text, each moving one byte a step, so a row has seen only the past of the article it is read
     # in, as the memory's counts have) or "random" (uniform over the counted bytes). CPU, 3 MB of
@@ -58,6 +65,12 @@ class ReaderSchedule:
             raise ValueError("reader schedule: order must be random or stream")
         if not (0 < self.max_epochs <= 100) or self.table_epochs < 0:  # table_epochs 0: rows never learn
             raise ValueError("reader schedule: max_epochs must be in (0, 100], table_epochs >= 0")
+        if not (0 <= self.ctx_dropout < 1):
+            raise ValueError("reader schedule: ctx_dropout must be in [0, 1)")
+        if self.ctx_dropout_from < 0:
+            raise ValueError("reader schedule: ctx_dropout_from must be >= 0")
+        if self.weight_decay < 0:
+            raise ValueError("reader schedule: weight_decay must be >= 0")
         if self.memory_seconds < 0:
             raise ValueError("reader schedule: memory_seconds must be >= 0 (0: no cap)")
         if not (0 < self.memory_share < 1) or not (0 <= self.mix_share < 1):

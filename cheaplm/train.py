@@ -88,8 +88,9 @@ class TrainConfig:
     holdout_max: int = 0  # at most this many bytes; 0: HOLDOUT
     holdout_at_end: bool = False  # hold out the data's end instead of blocks spread over it (ablation)
     tail_passes: int = TAIL_PASSES
-    # how the reader is trained (schedule.ReaderSchedule: lr, table_lr, warmup, max_epochs,
-    # table_epochs, order, memory_share, memory_seconds, mix_share, mix_fit_steps); unset keys: the device's defaults
+    # how the reader is trained (schedule.ReaderSchedule: lr, table_lr, warmup, max_epochs, table_epochs,
+    # ctx_dropout, ctx_dropout_from, weight_decay, order, memory_share, memory_seconds, mix_share,
+    # mix_fit_steps); unset keys: the device's defaults
     reader: dict = dataclasses.field(default_factory=dict)
 
     @classmethod
@@ -722,8 +723,9 @@ class Trainer:
             pos = np.resize(pos, rc.batch)
         passes = (reader.step - st.reader_start_step) * rc.batch / max(1, counted)
         frozen = ("table",) if passes >= self.sched.table_epochs else ()
+        drop = self.sched.ctx_dropout if passes >= self.sched.ctx_dropout_from else 0.0
         loss = reader.train_step(self.d_data, self.model.dev.put(pos), self.sched.lr_at(reader.step, frac), match,
-                                 reader.training_state(), frozen, self.sched.table_lr)
+                                 reader.training_state(), frozen, self.sched.table_lr, drop, self.sched.weight_decay)
         if not math.isfinite(loss):
             raise TrainError(f"reader loss became {loss} at reader step {reader.step}; try a lower reader lr")
         return loss

@@ -109,7 +109,7 @@ def check(big: bool = False) -> bool:
     a = [x.copy() for x in (p0, g0, m0, v0)]
     adam.adam_cpu(*a, 0.01, 0.9, 0.99, 1e-8, 0.5, 0.3, 0)
     d = [cuda.to_device(x.copy()) for x in (p0, g0, m0, v0)]
-    adam.adam_kernel[(997 + tpb - 1) // tpb, tpb](*d, 0.01, 0.9, 0.99, 1e-8, 0.5, 0.3, 0)
+    adam.adam_kernel[(997 + tpb - 1) // tpb, tpb](*d, 0.01, 0.9, 0.99, 1e-8, 0.5, 0.3, 0, 0.0)
     aerr = max(np.max(np.abs(x - y.copy_to_host())) for x, y in zip(a, d))
     print(f"adam: max diff {aerr:.2e}: {'ok' if aerr < 1e-6 else 'MISMATCH'}")
     ok &= aerr < 1e-6
@@ -118,7 +118,7 @@ def check(big: bool = False) -> bool:
     a = [x.copy() for x in (p0, g0, m0, v0)]
     adam.adam_cpu(*a, 0.01, 0.9, 0.99, 1e-8, 0.5, 0.3, 1)
     d = [cuda.to_device(x.copy()) for x in (p0, g0, m0, v0)]
-    adam.adam_kernel[(997 + tpb - 1) // tpb, tpb](*d, 0.01, 0.9, 0.99, 1e-8, 0.5, 0.3, 1)
+    adam.adam_kernel[(997 + tpb - 1) // tpb, tpb](*d, 0.01, 0.9, 0.99, 1e-8, 0.5, 0.3, 1, 0.0)
     lerr = max(np.max(np.abs(x - y.copy_to_host())) for x, y in zip(a, d))
     same = lerr < 1e-6 and np.array_equal(a[0][::3], p0[::3])
     # the GPU table's form: only the rows a batch read, each once
@@ -140,6 +140,8 @@ def check(big: bool = False) -> bool:
     print(f"adam lazy: max diff {lerr:.2e}, by rows {rerr:.2e}: {'ok' if same and rows_ok else 'MISMATCH'}")
     ok &= bool(same and rows_ok)
     ok &= check_scan(rng, big)
+    ok &= check_dropout(rng, big)
+    ok &= check_adam_decay(rng)
     ok &= check_gemm(rng, big)
     if os.environ.get("NUMBA_ENABLE_CUDASIM") != "1":
         ok &= check_reader(rng, big, scan=False)
@@ -180,6 +182,67 @@ def check_scan(rng, big: bool) -> bool:
     print(f"scan {lanes}x{T}x{d}: forward diff {ferr:.1e}, input grad rel err {berr:.1e}, bias grad rel err "
           f"{dberr:.1e}: {'ok' if good else 'MISMATCH'}")
     return bool(good)
+
+
+def check_dropout(rng, big: bool) -> bool:
+    """Training's dropout of hashed rows: the keep factors drawn by the kernel equal the CPU twin's
+    (one body, an integer hash), gather with them gives the CPU's rows in bf16, scatter the CPU's
+    gradient (atomics: within float32 rounding)."""
+    from cheaplm.device import launch, launch_2d, launch_tiles
+    from cheaplm.kernels import reader_ops
+    from cheaplm.kernels.gemm import bf16_bits_host
+
+    n_b, window, n_ctx, dim, n_rows = (4096, 8, 8, 64, 50_000) if big else (11, 2, 3, 5, 40)
+    slots = window + n_ctx + 1
+    pos = rng.integers(0, 1 << 20, n_b).astype(np.int64)
+    rows = rng.integers(0, n_rows, (n_b, slots)).astype(np.int64)
+    table = rng.standard_normal((n_rows, dim)).astype(np.float32)
+    dx = rng.standard_normal((n_b, slots * dim)).astype(np.float32)
+    c_keep = np.zeros((n_b, slots), np.float32)
+    reader_ops.keep_cpu(pos, 12345, 0.3, window, n_ctx, c_keep)
+    g_keep = cuda.to_device(np.zeros((n_b, slots), np.float32))
+    reader_ops.keep_kernel[launch(n_b)](cuda.to_device(pos), 12345, 0.3, window, n_ctx, g_keep)
+    same_keep = np.array_equal(c_keep, g_keep.copy_to_host()) and (c_keep == 0).any()
+    c_x = np.zeros((n_b, slots * dim), np.float32)
+    reader_ops.gather_cpu(table, rows, c_x, c_keep)
+    g_x, g_xt = cuda.device_array((n_b, slots * dim), np.uint16), cuda.device_array((slots * dim, n_b), np.uint16)
+    grid, blk = launch_tiles(n_b, slots * dim)
+    d_rows = cuda.to_device(rows)
+    reader_ops.gather_kernel[grid, blk](cuda.to_device(table), d_rows, g_x, g_xt, g_keep)
+    same_x = np.array_equal(g_x.copy_to_host(), bf16_bits_host(c_x)) and np.array_equal(g_xt.copy_to_host(),
+                                                                                           bf16_bits_host(c_x).T)
+    c_g = np.zeros_like(table)
+    reader_ops.scatter_cpu(dx, rows, c_g, c_keep)
+    g_g = cuda.to_device(np.zeros_like(table))
+    grid, blk = launch_2d(slots * dim, n_b)
+    reader_ops.scatter_kernel[grid, blk](cuda.to_device(dx), d_rows, g_g, g_keep)
+    gerr = float(np.max(np.abs(g_g.copy_to_host() - c_g)))
+    good = bool(same_keep and same_x and gerr < 1e-4)
+    print(f"hashed-row dropout {n_b}x{slots}x{dim}: keep identical {same_keep}, gather identical {same_x}, "
+          f"scatter max diff {gerr:.1e}: {'ok' if good else 'MISMATCH'}")
+    return good
+
+
+def check_adam_decay(rng) -> bool:
+    """Adam with decoupled weight decay (the reader's dense weights with weight_decay > 0): the
+    kernel against the CPU twin (one body), and both against the float64 formula."""
+    n = 997
+    p0, g0, m0 = (rng.normal(size=n).astype(np.float32) for _ in range(3))
+    v0 = np.abs(rng.normal(size=n)).astype(np.float32) * 0.1
+    lr, wd, bc1, bc2 = 0.01, 0.5, 0.5, 0.3
+    a = [x.copy() for x in (p0, g0, m0, v0)]
+    adam.adam_cpu(*a, lr, 0.9, 0.99, 1e-8, bc1, bc2, 0, wd)
+    d = [cuda.to_device(x.copy()) for x in (p0, g0, m0, v0)]
+    tpb = config.THREADS_PER_BLOCK
+    adam.adam_kernel[(n + tpb - 1) // tpb, tpb](*d, lr, 0.9, 0.99, 1e-8, bc1, bc2, 0, wd)
+    err = max(np.max(np.abs(x - y.copy_to_host())) for x, y in zip(a, d))
+    m = 0.9 * m0.astype(np.float64) + 0.1 * g0
+    v = 0.99 * v0.astype(np.float64) + 0.01 * g0.astype(np.float64) ** 2
+    want = p0 - lr * ((m / bc1) / (np.sqrt(v / bc2) + 1e-8) + wd * p0.astype(np.float64))
+    oerr = float(np.max(np.abs(a[0] - want)))
+    good = bool(err < 1e-6 and oerr < 1e-5)
+    print(f"adam with weight decay: max diff {err:.2e}, vs float64 {oerr:.1e}: {'ok' if good else 'MISMATCH'}")
+    return good
 
 
 def check_gemm(rng, big: bool) -> bool:

@@ -49,8 +49,9 @@ def param_views(m, params=None):
     return views
 
 
-def oracle_input(m, data, t, prev, table):
-    """The first layer's input at position t (all slots' rows end to end) and the match candidates."""
+def oracle_input(m, data, t, prev, table, keep=None):
+    """The first layer's input at position t (all slots' rows end to end, each times keep[slot]
+    when training drops rows) and the match candidates."""
     cfg = m.reader.cfg
     n_mb = m.match.spec.states
     rows = [i * 256 + (int(data[t - 1 - i]) if t - 1 - i >= 0 else 0) for i in range(cfg.window)]
@@ -64,7 +65,8 @@ def oracle_input(m, data, t, prev, table):
         e, st = (cand[k, 0], cand[k, 1]) if cand[k, 0] >= 0 else (0, 0)
         rows.append(base + (k * n_mb + st) * 256 + e)
     rows.append(table.shape[0] - 1)
-    return np.concatenate([table[q] for q in rows]), cand
+    keep = np.ones(len(rows)) if keep is None else keep
+    return np.concatenate([table[q] * k for q, k in zip(rows, keep)]), cand
 
 
 def oracle_output(m, x, cand, y, copy):
@@ -82,13 +84,14 @@ def oracle_output(m, x, cand, y, copy):
     return -math.log2(q[y]), bp, -math.log(q[y])
 
 
-def oracle(m, data, pos, prev, params=None):
-    """float64: (loss in bits, bit probabilities, mean loss in nats) straight from the docstring."""
+def oracle(m, data, pos, prev, params=None, keep=None):
+    """float64: (loss in bits, bit probabilities, mean loss in nats) straight from the docstring;
+    keep: (positions, slots) factors of the rows (training's dropout), none: all 1."""
     v = param_views(m, params)
     dense = [v[f"w{i + 1}"] for i in range(len(m.reader.cfg.hidden))] + [v["out"]]
     losses, bitps, nats = [], [], 0.0
-    for t in pos:
-        x, cand = oracle_input(m, data, t, prev, v["table"])
+    for b, t in enumerate(pos):
+        x, cand = oracle_input(m, data, t, prev, v["table"], None if keep is None else keep[b])
         for i, w in enumerate(dense):
             x = w @ x
             if i + 1 < len(dense):
@@ -141,6 +144,74 @@ def test_reader_backward_matches_finite_differences():
     assert_finite_differences(lambda p: oracle(m, data, pos, prev, p)[2], base, grad, picked)
 
 
+def test_hashed_row_dropout_forward_backward_and_draw():
+    """Training's dropout of hashed rows (ReaderSchedule.ctx_dropout): only hashed-context slots
+    are dropped, at about the rate asked, the kept ones scaled by 1 / (1 - p); forward matches the
+    float64 oracle fed the same factors, backward its finite differences; a row read only where it
+    was dropped gets no gradient; the draw is fixed by (seed, step, position) and changes with the
+    step; without dropout forward reads every row at 1."""
+    m = small_model(seed=7)
+    r, cfg = m.reader, m.reader.cfg
+    data = text(2000, seed=8)
+    data[1200:1300] = data[100:200]
+    prev = pointers(m, data)
+    pos = np.random.default_rng(9).integers(1, len(data), 37).astype(np.int64)
+    p = 0.4
+    r.forward(data, pos, m.match.args(prev, 0), scale=1.0 / len(pos), drop=p)
+    keep = r.ws["keep"].copy()
+    hashed = slice(cfg.window, cfg.window + len(cfg.contexts))
+    others = np.delete(keep, np.arange(cfg.window, cfg.window + len(cfg.contexts)), axis=1)
+    assert np.all(others == 1.0)
+    assert set(np.unique(keep[:, hashed])) == {0.0, np.float32(1 / (1 - p))}
+    assert 0.25 < (keep[:, hashed] == 0).mean() < 0.55  # 111 draws at p = 0.4
+    want_loss, _, _ = oracle(m, data, pos, prev, keep=keep.astype(np.float64))
+    assert np.allclose(r.ws["loss"], want_loss, atol=2e-4)
+    r.backward()
+    grad = r.grad.astype(np.float64)
+    rows = r.ws["rows"]
+    dropped_only = set(rows[:, hashed][keep[:, hashed] == 0]) - set(rows[:, hashed][keep[:, hashed] > 0])
+    assert dropped_only
+    dim = cfg.dim
+    assert all(not grad[q * dim: (q + 1) * dim].any() for q in dropped_only)
+    kept_rows = sorted(set(rows[:, hashed][keep[:, hashed] > 0]))
+    picked = [q * dim + e for q in kept_rows[:4] for e in (0, dim - 1) if abs(grad[q * dim + e]) > 1e-5]
+    picked += list(np.random.default_rng(10).choice(np.flatnonzero(np.abs(grad[r.offsets[1]:]) > 1e-4)
+                                                    + r.offsets[1], 8, replace=False))
+    assert len(picked) > 8
+    assert_finite_differences(lambda q: oracle(m, data, pos, prev, q, keep=keep.astype(np.float64))[2],
+                              r.params.astype(np.float64), grad, picked)
+    # the same step draws the same rows; the next step others; no dropout reads every row at 1
+    r.forward(data, pos, m.match.args(prev, 0), drop=p)
+    assert np.array_equal(r.ws["keep"], keep)
+    r.step += 1
+    r.forward(data, pos, m.match.args(prev, 0), drop=p)
+    assert not np.array_equal(r.ws["keep"], keep)
+    r.forward(data, pos, m.match.args(prev, 0))
+    assert r.ws["keep"].size == 0 and np.allclose(r.ws["loss"], oracle(m, data, pos, prev)[0], atol=2e-4)
+
+
+@pytest.mark.timeout(300)
+def test_dropout_and_decay_kernels_match_cpu_twins_in_simulator():
+    """Tier 2 for the two regularisers alone (tiny shapes; the whole simulator run is
+    test_kernels.py's): the CUDA kernels' keep draw, gather and scatter, and Adam with weight decay,
+    against their CPU twins."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    tests = Path(__file__).resolve().parent
+    code = ("import sys, numpy as np, gpu_parity; from cheaplm import config; config.THREADS_PER_BLOCK = 7; "
+            "config.TILE_2D = (7, 3); rng = np.random.default_rng(3); "
+            "sys.exit(0 if gpu_parity.check_dropout(rng, False) & gpu_parity.check_adam_decay(rng) else 1)")
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1",
+               PYTHONPATH=os.pathsep.join([str(tests), str(tests.parent), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    lines = proc.stdout.strip().splitlines()
+    ok = proc.returncode == 0 and len(lines) == 2 and all(ln.endswith("ok") for ln in lines)
+    assert ok, proc.stdout + proc.stderr
+
+
 def assert_finite_differences(loss_nats, base, grad, picked, eps=1e-4):
     """Central differences of loss_nats(params) against grad at each picked parameter."""
     for i in picked:
@@ -179,6 +250,33 @@ def test_lazy_adam_leaves_rows_without_gradient_alone():
     assert p2[0] != 0  # the dense form moves on old momentum
 
 
+def test_weight_decay_shrinks_the_dense_weights_only():
+    """weight_decay > 0 shrinks the dense blocks by lr x wd x w beyond Adam's step, and leaves the
+    table, the copy path and the scan's gate biases as plain Adam moves them; at 0 it is plain Adam."""
+    from cheaplm.reader import decayed
+
+    cfg = {**SMALL, "scan": 4, "scan_chunk": 1}
+    data = text(500, seed=11)
+    pos = np.arange(100, 137, dtype=np.int64)
+    runs = {}
+    for wd in (0.0, 0.5):
+        m = small_model(cfg, seed=12)
+        prev = pointers(m, data)
+        r = m.reader
+        r.train_step(data, pos, 0.01, m.match.args(prev, 0), r.new_state(r.cfg.lanes), weight_decay=wd)
+        runs[wd] = (m, r.params.copy())
+    base = small_model(cfg, seed=12).reader.params
+    names = [name for name, _, _ in runs[0.0][0].reader.blocks]
+    assert [n for n in names if decayed(n)] == ["w1", "w2", "out", "scan_in", "scan_out"]
+    r0 = runs[0.0][0].reader
+    for k, name in enumerate(names):
+        p0, p1, b = (r0.view(x, k).astype(np.float64) for x in (runs[0.0][1], runs[0.5][1], base))
+        if decayed(name):
+            assert np.allclose(p1, p0 - 0.01 * 0.5 * b, atol=1e-6) and not np.allclose(p1, p0)
+        else:
+            assert np.array_equal(p1, p0)
+
+
 def test_generation_mix_equals_evaluation_mix():
     """P(y) from the byte tree mixed node by node (generation) = 2^-(mix_loss of y's bits) (evaluation)."""
     rng = np.random.default_rng(0)
@@ -213,6 +311,12 @@ def test_reader_config_checks_and_gpu_shapes():
         ReaderSchedule(order="random").validate(scan=True)
     with pytest.raises(ValueError, match="mix_fit_steps"):
         ReaderSchedule(mix_fit_steps=0).validate(scan=False)
+    with pytest.raises(ValueError, match="ctx_dropout"):
+        ReaderSchedule(ctx_dropout=1.0).validate(scan=False)
+    with pytest.raises(ValueError, match="ctx_dropout_from"):
+        ReaderSchedule(ctx_dropout_from=-1.0).validate(scan=False)
+    with pytest.raises(ValueError, match="weight_decay"):
+        ReaderSchedule(weight_decay=-1.0).validate(scan=False)
     gpu = ReaderConfig.for_device("cuda", match_inputs=6, match_states=37)
     assert gpu.gpu_shapes_ok() and gpu.width == (8 + 8 + 6 + 1) * 64
     with pytest.raises(ValueError, match="multiples of 64"):

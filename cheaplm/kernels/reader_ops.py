@@ -8,12 +8,16 @@ twins keep float32 throughout.
 rows:     per position, one embedding row per slot: the bytes t-1 .. t-W (a table row per offset
           and byte value), one hashed row per context (kernels/hashing.py's contexts), and one
           constant row (the first layer's bias, learned as an embedding).
-gather:   x[b, s*E:(s+1)*E] = table[rows[b, s]]
+gather:   x[b, s*E:(s+1)*E] = table[rows[b, s]]  (x keep[b, s] when training drops hashed rows)
+keep:     training's dropout of hashed rows: keep[b, s] = 0 with probability p for a hashed-context
+          slot, else 1 / (1 - p) (1 for every other slot); drawn from a hash of (seed, position,
+          slot), so the CPU twin and the kernel drop the same rows
 relu:     h = max(h_pre, 0)
 softmax:  p = softmax(logits); loss = -log2 p[y]; dlogits = (p - onehot(y)) * scale; and the
           probability of each of y's bits given the bits before it (for the memory mix, reader.py)
 relu_bwd: dh_pre = dh * (h > 0)
-scatter:  grad_table[rows[b, s]] += dx[b, s*E:(s+1)*E]   (CUDA: atomics, sums not bit-reproducible)
+scatter:  grad_table[rows[b, s]] += dx[b, s*E:(s+1)*E] (x keep[b, s])  (CUDA: atomics, sums not
+          bit-reproducible)
 Parallelisation: one thread per position (rows), a block per position (softmax), a block per
 32 x 32 tile where a kernel writes a transposed copy (its reads and both writes coalesced), or a
 thread per element (the rest).
@@ -28,7 +32,7 @@ from numba import cuda
 from ..device import TILE_T, TILE_T_PAD, TILE_T_ROWS
 from .dual import for_kernels
 from .gemm import bf16_bits_dev
-from .hashing import context_hash
+from .hashing import M1, M2, context_hash, mix64
 from .match import M_STATES, match_inputs
 
 context_hash_k = for_kernels(context_hash)
@@ -81,20 +85,55 @@ def rows_kernel(data, pos, window, ctx, bits, base_ctx, const_row, rows, prev, p
                         mspec, base_match, cand)
 
 
+@numba.njit(cache=True, inline="always")
+def keep_position(b, pos, seed, p, window, n_ctx, keep):
+    """keep[b, :] for the position pos[b]: each hashed-context slot (window .. window + n_ctx - 1)
+    dropped (0) with probability p, else scaled by 1 / (1 - p) so that its expected input is the
+    undropped one's (evaluation reads every row at 1); the other slots 1. The draw is a hash of
+    (seed, position, slot): a new seed each step, the same draw on every target."""
+    gain = 1.0 / (1.0 - p)
+    for s in range(keep.shape[1]):
+        keep[b, s] = 1.0
+    for c in range(n_ctx):
+        h = mix64((seed + 1) * M2 + (pos[b] + 1) * M1 + c)
+        u = ((h >> 11) & ((np.int64(1) << 52) - 1)) * (1.0 / 4503599627370496.0)  # uniform in [0, 1)
+        keep[b, window + c] = 0.0 if u < p else gain
+
+
+keep_position_k = for_kernels(keep_position)
+
+
 @numba.njit(cache=True, parallel=True)
-def gather_cpu(table, rows, x):
+def keep_cpu(pos, seed, p, window, n_ctx, keep):
+    for b in numba.prange(pos.shape[0]):
+        keep_position(b, pos, seed, p, window, n_ctx, keep)
+
+
+@cuda.jit(cache=True)
+def keep_kernel(pos, seed, p, window, n_ctx, keep):
+    b = cuda.grid(1)
+    if b < pos.shape[0]:
+        keep_position_k(b, pos, seed, p, window, n_ctx, keep)
+
+
+@numba.njit(cache=True, parallel=True)
+def gather_cpu(table, rows, x, keep):
+    """keep: (B, slots) factors of the rows (training's dropout), or no rows: every factor 1."""
     dim = table.shape[1]
+    scaled = keep.shape[0] > 0
     for b in numba.prange(rows.shape[0]):
         for s in range(rows.shape[1]):
             r = rows[b, s]
+            k = keep[b, s] if scaled else 1.0
             for e in range(dim):
-                x[b, s * dim + e] = table[r, e]
+                x[b, s * dim + e] = table[r, e] * k  # x 1.0 is exact: no dropout, the plain copy
 
 
 @cuda.jit
-def gather_kernel(table, rows, x, x_t):
+def gather_kernel(table, rows, x, x_t, keep):
     """bf16 x (B, S*E) and x_t (S*E, B); a block per 32 x 32 tile of x (device.launch_tiles), a
-    warp reading 32 consecutive elements of table rows, x_t written through shared memory."""
+    warp reading 32 consecutive elements of table rows, x_t written through shared memory. keep
+    as gather_cpu's."""
     tile = cuda.shared.array((TILE_T, TILE_T_PAD), numba.uint16)
     tx, ty = cuda.threadIdx.x, cuda.threadIdx.y
     r0, c0 = cuda.blockIdx.y * TILE_T, cuda.blockIdx.x * TILE_T
@@ -102,7 +141,10 @@ def gather_kernel(table, rows, x, x_t):
     for i in range(ty, TILE_T, TILE_T_ROWS):
         b, f = r0 + i, c0 + tx
         if b < rows.shape[0] and f < x.shape[1]:
-            v = bf16_bits_dev(table[rows[b, f // dim], f % dim])
+            w = table[rows[b, f // dim], f % dim]
+            if keep.shape[0] > 0:
+                w *= keep[b, f // dim]
+            v = bf16_bits_dev(w)
             x[b, f] = v
             tile[i, tx] = v
     cuda.syncthreads()
@@ -307,22 +349,29 @@ def relu_bwd_kernel(dh, h_pre, d16, d16_t):
 
 
 @numba.njit(cache=True)
-def scatter_cpu(dx, rows, grad):
-    """Sequential, so the sums are the same on every run and machine."""
+def scatter_cpu(dx, rows, grad, keep):
+    """Sequential, so the sums are the same on every run and machine. keep: gather's factors (a
+    dropped row gets 0 from that position: lazy Adam leaves a row nobody kept as it was)."""
     dim = grad.shape[1]
+    scaled = keep.shape[0] > 0
     for b in range(rows.shape[0]):
         for s in range(rows.shape[1]):
             r = rows[b, s]
+            k = keep[b, s] if scaled else 1.0
             for e in range(dim):
-                grad[r, e] += dx[b, s * dim + e]
+                # forward: x[b, s * dim + e] = table[r, e] * keep[b, s]
+                grad[r, e] += dx[b, s * dim + e] * k
 
 
 @cuda.jit
-def scatter_kernel(dx, rows, grad):
+def scatter_kernel(dx, rows, grad, keep):
     f, b = cuda.grid(2)  # f fastest: a warp adds into one row
     if b < rows.shape[0] and f < dx.shape[1]:
         dim = grad.shape[1]
-        cuda.atomic.add(grad, (rows[b, f // dim], f % dim), dx[b, f])
+        g = dx[b, f]
+        if keep.shape[0] > 0:
+            g *= keep[b, f // dim]
+        cuda.atomic.add(grad, (rows[b, f // dim], f % dim), g)
 
 
 @numba.njit(cache=True, inline="always")
