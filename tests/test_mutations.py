@@ -320,9 +320,9 @@ def trained(data):
     calls = []
     real = Reader.forward
 
-    def spy(self, data_, pos, match=None, scale=0.0, state=None):
+    def spy(self, data_, pos, match=None, scale=0.0, state=None, **more):
         before = None if state is None else np.array(state, copy=True)
-        ws = real(self, data_, pos, match, scale, state)
+        ws = real(self, data_, pos, match, scale, state, **more)
         if scale > 0:
             calls.append((np.array(pos, copy=True), before, None if state is None else np.array(state, copy=True)))
         return ws
