@@ -145,7 +145,7 @@ def widen(minutes: float | None) -> float:
     (124 MB read) about fills the reader's time (the budget less 10% of memory and 5% of mix).
     Reader positions/s on an H200 with the block tile (bench/RESULTS.md, 2026-12-03): 1.78 / 1.8 /
     1.30 M at factor 1 / 1.25 / 2 (probes); 0.49 M at factor 5 in a whole 8-minute run, where the
-    pass ended at 300 s of the 449 s it had: 229 TFLOP/s over the products (468 MFLOP a position).
+    pass ended at 300 s of the 449 s it had: 231 TFLOP/s over the products (468 MFLOP a position).
     At that rate a pass takes ~190 s at 4 (324 MFLOP), ~254 s at 5 (a 5-minute run has ~250 s) and
     ~390 s at 6.5 (732 MFLOP; an 8-minute run has ~400 s)."""
     if minutes is None or minutes < 1.5:
