@@ -33,10 +33,11 @@ text once, sequentially (a document's counts need its past): about as fast as th
 
 from __future__ import annotations
 
-import math
 
 import numba
 import numpy as np
+
+from .kernels.reader_ops import stretch  # noqa: F401 (the mix reads it as docwords.stretch too)
 
 TABLE_BITS = 20  # slots: 12 MB of host memory; a long article (50 KB) fills a few percent
 MAX_WORD = 32  # a longer run of word bytes is not a word: D abstains until it ends
@@ -45,7 +46,6 @@ DOC_SETS = 8 * CONTEXTS  # weights w_d: one per (bit, context)
 LOOKBACK = 1 << 20  # how far back a reading looks for its document's start
 SMOOTH = 0.5  # pseudo-count spread over all 256 bytes
 END_SPREAD = 64  # a word's end puts its mass on bytes 0 .. END_SPREAD - 1
-STRETCH_CLIP = 8.0
 
 END, TOTAL, DISTINCT, HIGH = 256, 257, 258, 259
 # the state vector's fields
@@ -207,13 +207,6 @@ def distribution(keys, counts, st, p):
     db = 0 if distinct <= 1 else (1 if distinct <= 3 else 2)
     sent = st[SENT] if k == 0 else st[WSENT]
     return (kb * 3 + db) * 2 + sent
-
-
-@numba.njit(cache=True, inline="always")
-def stretch(p):
-    p = min(max(p, 1e-6), 1.0 - 1e-6)
-    z = math.log(p / (1.0 - p))
-    return min(max(z, -STRETCH_CLIP), STRETCH_CLIP)
 
 
 @numba.njit(cache=True)

@@ -52,6 +52,7 @@ from .device import Device
 from . import docwords
 from .docwords import CONTEXTS, DOC_SETS
 from .kernels import adam, reader_ops
+from .kernels.reader_ops import stretch
 from .kernels.match import SPEC_LEN
 from .reader_backend import Operand, ops_for
 from .lanes import RangeSchedule
@@ -60,7 +61,6 @@ from .kernels.hashing import ORDER, SKIP, WORD
 from .options import check_keys
 
 MIX_SETS = 8 * 4 * 4
-STRETCH_CLIP = 8.0
 SCAN_WARM = 2048  # bytes a lane reads before the bytes it scores (range_probs)
 
 
@@ -550,13 +550,6 @@ class Reader:
 
 
 # ---- the memory-reader mix (host: (B, 8) numbers per batch) ------------------------------------
-
-@numba.njit(cache=True, inline="always")
-def stretch(p):
-    p = min(max(p, 1e-6), 1.0 - 1e-6)
-    z = math.log(p / (1.0 - p))
-    return min(max(z, -STRETCH_CLIP), STRETCH_CLIP)
-
 
 NO_DOC = (np.zeros((0, 8), np.float32), np.zeros(0, np.int64), np.zeros(DOC_SETS, np.float32))
 _NO_PD = np.zeros(0)
