@@ -94,13 +94,11 @@ def test_a_generator_owning_the_index_draws_the_same_and_writes_the_model_s(run_
     assert np.array_equal(again.match.last_pos, pristine)  # the file is not written: the mapping is private
 
 
-def test_distribution_agrees_with_training_forward(run_dir):
-    """P(actual byte) from generation equals 2^-loss from the batch forward used in training/eval."""
+def assert_generation_equals_scoring(g, model, history, text: bytes) -> float:
+    """Generation's bits for `text`, byte by byte from g, equal evaluation's (stream_bpb) within
+    1e-3 a byte; returns evaluation's bits."""
     from cheaplm.evaluate import stream_bpb
 
-    model, history, _ = load_model(run_dir)
-    text = b"The lighthouse keeper wound the clockwork."
-    g = Generator(model, history, history_far=False)  # evaluation scores the split right after the history
     total_bits = 0.0
     for y in text:
         p = g.distribution()
@@ -109,6 +107,15 @@ def test_distribution_agrees_with_training_forward(run_dir):
         g.push(y)
     got = stream_bpb(model, history, np.frombuffer(text, np.uint8))["bpb"] * len(text)
     assert abs(total_bits - got) < 1e-3 * len(text)
+    return got
+
+
+def test_distribution_agrees_with_training_forward(run_dir):
+    """P(actual byte) from generation equals 2^-loss from the batch forward used in training/eval."""
+    model, history, _ = load_model(run_dir)
+    text = b"The lighthouse keeper wound the clockwork."
+    g = Generator(model, history, history_far=False)  # evaluation scores the split right after the history
+    assert_generation_equals_scoring(g, model, history, text)
 
 
 def test_distribution_agrees_with_scoring_with_doc_words(run_dir):
@@ -122,14 +129,7 @@ def test_distribution_agrees_with_scoring_with_doc_words(run_dir):
     text = b"\x00Lighthouse\n\nA lighthouse is a tower. Lighthouses guide ships; the lighthouse keeper lit it."
     g = Generator(model, history, history_far=False)
     assert g._doc is not None
-    total_bits = 0.0
-    for y in text:
-        p = g.distribution()
-        assert abs(p.sum() - 1) < 1e-6
-        total_bits += -np.log2(p[y])
-        g.push(y)
-    got = stream_bpb(model, history, np.frombuffer(text, np.uint8))["bpb"] * len(text)
-    assert abs(total_bits - got) < 1e-3 * len(text)
+    got = assert_generation_equals_scoring(g, model, history, text)
     model.reader.mix_doc[:] = 0  # the same text without D: D changed the bits (it was read)
     assert abs(stream_bpb(model, history, np.frombuffer(text, np.uint8))["bpb"] * len(text) - got) > 0.1
 
