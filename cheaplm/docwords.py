@@ -34,10 +34,10 @@ text once, sequentially (a document's counts need its past): about as fast as th
 from __future__ import annotations
 
 
+import math
+
 import numba
 import numpy as np
-
-from .kernels.reader_ops import stretch  # noqa: F401 (the mix reads it as docwords.stretch too)
 
 TABLE_BITS = 20  # slots: 12 MB of host memory; a long article (50 KB) fills a few percent
 MAX_WORD = 32  # a longer run of word bytes is not a word: D abstains until it ends
@@ -315,3 +315,13 @@ def _advance(data, a, b, keys, counts, st, learn_before):
 def doc_inputs(data: np.ndarray, ranges) -> tuple[np.ndarray, np.ndarray]:
     """DocWords().range_inputs: D's inputs of the true bytes of the ranges."""
     return DocWords().range_inputs(data, ranges)
+
+
+STRETCH_CLIP = 8.0  # the mixes' logit clip (the memory-reader mix reads this stretch too)
+
+
+@numba.njit(cache=True, inline="always")
+def stretch(p):
+    p = min(max(p, 1e-6), 1.0 - 1e-6)
+    z = math.log(p / (1.0 - p))
+    return min(max(z, -STRETCH_CLIP), STRETCH_CLIP)

@@ -50,9 +50,8 @@ import numpy as np
 
 from .device import Device
 from . import docwords
-from .docwords import CONTEXTS, DOC_SETS
+from .docwords import CONTEXTS, DOC_SETS, stretch
 from .kernels import adam, reader_ops
-from .kernels.reader_ops import stretch
 from .kernels.match import SPEC_LEN
 from .reader_backend import Operand, ops_for
 from .lanes import RangeSchedule

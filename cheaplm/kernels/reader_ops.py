@@ -37,15 +37,6 @@ from .match import M_STATES, match_inputs
 
 context_hash_k = for_kernels(context_hash)
 
-STRETCH_CLIP = 8.0  # the mixes' logit clip (memory-reader mix, document words)
-
-
-@numba.njit(cache=True, inline="always")
-def stretch(p):
-    p = min(max(p, 1e-6), 1.0 - 1e-6)
-    z = math.log(p / (1.0 - p))
-    return min(max(z, -STRETCH_CLIP), STRETCH_CLIP)
-
 
 @numba.njit(cache=True, inline="always")
 def rows_position(b, data, pos, window, ctx, bits, base_ctx, const_row, rows, prev, prev_base, minlens, mspec,
