@@ -29,7 +29,9 @@ usual sampling, and scores every row and the real leads of 40 test-split article
   letters of the subject, case-insensitive; a subject with no such word, "Tea", needs the word
   itself). Reported for free answers (no article recalled) and recalled answers apart; the table's
   transformer row is the same measure on the judge's own answers (free: it has no recall), same
-  questions, same framing, same MAX_BYTES and cut. `on_subject` in the JSON sets the three side by side.
+  questions, same framing, same MAX_BYTES and cut; the real leads' row, on real text after the
+  opening chat would write for it (its words through the first is/are/was/were): how often an
+  article names its subject again on its own. `on_subject` in the JSON sets them side by side.
 - grounded sentences (issue 23, drift): for recalled answers, the share of the reply's sentences
   (`sentences`: split at chat's sentence ends and at newlines) that are grounded in the recalled
   article (`grounded`: at least half of the sentence's content words, 4+ letters and not in _STOP,
@@ -93,8 +95,16 @@ ROWS = [
     ("no recall, T 0.4", False, {"temperature": 0.4}, True),
     ("before issue 13 (history recent, self-copy, T 0.8, top-p 0.95, no guards)", False,
      {"temperature": 0.8, "top_p": 0.95, "min_p": 0.0, "no_repeat": 0, "max_copy": 0, "self_copy": True}, False),
+    # issue 23: the document words' weight at generation (Sampling.subject), and a recalled article
+    # read by D as the reply's own document or not (chat.ask's join)
+    ("no recall, subject 1.5", False, {"subject": 1.5}, True),
+    ("no recall, subject 2", False, {"subject": 2.0}, True),
+    ("no recall, subject 3", False, {"subject": 3.0}, True),
+    ("recall, subject 2", True, {"subject": 2.0}, True),
+    ("recall, article not joined to the document words", True, {"join": False}, True),
 ]
 TRANSFORMER_ROW = "transformer (the judge itself)"
+LEADS_ROW = "real leads (test split)"
 MAX_BYTES = 400  # a soft limit, as chat's --max-bytes: a reply it cuts ends at its last sentence end
 SUBJECT_WINDOW = 300  # characters of the reply (after the opening) in which the subject must be named
 LOOP_LEN, LOOP_TIMES = 20, 3
@@ -162,8 +172,9 @@ def _answer_task(task):
     model, history, index = _G["model"], _G["history"], _G["index"]
     t0 = time.perf_counter()
     gen = Generator(model, history, history_far=far)
-    data, lead, source = chat.prompt_bytes(question, True, 1, index if recall else None, history)
-    gen.feed(data)
+    over = dict(over)
+    join = over.pop("join", True)  # not a sampling setting: chat.ask's
+    lead, source = chat.ask(gen, question, True, 1, index if recall else None, history, join=join)
     t_first = None
     out = []
     sampling = Sampling(**over)
@@ -484,6 +495,7 @@ def grounded(reply: str, article_words: set) -> tuple[int, int]:
 
 def real_leads(split_dir: Path, n: int) -> list[dict]:
     """The first paragraph (cut at a sentence end under 400 bytes) of n test-split articles, spread over the split."""
+    from cheaplm.chat import article_opening
     from cheaplm.recall import build_index
     from cheaplm.shards import load_split
 
@@ -498,8 +510,12 @@ def real_leads(split_dir: Path, n: int) -> list[dict]:
         if len(para.encode()) > MAX_BYTES:
             cut = para[:MAX_BYTES].rfind(". ")
             para = para[: cut + 1] if cut > 40 else para[:MAX_BYTES]
-        out.append({"row": "real leads (test split)", "prompt": None, "question": a.title, "title": a.title,
-                    "lead": "", "reply": para, "header": bytes(test[a.header: a.text]).decode("utf-8", "ignore")})
+        # the opening chat would write for it (its words through the first is/are/was/were) is the
+        # lead, the rest the reply: names_subject then reads real text as it reads an answer
+        opening = article_opening(para.encode(), "")
+        out.append({"row": LEADS_ROW, "prompt": None, "question": a.title, "title": a.title,
+                    "lead": opening, "reply": para[len(opening):],
+                    "header": bytes(test[a.header: a.text]).decode("utf-8", "ignore")})
     return out
 
 
@@ -539,8 +555,9 @@ def cmd_judge(args) -> None:
     article_words = {}
     for a, c in zip(everything, covers):
         a["copied_bytes"] = c
-        if a["prompt"] is None:
+        if a["prompt"] is None:  # a real lead: the reference for the subject measure
             a["on_topic"] = None
+            a["names_subject"] = names_subject(a["title"], a["reply"])
             continue
         if a["title"] not in article_words:
             art = train_index.find(a["title"])
@@ -577,6 +594,8 @@ def cmd_judge(args) -> None:
             firsts = [a["first_byte_s"] for a in group if a.get("first_byte_s") is not None]
             if firsts:
                 row["median_first_byte_s"] = float(np.median(firsts))
+        else:
+            row["names_subject_free"] = sum(a["names_subject"] for a in group) / len(group)
         rows.append(row)
     judge_info = json.loads((work / "judge.json").read_text()) if model is not None and (work / "judge.json").exists() else {}
     result = {"date": time.strftime("%Y-%m-%d"), "commit": git_commit(), "command": " ".join(sys.argv),
@@ -616,6 +635,7 @@ def on_subject_summary(rows: list[dict]) -> dict:
     return {"cheaplm free": by.get(ROWS[1][0], {}).get("names_subject_free"),
             "cheaplm recall": by.get(ROWS[0][0], {}).get("names_subject_recalled"),
             "transformer": by.get(TRANSFORMER_ROW, {}).get("names_subject_free"),
+            "real leads": by.get(LEADS_ROW, {}).get("names_subject_free"),
             "cheaplm recall grounded sentences": by.get(ROWS[0][0], {}).get("grounded_sentences")}
 
 

@@ -2,6 +2,7 @@
 
     python bench/wikibench.py --minutes 5 --device cuda [--model '{"table_bits": 22}'] [--json out.json]
         [--variant 'no-match={"model": {"match_minlens": []}}' ...]   # ablations, same process
+        [--keep-run DIR]   # keep the default's trained run (chat, language_quality.py answers --run DIR)
 
 Builds the split from ../shared/data (bench/wikibench_data.py, sizes and sha256 checked) unless
 --split-dir points at one. Training minutes exclude JIT compilation (kernels are compiled on a
@@ -16,6 +17,7 @@ import gc
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -88,6 +90,8 @@ def main() -> None:
     ap.add_argument("--variant", action="append", default=[],
                     help='extra run: NAME={"model": {...}, "train": {...}} (ablations); repeatable')
     ap.add_argument("--no-full", action="store_true", help="skip the default configuration")
+    ap.add_argument("--keep-run", default=None,
+                    help="save the default configuration's trained run here (for language_quality.py answers --run)")
     args = ap.parse_args()
 
     if args.val:
@@ -113,11 +117,15 @@ def main() -> None:
     for name, m_over, t_over in variants:
         model_cfg = ModelConfig.for_device(device, {**base_model, **m_over})
         label = f"{args.label}:{name}"
+        keep = Path(args.keep_run) if args.keep_run and name == "full" else None
         with tempfile.TemporaryDirectory() as tmp:
             t0 = time.perf_counter()
             tc = TrainConfig(device=device, minutes=args.minutes, val_seconds=1e9, log_seconds=15,
-                             **{**json.loads(args.train), **t_over})
-            summary = train(split_dir, Path(tmp) / "run", model_cfg, tc, save=False,
+                             **{**json.loads(args.train), **t_over, **({"checkpoint_minutes": 0} if keep else {})})
+            if keep is not None and keep.exists():
+                shutil.rmtree(keep)
+            # a kept run is saved once, after the budget (the clock stops before the save)
+            summary = train(split_dir, keep or Path(tmp) / "run", model_cfg, tc, save=keep is not None,
                             log=lambda m: print(f"[{label}] {m}", flush=True), keep_model=True)
             wall = time.perf_counter() - t0
         model, history = summary.pop("model"), summary.pop("history")

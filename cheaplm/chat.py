@@ -89,6 +89,20 @@ def prompt_bytes(question: str, doc_style: bool, turn: int, index: TitleIndex | 
     return recalled + (sep + header(title, doc_style, turn) + lead).encode("utf-8"), lead, source
 
 
+def ask(gen: Generator, question: str, doc_style: bool, turn: int, index: TitleIndex | None, history,
+        join: bool = True) -> tuple[str, str | None]:
+    """Feed a framed question as a new document (prompt_bytes); returns (the reply's visible
+    opening, the recalled article's title or None). With `join`, the document words (docwords.py)
+    read a recalled article as part of the question's document: its words are the reply's subject's."""
+    gen.new_document()  # earlier turns are past documents, not this reply's recent past
+    data, lead, source = prompt_bytes(question, doc_style, turn, index, history)
+    start = gen.t
+    gen.feed(data)
+    if join and source is not None:
+        gen.join_documents(start, gen.t)
+    return lead, source
+
+
 _OPENING_VERB = regex.compile(r"^[^\n]*?\b(?:is|are|was|were)\b")
 
 
@@ -174,12 +188,10 @@ def run_chat(gen: Generator, ckpt, console, raw: bool, seed: int, max_bytes: int
             gen.feed(text.encode("utf-8"))
             sys.stdout.write(text)
         else:
-            gen.new_document()  # earlier turns are past documents, not this reply's recent past
-            data, lead, source = prompt_bytes(text, doc_style, turn, index, history)
+            lead, source = ask(gen, text, doc_style, turn, index, history)
             if index is not None:
                 console.print(f"[dim]from: {source}[/dim]" if source else "[dim]no article by that title: answering free[/dim]",
                               highlight=False)
-            gen.feed(data)
             sys.stdout.write(lead)
         sys.stdout.flush()
         stop = {"flag": False}

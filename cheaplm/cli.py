@@ -259,6 +259,9 @@ def sampling_options(f):
                      help="Never draw a byte that repeats a string of this many bytes already in the reply (0 = off)."),
         click.option("--max-copy", default=d.max_copy, type=int,
                      help="Never draw a byte that continues a verbatim copy of this many bytes of the training text (0 = off)."),
+        click.option("--subject", default=d.subject, type=float,
+                     help="Weight of the document's own words (its title, a recalled article) in the mix, times this "
+                     "(1 = as trained; more holds the reply to its subject)."),
         click.option("--seed", default=None, type=int, help="Random seed [default: random, printed to stderr]."),
         click.option("--device", type=click.Choice(DEVICE_NAMES), default="auto",
                      help="Generation runs on the CPU twin (one byte at a time); cuda is accepted and falls back."),
@@ -268,12 +271,13 @@ def sampling_options(f):
     return f
 
 
-def _sampling(temperature: float, top_k: int, top_p: float, min_p: float, no_repeat: int, max_copy: int):
+def _sampling(temperature: float, top_k: int, top_p: float, min_p: float, no_repeat: int, max_copy: int,
+              subject: float):
     from .sample import Sampling
 
     try:
         return Sampling(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, no_repeat=no_repeat,
-                        max_copy=max_copy).check()
+                        max_copy=max_copy, subject=subject).check()
     except ValueError as exc:
         _fail(exc)
 
@@ -309,7 +313,7 @@ def _seed(seed, console) -> int:
 @click.option("--num-samples", default=1, type=click.IntRange(1, 1000), help="Independent continuations of the prompt.")
 @sampling_options
 def sample(run_dir, prompt, prompt_file, num_samples, max_bytes, temperature, top_k, top_p, min_p, no_repeat, max_copy,
-           seed, device):
+           subject, seed, device):
     """Continue a prompt (from --prompt, --prompt-file or stdin); text streams to stdout. RUN_DIR may
     also be one of its checkpoints (RUN/ckpt-N) instead of the latest.
 
@@ -320,7 +324,7 @@ def sample(run_dir, prompt, prompt_file, num_samples, max_bytes, temperature, to
     from .sample import generate
 
     console = stderr_console()
-    sampling = _sampling(temperature, top_k, top_p, min_p, no_repeat, max_copy)
+    sampling = _sampling(temperature, top_k, top_p, min_p, no_repeat, max_copy, subject)
     if prompt is not None and prompt_file is not None:
         raise UserError("give --prompt or --prompt-file, not both")
     if prompt is not None:
@@ -373,7 +377,7 @@ def _fork(gen):
 @click.option("--recall/--no-recall", default=True,
               help="When a question names an article of the training text, read that article before answering.")
 @sampling_options
-def chat(run_dir, raw, recall, max_bytes, temperature, top_k, top_p, min_p, no_repeat, max_copy, seed, device):
+def chat(run_dir, raw, recall, max_bytes, temperature, top_k, top_p, min_p, no_repeat, max_copy, subject, seed, device):
     """Talk to a model: each line you type is framed as the start of an encyclopedia article and
     the model continues it. With recall (the default) a question whose subject is the title of an
     article in the training text gets that article's lead read first (a dim `from: TITLE` line on
@@ -386,7 +390,7 @@ def chat(run_dir, raw, recall, max_bytes, temperature, top_k, top_p, min_p, no_r
     from .recall import load_index
 
     console = stderr_console()
-    sampling = _sampling(temperature, top_k, top_p, min_p, no_repeat, max_copy)
+    sampling = _sampling(temperature, top_k, top_p, min_p, no_repeat, max_copy, subject)
     seed = _seed(seed, console)
     with console.status("loading the model…"):
         gen, ckpt = _load_generator(run_dir, device)

@@ -110,9 +110,11 @@ def _add(keys, counts, doc, h, y):
 
 
 @numba.njit(cache=True)
-def reset(st):
-    """A new document: the next document number, no word, at a sentence start."""
-    st[DOC] += 1
+def reset(st, new_doc=True):
+    """A new document: the next document number (unless not `new_doc`: a joined document, see
+    DocWords.join), no word, at a sentence start."""
+    if new_doc:
+        st[DOC] += 1
     st[K] = 0
     st[HASH] = SEED
     st[SENT] = 1
@@ -144,12 +146,13 @@ def _word_end(keys, counts, st):
 
 
 @numba.njit(cache=True)
-def update(keys, counts, st, b, learn=True):
+def update(keys, counts, st, b, learn=True, join=False):
     """The state after reading byte b; a word that b ends joins the counts only when `learn`
-    (generation reads its own reply with learn False: see DocWords.advance)."""
+    (generation reads its own reply with learn False: see DocWords.advance); a separator read with
+    `join` starts a sentence but not a new document (DocWords.join)."""
     tail = ((st[TAIL] << 8) | b) & 0xFFFFFFFFFF
     if b == 0 or tail == _DOC_TAG:
-        reset(st)
+        reset(st, not join)
         return
     st[TAIL] = tail
     if is_word_byte(b):
@@ -275,6 +278,7 @@ class DocWords:
         self.st = np.zeros(STATE, np.int64)
         self.lookback = lookback
         self.t = None  # the position whose byte is predicted next (advance)
+        self.joined = (0, 0)  # separators in [a, b) start no new document (join)
         self._p = np.empty(256)
 
     def range_inputs(self, data: np.ndarray, ranges) -> tuple[np.ndarray, np.ndarray]:
@@ -294,11 +298,23 @@ class DocWords:
         reply's own words would otherwise feed back (each use of a word makes it likelier), which
         is how greedy and low-temperature replies looped "state the state state ..." (the match
         model's candidates leave the reply out for the same reason, Sampling.self_copy)."""
+        a, b = self.joined
         if self.t is None or t < self.t or t - self.t > self.lookback:
             reset(self.st)
             self.t = doc_start(data, t, self.lookback)
-        _advance(data, self.t, t, self.keys, self.counts, self.st, t if learn_before is None else learn_before)
+            if a < self.t <= b and t - a <= self.lookback:
+                self.t = a
+        _advance(data, self.t, t, self.keys, self.counts, self.st, t if learn_before is None else learn_before,
+                 b if self.t >= a else 0)
         self.t = t
+
+    def join(self, a: int, b: int) -> None:
+        """Read data[a:b] as one document with what follows b, whatever separators it holds: chat
+        feeds a recalled article as the document before the question's (for the match model and
+        the reader, recall.py), and with this D reads its words as the reply's document's own, so
+        a recalled answer stays with the article's words. The next advance reads from a."""
+        self.joined = (a, b)
+        self.t = None
 
     def distribution(self) -> tuple[np.ndarray | None, int]:
         """(p_D over the next byte, context) at the position advance reached; (None, 0) when D abstains."""
@@ -307,9 +323,9 @@ class DocWords:
 
 
 @numba.njit(cache=True)
-def _advance(data, a, b, keys, counts, st, learn_before):
+def _advance(data, a, b, keys, counts, st, learn_before, join_before):
     for i in range(a, b):
-        update(keys, counts, st, data[i], i < learn_before)
+        update(keys, counts, st, data[i], i < learn_before, i < join_before)
 
 
 def doc_inputs(data: np.ndarray, ranges) -> tuple[np.ndarray, np.ndarray]:

@@ -48,6 +48,7 @@ class Sampling:
     no_repeat: int = 16  # a byte completing an n-byte string already in the reply is not drawn (0 = off)
     max_copy: int = 32  # a byte continuing a verbatim copy of this many bytes from before the document is not drawn (0 = off)
     self_copy: bool = False  # let the match model copy from the reply itself
+    subject: float = 1.0  # the document words' weight in the mix (docwords.py) times this: > 1 holds the reply to its title's words
 
     def check(self) -> "Sampling":
         """Raises ValueError naming the option for a value that would sample garbage."""
@@ -65,6 +66,8 @@ class Sampling:
             raise ValueError(f"--no-repeat must be 0 (off) or from 4 to 4096 bytes, not {self.no_repeat}")
         if self.max_copy != 0 and not (8 <= self.max_copy <= 64):
             raise ValueError(f"--max-copy must be 0 (off) or from 8 to 64 bytes, not {self.max_copy}")
+        if not (0 <= self.subject <= 8):  # nan fails too
+            raise ValueError(f"--subject must be from 0 to 8, not {self.subject}")
         return self
 
 
@@ -177,9 +180,10 @@ def generate(gen: Generator, rng: np.random.Generator, max_bytes: int, sampling:
     for y in opening:
         guard.add(y)
     cut = ReplyCut(opening.decode("utf-8", "replace"))
-    saved = gen.copy_before
+    saved, saved_gain = gen.copy_before, gen.doc_gain
     if not sampling.self_copy:
         gen.copy_before = gen.t  # pointers are causal: those already read for position t are all before it
+    gen.doc_gain = sampling.subject
     try:
         while True:
             if len(out) >= max_bytes and not gen.pending:
@@ -203,7 +207,7 @@ def generate(gen: Generator, rng: np.random.Generator, max_bytes: int, sampling:
         if rest:
             yield rest
     finally:
-        gen.copy_before = saved
+        gen.copy_before, gen.doc_gain = saved, saved_gain
 
 
 # ---- where a reply cut by --max-bytes ends ---------------------------------------------------------

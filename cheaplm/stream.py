@@ -74,6 +74,7 @@ class Stream:
         self.pending = b""  # bytes of an incomplete UTF-8 character at the end of the stream
         # the document's words (docwords.py), read up to t when the mix reads them
         self._doc = DocWords() if model.reader is not None and model.reader.reads_doc else None
+        self.doc_gain = 1.0  # the document words' mix weights times this (Sampling.subject)
 
     def _jump(self) -> None:
         """Move the stream's end `gap` bytes on: zeros, then a copy of the last HISTORY_TAIL bytes
@@ -92,6 +93,12 @@ class Stream:
         if self.t > self.start:
             self._jump()
         self.doc_start = self.t
+
+    def join_documents(self, a: int, b: int) -> None:
+        """The document words read the stream's bytes a..b and the document after them as one
+        document (DocWords.join): chat's recalled article and the question's."""
+        if self._doc is not None:
+            self._doc.join(a, b)
 
     def _ensure_prev(self) -> None:
         if not self._prev_ready:
@@ -176,7 +183,7 @@ class Stream:
             if self._doc is not None:  # the same inputs as evaluation's (docwords.doc_inputs)
                 self._doc.advance(self.buf, self.t, self.copy_before)  # a reply's words are not counted
                 p_d, c = self._doc.distribution()
-                doc = (p_d, c, m.reader.mix_doc)
+                doc = (p_d, c, m.reader.mix_doc if self.doc_gain == 1.0 else m.reader.mix_doc * np.float32(self.doc_gain))
             mixed_distribution(self._node_p1, pr, m.reader.mix, self._scratch.mass, out, doc)
         return out
 

@@ -317,3 +317,70 @@ def test_chat_cli_closed_stdin_and_latin1_line(run):
     assert b"not valid UTF-8" in r.stderr and b"The sun is" in r.stdout
     r = subprocess.run(cmd, stdin=None, capture_output=True, timeout=300, preexec_fn=lambda: os.close(0))
     assert r.returncode == 0 and b"Traceback" not in r.stderr, r.stderr
+
+
+def test_subject_scales_the_document_words_weights_and_only_while_generating(run):
+    """Sampling.subject multiplies D's mix weights during a generate call: at 0 the distribution
+    is the one of a model whose D weights are zero, at 2 the one with doubled weights; afterwards
+    the generator is as before. Values outside 0..8 are refused."""
+    d, model, history, ckpt = run
+    assert model.reader.reads_doc and np.abs(model.reader.mix_doc).max() > 0
+    data, lead, _ = chat.prompt_bytes("Who was Archimedes?", False, 1, None, history)
+    data += b" the Arc"  # inside a word of the title: D speaks
+    saved = model.reader.mix_doc.copy()
+    want = {}
+    try:
+        for gain in (0.0, 2.0):
+            model.reader.mix_doc = saved * np.float32(gain)
+            g = Generator(model, history)
+            g.feed(data)
+            want[gain] = g.distribution()
+    finally:
+        model.reader.mix_doc = saved
+    g = Generator(model, history)
+    g.feed(data)
+    base = g.distribution()
+    assert not np.allclose(base, want[0.0])  # D speaks here
+    for gain in (0.0, 2.0):
+        g.doc_gain = gain
+        assert np.allclose(g.distribution(), want[gain], rtol=1e-6, atol=1e-12)
+    g.doc_gain = 1.0
+    seen = []
+    orig = g.distribution
+    g.distribution = lambda: (seen.append(g.doc_gain), orig())[1]
+    list(generate(g, np.random.default_rng(0), 20, Sampling(subject=3.0), opening=lead.encode()))
+    assert seen and set(seen) == {3.0} and g.doc_gain == 1.0
+    for bad in (-0.5, 8.5, float("nan")):
+        with pytest.raises(ValueError, match="--subject"):
+            Sampling(subject=bad).check()
+
+
+def test_ask_joins_a_recalled_article_to_the_document_words(run):
+    """With recall, chat.ask lets D read the recalled article as the reply's document: inside the
+    first bytes of a long word found only in the article's lead, D speaks when joined and abstains
+    when not."""
+    d, model, history, ckpt = run
+    index = load_index(d / "run", history)
+    checked = 0
+    for article in [a for a in index.articles if a.text + 400 < a.end][:10]:
+        lead_text = lead_bytes(history, article, chat.RECALL_BYTES)
+        body = lead_text[article.text - article.header:]
+        title_words = set(article.title.encode().split())
+        words = [w for w in body.split() if len(w) >= 8 and w.isalpha() and w not in title_words]
+        if not words:
+            continue
+        probe = words[-1][:3]
+        got = []
+        for join in (True, False):
+            g = Generator(model, history)
+            lead, source = chat.ask(g, f"Tell me about {article.title}", False, 1, index, history, join=join)
+            assert source == article.title
+            if probe.lower() in lead.encode().lower():
+                break
+            g.feed(b" " + probe)
+            g.distribution()
+            got.append(g._doc.distribution()[0] is not None)
+        if len(got) == 2:
+            assert got == [True, False], (article.title, probe)
+            checked += 1
+    assert checked >= 3

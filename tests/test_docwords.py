@@ -161,3 +161,29 @@ def test_mix_gradient_of_doc_weights_matches_finite_differences():
         hi = mix_loss(pm, pr, y, w, np.zeros((0, 3), np.float32), (zd, cd, wd + e)).mean() * math.log(2)
         lo = mix_loss(pm, pr, y, w, np.zeros((0, 3), np.float32), (zd, cd, wd - e)).mean() * math.log(2)
         assert abs((hi - lo) / 2e-5 - gd[r]) < 1e-5
+
+
+def test_a_joined_document_reads_the_one_before_it_as_its_own():
+    """DocWords.join (chat's recalled article): inside [a, b) a separator starts no new document,
+    so the question's document knows the recalled article's words; without it D abstains there.
+    Joined, the reading equals the oracle's over the text with the separators taken out."""
+    recalled = b"\x00Archimedes\n\nArchimedes of Syracuse invented the screw pump.\n"
+    question = b'</doc>\n<doc id="9" url="?curid=9" title="Archimedes">\nArchimedes\n\nArchimedes was a scr'
+    text = b"earlier turn words\x00" + recalled + question
+    data = np.frombuffer(text, np.uint8)
+    t = len(text)  # inside "scr": "screw" is only in the recalled article
+    a = len(b"earlier turn words\x00")
+    alone = DocWords()
+    alone.advance(data, t)
+    assert alone.distribution()[0] is None  # "scr..." is no word of the question's document
+    joined = DocWords()
+    joined.join(a, t - len(b"Archimedes was a scr"))
+    joined.advance(data, t)
+    p, c = joined.distribution()
+    merged = (recalled + question).replace(b"\x00", b" ").replace(b"<doc ", b"<dox ")
+    want = oracle(merged, len(merged))
+    assert p is not None and np.allclose(p, want[0]) and c == want[1]
+    assert p[ord("e")] > 0.6
+    # incremental reading after the join equals a fresh reading of the same position
+    joined.advance(data, t)
+    assert np.array_equal(joined.distribution()[0], p)
