@@ -55,6 +55,8 @@ RUNS = [
      "transformer-speedrun 6x512 (the 5-minute row's recipe, shape by budget; 19.1M params)"),
     ("h200-transformer-speedrun-8min-f3bc47f.json", None, "transformer",
      "transformer-speedrun 10x640 (the 5-minute row's recipe, shape by budget; 49.5M params)"),
+    ("h200-default-1min-01af16d.json", None, "cheaplm", "default"),
+    ("h200-default-5min-01af16d.json", None, "cheaplm", "default"),
 ]
 
 

@@ -95,13 +95,15 @@ ROWS = [
     ("no recall, T 0.4", False, {"temperature": 0.4}, True),
     ("before issue 13 (history recent, self-copy, T 0.8, top-p 0.95, no guards)", False,
      {"temperature": 0.8, "top_p": 0.95, "min_p": 0.0, "no_repeat": 0, "max_copy": 0, "self_copy": True}, False),
-    # issue 23: the document words' weight at generation (Sampling.subject), and a recalled article
-    # read by D as the reply's own document or not (chat.ask's join)
+    # issue 23: the document words' weight at generation (Sampling.subject; the defaults' is 2 since
+    # the run at 01af16d, whose defaults had 1: its JSON's "cheaplm defaults" rows are subject 1 and
+    # its "subject 2" rows today's defaults), and a recalled article read by D as the reply's own
+    # document or not (chat.ask's join)
+    ("no recall, subject 1", False, {"subject": 1.0}, True),
     ("no recall, subject 1.5", False, {"subject": 1.5}, True),
-    ("no recall, subject 2", False, {"subject": 2.0}, True),
     ("no recall, subject 3", False, {"subject": 3.0}, True),
-    ("recall, subject 2", True, {"subject": 2.0}, True),
-    ("recall, article not joined to the document words", True, {"join": False}, True),
+    ("recall, subject 1", True, {"subject": 1.0}, True),
+    ("recall, article not joined to the document words", True, {"join": False, "subject": 1.0}, True),
 ]
 TRANSFORMER_ROW = "transformer (the judge itself)"
 LEADS_ROW = "real leads (test split)"

@@ -64,7 +64,7 @@ def test_top_k_1_is_greedy_argmax(run_dir):
     g = Generator(model, history)
     g.feed(prompt)
     got = bytearray()
-    greedy = Sampling(temperature=1.0, top_k=1, top_p=1.0, min_p=0.0, no_repeat=0, self_copy=True)
+    greedy = Sampling(temperature=1.0, top_k=1, top_p=1.0, min_p=0.0, no_repeat=0, self_copy=True, subject=1.0)
     for piece in generate(g, np.random.default_rng(0), 40, greedy):
         got += piece.encode()
     # independently: argmax of the model's distribution, one byte at a time, on a fresh stream
