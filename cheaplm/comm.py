@@ -247,14 +247,33 @@ def broadcast_json(comm: Comm, obj=None, root: int = 0):
 INSTALL_HINT = "pip install 'cheaplm[multigpu]' (CuPy with NCCL: cupy-cuda12x, or cupy-cuda13x for CUDA 13)"
 
 
+def _preload_nccl() -> bool:
+    """Load libnccl.so.2 from pip's nvidia-nccl-cu12/-cu13 package (torch installs one) into the
+    global namespace, for a CuPy that does not find it by itself; whether one was found."""
+    import ctypes
+    import sys
+
+    for base in sys.path:
+        lib = os.path.join(base or ".", "nvidia", "nccl", "lib", "libnccl.so.2")
+        if os.path.exists(lib):
+            ctypes.CDLL(lib, mode=ctypes.RTLD_GLOBAL)
+            return True
+    return False
+
+
 def nccl_module():
     """cupy.cuda.nccl, or CommError saying how to get it."""
-    os.environ.setdefault("NCCL_NVLS_ENABLE", "0")  # before NCCL starts: NVLink multicast stays off
+    os.environ["NCCL_NVLS_ENABLE"] = "0"  # before NCCL starts: NVLink multicast stays off
     try:
         from cupy.cuda import nccl
     except ImportError as exc:
-        raise CommError(f"several GPUs need CuPy with NCCL, which is not importable here ({exc}); {INSTALL_HINT}") \
-            from None
+        try:
+            if not _preload_nccl():
+                raise
+            from cupy.cuda import nccl
+        except (ImportError, OSError):
+            raise CommError(f"several GPUs need CuPy with NCCL, which is not importable here ({exc}); "
+                            f"{INSTALL_HINT}") from None
     if not getattr(nccl, "available", True):
         raise CommError(f"this CuPy was built without NCCL; {INSTALL_HINT}")
     return nccl

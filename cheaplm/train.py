@@ -699,18 +699,22 @@ class Trainer:
         if self.shard is not None:
             parallel.share_setup(self.comm, self.model, self.n, self.d_prev, tc.bytes, st.reader_start_step)
             self.workers_told = True
+        t0 = self.clock()
         try:
-            self.reader_loop(stop, steps_goal, start, t_phase, mix_at, ranges, counted, match)
+            self.reader_loop(stop, steps_goal, start, t_phase, mix_at, ranges, counted, match, t0)
         finally:
+            n_steps = reader.step - start  # also when stopped: the rate is what bench/multi_gpu.py reads
+            self.reader_stats = {"reader_steps": n_steps, "reader_seconds": self.clock() - t0,
+                                 "reader_positions_per_s": n_steps * rc.batch / max(1e-9, self.clock() - t0)}
             if self.shard is not None:  # every way out: the others stop and send their lanes' state back
                 self.shard.stop()
                 self.shard.gather_state(reader)
 
-    def reader_loop(self, stop, steps_goal: int, start: int, t_phase: float, mix_at, ranges, counted: int,
-                    match) -> None:
+    def reader_loop(self, stop, steps_goal: int, start: int, t_phase: float, mix_at, ranges, counted: int, match,
+                    t0: float) -> None:
         tc, st, reader = self.tc, self.state, self.model.reader
         rc = reader.cfg
-        t0 = last = self.clock()
+        last = t0
         ema = None
         while True:
             now = self.clock()
@@ -729,8 +733,6 @@ class Trainer:
             if self.clock() - last >= tc.log_seconds:
                 last = self.clock()
                 self.log_reader(ema, (reader.step - start) * rc.batch / max(1e-9, last - t0))
-        self.reader_stats = {"reader_steps": reader.step - start, "reader_seconds": self.clock() - t0,
-                             "reader_positions_per_s": (reader.step - start) * rc.batch / max(1e-9, self.clock() - t0)}
         st.reader_done = True
 
     def reader_step(self, ranges, counted: int, frac: float, match) -> float:
