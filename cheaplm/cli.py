@@ -156,7 +156,7 @@ def train(data_dir, run_dir, device, minutes, nbytes, table_bits, orders, words,
     """
     from .checkpoint import CheckpointError
     from .comm import CommError, connect
-    from .device import DeviceError
+    from .device import Device, DeviceError
     from .launch import launch, world_for
     from .options import read_config
     from .train import TrainError, run_configs
@@ -183,7 +183,7 @@ def train(data_dir, run_dir, device, minutes, nbytes, table_bits, orders, words,
     try:
         file = read_config(config_file) if config_file is not None else None
         model_cfg, tc = run_configs(file, model_flags, train_flags, resume=resume)
-        if comm is not None and comm.size > 1 and tc.device != "cuda":
+        if comm is not None and comm.size > 1 and not Device(tc.device).gpu:
             raise CommError(f"{comm.size} processes train on GPUs (NCCL); this one found none")
         summary = run_train(data_dir, run_dir, model_cfg, tc, resume=resume, log=console.print, dry_run=dry_run,
                             comm=comm)
