@@ -17,6 +17,12 @@ reader): the reader is data-parallel.
   reads and their gradients all-to-all) would go in Reader.forward's gather and backward's scatter
   (reader_backend.py's gather/scatter) and trade the full-table reduction (table size per step)
   for two exchanges of batch x slots rows; which wins at 2 and 8 GPUs is to be measured.
+  Not measured, an estimate: the x5 reader's 537 M table parameters make the summed buffer 2.1 GB
+  a step, about 9 ms at NCCL's ~400 GB/s on NVLink against 33 ms for the whole step on one H200,
+  so the dense sum of the table alone would keep 8 GPUs far below the 75% goal. The cheaper exact
+  step, still replicated: keep the table out of the all_reduce, all_gather every rank's rows and
+  input gradient (batch x slots x dim, about 21 MB a rank) and scatter them all on every rank
+  (Reader.backward's scatter; on the CPU in rank order, which is one process's order).
 - The memory (count tables, match index, mixers) is counted by rank 0 alone: the reader reads the
   match model's pointers but never the count tables, and only rank 0 saves, so the tables never
   need to travel; counting is about 10% of a GPU run's time. Splitting it by shard and reducing
@@ -42,12 +48,13 @@ import numpy as np
 from . import corpus
 from .comm import Comm, broadcast_json
 from .device import Device
+from .shards import ShardError
 
 HEADER = 6  # a step's message: go, lr, ctx dropout, table frozen, table lr, weight decay; then the positions
 
 
-class ShardError(ValueError):
-    pass
+class SplitError(ValueError):
+    """The world cannot share this run's reader (a batch that does not split, other text): one line."""
 
 
 class ReaderShard:
@@ -57,9 +64,9 @@ class ReaderShard:
         w, b = comm.size, rcfg.batch
         lanes = rcfg.lanes if rcfg.scan else b
         if lanes % w or b % w:
-            raise ShardError(f"the reader's {lanes} lanes (batch {b}) do not split evenly over {w} processes")
+            raise SplitError(f"the reader's {lanes} lanes (batch {b}) do not split evenly over {w} processes")
         if gpu and (b // w) % 64:
-            raise ShardError(f"the reader's batch {b} over {w} GPUs is {b // w} positions each; the GPU's products "
+            raise SplitError(f"the reader's batch {b} over {w} GPUs is {b // w} positions each; the GPU's products "
                              "need a multiple of 64")
         self.comm, self.batch = comm, b
         self.lo, self.hi = comm.rank * b // w, (comm.rank + 1) * b // w
@@ -147,10 +154,12 @@ def reader_worker(comm: Comm, data_dir: Path, log=print) -> dict:
     if not setup["go"]:
         return {"rank": comm.rank, "reader_steps": 0}
     dev = Device(setup["device"])
-    pieces = corpus.layout(Path(data_dir), "train", limit=setup["bytes"])
-    data = corpus.map_text(Path(data_dir), pieces)
+    try:
+        data = corpus.map_text(Path(data_dir), corpus.layout(Path(data_dir), "train", limit=setup["bytes"]))
+    except (ShardError, OSError) as exc:
+        raise SplitError(f"rank {comm.rank}: {exc}") from None
     if len(data) != setup["n"]:
-        raise ShardError(f"rank {comm.rank}: {data_dir} holds {len(data)} training bytes, rank 0 trains on {setup['n']}")
+        raise SplitError(f"rank {comm.rank}: {data_dir} holds {len(data)} training bytes, rank 0 trains on {setup['n']}")
     reader = Reader(ReaderConfig.from_dict(setup["reader"]), setup["device"])
     reader.step = setup["step"]
     prev = dev.empty(tuple(setup["prev"]), np.int32) if dev.gpu else np.empty(tuple(setup["prev"]), np.int32)

@@ -907,7 +907,7 @@ class Trainer:
         if self.comm.size > 1 and reader is not None:
             try:
                 self.shard = parallel.ReaderShard(self.comm, reader.cfg, self.model.dev.gpu)
-            except parallel.ShardError as exc:
+            except parallel.SplitError as exc:
                 raise TrainError(str(exc)) from None
         with StopRequested() as stop:
             self.memory_phase(stop)
