@@ -144,19 +144,34 @@ def parse_ints(text: str | None) -> list[int] | None:
 @click.option("--resume", is_flag=True, help="Continue the run in --out exactly where it stopped.")
 @click.option("--dry-run", is_flag=True, help="Print the plan (memory per part on host and GPU, the run "
               "directory's disk, each phase's time) and exit, writing nothing.")
+@click.option("--gpus", default=None, show_default="1",
+              help="GPUs to train one model on: a number or 'all' (one process each, NCCL; needs CuPy: "
+                   "pip install 'cheaplm[multigpu]'). Under torchrun or srun the launcher's world is used.")
 def train(data_dir, run_dir, device, minutes, nbytes, table_bits, orders, words, batch, lr, mix_steps, seed,
-          reader_opt, checkpoint_minutes, config_file, resume, dry_run):
+          reader_opt, checkpoint_minutes, config_file, resume, dry_run, gpus):
     """Train a model on prepared shards.
 
     Example: cheaplm train data/simple --out runs/simple --minutes 10 --dry-run
+    (on several GPUs: cheaplm train data/wiki --out runs/wiki --minutes 5 --gpus all)
     """
     from .checkpoint import CheckpointError
-    from .device import DeviceError
+    from .comm import CommError, connect
+    from .device import Device, DeviceError
+    from .launch import launch, world_for
     from .options import read_config
     from .train import TrainError, run_configs
     from .train import train as run_train
 
     console = stderr_console()
+    comm = None
+    if not dry_run:  # a dry run plans in one process
+        try:
+            world, start = world_for(gpus, device)
+            if start:
+                sys.exit(launch(start, sys.argv[1:]))
+            comm = connect(world)  # before anything asks numba for a GPU: it picks GPU LOCAL_RANK
+        except CommError as exc:
+            _fail(exc)
     model_flags = {key: val for key, val in (("table_bits", table_bits), ("orders", parse_ints(orders)),
                                              ("words", words),
                                              ("reader", None if reader_opt is None else parse_reader(reader_opt)))
@@ -168,10 +183,13 @@ def train(data_dir, run_dir, device, minutes, nbytes, table_bits, orders, words,
     try:
         file = read_config(config_file) if config_file is not None else None
         model_cfg, tc = run_configs(file, model_flags, train_flags, resume=resume)
-        summary = run_train(data_dir, run_dir, model_cfg, tc, resume=resume, log=console.print, dry_run=dry_run)
-        if dry_run:
+        if comm is not None and comm.size > 1 and not Device(tc.device).gpu:
+            raise CommError(f"{comm.size} processes train on GPUs (NCCL); this one found none")
+        summary = run_train(data_dir, run_dir, model_cfg, tc, resume=resume, log=console.print, dry_run=dry_run,
+                            comm=comm)
+        if dry_run or (comm is not None and comm.rank > 0):  # rank 0 reports for the run
             return
-    except (TrainError, CheckpointError, DeviceError, ValueError, TypeError) as exc:
+    except (TrainError, CheckpointError, DeviceError, CommError, ValueError, TypeError) as exc:
         _fail(exc)
     except KeyboardInterrupt:  # outside the training loop (which checkpoints and stops instead)
         try:

@@ -423,17 +423,20 @@ class Reader:
             w_in = ops.weights(self.scan_block(self.params, "in", layer), ("in", layer), fresh=False)
             ops.grad_x(ws["dproj"][layer], w_in, ws["d"][1] if layer == 0 else ws["ds"][layer - 1], accumulate=True)
 
-    def update(self, lr: float, frozen: tuple = (), table_lr: float = 1.0, weight_decay: float = 0.0) -> None:
+    def update(self, lr: float, frozen: tuple = (), table_lr: float = 1.0, weight_decay: float = 0.0,
+               rows=None) -> None:
         """An Adam step of every block but those named in `frozen` (only the table can be: backward
         then leaves its gradient at zero, as the last step left it); the table's rate is lr x table_lr.
-        weight_decay: decoupled (AdamW) on the dense weights (DECAYED), not the table or biases."""
+        weight_decay: decoupled (AdamW) on the dense weights (DECAYED), not the table or biases.
+        rows: the table rows with a gradient, when not the batch's own (every rank's, on several GPUs)."""
         self.step += 1
         for k, (name, shape, lazy) in enumerate(self.blocks):
             if name in frozen:
                 continue
             lo, hi = self.offsets[k], self.offsets[k] + shape[0] * shape[1]
             if name == "table" and self.ops.table_update(self.params[lo:hi], self.grad[lo:hi], self.adam_m[lo:hi],
-                                                         self.adam_v[lo:hi], shape[1], self.ws["rows"], self.step,
+                                                         self.adam_v[lo:hi], shape[1],
+                                                         self.ws["rows"] if rows is None else rows, self.step,
                                                          lr * table_lr):
                 continue  # the GPU's: the rows the batch read only
             adam.adam_step(self.params[lo:hi], self.grad[lo:hi], self.adam_m[lo:hi], self.adam_v[lo:hi],
@@ -441,13 +444,34 @@ class Reader:
                            wd=weight_decay if decayed(name) else 0.0)
 
     def train_step(self, data, pos, lr: float, match=None, state=None, frozen: tuple = (),
-                   table_lr: float = 1.0, ctx_dropout: float = 0.0, weight_decay: float = 0.0) -> float:
+                   table_lr: float = 1.0, ctx_dropout: float = 0.0, weight_decay: float = 0.0, comm=None) -> float:
         """One update at rate lr on positions pos; returns the batch's mean loss in bits per byte
-        (with ctx_dropout > 0: of the inputs with rows dropped)."""
-        self.forward(data, pos, match, scale=1.0 / pos.shape[0], state=state, drop=ctx_dropout)
+        (with ctx_dropout > 0: of the inputs with rows dropped). comm (comm.py), with several ranks:
+        pos is this rank's share of a global batch of comm.size x len(pos) positions; the gradient
+        of the global mean loss is summed over ranks before every rank takes the same step, and the
+        global mean loss is returned (parallel.py)."""
+        world = 1 if comm is None else comm.size
+        n = pos.shape[0] * world
+        self.forward(data, pos, match, scale=1.0 / n, state=state, drop=ctx_dropout)
         self.backward(skip_table="table" in frozen)
-        self.update(lr, frozen, table_lr, weight_decay)
-        return float(np.mean(self.host(self.ws["loss"]), dtype=np.float64))
+        if world == 1:
+            self.update(lr, frozen, table_lr, weight_decay)
+            return float(np.mean(self.host(self.ws["loss"]), dtype=np.float64))
+        # the table's gradient travels with the dense weights' (replicated rows), unless it is frozen (zero)
+        comm.all_reduce(self.grad[self.offsets[1]:] if "table" in frozen else self.grad)
+        self.update(lr, frozen, table_lr, weight_decay, rows=self._all_rows(comm) if self.ops.gpu else None)
+        total = np.array([np.sum(self.host(self.ws["loss"]), dtype=np.float64)])
+        comm.all_reduce(total)
+        return float(total[0] / n)
+
+    def _all_rows(self, comm):
+        """Every rank's table rows of this step, rank after rank (the GPU's lazy update visits them)."""
+        rows = self.ws["rows"]
+        shape = (rows.shape[0] * comm.size, rows.shape[1])
+        if self.ws.get("all_rows") is None or self.ws["all_rows"].shape != shape:
+            self.ws["all_rows"] = self.dev.empty(shape, rows.dtype)
+        comm.all_gather(rows, self.ws["all_rows"])
+        return self.ws["all_rows"]
 
     def new_state(self, lanes: int):
         """A zero scan state for `lanes` lanes, on the reader's device (None without a scan)."""

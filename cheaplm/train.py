@@ -36,7 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import checkpoint, corpus
+from . import checkpoint, corpus, parallel
+from .comm import Comm, Solo
 from .device import NAMES as DEVICES
 from .device import Device, DeviceError
 from .device import pick as pick_device
@@ -287,8 +288,12 @@ class Trainer:
 
     def __init__(self, data_dir: Path, run_dir: Path, model_cfg: ModelConfig | None, tc: TrainConfig,
                  resume: bool = False, log=print, save: bool = True, stop_after_steps: int | None = None,
-                 keep_model: bool = False, stop_after_reader_steps: int | None = None):
+                 keep_model: bool = False, stop_after_reader_steps: int | None = None, comm: Comm | None = None):
         self.data_dir, self.run_dir = Path(data_dir), Path(run_dir)
+        # several processes (parallel.py): this Trainer is rank 0's; the others join its reader phase
+        self.comm = comm or Solo()
+        self.workers_told = self.comm.size == 1
+        self.shard = None
         self.model_cfg, self.tc, self.resume, self.log, self.save = model_cfg, tc, resume, log, save
         self.stop_after_steps, self.stop_after_reader_steps = stop_after_steps, stop_after_reader_steps
         self.keep_model = keep_model
@@ -687,10 +692,29 @@ class Trainer:
         if st.reader_t0 is None:
             st.reader_t0 = self.clock()
         start, t_phase = st.reader_start_step, st.reader_t0
-        t0 = last = self.clock()
         match = self.model.match.args(self.d_prev, 0)
         self.log(f"reader phase: {rc.batch} positions per step on {counted / 1e6:.1f} MB"
-                 + ("" if mix_at is None else f" until {mix_at:.0f} s"))
+                 + ("" if mix_at is None else f" until {mix_at:.0f} s")
+                 + ("" if self.shard is None else f", {self.comm.size} processes of {rc.batch // self.comm.size}"))
+        if self.shard is not None:
+            parallel.share_setup(self.comm, self.model, self.n, self.d_prev, tc.bytes, st.reader_start_step)
+            self.workers_told = True
+        t0 = self.clock()
+        try:
+            self.reader_loop(stop, steps_goal, start, t_phase, mix_at, ranges, counted, match, t0)
+        finally:
+            n_steps = reader.step - start  # also when stopped: the rate is what bench/multi_gpu.py reads
+            self.reader_stats = {"reader_steps": n_steps, "reader_seconds": self.clock() - t0,
+                                 "reader_positions_per_s": n_steps * rc.batch / max(1e-9, self.clock() - t0)}
+            if self.shard is not None:  # every way out: the others stop and send their lanes' state back
+                self.shard.stop()
+                self.shard.gather_state(reader)
+
+    def reader_loop(self, stop, steps_goal: int, start: int, t_phase: float, mix_at, ranges, counted: int, match,
+                    t0: float) -> None:
+        tc, st, reader = self.tc, self.state, self.model.reader
+        rc = reader.cfg
+        last = t0
         ema = None
         while True:
             now = self.clock()
@@ -709,8 +733,6 @@ class Trainer:
             if self.clock() - last >= tc.log_seconds:
                 last = self.clock()
                 self.log_reader(ema, (reader.step - start) * rc.batch / max(1e-9, last - t0))
-        self.reader_stats = {"reader_steps": reader.step - start, "reader_seconds": self.clock() - t0,
-                             "reader_positions_per_s": (reader.step - start) * rc.batch / max(1e-9, self.clock() - t0)}
         st.reader_done = True
 
     def reader_step(self, ranges, counted: int, frac: float, match) -> float:
@@ -724,8 +746,14 @@ class Trainer:
         passes = (reader.step - st.reader_start_step) * rc.batch / max(1, counted)
         frozen = ("table",) if passes >= self.sched.table_epochs else ()
         drop = self.sched.ctx_dropout if passes >= self.sched.ctx_dropout_from else 0.0
-        loss = reader.train_step(self.d_data, self.model.dev.put(pos), self.sched.lr_at(reader.step, frac), match,
-                                 reader.training_state(), frozen, self.sched.table_lr, drop, self.sched.weight_decay)
+        lr = self.sched.lr_at(reader.step, frac)
+        if self.shard is not None:  # several processes: each reads its lanes of the same batch
+            self.shard.send(pos, lr, frozen, self.sched.table_lr, drop, self.sched.weight_decay)
+            loss = self.shard.step(reader, self.d_data, pos, lr, match, frozen, self.sched.table_lr, drop,
+                                   self.sched.weight_decay)
+        else:
+            loss = reader.train_step(self.d_data, self.model.dev.put(pos), lr, match, reader.training_state(), frozen,
+                                     self.sched.table_lr, drop, self.sched.weight_decay)
         if not math.isfinite(loss):
             raise TrainError(f"reader loss became {loss} at reader step {reader.step}; try a lower reader lr")
         return loss
@@ -876,6 +904,11 @@ class Trainer:
 
     def phases(self) -> dict:
         st, reader = self.state, self.model.reader
+        if self.comm.size > 1 and reader is not None:
+            try:
+                self.shard = parallel.ReaderShard(self.comm, reader.cfg, self.model.dev.gpu)
+            except parallel.SplitError as exc:
+                raise TrainError(str(exc)) from None
         with StopRequested() as stop:
             self.memory_phase(stop)
             if reader is not None and self.stopped is None and not st.holdout_counted:
@@ -915,14 +948,25 @@ class Trainer:
 
 def train(data_dir: Path, run_dir: Path, model_cfg: ModelConfig | None, tc: TrainConfig, resume: bool = False,
           log=print, save: bool = True, stop_after_steps: int | None = None,
-          keep_model: bool = False, stop_after_reader_steps: int | None = None, dry_run: bool = False) -> dict:
+          keep_model: bool = False, stop_after_reader_steps: int | None = None, dry_run: bool = False,
+          comm: Comm | None = None) -> dict:
     """Train (Trainer); returns a summary. The run directory is locked for the whole run. dry_run:
-    log and return the plan (plan.py) instead, writing nothing."""
+    log and return the plan (plan.py) instead, writing nothing. comm (comm.py): with several
+    processes, rank 0 trains as one process would and the others join its reader phase
+    (parallel.reader_worker: they read data_dir and write nothing)."""
+    comm = comm or Solo()
     if dry_run:
         return Trainer(data_dir, run_dir, model_cfg, tc, resume, log, save=False).dry_run()
+    if comm.rank > 0:
+        return parallel.reader_worker(comm, Path(data_dir), log)
     with RunLock(run_dir, create=not resume):
-        return Trainer(data_dir, run_dir, model_cfg, tc, resume, log, save, stop_after_steps, keep_model,
-                       stop_after_reader_steps).run()
+        trainer = Trainer(data_dir, run_dir, model_cfg, tc, resume, log, save, stop_after_steps, keep_model,
+                          stop_after_reader_steps, comm)
+        try:
+            return trainer.run()
+        finally:
+            if not trainer.workers_told:  # no reader phase for the others to join (or rank 0 failed first)
+                parallel.no_reader(comm)
 
 
 def counted_ranges(held, cursor: int) -> list[tuple[int, int]]:

@@ -1,0 +1,211 @@
+"""Several processes, on the CPU: the communication interface (comm.py), the launcher's checks
+(launch.py) and data-parallel training (parallel.py) with the single-process stand-in (Lockstep).
+
+The real NCCL path runs only on a machine with several GPUs: tests/gpu_parity_multi.py."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from cheaplm import launch
+from cheaplm.checkpoint import load_model
+from cheaplm.comm import CommError, Solo, World, bf16_to_f32, broadcast_json, f32_to_bf16, run_ranks
+from cheaplm.evaluate import stream_bpb
+from cheaplm.model import ModelConfig
+from cheaplm.prepare import PrepareOptions, prepare
+from cheaplm.train import TrainConfig, TrainError, train
+
+from conftest import SAMPLE_DUMP
+
+# the pinned run's model (tests/test_pinned.py): a small memory and a reader with a 16-unit scan, 8 lanes of 16
+CFG = ModelConfig(orders=[0, 1, 2, 3, 4, 6], words=2, sparse=[0b10], skips=[2], table_bits=12,
+                  match_minlens=[12, 6, 3], match_bits=14, match_recency=[64, 1024], apm2_bits=6, apm_hash_bits=8,
+                  reader={"on": True, "window": 4, "dim": 8, "ctx_bits": 8, "hidden": [32, 16], "batch": 128,
+                          "contexts": [[0, 2], [0, 3], [1, 1], [3, 2]], "scan": 16, "scan_chunk": 16,
+                          "max_epochs": 2.0, "table_epochs": 1.0})
+TC = TrainConfig(device="cpu", bytes=10**6, batch=256, count_chunk=2000, lr=0.01, seed=0, log_seconds=1e9,
+                 val_seconds=1e9, checkpoint_minutes=0, holdout_max=2048)
+QUIET = dict(log=lambda *a: None)
+
+
+# ---- where the processes are ---------------------------------------------------------------------
+
+def test_the_world_is_read_from_torchrun_then_slurm_and_is_one_without_either():
+    assert World.from_env({}) == World(0, 1, 0, "127.0.0.1", 29500)
+    w = World.from_env({"RANK": "3", "WORLD_SIZE": "8", "LOCAL_RANK": "1", "MASTER_ADDR": "node7", "MASTER_PORT": "1234",
+                        "SLURM_PROCID": "0", "SLURM_NTASKS": "2"})
+    assert w == World(3, 8, 1, "node7", 1234)  # torchrun's names win over SLURM's
+    assert World.from_env({"SLURM_PROCID": "5", "SLURM_NTASKS": "6", "SLURM_LOCALID": "1"}) == World(5, 6, 1, "127.0.0.1",
+                                                                                                    29500)
+    assert World.from_env({"RANK": "2", "WORLD_SIZE": "4"}).local_rank == 2  # no LOCAL_RANK: one node
+    for bad in ({"RANK": "4", "WORLD_SIZE": "4"}, {"WORLD_SIZE": "two"}, {"WORLD_SIZE": "0"},
+                {"RANK": "-1", "WORLD_SIZE": "2"}, {"WORLD_SIZE": "2", "MASTER_PORT": "70000"}):
+        with pytest.raises(CommError) as err:
+            World.from_env(bad)
+        assert "\n" not in str(err.value)
+
+
+def test_gpus_values_and_a_missing_cupy_are_one_line_errors(monkeypatch):
+    assert launch.parse_gpus("1", 0) == 1 and launch.parse_gpus("4", 8) == 4 and launch.parse_gpus("all", lambda: 8) == 8
+    for text, have, needle in (("0", 8, "1 or more"), ("-2", 8, "1 or more"), ("two", 8, "'all'"), ("1.5", 8, "'all'"),
+                               ("3", 2, "only 2 CUDA GPUs"), ("all", 0, "no CUDA GPU")):
+        with pytest.raises(CommError, match=needle) as err:
+            launch.parse_gpus(text, have)
+        assert "\n" not in str(err.value)
+    monkeypatch.setattr(launch.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(CommError, match=r"CuPy with NCCL.*pip install 'cheaplm\[multigpu\]'"):
+        launch.world_for("2", None, env={}, visible=lambda: 2)
+    with pytest.raises(CommError, match="CuPy"):  # under a launcher too
+        launch.world_for(None, None, env={"RANK": "0", "WORLD_SIZE": "2"})
+    assert launch.world_for("1", None, env={})[1] == 0  # one GPU: no NCCL, no processes started
+    assert launch.world_for(None, "cpu", env={}) == (World(), 0)
+    monkeypatch.setattr(launch.importlib.util, "find_spec", lambda name: object())
+    assert launch.world_for("all", None, env={}, visible=lambda: 4)[1] == 4
+    with pytest.raises(CommError, match="not with --device cpu"):
+        launch.world_for("2", "cpu", env={}, visible=lambda: 2)
+    with pytest.raises(CommError, match="WORLD_SIZE is 4"):
+        launch.world_for("2", None, env={"RANK": "0", "WORLD_SIZE": "4"})
+    env = launch.child_env(2, 4, 4321, base={})
+    assert World.from_env(env) == World(2, 4, 2, "127.0.0.1", 4321) and env["NCCL_NVLS_ENABLE"] == "0"
+
+
+def test_the_command_line_says_so_in_one_line(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "cheaplm.cli", "train", str(tmp_path), "--out", str(tmp_path / "r"),
+                           "--bytes", "1k", "--gpus", "zero"], capture_output=True, text=True)
+    assert proc.returncode == 1 and proc.stderr.strip().splitlines() == [
+        "Error: --gpus 'zero': give a number of GPUs (1 or more) or 'all'"]
+    assert not (tmp_path / "r").exists()
+
+
+# ---- the collectives of the stand-in -------------------------------------------------------------
+
+def test_stand_in_collectives_sum_in_rank_order_and_repeat_bit_for_bit():
+    parts = [np.float32(1e8), np.float32(1.0), np.float32(-1e8), np.float32(1.0)]  # order decides the sum
+
+    def body(c):
+        x = np.full(3, parts[c.rank], np.float32)
+        c.all_reduce(x)
+        b = np.array([c.rank * 10.0], np.float64)
+        c.broadcast(b, root=2)
+        g = np.empty((4, 2), np.int64)
+        c.all_gather(np.array([[c.rank, -c.rank]], np.int64), g)
+        h = f32_to_bf16(np.array([1.0 + c.rank / 128], np.float32))
+        c.all_reduce(h)
+        c.barrier()
+        return x, b, g, h, broadcast_json(c, {"from": c.rank} if c.rank == 0 else None)
+
+    first, again = run_ranks(4, body), run_ranks(4, body)
+    want = np.float32(np.float32(np.float32(parts[0] + parts[1]) + parts[2]) + parts[3])
+    assert want != np.float32(sum(sorted(parts)))  # the order does matter here
+    for (x, b, g, h, msg), (x2, *_) in zip(first, again):
+        assert np.array_equal(x, np.full(3, want)) and np.array_equal(x, x2)
+        assert b[0] == 20.0 and np.array_equal(g[:, 0], np.arange(4)) and msg == {"from": 0}
+        assert bf16_to_f32(h)[0] == pytest.approx(4 + 6 / 128, abs=2 ** -5)
+    s = Solo()
+    y = np.ones(2, np.float32)
+    s.all_reduce(y)
+    s.broadcast(y)
+    assert np.array_equal(y, np.ones(2)) and (s.rank, s.size) == (0, 1)
+
+
+def test_a_failing_rank_fails_the_world_instead_of_hanging():
+    def body(c):
+        if c.rank == 1:
+            raise ValueError("rank 1 broke")
+        c.barrier()
+
+    with pytest.raises(ValueError, match="rank 1 broke"):
+        run_ranks(3, body, timeout=60)
+
+
+# ---- data-parallel training ------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("data") / "sample"
+    prepare([str(SAMPLE_DUMP)], d, PrepareOptions(val_fraction=0.1, test_fraction=0.1))
+    return d
+
+
+def run_world(n, data_dir, run_dir, cfg=CFG, **kw):
+    """train() on a stand-in world of n; ranks > 0 get their own --out, which must stay unwritten."""
+    out = run_ranks(n, lambda c: train(data_dir, run_dir if c.rank == 0 else run_dir.parent / f"rank{c.rank}", cfg,
+                                       TC, comm=c, **QUIET, **kw))
+    for r in range(1, n):
+        assert not (run_dir.parent / f"rank{r}").exists()
+    return out
+
+
+def reader_of(run_dir):
+    model, _, _ = load_model(run_dir)
+    return model
+
+
+@pytest.fixture(scope="module")
+def one(data_dir, tmp_path_factory):
+    run = tmp_path_factory.mktemp("one") / "run"
+    return train(data_dir, run, CFG, TC, **QUIET), reader_of(run)
+
+
+@pytest.fixture(scope="module")
+def two(data_dir, tmp_path_factory):
+    run = tmp_path_factory.mktemp("two") / "run"
+    return run_world(2, data_dir, run), run
+
+
+def close(a, b, tol=1e-5):
+    return np.allclose(a.reader.params, b.reader.params, rtol=0, atol=tol)
+
+
+def test_two_and_four_ranks_train_the_model_one_rank_does(data_dir, tmp_path, one, two):
+    """The same global batches, split over ranks: the same reader within float32 rounding (the
+    gradient's sums run in another order), the memory bit for bit (rank 0 counts as one process
+    does), and rank 0 alone writes a run directory that a one-process eval reads."""
+    s1, m1 = one
+    for n in (2, 4):
+        out, run = two if n == 2 else (run_world(n, data_dir, tmp_path / f"w{n}"), tmp_path / f"w{n}")
+        s, m = out[0], reader_of(run)
+        assert [o["reader_steps"] for o in out[1:]] == [s["reader_steps"]] * (n - 1) == [s1["reader_steps"]] * (n - 1)
+        assert m.reader.step == m1.reader.step > 50
+        assert close(m, m1) and not np.array_equal(m.reader.params, m1.reader.params * 0)
+        assert np.array_equal(m.memory.tables, m1.memory.tables) and np.array_equal(m.memory.params, m1.memory.params)
+        assert s["val_bpb"] == pytest.approx(s1["val_bpb"], abs=1e-6)
+        for o in out[1:]:  # every rank ends with the same reader
+            assert np.array_equal(o["reader"].params, m.reader.params)
+        model, history, _ = load_model(run)  # as eval, sample and chat read it
+        assert 0 < stream_bpb(model, history, np.frombuffer(b"The lighthouse keeper", np.uint8))["bpb"] < 8
+
+
+def test_the_stand_in_world_repeats_bit_for_bit(data_dir, tmp_path, two):
+    run_world(2, data_dir, tmp_path / "b")
+    a, b = reader_of(two[1]), reader_of(tmp_path / "b")
+    assert np.array_equal(a.reader.params, b.reader.params) and np.array_equal(a.reader.mix, b.reader.mix)
+
+
+def test_resume_with_another_world_size_continues_as_straight(data_dir, tmp_path, one):
+    """Stopped mid-reader with 2 ranks and resumed with 1, and the other way round: the checkpoint
+    holds every lane's scan state, the global step and the data cursor, so both end where an
+    uninterrupted run does (within float32 rounding)."""
+    s1, m1 = one
+    run_world(2, data_dir, tmp_path / "two_one", stop_after_reader_steps=40)
+    mid, _, _ = load_model(tmp_path / "two_one")
+    assert mid.reader.step == 40
+    s = train(data_dir, tmp_path / "two_one", None, TC, resume=True, **QUIET)
+    train(data_dir, tmp_path / "one_two", CFG, TC, stop_after_reader_steps=40, **QUIET)
+    out = run_ranks(2, lambda c: train(data_dir, tmp_path / "one_two" if c.rank == 0 else tmp_path / "x", None, TC,
+                                       resume=True, comm=c, **QUIET))
+    assert out[1]["reader_steps"] == m1.reader.step - 40
+    for run, summary in (("two_one", s), ("one_two", out[0])):
+        m = reader_of(tmp_path / run)
+        assert m.reader.step == m1.reader.step and close(m, m1)
+        assert summary["val_bpb"] == pytest.approx(s1["val_bpb"], abs=1e-6)
+
+
+def test_a_batch_that_does_not_split_and_a_run_without_reader_release_the_other_ranks(data_dir, tmp_path):
+    with pytest.raises(TrainError, match="8 lanes .* do not split evenly over 3 processes"):
+        run_world(3, data_dir, tmp_path / "three")
+    memory_only = ModelConfig(**{**CFG.__dict__, "reader": {"on": False}})
+    out = run_world(2, data_dir, tmp_path / "mem", cfg=memory_only)
+    assert out[1] == {"rank": 1, "reader_steps": 0} and out[0]["val_bpb"] is not None
