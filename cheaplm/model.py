@@ -260,10 +260,11 @@ class Model:
         """Work space of the memory's mixer for batches of n_b positions."""
         return self.memory.caches(n_b, dtype)
 
-    def memory_step(self, data, pos, prev, caches, update: int, lr: float) -> float:
-        """One Adam step of the memory's mixer on positions pos (their pointers prev[:, t], on the
-        device); returns the batch's mean loss in bits per byte."""
-        self.memory.forward(data, pos, self.match.args(prev, 0), caches)
+    def memory_step(self, data, pos, prev, prev_base: int, caches, update: int, lr: float) -> float:
+        """One Adam step of the memory's mixer on positions pos (their pointers prev[:, t - prev_base],
+        or prev[:, b] for row b with prev_base BY_ROW, on the device); returns the batch's mean
+        loss in bits per byte."""
+        self.memory.forward(data, pos, self.match.args(prev, prev_base), caches)
         self.memory.backward(data, pos, caches, 1.0 / len(pos))
         loss = float(np.mean(self.host(caches.loss), dtype=np.float64))
         self.memory.update(update, lr)

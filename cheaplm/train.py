@@ -41,7 +41,8 @@ from .device import NAMES as DEVICES
 from .device import Device, DeviceError
 from .device import pick as pick_device
 from .lanes import stream_positions
-from .match import IndexAhead
+from .match import IndexAhead  # noqa: F401 (tests patch its block sizes from here)
+from .pointers import WINDOW, AllPointers, WindowedPointers
 from .model import Model, ModelConfig, memory_estimate
 from .options import check_keys
 from .plan import format_plan, run_plan
@@ -88,6 +89,7 @@ class TrainConfig:
     holdout_max: int = 0  # at most this many bytes; 0: HOLDOUT
     holdout_at_end: bool = False  # hold out the data's end instead of blocks spread over it (ablation)
     tail_passes: int = TAIL_PASSES
+    match_window: int = 0  # positions whose match pointers are held at a time (pointers.py); 0: WINDOW
     # how the reader is trained (schedule.ReaderSchedule: lr, table_lr, warmup, max_epochs, table_epochs,
     # ctx_dropout, ctx_dropout_from, weight_decay, order, memory_share, memory_seconds, mix_share,
     # mix_fit_steps); unset keys: the device's defaults
@@ -123,6 +125,7 @@ class TrainConfig:
             out.count_chunk = (1 << 20) if device == "cuda" else (1 << 17)
         out.holdout_fraction = out.holdout_fraction or HOLDOUT[device][0]
         out.holdout_max = out.holdout_max or HOLDOUT[device][1]
+        out.match_window = out.match_window or WINDOW
         return out
 
 
@@ -314,6 +317,8 @@ class Trainer:
             raise TrainError("the budget must be positive and finite (got --minutes/--bytes of zero or less, or nan/inf)")
         if not (0 < tc.lr <= 1):  # also refuses nan; 1e6 diverged to val 6.1e15 bpb and was reported done
             raise TrainError(f"lr must be in (0, 1] (got {tc.lr})")
+        if tc.match_window < 0:
+            raise TrainError(f"match_window must be 0 (the default, {WINDOW:,}) or more (got {tc.match_window})")
         if not (0 <= tc.checkpoint_minutes < math.inf):
             raise TrainError(f"checkpoint_minutes must be 0 or more and finite (got {tc.checkpoint_minutes})")
 
@@ -381,8 +386,6 @@ class Trainer:
         self.n = len(self.data)
         if self.n < 2:
             raise TrainError(f"{self.data_dir}: the train split holds {self.n} bytes; nothing to train on")
-        if self.n >= 2**31 - 1:
-            raise TrainError(f"{self.data_dir}: more than 2 GiB of training bytes; pass --bytes to use a part")
 
     def check_memory(self, device: str) -> None:
         cfg, tc = self.model_cfg, self.tc
@@ -430,33 +433,37 @@ class Trainer:
         self.state.train_config = asdict(tc)
 
     def build_index(self, history: np.ndarray) -> None:
-        """Match pointers for every training position (each points only backwards, so a chunk's
-        pointers never reach bytes after it), built ahead on a background thread on a GPU run; on
-        resume the part up to the cursor is rebuilt first and checked against the saved index."""
+        """The match pointers (pointers.py: every position's when the text fits one window, else
+        those of what the trainer is about to read), built ahead on a background thread on a GPU
+        run; on resume the index up to the cursor is walked afresh first and checked against the
+        saved one."""
         match, cursor = self.model.match, self.state.cursor
-        self.prev = match.pointers(self.n)
-        self.indexed_to = cursor  # match.last_pos holds the index of data[:indexed_to]
+        match.widen(self.n)
+        gpu = self.model.dev.gpu
+        if self.n <= self.tc.match_window:
+            self.ptrs = AllPointers(match, self.data, self.n, self.model.dev, background=gpu)
+        else:
+            if self.model.reader is not None and self.sched.order != "stream":
+                raise TrainError(f"a reader that draws its positions at random (order random) reads anywhere in the "
+                                 f"text: it needs all of it in one match window (train option match_window "
+                                 f"{self.n:,} or more; {self.tc.match_window:,} now)")
+            self.ptrs = WindowedPointers(match, self.data, self.n, self.model.dev, gpu, self.tc.match_window,
+                                         self.held)
         if cursor:
             if not self.same_text(history, cursor):
                 raise TrainError(f"{self.run_dir}: the run's history does not match the start of the training data")
-            fresh = np.full_like(match.last_pos, -1)
-            match.index_parallel(self.data, 0, cursor, self.prev, last_pos=fresh)
-            if not np.array_equal(fresh, match.last_pos):
+            if not np.array_equal(self.ptrs.rebuild(cursor), match.last_pos):
                 raise TrainError(f"{self.run_dir}: saved match index does not match history.bin (corrupt run)")
         self.clock = Clock(self.state.elapsed)  # the budget pays for building the match index too
-        gpu = self.model.dev.gpu
         # a GPU run counts while the host builds the rest of the index; a CPU run needs its threads itself
-        self.ahead = IndexAhead(self.data, cursor, self.n, match.minlens, match.spec.bits, match.last_pos.copy(),
-                                self.prev, background=gpu)
-        if not gpu:
+        self.ptrs.start(cursor)
+        if not gpu and not self.ptrs.windowed:
             self.log(f"match index of {(self.n - cursor) / 1e6:.1f} MB built in "
                      f"{time.perf_counter() - self.clock.t_start:.1f} s")
-        dev = self.model.dev
-        self.d_data = dev.put(self.data)
-        self.d_prev = dev.empty(self.prev.shape, self.prev.dtype) if gpu else self.prev
-        if gpu and cursor:
-            self.d_prev[:, :cursor].copy_to_device(self.prev[:, :cursor])
-        self.on_device_to = cursor  # match pointers copied to the GPU up to here
+        elif self.ptrs.windowed:
+            self.log(f"match pointers held for a window of {self.tc.match_window:,} positions at a time "
+                     f"({self.n:,} bytes of text)")
+        self.d_data = self.model.dev.put(self.data)
 
     def same_text(self, history: np.ndarray, cursor: int) -> bool:
         """Whether the run's history is data[:cursor]: the same shards at the same places for a run
@@ -502,23 +509,9 @@ class Trainer:
             return self.state.step / self.total_steps
         return min(1.0, max(elapsed / (self.tc.minutes * 60), self.state.step / self.work_steps))
 
-    def pointers_ready(self, end: int) -> None:
-        self.ahead.wait(end)
-        if self.model.dev.gpu and end > self.on_device_to:
-            for k in range(self.prev.shape[0]):
-                self.d_prev[k, self.on_device_to:end].copy_to_device(self.prev[k, self.on_device_to:end])
-            self.on_device_to = end
-
     def index_to(self, end: int) -> None:
         """Bring the match index (saved with checkpoints, used by eval and generation) up to `end`."""
-        if end > self.indexed_to:
-            self.ahead.wait(self.n)  # one builder at a time: the parallel kernels share the thread pool
-            match = self.model.match
-            if end == self.n:
-                match.last_pos[:] = self.ahead.last_pos  # the builder's own index ends exactly there
-            else:
-                match.index_parallel(self.data, self.indexed_to, end, self.prev)
-            self.indexed_to = end
+        self.ptrs.index_to(end)
 
     def snapshot(self) -> dict:
         st = self.state
@@ -575,7 +568,7 @@ class Trainer:
         tail = self.held if span is None else [(a, b) for a, b in self.held if b <= cursor]
         self.tail = tail or [(cursor, min(self.n, cursor + max(self.holdout, self.tc.count_chunk)))]
         self.tail_bytes = sum(b - a for a, b in self.tail)
-        self.pointers_ready(max(b for _, b in self.tail))
+        self.ptrs.ensure(self.tail)
 
     def memory_phase(self, stop) -> None:
         """Count the training bytes chunk by chunk (causal: each chunk is scored with the counts of
@@ -588,7 +581,7 @@ class Trainer:
             if counting:
                 t_chunk = time.perf_counter()
                 ranges = [span]
-                self.pointers_ready(span[1])
+                self.ptrs.ready(*span)
             else:
                 if st.holdout_counted:
                     break  # every byte is counted: the run is complete
@@ -629,7 +622,8 @@ class Trainer:
             if len(pos) != self.caches.n_b:
                 self.caches = model.caches(len(pos))
             st.updates += 1
-            loss = model.memory_step(self.d_data, model.dev.put(pos), self.d_prev, self.caches, st.updates, lr)
+            loss = model.memory_step(self.d_data, model.dev.put(pos), *self.ptrs.prev_for(pos), self.caches, st.updates,
+                                     lr)
             if not math.isfinite(loss):
                 raise TrainError(f"loss became {loss} at step {st.step}; stopped without saving, the last good "
                                  f"checkpoint is intact (try a lower --lr than {tc.lr})")
@@ -688,7 +682,6 @@ class Trainer:
             st.reader_t0 = self.clock()
         start, t_phase = st.reader_start_step, st.reader_t0
         t0 = last = self.clock()
-        match = self.model.match.args(self.d_prev, 0)
         self.log(f"reader phase: {rc.batch} positions per step on {counted / 1e6:.1f} MB"
                  + ("" if mix_at is None else f" until {mix_at:.0f} s"))
         ema = None
@@ -704,7 +697,7 @@ class Trainer:
                 self.stopped = "stop_after_steps"
                 return
             frac = done if mix_at is None else max(done, (now - t_phase) / max(1e-9, mix_at - t_phase))
-            loss = self.reader_step(ranges, counted, frac, match)
+            loss = self.reader_step(ranges, counted, frac)
             ema = loss if ema is None else 0.97 * ema + 0.03 * loss
             if self.clock() - last >= tc.log_seconds:
                 last = self.clock()
@@ -713,14 +706,16 @@ class Trainer:
                              "reader_positions_per_s": (reader.step - start) * rc.batch / max(1e-9, self.clock() - t0)}
         st.reader_done = True
 
-    def reader_step(self, ranges, counted: int, frac: float, match) -> float:
+    def reader_step(self, ranges, counted: int, frac: float) -> float:
         reader, rc, st = self.model.reader, self.model.reader.cfg, self.state
         if self.sched.order == "stream":
+            self.ptrs.reader_at(reader.step - st.reader_start_step)
             pos = stream_positions(ranges, rc.lanes, reader.step - st.reader_start_step, rc.scan_chunk if rc.scan else 1)
         else:
             pos = draw_positions(self.rng, ranges, rc.batch)
         if len(pos) < rc.batch:  # the GPU's products need the full batch; repeat positions
             pos = np.resize(pos, rc.batch)
+        match = self.model.match.args(*self.ptrs.prev_for(pos))
         passes = (reader.step - st.reader_start_step) * rc.batch / max(1, counted)
         frozen = ("table",) if passes >= self.sched.table_epochs else ()
         drop = self.sched.ctx_dropout if passes >= self.sched.ctx_dropout_from else 0.0
@@ -749,13 +744,14 @@ class Trainer:
         tail = mix_ranges(self.tail, MIX_BYTES[model.device])
         pos_all = np.concatenate([np.arange(a, b, dtype=np.int64) for a, b in tail])
         n = len(pos_all)
-        pr = reader.range_probs(self.d_data, tail, model.match.args(self.d_prev, 0))
+        self.ptrs.ensure(tail)
+        pr = reader.range_probs(self.d_data, tail, self.ptrs.source())
         pm = np.empty_like(pr)
         batch = min(self.tc.batch, n)
         caches = model.caches(batch)
         for lo in range(0, n, batch):  # the memory's reading, a batch at a time
             pos = np.resize(pos_all[lo: lo + batch], batch)
-            pm[lo: lo + batch] = model.memory_probs(self.d_data, model.dev.put(pos), self.d_prev, 0,
+            pm[lo: lo + batch] = model.memory_probs(self.d_data, model.dev.put(pos), *self.ptrs.prev_for(pos),
                                                     caches)[: min(batch, n - lo)]
         y = self.data[pos_all]
         # the document words (host, causal: each range is read from its document's start)
@@ -827,13 +823,14 @@ class Trainer:
             history = self.data[:0]
         if self.resume:
             self.resolve_schedule()
-        self.build_index(history)
         self.plan()
+        self.build_index(history)
         self.eta_of = Eta()
         self.metrics = open(self.run_dir / "metrics.jsonl", "a") if self.save else None
         try:
             return self.phases()
         finally:
+            self.ptrs.close()
             if self.metrics:
                 self.metrics.close()
 
@@ -870,8 +867,6 @@ class Trainer:
         need = sum((out["gpu"] or out["host"]).values())
         self.log(f"{device} has {have / 2**20:,.0f} MiB free: the run " + ("fits" if need <= have else "does NOT fit")
                  + f"; dry run, nothing written (table_bits {self.model_cfg.table_bits})")
-        if n >= 2**31 - 1:
-            raise TrainError(f"{self.data_dir}: more than 2 GiB of training bytes; pass --bytes to use a part")
         return out
 
     def phases(self) -> dict:
@@ -883,9 +878,15 @@ class Trainer:
                     self.tail = ([(a, b) for a, b in self.held if b <= st.cursor]
                                  or [(st.cursor, min(self.n, st.cursor + self.holdout))])
                     self.tail_bytes = sum(b - a for a, b in self.tail)
-                self.pointers_ready(self.n)
                 if not st.reader_done:
+                    rc = reader.cfg
+                    try:
+                        self.ptrs.reader_begin(counted_ranges(self.held, st.cursor), rc.lanes,
+                                               rc.scan_chunk if rc.scan else 1, self.sched.order)
+                    except ValueError as exc:
+                        raise TrainError(str(exc)) from None
                     self.reader_phase(stop)
+                    self.ptrs.reader_end()
                 if self.stopped is None and not st.mix_done:
                     self.mix_phase(stop)
             # still under StopRequested up to the final checkpoint: a Ctrl-C or SIGTERM here must not lose the run
