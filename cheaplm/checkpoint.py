@@ -332,7 +332,8 @@ def _expected_model_arrays(cfg: ModelConfig, version: int = FORMAT_VERSION) -> d
     """name -> (shape, dtype) of every array model.npz of this format version may hold for this config."""
     rows = cfg.table_rows()
     out = {"params": ((sum(size for _, size in mixer_blocks(cfg, cfg.match_spec())),), np.float32),
-           "last_pos": ((len(cfg.match_minlens), 1 << cfg.match_bits), np.int32)}
+           # int64 for a history of 1.75 GiB or more (match.position_dtype)
+           "last_pos": ((len(cfg.match_minlens), 1 << cfg.match_bits), (np.int32, np.int64))}
     if version >= 2:
         out["tables_class"] = ((rows,), np.uint8)
         for name, dtype in zip(tablepack.DENSE_NAMES[1:], tablepack.CLASS_DTYPES[1:]):
@@ -362,8 +363,10 @@ def _check_arrays(headers: dict, expected: dict) -> str | None:
         want_shape, want_dtype = expected[name]
         fits = len(shape) == len(want_shape) and all(
             0 <= s <= w if isinstance(w, UpTo) else s == w for s, w in zip(shape, want_shape))
-        if not fits or dtype != np.dtype(want_dtype):
-            return f"'{name}' is {dtype}{list(shape)}, the config needs {np.dtype(want_dtype)}{list(want_shape)}"
+        dtype_ok = dtype in tuple(np.dtype(d) for d in (want_dtype if isinstance(want_dtype, tuple) else (want_dtype,)))
+        if not fits or not dtype_ok:
+            want = want_dtype[0] if isinstance(want_dtype, tuple) else want_dtype
+            return f"'{name}' is {dtype}{list(shape)}, the config needs {np.dtype(want)}{list(want_shape)}"
     return None
 
 
