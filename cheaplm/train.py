@@ -389,7 +389,7 @@ class Trainer:
 
     def check_memory(self, device: str) -> None:
         cfg, tc = self.model_cfg, self.tc
-        est = memory_estimate(cfg, self.n, tc.batch, device, tc.minutes)
+        est = memory_estimate(cfg, self.n, tc.batch, device, tc.minutes, tc.match_window, self.holdout_of(self.n))
         need, have = sum(est.values()), Device(device).free_memory()
         self.log(f"device {device}; model: {len(cfg.contexts())} contexts, table_bits {cfg.table_bits}, "
                  f"match {cfg.match_minlens} in 2^{cfg.match_bits} rows; memory estimate {need / 2**20:,.0f} MiB "
@@ -480,8 +480,7 @@ class Trainer:
     def plan(self) -> None:
         """The held-out blocks, the step counts of a bytes budget and the memory's share of the time."""
         tc, n = self.tc, self.n
-        # 5% of the data by default, at most 8 MiB; small data sets keep a quarter (up to 64 KiB) so the tail has text
-        self.holdout = min(tc.holdout_max, max(int(n * tc.holdout_fraction), min(n // 4, 1 << 16)))
+        self.holdout = self.holdout_of(n)
         self.held = ([(n - self.holdout, n)] if tc.holdout_at_end and self.holdout
                      else holdout_blocks(n, self.holdout, tc.count_chunk))
         count_steps, at = 0, 0
@@ -502,6 +501,12 @@ class Trainer:
         self.rng = np.random.default_rng(tc.seed)
         if self.state.rng is not None:
             self.rng.bit_generator.state = self.state.rng
+
+    def holdout_of(self, n: int) -> int:
+        """Bytes held out of the tables: 5% of the data by default, at most 8 MiB; small data sets
+        keep a quarter (up to 64 KiB) so the tail has text."""
+        tc = self.tc
+        return min(tc.holdout_max, max(int(n * tc.holdout_fraction), min(n // 4, 1 << 16)))
 
     # ---- helpers of every phase ---------------------------------------------------------------------
     def frac_done(self, elapsed: float) -> float:
@@ -857,7 +862,7 @@ class Trainer:
             sched = ReaderSchedule.for_device(device, tc.minutes, tc.reader, widen(tc.minutes))
         except ValueError as exc:
             raise TrainError(str(exc)) from None
-        holdout = min(tc.holdout_max, max(int(n * tc.holdout_fraction), min(n // 4, 1 << 16)))
+        holdout = self.holdout_of(n)
         articles = manifest["splits"]["train"].get("articles")
         out = run_plan(self.model_cfg, tc, n, device, sched if rcfg is not None else None,
                        articles if isinstance(articles, int) else None, holdout)
