@@ -461,6 +461,18 @@ def load_history(run_dir: Path, n: int) -> tuple[np.ndarray, Path]:
         raise CheckpointError(str(exc)) from None
 
 
+def read_config(ckpt: Path) -> ModelConfig:
+    """The model config a checkpoint holds (its meta alone: none of the arrays is read)."""
+    path = ckpt / "model.npz"
+    with _reading(path):
+        _refuse(path, _small_text(npz_headers(path), "meta"))
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(str(z["meta"]))
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            raise CheckpointError(f"{ckpt}: not a cheaplm checkpoint")
+        return ModelConfig.from_dict(meta["config"])
+
+
 def read_state(ckpt: Path) -> dict:
     """The training state JSON of a checkpoint (step, cursor, whether the run finished, ...) alone:
     none of the arrays, so a finished run can be recognised without loading gigabytes."""

@@ -844,7 +844,7 @@ class Trainer:
         nothing of the text is read (shard sizes are checked, not their sha256)."""
         self.check_options()
         if self.resume:
-            raise TrainError("--dry-run plans a new run; give it without --resume")
+            return self.dry_run_resume()
         if (self.run_dir / "latest").exists():
             raise TrainError(f"{self.run_dir}: already holds a run; pass --resume to continue it, or choose another --out")
         try:
@@ -872,6 +872,54 @@ class Trainer:
         need = sum((out["gpu"] or out["host"]).values())
         self.log(f"{device} has {have / 2**20:,.0f} MiB free: the run " + ("fits" if need <= have else "does NOT fit")
                  + f"; dry run, nothing written (table_bits {self.model_cfg.table_bits})")
+        return out
+
+    def dry_run_resume(self) -> dict:
+        """--dry-run --resume: the plan of continuing the run from its latest checkpoint (its own
+        config and schedule, the time its budget has left; phases already done take none);
+        nothing is written and nothing of the text is read."""
+        try:
+            ckpt = checkpoint.latest_checkpoint(self.run_dir)
+            saved = checkpoint.read_state(ckpt)
+            cfg = checkpoint.read_config(ckpt)
+            manifest = read_manifest(self.data_dir)
+        except (checkpoint.CheckpointError, ShardError) as exc:
+            raise TrainError(str(exc)) from None
+        state = RunState.from_dict(saved)
+        if state.data != data_fingerprint(manifest):
+            raise TrainError(f"{self.data_dir}: not the data this run was trained on (train shards differ)")
+        try:
+            device = pick_device(self.tc.device if self.tc.device != "auto" else state.train_config.get("device", "auto"))
+            tc = dataclasses.replace(TrainConfig(**state.train_config).resolved(device),
+                                     checkpoint_minutes=self.tc.checkpoint_minutes, keep=self.tc.keep)
+            self.pieces = corpus.layout(self.data_dir, "train", limit=tc.bytes, verify=False)
+            sched = ReaderSchedule.for_device(device, tc.minutes, tc.reader, widen(tc.minutes))
+        except (ShardError, DeviceError, ValueError) as exc:
+            raise TrainError(str(exc)) from None
+        self.tc, n = tc, corpus.text_length(self.pieces)
+        rcfg = cfg.reader_config(device, tc.minutes)
+        articles = manifest["splits"]["train"].get("articles")
+        out = run_plan(cfg, tc, n, device, sched if rcfg is not None else None,
+                       articles if isinstance(articles, int) else None, self.holdout_of(n))
+        spent = state.elapsed
+        done = {"memory (count + mixer)": state.reader_t0 is not None or state.holdout_counted,
+                "match index": state.cursor > 0, "reader": state.reader_done, "mix": state.mix_done,
+                "final count": state.holdout_counted}
+        left = {}
+        for phase, secs in out["phases"].items():  # the budget's spent seconds go to the phases in order
+            if secs is None or done.get(phase):
+                left[phase] = None if secs is None and not done.get(phase) else 0.0
+                continue
+            take = min(secs, spent) if tc.minutes is not None else 0.0
+            left[phase], spent = secs - take, spent - take
+        out["phases"], out["resume"] = left, {"checkpoint": ckpt.name, "step": state.step, "cursor": state.cursor,
+                                              "elapsed": state.elapsed, "finished": state.holdout_counted}
+        self.log(f"resuming {ckpt.name}: step {state.step:,}, {state.cursor / 1e6:,.1f} of {n / 1e6:,.1f} MB counted, "
+                 f"{state.elapsed:,.0f} s of the budget spent"
+                 + (" (the run is finished: --resume would do nothing)" if state.holdout_counted else ""))
+        for line in format_plan(out):
+            self.log(line)
+        self.log("dry run, nothing written")
         return out
 
     def phases(self) -> dict:

@@ -243,3 +243,20 @@ def test_loading_a_run_touches_none_of_its_text_and_reads_no_titles(tmp_path, mo
     # the kernel maps around each fault (fault-around), whatever the history's size
     assert 0 < touched < min(24 * (68 << 10), len(history) // 2), touched
     del gen
+
+
+def test_dry_run_of_a_resume_plans_what_is_left_and_writes_nothing(data, tmp_path):
+    run = tmp_path / "run"
+    first = train(data, run, CFG, tc(), log=lambda *a: None, stop_after_steps=4)
+    assert first["stopped"] == "stop_after_steps"
+    before = {p: p.stat().st_mtime_ns for p in run.rglob("*")}
+    proc = run_cli("train", str(data), "--out", str(run), "--resume", "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    for needle in ("resuming ckpt-", "step 4", "plan for", "host memory:", "match pointers", "nothing written"):
+        assert needle in proc.stderr, proc.stderr
+    assert {p: p.stat().st_mtime_ns for p in run.rglob("*")} == before
+    from cheaplm.train import Trainer
+
+    plan = Trainer(data, run, None, tc(), resume=True, log=lambda *a: None).dry_run()
+    assert plan["resume"]["step"] == 4 and plan["resume"]["cursor"] == first["counted_bytes"]
+    assert plan["train_bytes"] == corpus.text_length(corpus.layout(data, limit=40_000))
