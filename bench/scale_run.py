@@ -22,7 +22,8 @@ reads it. Copies are written to WORK/corpus/part-NNNN.txt, about 1 GB each, unti
 titles that two copies map alike are kept once by prepare (counted in its manifest). Then
 `cheaplm prepare WORK/corpus --out WORK/data --val-fraction 0.0005 --test-fraction 0.0005`
 (about 5 MB of val and test per 10 GB), and the corpus files are deleted (--keep-corpus keeps them)
-so the 64 GB disk holds the shards and the run.
+so the 64 GB disk holds the shards and the run; train writes its final checkpoint only
+(--checkpoint-minutes 0: one model.npz, not three).
 
 Times, extrapolated from this 2-core machine (2026-12-03): the corpus, about 2.5 s per copy of
 172 MB (59 copies for 10 GB: about 2.5 minutes, disk permitting); prepare read this WikiExtractor
@@ -243,7 +244,7 @@ def phase_plan(args, report: dict) -> None:
     sys.path.insert(0, str(ROOT))
     from cheaplm.train import TrainConfig, train
 
-    tc = TrainConfig(device=args.device, minutes=args.minutes)
+    tc = TrainConfig(device=args.device, minutes=args.minutes, checkpoint_minutes=0)  # as phase_train runs it
     lines: list[str] = []
     plan = train(args.work / "data", args.work / "run", None, tc, log=lines.append, dry_run=True)
     report["plan"] = {"lines": lines, "host": plan["host"], "gpu": plan["gpu"], "disk": plan["disk"],
@@ -265,7 +266,8 @@ def phase_train(args, report: dict) -> None:
         phase_plan(args, report)
         save(args, report)
     cmd = [sys.executable, "-m", "cheaplm.cli", "train", str(args.work / "data"), "--out", str(run),
-           "--device", args.device] + (["--resume"] if resume else ["--minutes", str(args.minutes)])
+           "--device", args.device, "--checkpoint-minutes", "0"] + ([] if resume else ["--minutes", str(args.minutes)]) \
+        + (["--resume"] if resume else [])
     out = run_measured(cmd, args.device == "cuda", args.work / "train.log")
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()] \
         if (run / "metrics.jsonl").exists() else []
