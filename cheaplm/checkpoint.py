@@ -332,7 +332,8 @@ def _expected_model_arrays(cfg: ModelConfig, version: int = FORMAT_VERSION) -> d
     """name -> (shape, dtype) of every array model.npz of this format version may hold for this config."""
     rows = cfg.table_rows()
     out = {"params": ((sum(size for _, size in mixer_blocks(cfg, cfg.match_spec())),), np.float32),
-           "last_pos": ((len(cfg.match_minlens), 1 << cfg.match_bits), np.int32)}
+           # int64 for a history of 1.75 GiB or more (match.position_dtype)
+           "last_pos": ((len(cfg.match_minlens), 1 << cfg.match_bits), (np.int32, np.int64))}
     if version >= 2:
         out["tables_class"] = ((rows,), np.uint8)
         for name, dtype in zip(tablepack.DENSE_NAMES[1:], tablepack.CLASS_DTYPES[1:]):
@@ -362,8 +363,10 @@ def _check_arrays(headers: dict, expected: dict) -> str | None:
         want_shape, want_dtype = expected[name]
         fits = len(shape) == len(want_shape) and all(
             0 <= s <= w if isinstance(w, UpTo) else s == w for s, w in zip(shape, want_shape))
-        if not fits or dtype != np.dtype(want_dtype):
-            return f"'{name}' is {dtype}{list(shape)}, the config needs {np.dtype(want_dtype)}{list(want_shape)}"
+        dtype_ok = dtype in tuple(np.dtype(d) for d in (want_dtype if isinstance(want_dtype, tuple) else (want_dtype,)))
+        if not fits or not dtype_ok:
+            want = want_dtype[0] if isinstance(want_dtype, tuple) else want_dtype
+            return f"'{name}' is {dtype}{list(shape)}, the config needs {np.dtype(want)}{list(want_shape)}"
     return None
 
 
@@ -456,6 +459,18 @@ def load_history(run_dir: Path, n: int) -> tuple[np.ndarray, Path]:
         return corpus.open_record(run_dir, n), run_dir / corpus.RECORD
     except corpus.TextError as exc:
         raise CheckpointError(str(exc)) from None
+
+
+def read_config(ckpt: Path) -> ModelConfig:
+    """The model config a checkpoint holds (its meta alone: none of the arrays is read)."""
+    path = ckpt / "model.npz"
+    with _reading(path):
+        _refuse(path, _small_text(npz_headers(path), "meta"))
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(str(z["meta"]))
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            raise CheckpointError(f"{ckpt}: not a cheaplm checkpoint")
+        return ModelConfig.from_dict(meta["config"])
 
 
 def read_state(ckpt: Path) -> dict:

@@ -143,7 +143,7 @@ def parse_ints(text: str | None) -> list[int] | None:
                    "a run's own config.json); command-line options win over it, it wins over the defaults.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out exactly where it stopped.")
 @click.option("--dry-run", is_flag=True, help="Print the plan (memory per part on host and GPU, the run "
-              "directory's disk, each phase's time) and exit, writing nothing.")
+              "directory's disk, each phase's time) and exit, writing nothing; with --resume, the plan for continuing.")
 @click.option("--gpus", default=None, show_default="1",
               help="GPUs to train one model on: a number or 'all' (one process each, NCCL; needs CuPy: "
                    "pip install 'cheaplm[multigpu]'). Under torchrun or srun the launcher's world is used.")

@@ -39,6 +39,7 @@ def stream_bpb(model, history: np.ndarray, stream: np.ndarray, batch: int = 1 <<
         data[h:] = stream
     else:
         data = np.ascontiguousarray(stream)
+    model.match.widen(h + n)  # int64 positions past 1.75 GiB
     prev = model.match.pointers(n)
     model.match.index(data, h, h + n, prev, h, last_pos=model.match.last_pos.copy())
     counted = 0  # stream bytes added to the tables so far (adaptive)

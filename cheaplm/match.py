@@ -17,6 +17,7 @@ import numba
 import numpy as np
 
 from .kernels import match as kmatch
+from .kernels.match import BY_ROW  # noqa: F401 (prev_base of pointers gathered by row: pointers.py)
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,17 @@ class MatchSpec:
         return out
 
 
+# positions fit int32 below this (with room for an evaluated or generated stream after the
+# history); a longer text's index and pointers are int64
+POS32_MOST = 2**31 - 2**28
+
+
+def position_dtype(length: int):
+    """The dtype of the index and pointers of a text of `length` bytes: int32 (what every run
+    shorter than 1.75 GiB stores), else int64."""
+    return np.int32 if length < POS32_MOST else np.int64
+
+
 class MatchModel:
     """The hash index of the text seen so far, and the pointers the mixer and reader read."""
 
@@ -58,9 +70,14 @@ class MatchModel:
         self.d_minlens = device.put(self.minlens)
         self.d_spec = device.put(spec.array())
 
+    def widen(self, length: int) -> None:
+        """Hold the index as int64 if a text of `length` bytes needs it (position_dtype)."""
+        if position_dtype(length) == np.int64 and self.last_pos.dtype != np.int64:
+            self.last_pos = self.last_pos.astype(np.int64)
+
     def pointers(self, n: int) -> np.ndarray:
-        """An empty (minimum lengths, n) pointer array."""
-        return np.full((len(self.spec.minlens), n), -1, dtype=np.int32)
+        """An empty (minimum lengths, n) pointer array, of the index's dtype."""
+        return np.full((len(self.spec.minlens), n), -1, dtype=self.last_pos.dtype)
 
     def index(self, data, start: int, end: int, prev, prev_base: int, last_pos=None) -> None:
         """Walk data[start:end] into the index (`last_pos`, the model's own unless given), writing
@@ -72,6 +89,15 @@ class MatchModel:
         """As index (prev_base 0), the range split over all threads, with the same result."""
         kmatch.match_index_parallel(data, start, end, self.minlens, self.spec.bits,
                                     self.last_pos if last_pos is None else last_pos, prev, 0, workspace)
+
+    def workspace(self) -> np.ndarray:
+        """Per-thread tables for walk (fresh: each walk of a text from an earlier point needs its own)."""
+        return kmatch.index_workspace(self.minlens, self.spec.bits, self.last_pos.dtype)
+
+    def walk(self, data, lo: int, hi: int, last_pos, prev, work) -> None:
+        """Walk data[lo:hi) into last_pos on all threads, writing prev[:, t - lo]; work: a workspace
+        that only earlier bytes of this walk have used, or a fresh one."""
+        kmatch.match_index_parallel(data, lo, hi, self.minlens, self.spec.bits, last_pos, prev, lo, work)
 
     def args(self, prev, prev_base: int) -> tuple:
         """What a kernel reads of the match model for positions whose pointers are prev[:, t - prev_base]."""
@@ -86,6 +112,12 @@ class MatchModel:
             if 0 <= p < before and kmatch.verified_length(buf, t, p, self.spec.cap) >= most:
                 out.add(int(buf[p]))
         return out
+
+
+def match_at(match, pos):
+    """The kernels' match arguments for host positions pos: `match` itself when it is one tuple for
+    every position (MatchModel.args), else what it gathers for them (pointers.WindowedPointers)."""
+    return match.args_for(pos) if hasattr(match, "args_for") else match
 
 
 @numba.njit(cache=True)
@@ -124,7 +156,7 @@ class IndexAhead:
             if self.thread is not None:
                 # leave one core to the thread that drives the GPU (the setting is per thread)
                 numba.set_num_threads(max(1, numba.get_num_threads() - 1))
-            work = kmatch.index_workspace(minlens, bits)
+            work = kmatch.index_workspace(minlens, bits, last_pos.dtype)
             lo, block = self.start, self.FIRST_BLOCK
             while lo < self.end:
                 hi = min(lo + block, self.end)

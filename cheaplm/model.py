@@ -260,10 +260,11 @@ class Model:
         """Work space of the memory's mixer for batches of n_b positions."""
         return self.memory.caches(n_b, dtype)
 
-    def memory_step(self, data, pos, prev, caches, update: int, lr: float) -> float:
-        """One Adam step of the memory's mixer on positions pos (their pointers prev[:, t], on the
-        device); returns the batch's mean loss in bits per byte."""
-        self.memory.forward(data, pos, self.match.args(prev, 0), caches)
+    def memory_step(self, data, pos, prev, prev_base: int, caches, update: int, lr: float) -> float:
+        """One Adam step of the memory's mixer on positions pos (their pointers prev[:, t - prev_base],
+        or prev[:, b] for row b with prev_base BY_ROW, on the device); returns the batch's mean
+        loss in bits per byte."""
+        self.memory.forward(data, pos, self.match.args(prev, prev_base), caches)
         self.memory.backward(data, pos, caches, 1.0 / len(pos))
         loss = float(np.mean(self.host(caches.loss), dtype=np.float64))
         self.memory.update(update, lr)
@@ -319,10 +320,16 @@ CPU_RUNTIME_BYTES = 440 << 20
 
 
 def memory_estimate(cfg: ModelConfig, train_bytes: int, batch: int, device: str = "cpu",
-                    minutes: float | None = None) -> dict:
+                    minutes: float | None = None, window: int | None = None, holdout: int = 0) -> dict:
     """Bytes each part will take on `device` (the reader's defaults differ by device and, on a GPU,
-    by the minutes budget); training also holds the text and its match pointers. plan.py adds the
-    host's side of a GPU run, the run directory's disk and the phases' times."""
+    by the minutes budget); training also holds the text and its match pointers: every position's
+    when the text fits one match window (`window`, default pointers.WINDOW), else a window's on the
+    host and a batch's on a GPU (pointers.py). plan.py adds the host's side of a GPU run, the run
+    directory's disk and the phases' times."""
+    from .match import position_dtype
+    from .pointers import WINDOW, pointer_bytes
+
+    window = window or WINDOW
     spec = cfg.match_spec()
     n_ctx = len(cfg.contexts())
     n_in = 2 * n_ctx + spec.inputs + 1
@@ -339,13 +346,21 @@ def memory_estimate(cfg: ModelConfig, train_bytes: int, batch: int, device: str 
         out["reader"] = 16 * n + rcfg.batch * (sum(widths) + 8 * rcfg.scan * rcfg.scan_layers) * 16
     if device == "cpu":
         out["runtime"] = CPU_RUNTIME_BYTES
+    width = np.dtype(position_dtype(train_bytes)).itemsize
+    if train_bytes <= window:
+        pointers = train_bytes * width * len(cfg.match_minlens)
+    elif device == "cpu":
+        steps = rcfg.lanes * (rcfg.scan_chunk if rcfg.scan else 1) if rcfg is not None else 0
+        pointers = pointer_bytes(train_bytes, window, len(cfg.match_minlens), holdout, steps)["match pointers"]
+    else:  # a batch's, gathered
+        pointers = 2 * max(batch, rcfg.batch if rcfg is not None else 0) * width * len(cfg.match_minlens)
     return {
         **out,
         "tables": cfg.table_bytes(),
         "params+adam": sum(size for _, size in mixer_blocks(cfg, spec)) * 4 * 4,
-        "match index": len(cfg.match_minlens) * (4 << cfg.match_bits),
+        "match index": len(cfg.match_minlens) * (width << cfg.match_bits),
         # the text is mapped from the shards (corpus.py): page cache, counted in RSS once read
         "text (mapped)": train_bytes,
-        "match pointers": train_bytes * 4 * len(cfg.match_minlens),
+        "match pointers": pointers,
         "batch caches": batch * per_pos,
     }

@@ -121,6 +121,7 @@ def share_setup(comm: Comm, model, n: int, d_prev, tc_bytes, reader_start_step: 
     reader = model.reader
     broadcast_json(comm, {"go": True, "device": model.device, "reader": asdict(reader.cfg), "n": n,
                           "bytes": tc_bytes, "step": reader.step, "prev": list(d_prev.shape),
+                          "prev_dtype": np.dtype(d_prev.dtype).name,
                           "minlens": [int(x) for x in model.match.minlens],
                           "spec": [int(x) for x in model.match.spec.array()],
                           "start": reader_start_step})
@@ -162,7 +163,8 @@ def reader_worker(comm: Comm, data_dir: Path, log=print) -> dict:
         raise SplitError(f"rank {comm.rank}: {data_dir} holds {len(data)} training bytes, rank 0 trains on {setup['n']}")
     reader = Reader(ReaderConfig.from_dict(setup["reader"]), setup["device"])
     reader.step = setup["step"]
-    prev = dev.empty(tuple(setup["prev"]), np.int32) if dev.gpu else np.empty(tuple(setup["prev"]), np.int32)
+    kind = np.dtype(setup["prev_dtype"])  # int32, or int64 for a text past 1.75 GiB (pointers.py)
+    prev = dev.empty(tuple(setup["prev"]), kind) if dev.gpu else np.empty(tuple(setup["prev"]), kind)
     if reader.cfg.scan:
         reader.training_state()
     _share_arrays(comm, reader, prev)

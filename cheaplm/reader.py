@@ -53,6 +53,7 @@ from . import docwords
 from .docwords import CONTEXTS, DOC_SETS, stretch
 from .kernels import adam, reader_ops
 from .kernels.match import SPEC_LEN
+from .match import match_at
 from .reader_backend import Operand, ops_for
 from .lanes import RangeSchedule
 from .reader_host import range_probs_host
@@ -503,7 +504,7 @@ class Reader:
                 host = self.host(state)
                 host[fresh] = 0.0
                 state = self.dev.put(host)
-            ws = self.forward(data, self.dev.put(pos), match, state=state)
+            ws = self.forward(data, self.dev.put(pos), match_at(match, pos), state=state)
             out[v[scored]] = self.host(ws["bitp"])[scored]
         return out
 
@@ -520,7 +521,7 @@ class Reader:
             k = len(chunk)
             if k < rb:
                 chunk = np.resize(chunk, rb)
-            ws = self.forward(data, self.dev.put(chunk), match)
+            ws = self.forward(data, self.dev.put(chunk), match_at(match, chunk))
             out[lo: lo + k] = self.host(ws["bitp"])[:k]
         return out
 

@@ -37,6 +37,7 @@ import numpy as np
 
 from .kernels import gemm, reader_ops, reader_step, scan
 from .lanes import PieceSweep
+from .match import match_at
 
 WINDOW = 8192  # positions per window: large products, ~50 MB of work space for the CPU default
 
@@ -176,7 +177,7 @@ def range_probs_host(reader, data, ranges, match, warm: int, window: int = WINDO
         match = reader._no_match()
     for v0, v1, srows, seg_lo, seg_hi, live, scored in sweep.windows():
         pos = sweep.text.to_data(np.arange(v0, v1, dtype=np.int64))
-        host.own_layers(data, pos, match)
+        host.own_layers(data, pos, match_at(match, pos))
         s = [rows[scored] for rows in host.scan(srows, seg_lo, seg_hi, live, state)]
         out[v0:v1] = host.after_scan(data, pos, s)
     return out

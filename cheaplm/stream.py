@@ -60,6 +60,7 @@ class Stream:
         self.start = self.t  # where the stream's first byte went
         self.doc_start = self.t  # where the current document began (new_document)
         self.match = model.match
+        self.match.widen(self.h + extra + self.gap)  # int64 positions past 1.75 GiB (256 MiB of room for the stream)
         self.last_pos = self.match.last_pos if own_index else hostmem.copy(self.match.last_pos)
         self.prev_t = self.match.pointers(1)
         self._prev_ready = False

@@ -42,7 +42,8 @@ from .device import NAMES as DEVICES
 from .device import Device, DeviceError
 from .device import pick as pick_device
 from .lanes import stream_positions
-from .match import IndexAhead
+from .match import IndexAhead  # noqa: F401 (tests patch its block sizes from here)
+from .pointers import WINDOW, AllPointers, WindowedPointers
 from .model import Model, ModelConfig, memory_estimate
 from .options import check_keys
 from .plan import format_plan, run_plan
@@ -89,6 +90,7 @@ class TrainConfig:
     holdout_max: int = 0  # at most this many bytes; 0: HOLDOUT
     holdout_at_end: bool = False  # hold out the data's end instead of blocks spread over it (ablation)
     tail_passes: int = TAIL_PASSES
+    match_window: int = 0  # positions whose match pointers are held at a time (pointers.py); 0: WINDOW
     # how the reader is trained (schedule.ReaderSchedule: lr, table_lr, warmup, max_epochs, table_epochs,
     # ctx_dropout, ctx_dropout_from, weight_decay, order, memory_share, memory_seconds, mix_share,
     # mix_fit_steps); unset keys: the device's defaults
@@ -124,6 +126,7 @@ class TrainConfig:
             out.count_chunk = (1 << 20) if device == "cuda" else (1 << 17)
         out.holdout_fraction = out.holdout_fraction or HOLDOUT[device][0]
         out.holdout_max = out.holdout_max or HOLDOUT[device][1]
+        out.match_window = out.match_window or WINDOW
         return out
 
 
@@ -319,6 +322,8 @@ class Trainer:
             raise TrainError("the budget must be positive and finite (got --minutes/--bytes of zero or less, or nan/inf)")
         if not (0 < tc.lr <= 1):  # also refuses nan; 1e6 diverged to val 6.1e15 bpb and was reported done
             raise TrainError(f"lr must be in (0, 1] (got {tc.lr})")
+        if tc.match_window < 0:
+            raise TrainError(f"match_window must be 0 (the default, {WINDOW:,}) or more (got {tc.match_window})")
         if not (0 <= tc.checkpoint_minutes < math.inf):
             raise TrainError(f"checkpoint_minutes must be 0 or more and finite (got {tc.checkpoint_minutes})")
 
@@ -386,12 +391,10 @@ class Trainer:
         self.n = len(self.data)
         if self.n < 2:
             raise TrainError(f"{self.data_dir}: the train split holds {self.n} bytes; nothing to train on")
-        if self.n >= 2**31 - 1:
-            raise TrainError(f"{self.data_dir}: more than 2 GiB of training bytes; pass --bytes to use a part")
 
     def check_memory(self, device: str) -> None:
         cfg, tc = self.model_cfg, self.tc
-        est = memory_estimate(cfg, self.n, tc.batch, device, tc.minutes)
+        est = memory_estimate(cfg, self.n, tc.batch, device, tc.minutes, tc.match_window, self.holdout_of(self.n))
         need, have = sum(est.values()), Device(device).free_memory()
         self.log(f"device {device}; model: {len(cfg.contexts())} contexts, table_bits {cfg.table_bits}, "
                  f"match {cfg.match_minlens} in 2^{cfg.match_bits} rows; memory estimate {need / 2**20:,.0f} MiB "
@@ -435,33 +438,37 @@ class Trainer:
         self.state.train_config = asdict(tc)
 
     def build_index(self, history: np.ndarray) -> None:
-        """Match pointers for every training position (each points only backwards, so a chunk's
-        pointers never reach bytes after it), built ahead on a background thread on a GPU run; on
-        resume the part up to the cursor is rebuilt first and checked against the saved index."""
+        """The match pointers (pointers.py: every position's when the text fits one window, else
+        those of what the trainer is about to read), built ahead on a background thread on a GPU
+        run; on resume the index up to the cursor is walked afresh first and checked against the
+        saved one."""
         match, cursor = self.model.match, self.state.cursor
-        self.prev = match.pointers(self.n)
-        self.indexed_to = cursor  # match.last_pos holds the index of data[:indexed_to]
+        match.widen(self.n)
+        gpu = self.model.dev.gpu
+        if self.n <= self.tc.match_window:
+            self.ptrs = AllPointers(match, self.data, self.n, self.model.dev, background=gpu)
+        else:
+            if self.model.reader is not None and self.sched.order != "stream":
+                raise TrainError(f"a reader that draws its positions at random (order random) reads anywhere in the "
+                                 f"text: it needs all of it in one match window (train option match_window "
+                                 f"{self.n:,} or more; {self.tc.match_window:,} now)")
+            self.ptrs = WindowedPointers(match, self.data, self.n, self.model.dev, gpu, self.tc.match_window,
+                                         self.held)
         if cursor:
             if not self.same_text(history, cursor):
                 raise TrainError(f"{self.run_dir}: the run's history does not match the start of the training data")
-            fresh = np.full_like(match.last_pos, -1)
-            match.index_parallel(self.data, 0, cursor, self.prev, last_pos=fresh)
-            if not np.array_equal(fresh, match.last_pos):
+            if not np.array_equal(self.ptrs.rebuild(cursor), match.last_pos):
                 raise TrainError(f"{self.run_dir}: saved match index does not match history.bin (corrupt run)")
         self.clock = Clock(self.state.elapsed)  # the budget pays for building the match index too
-        gpu = self.model.dev.gpu
         # a GPU run counts while the host builds the rest of the index; a CPU run needs its threads itself
-        self.ahead = IndexAhead(self.data, cursor, self.n, match.minlens, match.spec.bits, match.last_pos.copy(),
-                                self.prev, background=gpu)
-        if not gpu:
+        self.ptrs.start(cursor)
+        if not gpu and not self.ptrs.windowed:
             self.log(f"match index of {(self.n - cursor) / 1e6:.1f} MB built in "
                      f"{time.perf_counter() - self.clock.t_start:.1f} s")
-        dev = self.model.dev
-        self.d_data = dev.put(self.data)
-        self.d_prev = dev.empty(self.prev.shape, self.prev.dtype) if gpu else self.prev
-        if gpu and cursor:
-            self.d_prev[:, :cursor].copy_to_device(self.prev[:, :cursor])
-        self.on_device_to = cursor  # match pointers copied to the GPU up to here
+        elif self.ptrs.windowed:
+            self.log(f"match pointers held for a window of {self.tc.match_window:,} positions at a time "
+                     f"({self.n:,} bytes of text)")
+        self.d_data = self.model.dev.put(self.data)
 
     def same_text(self, history: np.ndarray, cursor: int) -> bool:
         """Whether the run's history is data[:cursor]: the same shards at the same places for a run
@@ -478,8 +485,7 @@ class Trainer:
     def plan(self) -> None:
         """The held-out blocks, the step counts of a bytes budget and the memory's share of the time."""
         tc, n = self.tc, self.n
-        # 5% of the data by default, at most 8 MiB; small data sets keep a quarter (up to 64 KiB) so the tail has text
-        self.holdout = min(tc.holdout_max, max(int(n * tc.holdout_fraction), min(n // 4, 1 << 16)))
+        self.holdout = self.holdout_of(n)
         self.held = ([(n - self.holdout, n)] if tc.holdout_at_end and self.holdout
                      else holdout_blocks(n, self.holdout, tc.count_chunk))
         count_steps, at = 0, 0
@@ -501,29 +507,21 @@ class Trainer:
         if self.state.rng is not None:
             self.rng.bit_generator.state = self.state.rng
 
+    def holdout_of(self, n: int) -> int:
+        """Bytes held out of the tables: 5% of the data by default, at most 8 MiB; small data sets
+        keep a quarter (up to 64 KiB) so the tail has text."""
+        tc = self.tc
+        return min(tc.holdout_max, max(int(n * tc.holdout_fraction), min(n // 4, 1 << 16)))
+
     # ---- helpers of every phase ---------------------------------------------------------------------
     def frac_done(self, elapsed: float) -> float:
         if self.total_steps is not None:
             return self.state.step / self.total_steps
         return min(1.0, max(elapsed / (self.tc.minutes * 60), self.state.step / self.work_steps))
 
-    def pointers_ready(self, end: int) -> None:
-        self.ahead.wait(end)
-        if self.model.dev.gpu and end > self.on_device_to:
-            for k in range(self.prev.shape[0]):
-                self.d_prev[k, self.on_device_to:end].copy_to_device(self.prev[k, self.on_device_to:end])
-            self.on_device_to = end
-
     def index_to(self, end: int) -> None:
         """Bring the match index (saved with checkpoints, used by eval and generation) up to `end`."""
-        if end > self.indexed_to:
-            self.ahead.wait(self.n)  # one builder at a time: the parallel kernels share the thread pool
-            match = self.model.match
-            if end == self.n:
-                match.last_pos[:] = self.ahead.last_pos  # the builder's own index ends exactly there
-            else:
-                match.index_parallel(self.data, self.indexed_to, end, self.prev)
-            self.indexed_to = end
+        self.ptrs.index_to(end)
 
     def snapshot(self) -> dict:
         st = self.state
@@ -580,7 +578,7 @@ class Trainer:
         tail = self.held if span is None else [(a, b) for a, b in self.held if b <= cursor]
         self.tail = tail or [(cursor, min(self.n, cursor + max(self.holdout, self.tc.count_chunk)))]
         self.tail_bytes = sum(b - a for a, b in self.tail)
-        self.pointers_ready(max(b for _, b in self.tail))
+        self.ptrs.ensure(self.tail)
 
     def memory_phase(self, stop) -> None:
         """Count the training bytes chunk by chunk (causal: each chunk is scored with the counts of
@@ -593,7 +591,7 @@ class Trainer:
             if counting:
                 t_chunk = time.perf_counter()
                 ranges = [span]
-                self.pointers_ready(span[1])
+                self.ptrs.ready(*span)
             else:
                 if st.holdout_counted:
                     break  # every byte is counted: the run is complete
@@ -634,7 +632,8 @@ class Trainer:
             if len(pos) != self.caches.n_b:
                 self.caches = model.caches(len(pos))
             st.updates += 1
-            loss = model.memory_step(self.d_data, model.dev.put(pos), self.d_prev, self.caches, st.updates, lr)
+            loss = model.memory_step(self.d_data, model.dev.put(pos), *self.ptrs.prev_for(pos), self.caches, st.updates,
+                                     lr)
             if not math.isfinite(loss):
                 raise TrainError(f"loss became {loss} at step {st.step}; stopped without saving, the last good "
                                  f"checkpoint is intact (try a lower --lr than {tc.lr})")
@@ -692,16 +691,18 @@ class Trainer:
         if st.reader_t0 is None:
             st.reader_t0 = self.clock()
         start, t_phase = st.reader_start_step, st.reader_t0
-        match = self.model.match.args(self.d_prev, 0)
         self.log(f"reader phase: {rc.batch} positions per step on {counted / 1e6:.1f} MB"
                  + ("" if mix_at is None else f" until {mix_at:.0f} s")
                  + ("" if self.shard is None else f", {self.comm.size} processes of {rc.batch // self.comm.size}"))
         if self.shard is not None:
-            parallel.share_setup(self.comm, self.model, self.n, self.d_prev, tc.bytes, st.reader_start_step)
+            if self.ptrs.windowed:  # the workers get every pointer once (parallel.share_setup)
+                raise TrainError(f"--gpus {self.comm.size}: a training text longer than one match window "
+                                 f"({self.tc.match_window:,} bytes) trains on one GPU for now")
+            parallel.share_setup(self.comm, self.model, self.n, self.ptrs.d_prev, tc.bytes, st.reader_start_step)
             self.workers_told = True
         t0 = self.clock()
         try:
-            self.reader_loop(stop, steps_goal, start, t_phase, mix_at, ranges, counted, match, t0)
+            self.reader_loop(stop, steps_goal, start, t_phase, mix_at, ranges, counted, t0)
         finally:
             n_steps = reader.step - start  # also when stopped: the rate is what bench/multi_gpu.py reads
             self.reader_stats = {"reader_steps": n_steps, "reader_seconds": self.clock() - t0,
@@ -710,7 +711,7 @@ class Trainer:
                 self.shard.stop()
                 self.shard.gather_state(reader)
 
-    def reader_loop(self, stop, steps_goal: int, start: int, t_phase: float, mix_at, ranges, counted: int, match,
+    def reader_loop(self, stop, steps_goal: int, start: int, t_phase: float, mix_at, ranges, counted: int,
                     t0: float) -> None:
         tc, st, reader = self.tc, self.state, self.model.reader
         rc = reader.cfg
@@ -728,21 +729,23 @@ class Trainer:
                 self.stopped = "stop_after_steps"
                 return
             frac = done if mix_at is None else max(done, (now - t_phase) / max(1e-9, mix_at - t_phase))
-            loss = self.reader_step(ranges, counted, frac, match)
+            loss = self.reader_step(ranges, counted, frac)
             ema = loss if ema is None else 0.97 * ema + 0.03 * loss
             if self.clock() - last >= tc.log_seconds:
                 last = self.clock()
                 self.log_reader(ema, (reader.step - start) * rc.batch / max(1e-9, last - t0))
         st.reader_done = True
 
-    def reader_step(self, ranges, counted: int, frac: float, match) -> float:
+    def reader_step(self, ranges, counted: int, frac: float) -> float:
         reader, rc, st = self.model.reader, self.model.reader.cfg, self.state
         if self.sched.order == "stream":
+            self.ptrs.reader_at(reader.step - st.reader_start_step)
             pos = stream_positions(ranges, rc.lanes, reader.step - st.reader_start_step, rc.scan_chunk if rc.scan else 1)
         else:
             pos = draw_positions(self.rng, ranges, rc.batch)
         if len(pos) < rc.batch:  # the GPU's products need the full batch; repeat positions
             pos = np.resize(pos, rc.batch)
+        match = self.model.match.args(*self.ptrs.prev_for(pos))
         passes = (reader.step - st.reader_start_step) * rc.batch / max(1, counted)
         frozen = ("table",) if passes >= self.sched.table_epochs else ()
         drop = self.sched.ctx_dropout if passes >= self.sched.ctx_dropout_from else 0.0
@@ -777,13 +780,14 @@ class Trainer:
         tail = mix_ranges(self.tail, MIX_BYTES[model.device])
         pos_all = np.concatenate([np.arange(a, b, dtype=np.int64) for a, b in tail])
         n = len(pos_all)
-        pr = reader.range_probs(self.d_data, tail, model.match.args(self.d_prev, 0))
+        self.ptrs.ensure(tail)
+        pr = reader.range_probs(self.d_data, tail, self.ptrs.source())
         pm = np.empty_like(pr)
         batch = min(self.tc.batch, n)
         caches = model.caches(batch)
         for lo in range(0, n, batch):  # the memory's reading, a batch at a time
             pos = np.resize(pos_all[lo: lo + batch], batch)
-            pm[lo: lo + batch] = model.memory_probs(self.d_data, model.dev.put(pos), self.d_prev, 0,
+            pm[lo: lo + batch] = model.memory_probs(self.d_data, model.dev.put(pos), *self.ptrs.prev_for(pos),
                                                     caches)[: min(batch, n - lo)]
         y = self.data[pos_all]
         # the document words (host, causal: each range is read from its document's start)
@@ -855,13 +859,14 @@ class Trainer:
             history = self.data[:0]
         if self.resume:
             self.resolve_schedule()
-        self.build_index(history)
         self.plan()
+        self.build_index(history)
         self.eta_of = Eta()
         self.metrics = open(self.run_dir / "metrics.jsonl", "a") if self.save else None
         try:
             return self.phases()
         finally:
+            self.ptrs.close()
             if self.metrics:
                 self.metrics.close()
 
@@ -870,7 +875,7 @@ class Trainer:
         nothing of the text is read (shard sizes are checked, not their sha256)."""
         self.check_options()
         if self.resume:
-            raise TrainError("--dry-run plans a new run; give it without --resume")
+            return self.dry_run_resume()
         if (self.run_dir / "latest").exists():
             raise TrainError(f"{self.run_dir}: already holds a run; pass --resume to continue it, or choose another --out")
         try:
@@ -888,7 +893,7 @@ class Trainer:
             sched = ReaderSchedule.for_device(device, tc.minutes, tc.reader, widen(tc.minutes))
         except ValueError as exc:
             raise TrainError(str(exc)) from None
-        holdout = min(tc.holdout_max, max(int(n * tc.holdout_fraction), min(n // 4, 1 << 16)))
+        holdout = self.holdout_of(n)
         articles = manifest["splits"]["train"].get("articles")
         out = run_plan(self.model_cfg, tc, n, device, sched if rcfg is not None else None,
                        articles if isinstance(articles, int) else None, holdout)
@@ -898,8 +903,54 @@ class Trainer:
         need = sum((out["gpu"] or out["host"]).values())
         self.log(f"{device} has {have / 2**20:,.0f} MiB free: the run " + ("fits" if need <= have else "does NOT fit")
                  + f"; dry run, nothing written (table_bits {self.model_cfg.table_bits})")
-        if n >= 2**31 - 1:
-            raise TrainError(f"{self.data_dir}: more than 2 GiB of training bytes; pass --bytes to use a part")
+        return out
+
+    def dry_run_resume(self) -> dict:
+        """--dry-run --resume: the plan of continuing the run from its latest checkpoint (its own
+        config and schedule, the time its budget has left; phases already done take none);
+        nothing is written and nothing of the text is read."""
+        try:
+            ckpt = checkpoint.latest_checkpoint(self.run_dir)
+            saved = checkpoint.read_state(ckpt)
+            cfg = checkpoint.read_config(ckpt)
+            manifest = read_manifest(self.data_dir)
+        except (checkpoint.CheckpointError, ShardError) as exc:
+            raise TrainError(str(exc)) from None
+        state = RunState.from_dict(saved)
+        if state.data != data_fingerprint(manifest):
+            raise TrainError(f"{self.data_dir}: not the data this run was trained on (train shards differ)")
+        try:
+            device = pick_device(self.tc.device if self.tc.device != "auto" else state.train_config.get("device", "auto"))
+            tc = dataclasses.replace(TrainConfig(**state.train_config).resolved(device),
+                                     checkpoint_minutes=self.tc.checkpoint_minutes, keep=self.tc.keep)
+            self.pieces = corpus.layout(self.data_dir, "train", limit=tc.bytes, verify=False)
+            sched = ReaderSchedule.for_device(device, tc.minutes, tc.reader, widen(tc.minutes))
+        except (ShardError, DeviceError, ValueError) as exc:
+            raise TrainError(str(exc)) from None
+        self.tc, n = tc, corpus.text_length(self.pieces)
+        rcfg = cfg.reader_config(device, tc.minutes)
+        articles = manifest["splits"]["train"].get("articles")
+        out = run_plan(cfg, tc, n, device, sched if rcfg is not None else None,
+                       articles if isinstance(articles, int) else None, self.holdout_of(n))
+        spent = state.elapsed
+        done = {"memory (count + mixer)": state.reader_t0 is not None or state.holdout_counted,
+                "match index": state.cursor > 0, "reader": state.reader_done, "mix": state.mix_done,
+                "final count": state.holdout_counted}
+        left = {}
+        for phase, secs in out["phases"].items():  # the budget's spent seconds go to the phases in order
+            if secs is None or done.get(phase):
+                left[phase] = None if secs is None and not done.get(phase) else 0.0
+                continue
+            take = min(secs, spent) if tc.minutes is not None else 0.0
+            left[phase], spent = secs - take, spent - take
+        out["phases"], out["resume"] = left, {"checkpoint": ckpt.name, "step": state.step, "cursor": state.cursor,
+                                              "elapsed": state.elapsed, "finished": state.holdout_counted}
+        self.log(f"resuming {ckpt.name}: step {state.step:,}, {state.cursor / 1e6:,.1f} of {n / 1e6:,.1f} MB counted, "
+                 f"{state.elapsed:,.0f} s of the budget spent"
+                 + (" (the run is finished: --resume would do nothing)" if state.holdout_counted else ""))
+        for line in format_plan(out):
+            self.log(line)
+        self.log("dry run, nothing written")
         return out
 
     def phases(self) -> dict:
@@ -916,9 +967,15 @@ class Trainer:
                     self.tail = ([(a, b) for a, b in self.held if b <= st.cursor]
                                  or [(st.cursor, min(self.n, st.cursor + self.holdout))])
                     self.tail_bytes = sum(b - a for a, b in self.tail)
-                self.pointers_ready(self.n)
                 if not st.reader_done:
+                    rc = reader.cfg
+                    try:
+                        self.ptrs.reader_begin(counted_ranges(self.held, st.cursor), rc.lanes,
+                                               rc.scan_chunk if rc.scan else 1, self.sched.order)
+                    except ValueError as exc:
+                        raise TrainError(str(exc)) from None
                     self.reader_phase(stop)
+                    self.ptrs.reader_end()
                 if self.stopped is None and not st.mix_done:
                     self.mix_phase(stop)
             # still under StopRequested up to the final checkpoint: a Ctrl-C or SIGTERM here must not lose the run

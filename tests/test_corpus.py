@@ -197,3 +197,66 @@ def test_a_generator_over_a_mapped_history_copies_none_of_it(data, tmp_path):
     assert corpus._mapping_of(gen.buf) is not None
     assert np.array_equal(gen.buf[: gen.t], plain.buf[: plain.t])
     assert np.array_equal(gen.distribution(), plain.distribution())
+
+
+def _mapped_rss(paths) -> int:
+    """Bytes of the files `paths` this process has mapped in (/proc/self/smaps: pages it touched,
+    not the page cache's), over all its mappings of them."""
+    names, total, inside = {str(p) for p in paths}, 0, False
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            head = line.split()
+            if head and "-" in head[0] and len(head) >= 5 and not head[0].endswith(":"):
+                inside = len(head) >= 6 and head[5] in names
+            elif inside and line.startswith("Rss:"):
+                total += int(head[1]) * 1024
+    return total
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/smaps"), reason="needs /proc/self/smaps")
+def test_loading_a_run_touches_none_of_its_text_and_reads_no_titles(tmp_path, monkeypatch):
+    """issue 25 item 5: load_model, a generator and recall's titles (mapped, looked up by hash) read
+    a few pages of a 3 MB history, not the history, and never rebuild the title index."""
+    import gc
+
+    from cheaplm import recall
+    from cheaplm.sample import Generator
+
+    data = shard_dir(tmp_path / "data", 1 << 20, count=2600)
+    run = tmp_path / "run"
+    train(data, run, CFG, tc(bytes=3_000_000, count_chunk=1 << 16, batch=1024), log=lambda *a: None)
+    gc.collect()
+    shards = sorted(data.glob("train-*.bin"))
+    before = _mapped_rss(shards)  # what training mapped in (its mapping may outlive train() in this process)
+    monkeypatch.setattr(recall, "build_index", lambda h: pytest.fail("the title index was rebuilt from the history"))
+    model, history, ckpt = load_model(run)
+    gen = Generator(model, history)
+    index = recall.load_index(ckpt.parent, history)
+    assert isinstance(index, recall.MappedTitleIndex) and len(index) > 2000
+    found = index.find("title 1234")
+    assert found is not None and found.title == "Title 1234"
+    assert bytes(history[found.header: found.text]) == b"Title 1234\n\n"
+    assert index.find("no such title") is None
+    assert len(history) >= 2_900_000
+    touched = _mapped_rss(shards) - before
+    # the fingerprint's 16 blocks, the article read, the stream's tail: a page each, and the 64 KiB
+    # the kernel maps around each fault (fault-around), whatever the history's size
+    assert 0 < touched < min(24 * (68 << 10), len(history) // 2), touched
+    del gen
+
+
+def test_dry_run_of_a_resume_plans_what_is_left_and_writes_nothing(data, tmp_path):
+    run = tmp_path / "run"
+    first = train(data, run, CFG, tc(), log=lambda *a: None, stop_after_steps=4)
+    assert first["stopped"] == "stop_after_steps"
+    before = {p: p.stat().st_mtime_ns for p in run.rglob("*")}
+    proc = run_cli("train", str(data), "--out", str(run), "--resume", "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    for needle in ("resuming ckpt-", "step 4", "plan for", "host memory:", "match pointers", "nothing written"):
+        assert needle in proc.stderr, proc.stderr
+    assert {p: p.stat().st_mtime_ns for p in run.rglob("*")} == before
+    from cheaplm.train import Trainer
+
+    plan = Trainer(data, run, None, tc(), resume=True, log=lambda *a: None).dry_run()
+    assert plan["resume"]["step"] == 4 and plan["resume"]["cursor"] == first["counted_bytes"]
+    assert plan["train_bytes"] == corpus.text_length(corpus.layout(data, limit=40_000))

@@ -29,6 +29,18 @@ M_CAP, M_INPUTS, M_STATES, M_NREC, M_REC = (SPEC_SLOTS.index(n) for n in ("cap",
 MAX_REC = len(SPEC_SLOTS) - M_REC
 SPEC_LEN = len(SPEC_SLOTS)
 
+# prev_base meaning "prev[:, b] holds the pointers of the batch's row b" (pointers gathered for
+# scattered positions, cheaplm/pointers.py), instead of "prev[:, t - prev_base] holds position t's"
+BY_ROW = -1
+
+
+@numba.njit(cache=True, inline="always")
+def pointer_column(b, t, prev_base):
+    """The column of prev that holds the pointers of row b, position t."""
+    if prev_base == BY_ROW:
+        return np.int64(b)
+    return t - prev_base
+
 
 @numba.njit(cache=True, nogil=True)
 def _walk(data, lo, hi, m, bits, table, prev_k, prev_start, valid_from, mark_first):
@@ -74,9 +86,10 @@ def match_index(data, start, end, minlens, bits, last_pos, prev, prev_start):
 MIN_SEGMENT = 1 << 18  # below this many bytes per thread the plain walk is as fast
 
 
-def index_workspace(minlens, bits: int) -> np.ndarray:
-    """Per-thread tables for `match_index_parallel`, reusable by later calls on later bytes of the same data."""
-    return np.full((minlens.shape[0], max(2, numba.get_num_threads()), 1 << bits), -1, dtype=np.int32)
+def index_workspace(minlens, bits: int, dtype=np.int32) -> np.ndarray:
+    """Per-thread tables for `match_index_parallel`, reusable by later calls on later bytes of the
+    same data; dtype that of the index (last_pos)."""
+    return np.full((minlens.shape[0], max(2, numba.get_num_threads()), 1 << bits), -1, dtype=dtype)
 
 
 def match_index_parallel(data, start, end, minlens, bits, last_pos, prev, prev_start, workspace=None) -> None:
@@ -89,7 +102,7 @@ def match_index_parallel(data, start, end, minlens, bits, last_pos, prev, prev_s
         match_index(data, start, end, minlens, bits, last_pos, prev, prev_start)
         return
     if workspace is None:
-        workspace = np.full((minlens.shape[0], n_seg, 1 << bits), -1, dtype=np.int32)
+        workspace = np.full((minlens.shape[0], n_seg, 1 << bits), -1, dtype=last_pos.dtype)
     _index_segments(data, start, end, minlens, bits, last_pos, prev, prev_start, n_seg, workspace)
 
 

@@ -51,7 +51,7 @@ from .. import config
 from ..device import launch
 from .hashing import context_hash, mix64, slot_of
 from .dual import accumulate, for_kernels, on_device
-from .match import match_inputs
+from .match import match_inputs, pointer_column
 
 N_Q = 16  # count buckets of the learned count map
 Q_TOP = 3 << (N_Q // 2 - 2)  # counts from here on share the last bucket (192 for 16 buckets)
@@ -314,7 +314,7 @@ def forward_position(b, data, pos, loo, prev, prev_base, minlens, mspec, ctx, ta
     y = np.int64(data[t])
     for i in range(lay[L_NCTX]):
         hashes[b, i] = context_hash(data, t, ctx[i, 0], ctx[i, 1], i)
-    match_inputs(data, t, prev, t - prev_base, minlens, mspec, cand[b])
+    match_inputs(data, t, prev, pointer_column(b, t, prev_base), minlens, mspec, cand[b])
     hist = np.int64(0)
     if t > 0:
         hist = np.int64(data[t - 1])

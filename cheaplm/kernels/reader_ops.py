@@ -33,7 +33,7 @@ from ..device import TILE_T, TILE_T_PAD, TILE_T_ROWS
 from .dual import for_kernels
 from .gemm import bf16_bits_dev
 from .hashing import M1, M2, context_hash, mix64
-from .match import M_STATES, match_inputs
+from .match import M_STATES, match_inputs, pointer_column
 
 context_hash_k = for_kernels(context_hash)
 
@@ -53,7 +53,7 @@ def rows_position(b, data, pos, window, ctx, bits, base_ctx, const_row, rows, pr
     # the match model's candidates (predicted byte, state: length x recency), one slot each
     n_mi = cand.shape[1]
     if n_mi > 0:
-        match_inputs(data, t, prev, t - prev_base, minlens, mspec, cand[b])
+        match_inputs(data, t, prev, pointer_column(b, t, prev_base), minlens, mspec, cand[b])
         n_mb = mspec[M_STATES]
         for k in range(n_mi):
             e = cand[b, k, 0]
