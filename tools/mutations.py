@@ -96,7 +96,13 @@ def run(row: tuple) -> str:
 
 
 def main() -> None:
+    if {"-h", "--help"} & set(sys.argv[1:]):
+        print(__doc__)
+        return
     want = set(sys.argv[1:])
+    unknown = want - {r[0] for r in MUTATIONS}
+    if unknown:
+        sys.exit(f"no such row: {', '.join(sorted(unknown))} (rows: {', '.join(r[0] for r in MUTATIONS)})")
     rows = [r for r in MUTATIONS if not want or r[0] in want]
     # first the killing tests on the code as it is: a mutation only counts as killed if they pass there
     base = pytest(sorted({t for r in rows for t in r[4]}))
