@@ -125,7 +125,7 @@ class Generator(Stream):
     def sample(self, rng: np.random.Generator, sampling: Sampling = Sampling(), allow_end=True, banned=()) -> int:
         """Draw the next byte. `banned` (the repeat guard's) and the copy guard's bytes are dropped
         only at a word start (after a space): a ban inside a word left broken words ("buildina")."""
-        p = self.distribution() * utf8_allowed(self.pending)
+        p = self.distribution(sampling.subject) * utf8_allowed(self.pending)
         at_word_start = self.t > 0 and self.buf[self.t - 1] == 0x20
         if not at_word_start:
             banned = ()
@@ -184,10 +184,9 @@ def generate(gen: Generator, rng: np.random.Generator, max_bytes: int, sampling:
     for y in opening:
         guard.add(y)
     cut = ReplyCut(opening.decode("utf-8", "replace"))
-    saved, saved_gain = gen.copy_before, gen.doc_gain
+    saved = gen.copy_before
     if not sampling.self_copy:
         gen.copy_before = gen.t  # pointers are causal: those already read for position t are all before it
-    gen.doc_gain = sampling.subject
     try:
         while True:
             if len(out) >= max_bytes and not gen.pending:
@@ -211,7 +210,7 @@ def generate(gen: Generator, rng: np.random.Generator, max_bytes: int, sampling:
         if rest:
             yield rest
     finally:
-        gen.copy_before, gen.doc_gain = saved, saved_gain
+        gen.copy_before = saved
 
 
 # ---- where a reply cut by --max-bytes ends ---------------------------------------------------------

@@ -75,7 +75,6 @@ class Stream:
         self.pending = b""  # bytes of an incomplete UTF-8 character at the end of the stream
         # the document's words (docwords.py), read up to t when the mix reads them
         self._doc = DocWords() if model.reader is not None and model.reader.reads_doc else None
-        self.doc_gain = 1.0  # the document words' mix weights times this (Sampling.subject)
 
     def _jump(self) -> None:
         """Move the stream's end `gap` bytes on: zeros, then a copy of the last HISTORY_TAIL bytes
@@ -170,10 +169,11 @@ class Stream:
         self._rnext = None
         self._track_utf8(data)
 
-    def distribution(self) -> np.ndarray:
+    def distribution(self, doc_gain: float = 1.0) -> np.ndarray:
         """P(next byte) over 0..255 (float64), from the model alone: the memory's byte tree, mixed
         node by node with the reader's distribution when the model has a reader (as evaluation
-        mixes the bits of the true byte, reader.py)."""
+        mixes the bits of the true byte, reader.py). doc_gain: the document words' mix weights
+        times this (Sampling.subject; 1 is the model as trained and scored)."""
         self._ensure_prev()
         m = self.model
         out = np.zeros(256, np.float64)
@@ -184,7 +184,7 @@ class Stream:
             if self._doc is not None:  # the same inputs as evaluation's (docwords.doc_inputs)
                 self._doc.advance(self.buf, self.t, self.copy_before)  # a reply's words are not counted
                 p_d, c = self._doc.distribution()
-                doc = (p_d, c, m.reader.mix_doc if self.doc_gain == 1.0 else m.reader.mix_doc * np.float32(self.doc_gain))
+                doc = (p_d, c, m.reader.mix_doc if doc_gain == 1.0 else m.reader.mix_doc * np.float32(doc_gain))
             mixed_distribution(self._node_p1, pr, m.reader.mix, self._scratch.mass, out, doc)
         return out
 

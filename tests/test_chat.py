@@ -204,7 +204,7 @@ def test_guards_act_at_word_starts(run):
     d, model, history, ckpt = run
     g = Generator(model, history)
     g.feed(b"\x00The\n\nThe river")
-    greedy = Sampling(temperature=0, top_p=1.0, min_p=0.0, no_repeat=0, max_copy=0)
+    greedy = Sampling(temperature=0, top_p=1.0, min_p=0.0, no_repeat=0, max_copy=0, subject=1.0)  # argmax of distribution()
     fav = int(np.argmax(g.distribution()))
     for at_space, expect_changed in [(False, False), (True, True)]:
         h = Generator(model, history)
@@ -319,10 +319,10 @@ def test_chat_cli_closed_stdin_and_latin1_line(run):
     assert r.returncode == 0 and b"Traceback" not in r.stderr, r.stderr
 
 
-def test_subject_scales_the_document_words_weights_and_only_while_generating(run):
-    """Sampling.subject multiplies D's mix weights during a generate call: at 0 the distribution
-    is the one of a model whose D weights are zero, at 2 the one with doubled weights; afterwards
-    the generator is as before. Values outside 0..8 are refused."""
+def test_subject_scales_the_document_words_weights_when_drawing(run):
+    """Sampling.subject multiplies D's mix weights where a byte is drawn: at 0 the distribution is
+    the one of a model whose D weights are zero, at 2 the one with doubled weights; the model's own
+    distribution (gain 1) is untouched. Values outside 0..8 are refused."""
     d, model, history, ckpt = run
     assert model.reader.reads_doc and np.abs(model.reader.mix_doc).max() > 0
     data, lead, _ = chat.prompt_bytes("Who was Archimedes?", False, 1, None, history)
@@ -342,14 +342,13 @@ def test_subject_scales_the_document_words_weights_and_only_while_generating(run
     base = g.distribution()
     assert not np.allclose(base, want[0.0])  # D speaks here
     for gain in (0.0, 2.0):
-        g.doc_gain = gain
-        assert np.allclose(g.distribution(), want[gain], rtol=1e-6, atol=1e-12)
-    g.doc_gain = 1.0
+        assert np.allclose(g.distribution(gain), want[gain], rtol=1e-6, atol=1e-12)
+    assert np.array_equal(g.distribution(), base)
     seen = []
     orig = g.distribution
-    g.distribution = lambda: (seen.append(g.doc_gain), orig())[1]
+    g.distribution = lambda gain=1.0: (seen.append(gain), orig(gain))[1]
     list(generate(g, np.random.default_rng(0), 20, Sampling(subject=3.0), opening=lead.encode()))
-    assert seen and set(seen) == {3.0} and g.doc_gain == 1.0
+    assert seen and set(seen) == {3.0}
     for bad in (-0.5, 8.5, float("nan")):
         with pytest.raises(ValueError, match="--subject"):
             Sampling(subject=bad).check()

@@ -442,7 +442,7 @@ def test_the_sampler_draws_from_the_tempered_distribution(trained):
     from the generator's own distribution; and the two temperatures draw differently."""
     from cheaplm.cli import _sampling
 
-    assert _sampling(0.3, 0, 1.0, 0.0, 0, 0).temperature == 0.3
+    assert _sampling(0.3, 0, 1.0, 0.0, 0, 0, 1.0).temperature == 0.3
     s, _ = trained
     m, history = s["model"], s["history"]
     prompt = b"The lighthouse is a "
@@ -451,7 +451,8 @@ def test_the_sampler_draws_from_the_tempered_distribution(trained):
     p = g.distribution() * utf8_allowed(g.pending)
     drawn = {}
     for temp in (0.3, 3.0):
-        sampling = Sampling(temperature=temp, top_k=0, top_p=1.0, min_p=0.0, no_repeat=0, max_copy=0, self_copy=True)
+        sampling = Sampling(temperature=temp, top_k=0, top_p=1.0, min_p=0.0, no_repeat=0, max_copy=0, self_copy=True,
+                            subject=1.0)
         q = p ** (1 / temp)
         q /= q.sum()
         drawn[temp] = []
