@@ -13,11 +13,15 @@ from cheaplm import launch
 from cheaplm.checkpoint import load_model
 from cheaplm.comm import CommError, Solo, World, bf16_to_f32, broadcast_json, f32_to_bf16, run_ranks
 from cheaplm.evaluate import stream_bpb
+from cheaplm.kernels import table_rows
+from cheaplm.reader import blocks, touched_rows_max
 from cheaplm.model import ModelConfig
 from cheaplm.prepare import PrepareOptions, prepare
 from cheaplm.train import TrainConfig, TrainError, train
 
 from conftest import SAMPLE_DUMP
+from test_kernels import text
+from test_reader import SMALL, pointers, small_model
 
 # the pinned run's model (tests/test_pinned.py): a small memory and a reader with a 16-unit scan, 8 lanes of 16
 CFG = ModelConfig(orders=[0, 1, 2, 3, 4, 6], words=2, sparse=[0b10], skips=[2], table_bits=12,
@@ -209,3 +213,71 @@ def test_a_batch_that_does_not_split_and_a_run_without_reader_release_the_other_
     memory_only = ModelConfig(**{**CFG.__dict__, "reader": {"on": False}})
     out = run_world(2, data_dir, tmp_path / "mem", cfg=memory_only)
     assert out[1] == {"rank": 1, "reader_steps": 0} and out[0]["val_bpb"] is not None
+
+
+# ---- the table's gradient as touched rows -----------------------------------------------------------
+
+def test_touched_rows_are_listed_once_in_reading_order_moved_out_and_added_back():
+    rng = np.random.default_rng(3)
+    rows = rng.integers(0, 30, (9, 4)).astype(np.int64)  # repeats
+    grad = np.zeros((30, 3), np.float32)
+    grad[np.unique(rows)] = rng.standard_normal((len(np.unique(rows)), 3))
+    before, marks = grad.copy(), np.zeros(30, np.int32)
+    ids, vals = np.full(40, 7, np.int64), np.full((40, 3), 5.0, np.float32)
+    table_rows.take_rows(rows, marks, grad, ids, vals)
+    first = list(dict.fromkeys(rows.ravel().tolist()))  # position, then slot
+    n = len(first)
+    assert ids[:n].tolist() == first and np.all(ids[n:] == -1)
+    assert np.array_equal(vals[:n], before[first]) and not vals[n:].any()
+    assert not grad.any() and not marks.any()
+    table_rows.add_rows(ids, vals, grad)
+    table_rows.add_rows(ids[:0], vals[:0], grad)  # an empty list
+    assert np.array_equal(grad, before)
+    with pytest.raises(ValueError, match="more distinct table rows than the 5"):
+        table_rows.take_rows(rows, marks, grad, ids[:5], vals[:5])
+    assert not marks.any()
+
+
+def test_the_touched_rows_bound_is_each_slot_kinds_rows_or_its_part_of_the_table():
+    m = small_model({**SMALL, "batch": 64})
+    cfg = m.reader.cfg
+    assert cfg.match_inputs > 0 and cfg.slots == cfg.window + len(cfg.contexts) + cfg.match_inputs + 1
+    assert touched_rows_max(cfg, 1) == cfg.slots and touched_rows_max(cfg, 3) == 3 * cfg.slots - 2
+    assert touched_rows_max(cfg, 10**9) == blocks(cfg)[0][1][0]  # the regions make up the whole table
+    data = text(3000, seed=4)
+    prev = pointers(m, data)
+    for n in (1, 64, 2000):
+        pos = np.arange(900, 900 + n, dtype=np.int64)
+        ws = m.reader.forward(data, pos, m.match.args(prev, 0))
+        assert len(np.unique(ws["rows"])) <= touched_rows_max(cfg, n)
+
+
+def test_the_exchange_sums_each_ranks_rows_in_rank_order_on_every_rank():
+    """Each rank's table gradient after the exchange is g_0 + g_1 + ... (float32, rank order) of the
+    ranks' own gradients, on every rank bit for bit: what the whole table's all_reduce gave."""
+    data = text(3000, seed=5)
+    pos = np.arange(1000, 1048, dtype=np.int64)
+
+    def local(rank, world):
+        m = small_model({**SMALL, "batch": 48}, seed=2)
+        r = m.reader
+        part = pos[rank * 48 // world: (rank + 1) * 48 // world]
+        r.forward(data, part, m.match.args(pointers(m, data), 0), scale=1.0 / 48)
+        r.backward()
+        return r
+
+    for world in (2, 3):
+        mine = [local(rank, world) for rank in range(world)]
+        want = np.zeros_like(mine[0].view(mine[0].grad, 0))
+        for r in mine:
+            want += r.view(r.grad, 0)
+
+        def body(c):
+            r = local(c.rank, world)
+            listed = r._exchange_rows(c)
+            return r.view(r.grad, 0).copy(), listed.ravel()
+
+        out = run_ranks(world, body)
+        assert np.any(want != 0) and all(np.array_equal(g, want) for g, _ in out)
+        touched = set(np.concatenate([r.ws["rows"].ravel() for r in mine]).tolist())
+        assert set(out[0][1][out[0][1] >= 0].tolist()) == touched and np.array_equal(out[0][1], out[1][1])
