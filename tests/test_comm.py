@@ -5,6 +5,7 @@ The real NCCL path runs only on a machine with several GPUs: tests/gpu_parity_mu
 
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -81,6 +82,25 @@ def test_the_command_line_says_so_in_one_line(tmp_path):
     assert proc.returncode == 1 and proc.stderr.strip().splitlines() == [
         "Error: --gpus 'zero': give a number of GPUs (1 or more) or 'all'"]
     assert not (tmp_path / "r").exists()
+
+
+def test_the_launcher_stops_the_world_when_a_rank_dies_and_names_it():
+    """A dead peer leaves the others waiting in NCCL forever: the launcher kills them and says which
+    rank died (plain processes here, as the launcher starts them)."""
+    lines = []
+    body = "import os, sys, time; r = int(os.environ['RANK']); {}"
+    t0 = time.monotonic()
+    code = launch.launch(3, [], poll=0.05, say=lines.append,
+                         cmd=[sys.executable, "-c", body.format("sys.exit(3) if r == 1 else time.sleep(120)")])
+    assert code == 3 and time.monotonic() - t0 < 60
+    assert lines == ["Error: rank 1 of 3 exited with status 3; stopped the 2 still running"]
+    lines.clear()  # rank 0 done, rank 2 waiting for it forever: stopped after the grace period
+    code = launch.launch(3, [], poll=0.05, grace=0.5, say=lines.append,
+                         cmd=[sys.executable, "-c", body.format("time.sleep(120) if r == 2 else None")])
+    assert code == 1 and lines == ["Error: rank 0 finished but rank 2 of 3 was still running 0.5 s later; "
+                                   "stopped the 1 still running"]
+    lines.clear()
+    assert launch.launch(2, [], poll=0.05, say=lines.append, cmd=[sys.executable, "-c", "pass"]) == 0 and not lines
 
 
 # ---- the collectives of the stand-in -------------------------------------------------------------
