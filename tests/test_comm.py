@@ -301,3 +301,27 @@ def test_the_exchange_sums_each_ranks_rows_in_rank_order_on_every_rank():
         assert np.any(want != 0) and all(np.array_equal(g, want) for g, _ in out)
         touched = set(np.concatenate([r.ws["rows"].ravel() for r in mine]).tolist())
         assert set(out[0][1][out[0][1] >= 0].tolist()) == touched and np.array_equal(out[0][1], out[1][1])
+
+
+def test_the_volume_bench_counts_the_whole_buffer_for_a_and_the_padded_lists_for_b():
+    """bench/multi_gpu_volume.py at the GPU default (x5): the whole-gradient all-reduce sends the
+    flat buffer once at 2 GPUs (2 (N-1)/N = 1); the touched-rows exchange adds (N-1) lists of
+    touched_rows_max rows (id + dim floats) to the dense all-reduce."""
+    import importlib.util
+
+    from cheaplm.reader import param_count
+
+    spec = importlib.util.spec_from_file_location("multi_gpu_volume", launch.__file__.replace(
+        "cheaplm/launch.py", "bench/multi_gpu_volume.py"))
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    s = bench.shapes(5.0)
+    assert s["cfg"].hidden == [10240, 5120] and s["table_bytes"] + s["dense_bytes"] == 4 * param_count(s["cfg"])
+    for n in (2, 8):
+        v = bench.volumes(s, n)
+        ring = 2 * (n - 1) / n
+        message = v["a"][0] - ring * (s["table_bytes"] + s["dense_bytes"])
+        assert 0 < message < 1e6
+        rows = touched_rows_max(s["cfg"], s["batch"] // n)
+        assert v["b"][0] == pytest.approx(message + ring * s["dense_bytes"] + (n - 1) * rows * (8 + 4 * s["dim"]))
+        assert v["b"][0] < v["a"][0] / 5
