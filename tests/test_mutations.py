@@ -442,7 +442,7 @@ def test_the_sampler_draws_from_the_tempered_distribution(trained):
     from the generator's own distribution; and the two temperatures draw differently."""
     from cheaplm.cli import _sampling
 
-    assert _sampling(0.3, 0, 1.0, 0.0, 0, 0).temperature == 0.3
+    assert _sampling(0.3, 0, 1.0, 0.0, 0, 0, 2.0).temperature == 0.3
     s, _ = trained
     m, history = s["model"], s["history"]
     prompt = b"The lighthouse is a "
