@@ -10,7 +10,10 @@ when given, must agree with WORLD_SIZE).
 Signals: Ctrl-C reaches every process of the terminal's group; rank 0 stops at the next step,
 checkpoints and tells the others to stop (they ignore SIGINT and SIGTERM themselves, parallel.py).
 A SIGTERM to the launcher is passed to rank 0 alone, for the same. When a process fails, the others
-are killed (they would wait for it in NCCL forever) and its exit status is returned.
+are killed (they would wait for it in NCCL forever), one line on stderr names the rank, and its exit
+status is returned; a rank still running long after rank 0 finished cleanly is killed the same way.
+Under torchrun or srun the launcher's own watchdog does this (torchrun stops the group when one
+process fails; srun with --kill-on-bad-exit).
 """
 
 from __future__ import annotations
@@ -98,33 +101,53 @@ def child_env(rank: int, n: int, port: int, base=None) -> dict:
     return env
 
 
-def launch(n: int, argv: list[str], poll: float = 0.2) -> int:
-    """Run `python -m cheaplm.cli ARGV` as n processes (ranks 0..n-1 of one world); the exit status."""
+def launch(n: int, argv: list[str], poll: float = 0.2, grace: float = 300.0, cmd: list[str] | None = None,
+           say=None) -> int:
+    """Run `python -m cheaplm.cli ARGV` (or cmd) as n processes (ranks 0..n-1 of one world); the
+    exit status. A dead peer leaves the others waiting in NCCL forever, so: when a process exits
+    non-zero (or is killed), the others are killed and one line names the rank; when rank 0 has
+    finished cleanly and another is still running `grace` seconds later, that one is killed too."""
+    say = say or (lambda line: print(line, file=sys.stderr, flush=True))
     port = free_port()
-    cmd = [sys.executable, "-m", "cheaplm.cli", *argv]
+    cmd = cmd or [sys.executable, "-m", "cheaplm.cli", *argv]
     procs = [subprocess.Popen(cmd, env=child_env(r, n, port)) for r in range(n)]
 
     def to_rank0(signum, frame):
         if procs[0].poll() is None:
             procs[0].send_signal(signal.SIGTERM)
 
+    def stop_others() -> int:
+        live = [p for p in procs if p.poll() is None]
+        for p in live:
+            p.kill()
+        for p in procs:
+            p.wait()
+        return len(live)
+
     old = {signal.SIGTERM: signal.signal(signal.SIGTERM, to_rank0),
            signal.SIGINT: signal.signal(signal.SIGINT, signal.SIG_IGN)}  # the terminal tells rank 0 itself
     try:
+        done_at = None
         while True:
             codes = [p.poll() for p in procs]
-            failed = [c for c in codes if c not in (None, 0)]
-            if failed or all(c is not None for c in codes):
-                break
+            failed = [(r, c) for r, c in enumerate(codes) if c not in (None, 0)]
+            if failed:
+                rank, code = failed[0]
+                how = f"was killed by signal {-code}" if code < 0 else f"exited with status {code}"
+                stopped = stop_others()
+                say(f"Error: rank {rank} of {n} {how}; stopped the {stopped} still running")
+                return 128 - code if code < 0 else code
+            if all(c is not None for c in codes):
+                return 0
+            if codes[0] == 0:
+                done_at = done_at or time.monotonic()
+                if time.monotonic() - done_at > grace:
+                    rank = next(r for r, c in enumerate(codes) if c is None)
+                    stopped = stop_others()
+                    say(f"Error: rank 0 finished but rank {rank} of {n} was still running {grace:g} s later; "
+                        f"stopped the {stopped} still running")
+                    return 1
             time.sleep(poll)
-        if failed:  # the others would wait for the failed one in NCCL forever
-            for p in procs:
-                if p.poll() is None:
-                    p.kill()
-            for p in procs:
-                p.wait()
-            return next(c for c in (p.returncode for p in procs) if c not in (None, 0))
-        return 0
     finally:
         for sig, handler in old.items():
             signal.signal(sig, handler)

@@ -8,21 +8,25 @@ reader): the reader is data-parallel.
 - The reader's batch is rank 0's, as one process would draw it (its positions, lane-major runs of
   consecutive bytes); rank r reads lanes [r L / W, (r + 1) L / W) of it with its own share of the
   scan's state (`ReaderShard`). Each rank's backward adds its part of the gradient of the global
-  mean loss (scale 1 / global batch), the flat gradient buffer is summed over ranks (all_reduce,
-  fp32), and every rank takes the same Adam step: the parameters stay equal without being sent.
-- The hashed rows (the embedding table) are replicated and their gradient summed with the dense
-  weights' in the same buffer: the simple choice, right while the table fits each GPU (the x5
-  reader's 2 GB does). The gathered rows of every rank are what the GPU's lazy table update then
-  visits. Sharding the table by row hash (each rank owns rows h % W, exchanging the rows a batch
-  reads and their gradients all-to-all) would go in Reader.forward's gather and backward's scatter
-  (reader_backend.py's gather/scatter) and trade the full-table reduction (table size per step)
-  for two exchanges of batch x slots rows; which wins at 2 and 8 GPUs is to be measured.
-  Not measured, an estimate: the x5 reader's 537 M table parameters make the summed buffer 2.1 GB
-  a step, about 9 ms at NCCL's ~400 GB/s on NVLink against 33 ms for the whole step on one H200,
-  so the dense sum of the table alone would keep 8 GPUs far below the 75% goal. The cheaper exact
-  step, still replicated: keep the table out of the all_reduce, all_gather every rank's rows and
-  input gradient (batch x slots x dim, about 21 MB a rank) and scatter them all on every rank
-  (Reader.backward's scatter; on the CPU in rank order, which is one process's order).
+  mean loss (scale 1 / global batch), the dense weights' part of the flat gradient buffer is summed
+  over ranks (all_reduce, fp32), the table's as below, and every rank takes the same Adam step:
+  the parameters stay equal without being sent.
+- The hashed rows (the embedding table) are replicated, and their gradient is not summed whole:
+  a step touches at most reader.touched_rows_max rows of the table's 8.4 M (x5 reader: 30,721 for
+  one of 8 GPUs' 2,048 positions). Each rank lists the distinct rows its positions read with their
+  gradient rows (kernels/table_rows.py; a list of that fixed length, -1 past the count, as NCCL
+  needs equal parts), the lists are all-gathered, and every rank adds them back into its zeroed
+  rows in rank order and runs the same row-wise lazy Adam over the gathered rows. A list names a
+  row once, so the adds need no atomics: every replica makes the same sums, to the bit (on the
+  stand-in they equal the whole-table all_reduce this replaced, 0 + g0 + g1 in rank order).
+  Computed, not timed (bench/multi_gpu_volume.py, bench/NOTES.md §22): the whole table's all_reduce
+  was 2.2 GB a step, the lists are 31 MB at 2 GPUs and 57 MB at 8, and the dense weights' 328 MB
+  all_reduce is now the larger part. Sharding the table by row hash (rank h % W owning row h; the
+  rows a batch reads requested from their owners before forward, their gradients sent back after
+  backward: Reader.forward's gather and backward's scatter) would move about as much (588 against
+  630 MB a step at 8 GPUs) for two exchanges on forward's critical path and sharded checkpoints;
+  its gain is memory (the table and its moments split W ways), worth it once the table does not
+  fit one GPU.
 - The memory (count tables, match index, mixers) is counted by rank 0 alone: the reader reads the
   match model's pointers but never the count tables, and only rank 0 saves, so the tables never
   need to travel; counting is about 10% of a GPU run's time. Splitting it by shard and reducing

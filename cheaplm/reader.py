@@ -180,6 +180,15 @@ def blocks(cfg: ReaderConfig) -> list[tuple[str, tuple[int, int], bool]]:
     return out
 
 
+def touched_rows_max(cfg: ReaderConfig, n: int) -> int:
+    """The most distinct table rows n positions can read: per slot kind, its positions' rows or
+    the rows of its part of the table, whichever is fewer (bytes, hashed contexts, match
+    candidates), and the constant row. The length of a rank's list of touched rows (parallel.py)."""
+    n_ctx, n_mi = len(cfg.contexts), cfg.match_inputs
+    return (min(n * cfg.window, cfg.window * 256) + min(n * n_ctx, n_ctx << cfg.ctx_bits)
+            + min(n * n_mi, n_mi * cfg.match_states * 256) + 1)
+
+
 def decayed(name: str) -> bool:
     """Blocks that weight decay shrinks: the dense layers' weights and the scan's products (not the
     table, the copy path's values or the scan's gate biases)."""
@@ -458,21 +467,34 @@ class Reader:
         if world == 1:
             self.update(lr, frozen, table_lr, weight_decay)
             return float(np.mean(self.host(self.ws["loss"]), dtype=np.float64))
-        # the table's gradient travels with the dense weights' (replicated rows), unless it is frozen (zero)
-        comm.all_reduce(self.grad[self.offsets[1]:] if "table" in frozen else self.grad)
-        self.update(lr, frozen, table_lr, weight_decay, rows=self._all_rows(comm) if self.ops.gpu else None)
+        comm.all_reduce(self.grad[self.offsets[1]:])  # the dense weights' gradient, summed over ranks
+        rows = None if "table" in frozen else self._exchange_rows(comm)  # the table's: the rows read only
+        self.update(lr, frozen, table_lr, weight_decay, rows=rows)
         total = np.array([np.sum(self.host(self.ws["loss"]), dtype=np.float64)])
         comm.all_reduce(total)
         return float(total[0] / n)
 
-    def _all_rows(self, comm):
-        """Every rank's table rows of this step, rank after rank (the GPU's lazy update visits them)."""
-        rows = self.ws["rows"]
-        shape = (rows.shape[0] * comm.size, rows.shape[1])
-        if self.ws.get("all_rows") is None or self.ws["all_rows"].shape != shape:
-            self.ws["all_rows"] = self.dev.empty(shape, rows.dtype)
-        comm.all_gather(rows, self.ws["all_rows"])
-        return self.ws["all_rows"]
+    def _exchange_rows(self, comm):
+        """The table's gradient summed over ranks, touching only the rows the step read: this
+        rank's distinct rows and their gradient rows (a list of touched_rows_max entries, -1 past
+        the count: kernels/table_rows.py) are all-gathered, and every rank adds every rank's list
+        back into its zeroed rows in rank order, so the replicas' sums are the same to the bit.
+        Returns the lists' rows ((ranks x entries, 1), -1 padded), which the GPU's row-wise Adam
+        visits."""
+        ws, ops = self.ws, self.ops
+        g = self.view(self.grad, 0)
+        p, w = touched_rows_max(self.cfg, ws["n"]), comm.size
+        x = ws.get("exchange")
+        if x is None or x["all_ids"].shape[0] != w * p:
+            x = ws["exchange"] = {"ids": self.dev.empty(p, np.int64), "vals": self.dev.empty((p, self.cfg.dim)),
+                                  "all_ids": self.dev.empty(w * p, np.int64),
+                                  "all_vals": self.dev.empty((w * p, self.cfg.dim))}
+        ops.take_rows(ws["rows"], g, x["ids"], x["vals"])
+        comm.all_gather(x["ids"], x["all_ids"])
+        comm.all_gather(x["vals"], x["all_vals"])
+        for r in range(w):  # rank order: the sums every rank makes alike
+            ops.add_rows(x["all_ids"][r * p: (r + 1) * p], x["all_vals"][r * p: (r + 1) * p], g)
+        return x["all_ids"].reshape(w * p, 1)
 
     def new_state(self, lanes: int):
         """A zero scan state for `lanes` lanes, on the reader's device (None without a scan)."""

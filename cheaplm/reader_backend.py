@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .device import launch, launch_2d, launch_tiles
-from .kernels import adam, gemm, reader_ops, scan
+from .kernels import adam, gemm, reader_ops, scan, table_rows
 
 
 @dataclass
@@ -38,6 +38,12 @@ class HostOps:
 
     def __init__(self, dev):
         self.dev = dev
+        self.marks = None  # int32 per table row, zero between steps (the row-wise work of adam.py, table_rows.py)
+
+    def row_marks(self, n_rows: int):
+        if self.marks is None or self.marks.shape[0] != n_rows:
+            self.marks = self.dev.put(np.zeros(n_rows, np.int32))
+        return self.marks
 
     def operand(self, rows: int, cols: int, keep_float: bool = True) -> Operand:
         return Operand(f=np.zeros((rows, cols), np.float32))
@@ -92,6 +98,15 @@ class HostOps:
     def scatter(self, d, rows, table_grad, keep) -> None:
         reader_ops.scatter_cpu(d, rows, table_grad, keep)
 
+    def take_rows(self, rows, table_grad, ids, vals) -> None:
+        """The distinct rows of rows into ids (-1 past the count), their gradient rows out of
+        table_grad (R, dim) into vals (kernels/table_rows.py; several processes, parallel.py)."""
+        table_rows.take_rows(rows, self.row_marks(table_grad.shape[0]), table_grad, ids, vals)
+
+    def add_rows(self, ids, vals, table_grad) -> None:
+        """table_grad[ids[j]] += vals[j] for one rank's list."""
+        table_rows.add_rows(ids, vals, table_grad)
+
     def scan_forward(self, proj, bias, s0, state, gate, s: Operand, T: int) -> None:
         scan.scan_forward_cpu(proj, bias, s0, state, gate, s.f, T)
 
@@ -113,7 +128,7 @@ class GpuOps(HostOps):
     def __init__(self, dev):
         super().__init__(dev)
         self._w16: dict = {}  # slot -> Operand: bf16 copies of parameter blocks, remade each step
-        self.marks = None  # int32 per table row, zero between steps (adam.adam_rows_step's work space)
+        self.count = None  # int32 of one: table_rows.take_rows's work space
 
     def operand(self, rows: int, cols: int, keep_float: bool = True) -> Operand:
         e = self.dev.empty
@@ -169,11 +184,13 @@ class GpuOps(HostOps):
 
     def table_update(self, table, grad, m, v, dim: int, rows, step: int, lr: float) -> bool:
         """The table's lazy Adam over the rows the batch read (its only rows with a gradient)."""
-        n_rows = table.shape[0] // dim
-        if self.marks is None or self.marks.shape[0] != n_rows:
-            self.marks = self.dev.put(np.zeros(n_rows, np.int32))
-        adam.adam_rows_step(rows, self.marks, dim, table, grad, m, v, step, lr)
+        adam.adam_rows_step(rows, self.row_marks(table.shape[0] // dim), dim, table, grad, m, v, step, lr)
         return True
+
+    def take_rows(self, rows, table_grad, ids, vals) -> None:
+        if self.count is None:
+            self.count = self.dev.zeros(1, np.int32)
+        table_rows.take_rows(rows, self.row_marks(table_grad.shape[0]), table_grad, ids, vals, self.count)
 
     def scan_forward(self, proj, bias, s0, state, gate, s: Operand, T: int) -> None:
         grid, blk = launch_2d(state.shape[1], state.shape[0])

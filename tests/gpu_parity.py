@@ -142,6 +142,7 @@ def check(big: bool = False) -> bool:
     ok &= check_scan(rng, big)
     ok &= check_dropout(rng, big)
     ok &= check_adam_decay(rng)
+    ok &= check_table_rows(rng, big)
     ok &= check_gemm(rng, big)
     if os.environ.get("NUMBA_ENABLE_CUDASIM") != "1":
         ok &= check_reader(rng, big, scan=False)
@@ -242,6 +243,62 @@ def check_adam_decay(rng) -> bool:
     oerr = float(np.max(np.abs(a[0] - want)))
     good = bool(err < 1e-6 and oerr < 1e-5)
     print(f"adam with weight decay: max diff {err:.2e}, vs float64 {oerr:.1e}: {'ok' if good else 'MISMATCH'}")
+    return good
+
+
+def check_table_rows(rng, big: bool) -> bool:
+    """Several GPUs' exchange of touched table rows (kernels/table_rows.py): the GPU's lists against
+    the host's (the same rows and gradient rows, in another order: compared sorted by row), two
+    ranks' lists added back in rank order (exact: no atomics), and the row-wise Adam over the
+    gathered, -1 padded lists against the host's full lazy pass."""
+    from cheaplm.kernels import table_rows
+
+    n_rows, dim, n_b, slots = (200_000, 64, 4096, 20) if big else (50, 5, 9, 4)
+    cap = n_b * slots
+    host_ids, host_vals, dev_lists = [], [], []
+    grads = []
+    for _ in range(2):  # two ranks' batches and gradients
+        rows = rng.integers(0, n_rows, (n_b, slots)).astype(np.int64)
+        g = np.zeros((n_rows, dim), np.float32)
+        g[np.unique(rows)] = rng.standard_normal((len(np.unique(rows)), dim))
+        grads.append(g.copy())
+        ids, vals, marks = np.empty(cap, np.int64), np.empty((cap, dim), np.float32), np.zeros(n_rows, np.int32)
+        table_rows.take_rows(rows, marks, g, ids, vals)
+        host_ids.append(ids)
+        host_vals.append(vals)
+        d_ids, d_vals = cuda.device_array(cap, np.int64), cuda.device_array((cap, dim), np.float32)
+        d_g, d_marks, count = cuda.to_device(grads[-1]), cuda.to_device(np.zeros(n_rows, np.int32)), cuda.to_device(
+            np.zeros(1, np.int32))
+        table_rows.take_rows(cuda.to_device(rows), d_marks, d_g, d_ids, d_vals, count)
+        dev_lists.append((d_ids, d_vals))
+        gi, gv = d_ids.copy_to_host(), d_vals.copy_to_host()
+        order_h, order_d = np.argsort(np.where(ids < 0, n_rows, ids)), np.argsort(np.where(gi < 0, n_rows, gi))
+        same = (np.array_equal(ids[order_h], gi[order_d]) and np.array_equal(vals[order_h], gv[order_d])
+                and not d_g.copy_to_host().any() and not d_marks.copy_to_host().any() and count.copy_to_host()[0] ==
+                (ids >= 0).sum())
+        if not same:
+            print("table rows: lists MISMATCH")
+            return False
+    want = np.zeros((n_rows, dim), np.float32)
+    for g in grads:
+        want += g
+    d_sum = cuda.to_device(np.zeros((n_rows, dim), np.float32))
+    for d_ids, d_vals in dev_lists:
+        table_rows.add_rows(d_ids, d_vals, d_sum)
+    added = np.array_equal(d_sum.copy_to_host(), want)
+    # the row-wise Adam over both lists, padding included, against the host's full lazy pass
+    p0, m0 = (rng.normal(size=n_rows * dim).astype(np.float32) for _ in range(2))
+    v0 = np.abs(rng.normal(size=n_rows * dim)).astype(np.float32)
+    a = [p0.copy(), want.ravel().copy(), m0.copy(), v0.copy()]
+    adam.adam_cpu(*a, 0.01, 0.9, 0.99, 1e-8, 1.0 - 0.9, 1.0 - 0.99, 1)
+    all_ids = np.concatenate([d.copy_to_host() for d, _ in dev_lists]).reshape(-1, 1)
+    d = [cuda.to_device(x) for x in (p0, want.ravel().copy(), m0, v0)]
+    marks = cuda.to_device(np.zeros(n_rows, np.int32))
+    adam.adam_rows_step(cuda.to_device(all_ids), marks, dim, *d, 1, 0.01, 0.9, 0.99, 1e-8)
+    aerr = max(np.max(np.abs(x - y.copy_to_host())) for x, y in zip(a, d))
+    good = bool(added and aerr < 1e-6 and (all_ids < 0).any() and not marks.copy_to_host().any())
+    print(f"table rows: lists as the host's, sums exact {added}, row-wise Adam over the padded lists {aerr:.1e}: "
+          f"{'ok' if good else 'MISMATCH'}")
     return good
 
 

@@ -17,9 +17,12 @@ Parts (`--part`, default parity and scaling):
   as `cheaplm train --gpus N` does. GPU training is not bit-reproducible (atomics), so the test is
   relative: the 2-GPU reader's distance from the 1-GPU reader must be within 3x the distance between
   the two 1-GPU runs plus 1e-3 of how far training moved the weights ("within bf16 rounding": the
-  split only changes the order of fp32 sums of bf16 products), and val bpb within 0.01.
+  split only changes the order of fp32 sums of bf16 products), and val bpb within 0.01. The two
+  ranks' readers must be equal to the bit: the table's gradient travels as each rank's list of
+  touched rows, added back on every rank in rank order without atomics (parallel.py).
 - scaling: reader positions/s of the default 5-minute reader (x5) on 1, 2, 4, 8 GPUs (those
-  visible), --bench-steps steps after the memory phase; efficiency = rate(k) / (k x rate(1)).
+  visible), --bench-steps steps after the memory phase; efficiency = rate(k) / (k x rate(1)),
+  printed beside bench/multi_gpu_volume.py's prediction (computed bytes over an assumed bandwidth).
   Goal (issue 26): >= 85% at 2, >= 75% at 8.
 - wikibench: `cheaplm train SPLIT --minutes 5 --gpus all` then `cheaplm eval --split test` on the
   wikibench split (bench/wikibench_data.py builds it from --data, as bench/wikibench.py does).
@@ -47,10 +50,14 @@ def rank_job(spec: dict) -> None:
     from cheaplm.model import ModelConfig
     from cheaplm.train import TrainConfig, train
 
+    import numpy as np
+
     comm = connect(World.from_env())
     out = train(Path(spec["data"]), Path(spec["run"]), ModelConfig.from_dict(spec["model"]),
                 TrainConfig(**spec["train"]), log=print if comm.rank == 0 else (lambda *a: None),
                 stop_after_reader_steps=spec["steps"], comm=comm)
+    if comm.rank > 0 and out.get("reader") is not None:  # its replica, to compare with rank 0's checkpoint
+        np.save(spec["result"] + f".rank{comm.rank}.npy", out["reader"].host(out["reader"].params))
     if comm.rank == 0:
         keep = ("val_bpb", "reader_steps", "reader_seconds", "reader_positions_per_s", "stopped")
         Path(spec["result"]).write_text(json.dumps({k: out.get(k) for k in keep}))
@@ -125,12 +132,15 @@ def parity(tmp: Path, steps: int) -> dict:
 
     p0 = init_params(load_model(tmp / "one_a")[0].reader.cfg).astype("float64")
     noise, d2, moved = (float(np.linalg.norm(x)) for x in (pb - pa, p2 - pa, pa - p0))
-    ok = d2 <= 3 * noise + 1e-3 * moved and abs(two["val_bpb"] - one_a["val_bpb"]) <= 0.01
+    # the replicas: rank 1 adds the same row lists in the same order and gets NCCL's same dense sum,
+    # so its reader is rank 0's to the bit (the exchange of touched rows, parallel.py)
+    same = np.array_equal(np.load(tmp / "two.json.rank1.npy"), p2.astype(np.float32))
+    ok = d2 <= 3 * noise + 1e-3 * moved and abs(two["val_bpb"] - one_a["val_bpb"]) <= 0.01 and same
     row = {"steps": steps, "one_vs_one": noise, "two_vs_one": d2, "moved": moved, "val_one": one_a["val_bpb"],
-           "val_one_again": one_b["val_bpb"], "val_two": two["val_bpb"], "pass": ok}
+           "val_one_again": one_b["val_bpb"], "val_two": two["val_bpb"], "replicas_equal": bool(same), "pass": ok}
     print(f"parity after {steps} reader steps: |2 GPUs - 1 GPU| {d2:.3e}, |1 GPU - 1 GPU| {noise:.3e}, "
           f"weights moved {moved:.3e}; val bpb 1 GPU {one_a['val_bpb']:.4f} / {one_b['val_bpb']:.4f}, "
-          f"2 GPUs {two['val_bpb']:.4f}: {'PASS' if ok else 'FAIL'}")
+          f"2 GPUs {two['val_bpb']:.4f}; rank 1's reader equals rank 0's bit for bit: {same}: {'PASS' if ok else 'FAIL'}")
     return row
 
 
@@ -143,6 +153,9 @@ def scaling(tmp: Path, n_gpus: int, steps: int) -> list:
     spec = {"data": str(data), "model": json.loads(model.to_json()), "steps": steps,
             "train": {"device": "cuda", "bytes": 32 * 10**6, "checkpoint_minutes": 0, "log_seconds": 1e9,
                       "val_seconds": 1e9}}
+    sys.path.insert(0, str(ROOT / "bench"))
+    from multi_gpu_volume import table
+
     rows = []
     for k in (1, 2, 4, 8):
         if k > n_gpus:
@@ -150,10 +163,16 @@ def scaling(tmp: Path, n_gpus: int, steps: int) -> list:
         out = world_run(k, spec, tmp, f"scale{k}")
         rate = out["reader_positions_per_s"]
         eff = rate / (k * rows[0]["positions_per_s"]) if rows else 1.0
-        rows.append({"gpus": k, "positions_per_s": rate, "efficiency": eff, "steps": out["reader_steps"]})
-    print(f"reader {model.reader.get('hidden')}: GPUs | M positions/s | scaling efficiency")
+        # bench/multi_gpu_volume.py's prediction for the touched-rows exchange (design b) at this
+        # card's own one-GPU rate, with its assumed 450 GB/s and 20 us a collective
+        pred = 1.0 if k == 1 else next(r["efficiency"] for r in table(5.0, [k], 450.0, 20.0, rows[0]["positions_per_s"])
+                                       if r["design"] == "b")
+        rows.append({"gpus": k, "positions_per_s": rate, "efficiency": eff, "predicted": pred,
+                     "steps": out["reader_steps"]})
+    print(f"reader {model.reader.get('hidden')}: GPUs | M positions/s | scaling efficiency | predicted (volume model)")
     for r in rows:
-        print(f"{r['gpus']:4d} | {r['positions_per_s'] / 1e6:13.3f} | {100 * r['efficiency']:5.1f}%")
+        print(f"{r['gpus']:4d} | {r['positions_per_s'] / 1e6:13.3f} | {100 * r['efficiency']:17.1f}% | "
+              f"{100 * r['predicted']:5.1f}%")
     return rows
 
 

@@ -5,6 +5,7 @@ The real NCCL path runs only on a machine with several GPUs: tests/gpu_parity_mu
 
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -13,11 +14,15 @@ from cheaplm import launch
 from cheaplm.checkpoint import load_model
 from cheaplm.comm import CommError, Solo, World, bf16_to_f32, broadcast_json, f32_to_bf16, run_ranks
 from cheaplm.evaluate import stream_bpb
+from cheaplm.kernels import table_rows
+from cheaplm.reader import blocks, touched_rows_max
 from cheaplm.model import ModelConfig
 from cheaplm.prepare import PrepareOptions, prepare
 from cheaplm.train import TrainConfig, TrainError, train
 
 from conftest import SAMPLE_DUMP
+from test_kernels import text
+from test_reader import SMALL, pointers, small_model
 
 # the pinned run's model (tests/test_pinned.py): a small memory and a reader with a 16-unit scan, 8 lanes of 16
 CFG = ModelConfig(orders=[0, 1, 2, 3, 4, 6], words=2, sparse=[0b10], skips=[2], table_bits=12,
@@ -77,6 +82,25 @@ def test_the_command_line_says_so_in_one_line(tmp_path):
     assert proc.returncode == 1 and proc.stderr.strip().splitlines() == [
         "Error: --gpus 'zero': give a number of GPUs (1 or more) or 'all'"]
     assert not (tmp_path / "r").exists()
+
+
+def test_the_launcher_stops_the_world_when_a_rank_dies_and_names_it():
+    """A dead peer leaves the others waiting in NCCL forever: the launcher kills them and says which
+    rank died (plain processes here, as the launcher starts them)."""
+    lines = []
+    body = "import os, sys, time; r = int(os.environ['RANK']); {}"
+    t0 = time.monotonic()
+    code = launch.launch(3, [], poll=0.05, say=lines.append,
+                         cmd=[sys.executable, "-c", body.format("sys.exit(3) if r == 1 else time.sleep(120)")])
+    assert code == 3 and time.monotonic() - t0 < 60
+    assert lines == ["Error: rank 1 of 3 exited with status 3; stopped the 2 still running"]
+    lines.clear()  # rank 0 done, rank 2 waiting for it forever: stopped after the grace period
+    code = launch.launch(3, [], poll=0.05, grace=0.5, say=lines.append,
+                         cmd=[sys.executable, "-c", body.format("time.sleep(120) if r == 2 else None")])
+    assert code == 1 and lines == ["Error: rank 0 finished but rank 2 of 3 was still running 0.5 s later; "
+                                   "stopped the 1 still running"]
+    lines.clear()
+    assert launch.launch(2, [], poll=0.05, say=lines.append, cmd=[sys.executable, "-c", "pass"]) == 0 and not lines
 
 
 # ---- the collectives of the stand-in -------------------------------------------------------------
@@ -209,3 +233,95 @@ def test_a_batch_that_does_not_split_and_a_run_without_reader_release_the_other_
     memory_only = ModelConfig(**{**CFG.__dict__, "reader": {"on": False}})
     out = run_world(2, data_dir, tmp_path / "mem", cfg=memory_only)
     assert out[1] == {"rank": 1, "reader_steps": 0} and out[0]["val_bpb"] is not None
+
+
+# ---- the table's gradient as touched rows -----------------------------------------------------------
+
+def test_touched_rows_are_listed_once_in_reading_order_moved_out_and_added_back():
+    rng = np.random.default_rng(3)
+    rows = rng.integers(0, 30, (9, 4)).astype(np.int64)  # repeats
+    grad = np.zeros((30, 3), np.float32)
+    grad[np.unique(rows)] = rng.standard_normal((len(np.unique(rows)), 3))
+    before, marks = grad.copy(), np.zeros(30, np.int32)
+    ids, vals = np.full(40, 7, np.int64), np.full((40, 3), 5.0, np.float32)
+    table_rows.take_rows(rows, marks, grad, ids, vals)
+    first = list(dict.fromkeys(rows.ravel().tolist()))  # position, then slot
+    n = len(first)
+    assert ids[:n].tolist() == first and np.all(ids[n:] == -1)
+    assert np.array_equal(vals[:n], before[first]) and not vals[n:].any()
+    assert not grad.any() and not marks.any()
+    table_rows.add_rows(ids, vals, grad)
+    table_rows.add_rows(ids[:0], vals[:0], grad)  # an empty list
+    assert np.array_equal(grad, before)
+    with pytest.raises(ValueError, match="more distinct table rows than the 5"):
+        table_rows.take_rows(rows, marks, grad, ids[:5], vals[:5])
+    assert not marks.any()
+
+
+def test_the_touched_rows_bound_is_each_slot_kinds_rows_or_its_part_of_the_table():
+    m = small_model({**SMALL, "batch": 64})
+    cfg = m.reader.cfg
+    assert cfg.match_inputs > 0 and cfg.slots == cfg.window + len(cfg.contexts) + cfg.match_inputs + 1
+    assert touched_rows_max(cfg, 1) == cfg.slots and touched_rows_max(cfg, 3) == 3 * cfg.slots - 2
+    assert touched_rows_max(cfg, 10**9) == blocks(cfg)[0][1][0]  # the regions make up the whole table
+    data = text(3000, seed=4)
+    prev = pointers(m, data)
+    for n in (1, 64, 2000):
+        pos = np.arange(900, 900 + n, dtype=np.int64)
+        ws = m.reader.forward(data, pos, m.match.args(prev, 0))
+        assert len(np.unique(ws["rows"])) <= touched_rows_max(cfg, n)
+
+
+def test_the_exchange_sums_each_ranks_rows_in_rank_order_on_every_rank():
+    """Each rank's table gradient after the exchange is g_0 + g_1 + ... (float32, rank order) of the
+    ranks' own gradients, on every rank bit for bit: what the whole table's all_reduce gave."""
+    data = text(3000, seed=5)
+    pos = np.arange(1000, 1048, dtype=np.int64)
+
+    def local(rank, world):
+        m = small_model({**SMALL, "batch": 48}, seed=2)
+        r = m.reader
+        part = pos[rank * 48 // world: (rank + 1) * 48 // world]
+        r.forward(data, part, m.match.args(pointers(m, data), 0), scale=1.0 / 48)
+        r.backward()
+        return r
+
+    for world in (2, 3):
+        mine = [local(rank, world) for rank in range(world)]
+        want = np.zeros_like(mine[0].view(mine[0].grad, 0))
+        for r in mine:
+            want += r.view(r.grad, 0)
+
+        def body(c):
+            r = local(c.rank, world)
+            listed = r._exchange_rows(c)
+            return r.view(r.grad, 0).copy(), listed.ravel()
+
+        out = run_ranks(world, body)
+        assert np.any(want != 0) and all(np.array_equal(g, want) for g, _ in out)
+        touched = set(np.concatenate([r.ws["rows"].ravel() for r in mine]).tolist())
+        assert set(out[0][1][out[0][1] >= 0].tolist()) == touched and np.array_equal(out[0][1], out[1][1])
+
+
+def test_the_volume_bench_counts_the_whole_buffer_for_a_and_the_padded_lists_for_b():
+    """bench/multi_gpu_volume.py at the GPU default (x5): the whole-gradient all-reduce sends the
+    flat buffer once at 2 GPUs (2 (N-1)/N = 1); the touched-rows exchange adds (N-1) lists of
+    touched_rows_max rows (id + dim floats) to the dense all-reduce."""
+    import importlib.util
+
+    from cheaplm.reader import param_count
+
+    spec = importlib.util.spec_from_file_location("multi_gpu_volume", launch.__file__.replace(
+        "cheaplm/launch.py", "bench/multi_gpu_volume.py"))
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    s = bench.shapes(5.0)
+    assert s["cfg"].hidden == [10240, 5120] and s["table_bytes"] + s["dense_bytes"] == 4 * param_count(s["cfg"])
+    for n in (2, 8):
+        v = bench.volumes(s, n)
+        ring = 2 * (n - 1) / n
+        message = v["a"][0] - ring * (s["table_bytes"] + s["dense_bytes"])
+        assert 0 < message < 1e6
+        rows = touched_rows_max(s["cfg"], s["batch"] // n)
+        assert v["b"][0] == pytest.approx(message + ring * s["dense_bytes"] + (n - 1) * rows * (8 + 4 * s["dim"]))
+        assert v["b"][0] < v["a"][0] / 5

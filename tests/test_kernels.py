@@ -365,4 +365,4 @@ def test_cuda_kernels_match_cpu_twins_in_simulator():
                           env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
-    assert len(lines) == 13 and all(ln.endswith("ok") or ": ok (" in ln for ln in lines), proc.stdout
+    assert len(lines) == 14 and all(ln.endswith("ok") or ": ok (" in ln for ln in lines), proc.stdout

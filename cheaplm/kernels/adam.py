@@ -65,10 +65,13 @@ def adam_step(params, grad, m, v, step: int, lr: float, beta1=0.9, beta2=0.99, e
 
 @cuda.jit
 def mark_rows_kernel(rows, marks):
-    """marks[r] = 1 for every row r of rows (n_b, slots): the table rows this batch's gradient touched."""
+    """marks[r] = 1 for every row r of rows (n_b, slots): the table rows this batch's gradient touched
+    (an entry < 0 names none: a list padded to its fixed length, kernels/table_rows.py)."""
     i = cuda.grid(1)
     if i < rows.shape[0] * rows.shape[1]:
-        marks[rows[i // rows.shape[1], i % rows.shape[1]]] = 1
+        r = rows[i // rows.shape[1], i % rows.shape[1]]
+        if r >= 0:
+            marks[r] = 1
 
 
 @cuda.jit
@@ -78,7 +81,7 @@ def adam_rows_kernel(rows, marks, dim, params, grad, m, v, lr, beta1, beta2, eps
     i = cuda.grid(1)
     if i < rows.shape[0] * rows.shape[1]:
         r = rows[i // rows.shape[1], i % rows.shape[1]]
-        if cuda.atomic.exch(marks, r, 0) == 1:
+        if r >= 0 and cuda.atomic.exch(marks, r, 0) == 1:
             for e in range(r * dim, (r + 1) * dim):
                 adam_element_k(e, params, grad, m, v, lr, beta1, beta2, eps, bc1, bc2, 1, 0.0)
 
@@ -86,7 +89,8 @@ def adam_rows_kernel(rows, marks, dim, params, grad, m, v, lr, beta1, beta2, eps
 def adam_rows_step(rows, marks, dim: int, params, grad, m, v, step: int, lr: float, beta1=0.9, beta2=0.99,
                    eps=1e-8) -> None:
     """GPU: adam_step(..., lazy=True) of a flat (R * dim) table, visiting only the rows listed in
-    rows (n_b, slots), each once (the same elements change, by the same arithmetic). marks: int32
+    rows (n_b, slots), each once (the same elements change, by the same arithmetic; entries < 0 are
+    skipped: the padding of the rows every rank touched, parallel.py). marks: int32
     per table row, all zero, and zero again on return."""
     bc1 = 1.0 - beta1**step
     bc2 = 1.0 - beta2**step
