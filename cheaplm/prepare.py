@@ -85,6 +85,9 @@ BATCH_CHARS = 1 << 20
 SMALL_SPLIT_BYTES = 64 << 10
 MIN_ARTICLES_TO_FILL = 3  # from this many articles on, no split that is asked for stays empty
 SKIPPED_KINDS = (REDIRECT, NAMESPACE, OVERSIZED)  # pages counted as skipped, never cleaned
+# The last run's costs (bench/prepare_speed.py --profile): the pool's PoolStats.as_dict(), with
+# the main process's CPU and wall seconds from the pool's start to its end
+LAST_PROFILE: dict = {}
 
 
 @dataclass
@@ -512,6 +515,7 @@ def _prepare_into(files: list[Path], tmp: Path, options: PrepareOptions, console
     clean_args = (options.keep_markup, options.min_chars, options.page_seconds)
     chunk_task = (read_chunk, (options.max_page_chars, *clean_args)) if options.parallel_bz2 else None
     written = WrittenArticles()
+    cpu0 = time.process_time()
     with OrderedPool(ctx, workers, clean_batch) as pool:
         for source_index, f in enumerate(files):
             stats = SourceStats(str(f))
@@ -576,6 +580,9 @@ def _prepare_into(files: list[Path], tmp: Path, options: PrepareOptions, console
             done_text += stats.bytes_uncompressed
             if stats.pages_read == 0:
                 raise SourceError(f"{f}: no pages or text found")
+    LAST_PROFILE.clear()
+    LAST_PROFILE.update(pool.stats.as_dict(), main_cpu_s=time.process_time() - cpu0,
+                        xml_bytes=done_text)
     progress.finish()
     superseded = written.superseded()
     cuts = _count_duplicates(written, superseded, stats_all)
