@@ -134,8 +134,8 @@ def profile(path: Path, workers: int, repeat: int, cores: int) -> None:
               f"{p['idle_s'] / (n * wall):.0%}, blocked sending a reply {p['blocked_s'] / (n * wall):.0%}; "
               f"pool CPU {ms(pool_cpu):.1f} ms/MB, busy wall {ms(p['busy_s']):.1f} ms/MB")
         tasks = sorted(p["task_s"])
-        print(f"  task seconds: median {tasks[len(tasks) // 2]:.3f}, 90th percentile {tasks[int(0.9 * len(tasks))]:.3f}, "
-              f"max {tasks[-1]:.3f}")
+        print(f"  task seconds: median {tasks[len(tasks) // 2]:.3f}, "
+              f"90th percentile {tasks[int(0.9 * len(tasks))]:.3f}, max {tasks[-1]:.3f}")
         print(f"  serial ceiling 1 / main CPU = {serial:.0f} MB/s; predicted on {cores} cores: "
               f"min({serial:.0f}, {cores} / (main + pool CPU) = {cores / (main_s + pool_s):.0f}) = "
               f"{predicted:.0f} MB/s", flush=True)

@@ -142,8 +142,9 @@ class PoolStats:
         return (self.ended or time.perf_counter()) - self.started
 
     def as_dict(self) -> dict:
-        return {k: getattr(self, k) for k in ("workers", "wall_s", "tasks", "send_s", "wait_s", "load_s",
-                                              "sent_bytes", "received_bytes", "idle_s", "busy_s", "blocked_s", "task_s")}
+        names = ("workers", "wall_s", "tasks", "send_s", "wait_s", "load_s", "sent_bytes", "received_bytes",
+                 "idle_s", "busy_s", "blocked_s", "task_s")
+        return {k: getattr(self, k) for k in names}
 
 
 class OrderedPool:
