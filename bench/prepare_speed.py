@@ -1,7 +1,7 @@
 """Measure `cheaplm prepare` throughput in MB/s of uncompressed input on ../shared/data.
 
 Usage: python bench/prepare_speed.py [--data ../shared/data] [--workers 0] [--multistream-mb 200]
-       [--only multistream]
+       [--only multistream] [--profile]
 Prints one row per source group, then a short table; numbers go into bench/RESULTS.md by hand
 with the date, machine, commit and this command.
 
@@ -13,6 +13,14 @@ siteinfo header and the closing tag each a stream of their own. It is prepared t
 decoder in the main process (`parallel_bz2=False`, the path before) and with the streams decoded
 by the worker pool (which, since 2026-12-03, also reads and cleans each chunk's pages: the row
 keeps its name so that the rates compare across commits).
+
+--profile: only the pool path on the built multistream dump, --repeat times, each run's costs
+broken down (prepare.LAST_PROFILE, from workpool.PoolStats): the main process's CPU, its wall time
+in sends and in waiting for replies, the bytes crossing the pipes per MB of XML, and how the
+workers' time splits into busy, idle (waiting for a task) and blocked (sending a reply the main
+process has not read yet). From these: the serial ceiling (1 / the main process's CPU seconds per
+MB) and a predicted rate on --project-cores cores (the pool's CPU per MB spread over the cores,
+bounded by the serial ceiling).
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ import time
 from pathlib import Path
 
 from cheaplm.multistream import ParallelBz2Reader
+from cheaplm import prepare as prepare_module
 from cheaplm.prepare import PrepareOptions, prepare
 
 PAGES_PER_STREAM = 100  # as in Wikimedia's pages-articles-multistream dumps
@@ -98,6 +107,40 @@ def cpu_seconds(who) -> float:
     return r.ru_utime + r.ru_stime
 
 
+def profile(path: Path, workers: int, repeat: int, cores: int) -> None:
+    """The --profile breakdown (module docstring), one block per run."""
+    for run in range(repeat):
+        tmp = Path(tempfile.mkdtemp())
+        pool0 = cpu_seconds(resource.RUSAGE_CHILDREN)
+        t0 = time.perf_counter()
+        prepare([str(path)], tmp / "out", PrepareOptions(workers=workers))
+        dt = time.perf_counter() - t0
+        pool_cpu = cpu_seconds(resource.RUSAGE_CHILDREN) - pool0
+        shutil.rmtree(tmp)
+        p = dict(prepare_module.LAST_PROFILE)
+        mb, n, wall = p["xml_bytes"] / 1e6, p["workers"], p["wall_s"]
+        ms = lambda seconds: 1e3 * seconds / mb  # noqa: E731 - per MB of XML
+        main_s, pool_s = p["main_cpu_s"] / mb, pool_cpu / mb
+        serial = 1 / main_s
+        predicted = min(serial, cores / (main_s + pool_s))
+        print(f"run {run + 1}: {mb:.1f} MB of XML in {dt:.2f} s = {mb / dt:.1f} MB/s, {n} workers, "
+              f"{p['tasks']} tasks, load average {os.getloadavg()[0]:.1f}")
+        print(f"  main process: CPU {ms(p['main_cpu_s']):.2f} ms/MB; wall in sends {ms(p['send_s']):.2f}, "
+              f"waiting for replies {ms(p['wait_s']):.2f}, unpickling {ms(p['load_s']):.2f} ms/MB "
+              f"(pool's life {wall:.2f} s)")
+        print(f"  bytes per MB of XML: to the workers {p['sent_bytes'] / 1e6 / mb:.3f} MB, "
+              f"back {p['received_bytes'] / 1e6 / mb:.3f} MB")
+        print(f"  workers ({n} x {wall:.2f} s): busy {p['busy_s'] / (n * wall):.0%}, idle waiting for a task "
+              f"{p['idle_s'] / (n * wall):.0%}, blocked sending a reply {p['blocked_s'] / (n * wall):.0%}; "
+              f"pool CPU {ms(pool_cpu):.1f} ms/MB, busy wall {ms(p['busy_s']):.1f} ms/MB")
+        tasks = sorted(p["task_s"])
+        print(f"  task seconds: median {tasks[len(tasks) // 2]:.3f}, "
+              f"90th percentile {tasks[int(0.9 * len(tasks))]:.3f}, max {tasks[-1]:.3f}")
+        print(f"  serial ceiling 1 / main CPU = {serial:.0f} MB/s; predicted on {cores} cores: "
+              f"min({serial:.0f}, {cores} / (main + pool CPU) = {cores / (main_s + pool_s):.0f}) = "
+              f"{predicted:.0f} MB/s", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default=str(Path(__file__).resolve().parent.parent.parent / "shared" / "data"))
@@ -107,11 +150,16 @@ def main() -> None:
     ap.add_argument("--project-cores", type=int, default=16,
                     help="cores for the CPU-time model's rate (main process alone, the rest spread)")
     ap.add_argument("--only", default="", help="run only the groups whose name contains this")
+    ap.add_argument("--profile", action="store_true",
+                    help="only the pool path on the multistream dump, its costs broken down (module docstring)")
     args = ap.parse_args()
     data = Path(args.data)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             cwd=Path(__file__).parent).stdout.strip()
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; commit {commit}")
+    if args.profile:
+        profile(build_multistream(data, args.multistream_mb), args.workers, args.repeat, args.project_cores)
+        return
     groups = {name: (files, True) for name, files in GROUPS.items()}
     if "multistream" in args.only or not args.only:
         multi = build_multistream(data, args.multistream_mb)

@@ -40,7 +40,10 @@ import bz2
 import collections
 import io
 
-CHUNK_BYTES = 1 << 20  # compressed bytes per chunk, at least (enwiki's streams are ~100 KB: ~10 a chunk)
+# compressed bytes per chunk, at least (enwiki's streams are ~100 KB: a few a chunk). Small chunks
+# keep many workers evenly busy (each takes the next when done; the last ones end together); the
+# callers keep several per worker in flight (prepare: 8)
+CHUNK_BYTES = 256 << 10
 MAX_CHUNK_BYTES = 16 << 20  # no stream header within this many bytes: decode the rest serially
 READ_BYTES = 1 << 20
 BLOCK_MAGIC = b"\x31\x41\x59\x26\x53\x59"  # pi: the first bytes of every bz2 block

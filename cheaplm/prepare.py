@@ -8,7 +8,10 @@ articles, with the few bytes before its first and after its last page (a page cu
 boundary), which the main parser reads; so the main process reads the file, orders and writes
 (multistream.py, wiki.page_run; where a worker cannot cut the pages out safely it returns the
 decoded bytes, which the main process parses as before). At most `2 x workers` batches and
-`2 x workers` compressed chunks are in flight, so memory stays constant however large the dump.
+`CHUNKS_AHEAD x workers` compressed chunks are in flight, so memory stays constant however large
+the dump. A worker's reply is read as soon as it is ready, and a task goes to the worker with the
+fewest unanswered (workpool.py): workers never wait on the order in which results are consumed,
+only on the chunks in flight running out.
 Results are consumed in submission order, which is what makes the shards independent of the
 number of workers.
 
@@ -80,11 +83,20 @@ except ImportError:  # pragma: no cover - Windows: no lock on the output
     fcntl = None
 
 BATCH_CHARS = 1 << 20
+# A multistream .bz2's chunks in flight per worker (of multistream.CHUNK_BYTES, 256 KiB, each): the
+# results are consumed in file order, so the workers stay busy only while enough later chunks are
+# at hand to cover a slow one (bench/RESULTS.md: 16 workers, 2 a worker of 1 MiB, were busy less
+# than half the time). Memory: under 1 MB a chunk (its compressed bytes, held until it is taken, and
+# its cleaned text), about 100 MB for 16 workers.
+CHUNKS_AHEAD = 8
 # A split smaller than this gets a warning: its bits per byte would rest on a few articles
 # (64 KiB is about 15 articles of average length), too noisy to compare two runs by.
 SMALL_SPLIT_BYTES = 64 << 10
 MIN_ARTICLES_TO_FILL = 3  # from this many articles on, no split that is asked for stays empty
 SKIPPED_KINDS = (REDIRECT, NAMESPACE, OVERSIZED)  # pages counted as skipped, never cleaned
+# The last run's costs (bench/prepare_speed.py --profile): the pool's PoolStats.as_dict(), with
+# the main process's CPU and wall seconds from the pool's start to its end
+LAST_PROFILE: dict = {}
 
 
 @dataclass
@@ -512,11 +524,12 @@ def _prepare_into(files: list[Path], tmp: Path, options: PrepareOptions, console
     clean_args = (options.keep_markup, options.min_chars, options.page_seconds)
     chunk_task = (read_chunk, (options.max_page_chars, *clean_args)) if options.parallel_bz2 else None
     written = WrittenArticles()
+    cpu0 = time.process_time()
     with OrderedPool(ctx, workers, clean_batch) as pool:
         for source_index, f in enumerate(files):
             stats = SourceStats(str(f))
             stats_all.append(stats)
-            src = open_source(f, pool if options.parallel_bz2 else None, ahead=2 * workers)
+            src = open_source(f, pool if options.parallel_bz2 else None, ahead=CHUNKS_AHEAD * workers)
             stats.format, stats.compression, stats.bytes = src.format, src.compression, src.size
             stats.mtime_ns = f.stat().st_mtime_ns
             dedup = src.format != TEXT  # plain text's titles are made up from the file name
@@ -576,6 +589,9 @@ def _prepare_into(files: list[Path], tmp: Path, options: PrepareOptions, console
             done_text += stats.bytes_uncompressed
             if stats.pages_read == 0:
                 raise SourceError(f"{f}: no pages or text found")
+    LAST_PROFILE.clear()
+    LAST_PROFILE.update(pool.stats.as_dict(), main_cpu_s=time.process_time() - cpu0,
+                        xml_bytes=done_text)
     progress.finish()
     superseded = written.superseded()
     cuts = _count_duplicates(written, superseded, stats_all)

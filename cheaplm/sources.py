@@ -193,7 +193,7 @@ def looks_like_wikitext(head: bytes) -> bool:
 
 def open_source(path: Path, pool=None, ahead: int = 0) -> OpenedSource:
     """Open `path` for reading its decompressed bytes; with a pool (anything with apply_async), a
-    bz2 file's streams are decoded by the pool, `ahead` chunks of about a MB in flight."""
+    bz2 file's streams are decoded by the pool, `ahead` chunks (multistream.CHUNK_BYTES) in flight."""
     if not path.exists():
         raise SourceError(f"{path}: no such file or directory")
     if not path.is_file():

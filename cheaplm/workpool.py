@@ -11,9 +11,12 @@ is a system call that a signal interrupts, and ending the pool kills the workers
 Workers are forked with SIGINT and SIGTERM blocked and unblock them only after setting their own
 handlers (SIGINT ignored: the parent handles Ctrl-C; SIGTERM's default action: it ends them).
 
-Each worker has its own pipe and takes tasks in turn; its results come back in the order it was
-given them, and a result asked for before earlier ones of the same worker is read after them
-(those are kept until asked for), so results may be collected in any order. Besides the pool's
+Each worker has its own pipe; a task goes to the worker with the fewest tasks unanswered (ties:
+in turn), so one slow task does not hold up the tasks queued behind it while others are free. A
+worker's results come back in the order it was given them. Whenever the parent waits for a result,
+it reads every reply that is ready, from any worker, and keeps it until asked for: results may be
+collected in any order, and a worker never waits long in sending a reply that is asked for only
+after earlier ones (a reply is larger than a pipe's buffer: the worker could not go on meanwhile). Besides the pool's
 own function, `apply_async(fn, args)` runs any module-level function (a multistream .bz2's
 decompression shares the cleaning workers, multistream.py). A thread inside each worker reads its tasks as
 they arrive, so the parent's send never waits on a worker that is itself waiting to send a result
@@ -28,6 +31,9 @@ import contextlib
 import queue
 import signal
 import threading
+import time
+from multiprocessing.connection import wait
+from multiprocessing.reduction import ForkingPickler
 
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 JOIN_SECONDS = 5.0  # a worker that outlives SIGTERM by this long is killed
@@ -89,18 +95,56 @@ def _serve(conn, func, mask, inherited) -> None:
             tasks.put(None)
 
     threading.Thread(target=read, daemon=True).start()
-    while (args := tasks.get()) is not None:
+    sent = 0.0  # seconds the previous reply's send took (the parent reads replies in its own order)
+    while True:
+        t0 = time.perf_counter()
+        if (args := tasks.get()) is None:
+            break
+        t1 = time.perf_counter()
         try:
             if args and args[0] == CALL:  # apply_async: (CALL, fn, fn's args)
-                reply = (True, args[1](*args[2]))
+                value = (True, args[1](*args[2]))
             else:
-                reply = (True, func(*args))
+                value = (True, func(*args))
         except Exception as exc:  # the parent raises it
-            reply = (False, exc)
+            value = (False, exc)
+        t2 = time.perf_counter()
+        # (ok, value, timings): seconds idle before the task, busy on it, blocked sending the last reply
+        reply = (*value, (t1 - t0, t2 - t1, sent))
         try:
             conn.send(reply)
         except (BrokenPipeError, OSError):
             return
+        sent = time.perf_counter() - t2
+
+
+class PoolStats:
+    """What a pool's traffic cost, for bench/prepare_speed.py --profile. Seconds are wall-clock.
+
+    Parent: `send_s` in sends (a send waits while the worker's pipe is full), `wait_s` waiting for a
+    result asked for (the workers still busy, or replies crossing), `load_s` unpickling replies; bytes
+    each way. Workers, summed over them: `idle_s` waiting for a task, `busy_s` running tasks,
+    `blocked_s` in sending replies (until the parent reads them). `wall_s`: the pool's life so far.
+    """
+
+    def __init__(self, workers: int):
+        self.workers = workers
+        self.started = time.perf_counter()
+        self.ended: float | None = None
+        self.tasks = 0
+        self.send_s = self.wait_s = self.load_s = 0.0
+        self.sent_bytes = self.received_bytes = 0
+        self.idle_s = self.busy_s = self.blocked_s = 0.0
+        self.task_s: list[float] = []  # each task's busy seconds, in the order read
+
+    @property
+    def wall_s(self) -> float:
+        return (self.ended or time.perf_counter()) - self.started
+
+    def as_dict(self) -> dict:
+        names = ("workers", "wall_s", "tasks", "send_s", "wait_s", "load_s", "sent_bytes", "received_bytes",
+                 "idle_s", "busy_s", "blocked_s", "task_s")
+        return {k: getattr(self, k) for k in names}
 
 
 class OrderedPool:
@@ -117,6 +161,7 @@ class OrderedPool:
         self._tickets = 0
         self._waiting: list = []  # per worker: tickets sent to it whose replies are not read yet
         self._replies: dict = {}  # ticket -> (ok, value) read ahead of its get()
+        self.stats = PoolStats(workers)
         try:
             with stop_signals_blocked() as mask:  # a signal that came meanwhile raises here, and we clean up
                 for _ in range(workers):
@@ -133,33 +178,66 @@ class OrderedPool:
             raise
 
     def submit(self, *args) -> "_Result":
-        """Run the pool's function on args in the next worker."""
-        k = self._turn
-        self._turn = (k + 1) % len(self._procs)
-        self._conns[k].send(args)
+        """Run the pool's function on args in the worker with the fewest tasks unanswered."""
+        self._read_ready(0)
+        n = len(self._procs)
+        k = min(range(self._turn, self._turn + n), key=lambda j: len(self._waiting[j % n])) % n
+        self._turn = (k + 1) % n
+        data = ForkingPickler.dumps(args)
+        t0 = time.perf_counter()
+        self._conns[k].send_bytes(data)
+        self.stats.send_s += time.perf_counter() - t0
+        self.stats.sent_bytes += len(data)
         self._tickets += 1
         self._waiting[k].append(self._tickets)
         return _Result(self, k, self._tickets)
 
     def apply_async(self, fn, args: tuple) -> "_Result":
-        """Run fn(*args) (a module-level function) in the next worker."""
+        """Run fn(*args) (a module-level function) as submit() runs the pool's function."""
         return self.submit(CALL, fn, tuple(args))
 
     def _receive(self, k: int, ticket: int):
         while ticket not in self._replies:
-            try:
-                reply = self._conns[k].recv()
-            except (EOFError, OSError):
-                self._procs[k].join(0.1)
-                raise WorkerDied(f"a worker ended unexpectedly (exit code {self._procs[k].exitcode})") from None
-            self._replies[self._waiting[k].popleft()] = reply
+            if not self._waiting[k] or ticket < self._waiting[k][0]:
+                raise RuntimeError(f"result {ticket} was already collected")
+            t0 = time.perf_counter()
+            self._read_ready(None)
+            self.stats.wait_s += time.perf_counter() - t0
         ok, value = self._replies.pop(ticket)
         if not ok:
             raise value
         return value
 
+    def _read_ready(self, timeout: float | None) -> None:
+        """Read the replies that are ready, one per worker, from the workers with tasks unanswered;
+        with timeout None, wait until one is."""
+        busy = {self._conns[k]: k for k in range(len(self._procs)) if self._waiting[k]}
+        if not busy:
+            return
+        for conn in wait(list(busy), timeout):
+            self._read_reply(busy[conn])
+
+    def _read_reply(self, k: int) -> None:
+        stats = self.stats
+        try:
+            data = self._conns[k].recv_bytes()
+        except (EOFError, OSError):
+            self._procs[k].join(0.1)
+            raise WorkerDied(f"a worker ended unexpectedly (exit code {self._procs[k].exitcode})") from None
+        t1 = time.perf_counter()
+        ok, value, (idle, busy, blocked) = ForkingPickler.loads(data)
+        stats.load_s += time.perf_counter() - t1
+        stats.received_bytes += len(data)
+        stats.tasks += 1
+        stats.idle_s += idle
+        stats.busy_s += busy
+        stats.blocked_s += blocked
+        stats.task_s.append(busy)
+        self._replies[self._waiting[k].popleft()] = (ok, value)
+
     def close(self) -> None:
         """Let the workers finish what they hold and exit (closing their pipes tells them), then reap them."""
+        self.stats.ended = time.perf_counter()
         for conn in self._conns:
             conn.close()
         for proc in self._procs:

@@ -105,6 +105,40 @@ def test_parallel_reader_in_prepares_pool_beside_cleaning_tasks(small_chunks):
     assert out == xml and chunks == 6
 
 
+def _wait_for(flag: str) -> tuple[int, bool]:
+    """A slow task: waits (at most 20 s) until the file `flag` exists; its worker's pid, and whether it did."""
+    import os
+    import time
+    end = time.monotonic() + 20
+    while not os.path.exists(flag) and time.monotonic() < end:
+        time.sleep(0.01)
+    return os.getpid(), os.path.exists(flag)
+
+
+def _pid(x):
+    import os
+    return os.getpid()
+
+
+def test_pool_sends_tasks_past_a_busy_worker(tmp_path):
+    """workpool.OrderedPool gives a task to the worker with the fewest unanswered: tasks submitted
+    while one worker is held by a slow task all run on the other (in turn, the next would wait behind
+    the slow one), and a result already collected cannot be asked for again."""
+    from cheaplm.workpool import OrderedPool
+
+    flag = tmp_path / "go"
+    with OrderedPool(multiprocessing.get_context("fork"), 2, _pid) as pool:
+        slow = pool.apply_async(_wait_for, (str(flag),))
+        quick = []
+        for k in range(4):
+            quick.append(pool.submit(k).get())  # each done before the next is sent
+        flag.touch()
+        slow_pid, released = slow.get()
+        assert released and len(set(quick)) == 1 and slow_pid not in quick
+        with pytest.raises(RuntimeError, match="already collected"):
+            slow.get()
+
+
 def test_false_stream_header_falls_back_to_serial(small_chunks, threads, monkeypatch):
     """A header found by its bytes inside a stream is not trusted: decoding goes on serially from there."""
     xml = SAMPLE_DUMP.read_bytes()
