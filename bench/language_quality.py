@@ -176,6 +176,7 @@ def _answer_task(task):
     gen = Generator(model, history, history_far=far)
     over = dict(over)
     join = over.pop("join", True)  # not a sampling setting: chat.ask's
+    over.setdefault("subject", chat.SUBJECT)  # chat's own, not the library's (Sampling's is 1)
     lead, source = chat.ask(gen, question, True, 1, index if recall else None, history, join=join)
     t_first = None
     out = []

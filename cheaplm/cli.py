@@ -277,9 +277,9 @@ def sampling_options(f):
                      help="Never draw a byte that repeats a string of this many bytes already in the reply (0 = off)."),
         click.option("--max-copy", default=d.max_copy, type=int,
                      help="Never draw a byte that continues a verbatim copy of this many bytes of the training text (0 = off)."),
-        click.option("--subject", default=d.subject, type=float,
+        click.option("--subject", default=None, type=float,
                      help="Weight of the document's own words (its title, a recalled article) in the mix, times this "
-                     "(1 = as trained; more holds the reply to its subject)."),
+                     "(1 = as trained; more holds the reply to its subject) [default: 2 for chat, 1 for sample]."),
         click.option("--seed", default=None, type=int, help="Random seed [default: random, printed to stderr]."),
         click.option("--device", type=click.Choice(DEVICE_NAMES), default="auto",
                      help="Generation runs on the CPU twin (one byte at a time); cuda is accepted and falls back."),
@@ -342,7 +342,7 @@ def sample(run_dir, prompt, prompt_file, num_samples, max_bytes, temperature, to
     from .sample import generate
 
     console = stderr_console()
-    sampling = _sampling(temperature, top_k, top_p, min_p, no_repeat, max_copy, subject)
+    sampling = _sampling(temperature, top_k, top_p, min_p, no_repeat, max_copy, 1.0 if subject is None else subject)
     if prompt is not None and prompt_file is not None:
         raise UserError("give --prompt or --prompt-file, not both")
     if prompt is not None:
@@ -404,11 +404,11 @@ def chat(run_dir, raw, recall, max_bytes, temperature, top_k, top_p, min_p, no_r
 
     Example: cheaplm chat runs/simple --temperature 0.7
     """
-    from .chat import run_chat
+    from .chat import SUBJECT, run_chat
     from .recall import load_index
 
     console = stderr_console()
-    sampling = _sampling(temperature, top_k, top_p, min_p, no_repeat, max_copy, subject)
+    sampling = _sampling(temperature, top_k, top_p, min_p, no_repeat, max_copy, SUBJECT if subject is None else subject)
     seed = _seed(seed, console)
     with console.status("loading the model…"):
         gen, ckpt = _load_generator(run_dir, device)

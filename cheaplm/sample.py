@@ -39,9 +39,8 @@ class Sampling:
     measured on the H200's 5-minute model, T 0.5 with min-p 0.2, no-repeat 16 and max-copy 32 was
     the warmest whose free answers read no worse to the judge than real article leads, with no loops
     and no copies (T 0.8 and no-repeat 24 read 1.215 bits per byte to the judge, leads 1.087; T 0.5
-    with no-repeat 24 looped in 4 of 40 answers). `subject` 2 (issue 23): free answers that name their
-    subject again 19 of 40 against 7 at 1 (the transformer 18, real leads 22), for 0.032 more bits per
-    byte to the judge (1.071 against 1.039; real leads 1.048): bench/RESULTS.md, "Answers on subject"."""
+    with no-repeat 24 looped in 4 of 40 answers). `subject` is 1 here (the model as trained) and
+    chat's is 2 (chat.SUBJECT)."""
 
     temperature: float = 0.5
     top_k: int = 0  # keep the k most likely bytes (0 = all)
@@ -51,8 +50,8 @@ class Sampling:
     max_copy: int = 32  # a byte continuing a verbatim copy of this many bytes from before the document is not drawn (0 = off)
     self_copy: bool = False  # let the match model copy from the reply itself
     # the document words' weight in the mix (docwords.py) times this: > 1 holds the reply to its
-    # title's (and a recalled article's) words. 2: bench/RESULTS.md "Answers on subject"
-    subject: float = 2.0
+    # document's words (chat's title, a recalled article); 1: as trained
+    subject: float = 1.0
 
     def check(self) -> "Sampling":
         """Raises ValueError naming the option for a value that would sample garbage."""
