@@ -58,17 +58,21 @@ def throughput(run_dir: str, n: int, env: dict) -> float:
     return float(out.stdout.strip().splitlines()[-1])
 
 
-def whole_process(run_dir: str, n: int) -> tuple[float, float]:
-    """(wall seconds, CPU seconds) of `cheaplm sample --max-bytes n` as a new process."""
-    t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "cheaplm.cli", "sample", run_dir, "--prompt", PROMPT,
-                             "--max-bytes", str(n), "--seed", "1"], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - t0
+def whole_process(run_dir: str, n: int) -> tuple[float, float, int]:
+    """(wall seconds, CPU seconds, bytes written after the prompt) of `cheaplm sample --max-bytes n`
+    as a new process. The bytes are counted, not assumed: a model may end its article (the
+    end-of-article byte) long before n."""
+    with tempfile.TemporaryFile() as out:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen([sys.executable, "-m", "cheaplm.cli", "sample", run_dir, "--prompt", PROMPT,
+                                 "--max-bytes", str(n), "--seed", "1"], stdout=out, stderr=subprocess.DEVNULL)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+        out.seek(0)
+        written = max(0, len(out.read()) - len(PROMPT.encode()))
     if status:
         raise SystemExit(f"cheaplm sample failed ({status})")
-    return wall, usage.ru_utime + usage.ru_stime
+    return wall, usage.ru_utime + usage.ru_stime, written
 
 
 def main() -> None:
@@ -78,9 +82,9 @@ def main() -> None:
     ap.add_argument("--whole", type=int, default=0, help="also time a whole process generating this many bytes")
     args = ap.parse_args()
     if args.whole:
-        wall, cpu = whole_process(args.run_dir, args.whole)
-        print(f"whole process, {args.whole:,} bytes, all cores: {wall:.1f} s wall ({args.whole / wall:,.0f} bytes/s), "
-              f"{cpu:.1f} s CPU ({args.whole / cpu:,.0f} bytes per CPU second)")
+        wall, cpu, written = whole_process(args.run_dir, args.whole)
+        print(f"whole process, --max-bytes {args.whole:,}: {written:,} bytes written, all cores: {wall:.1f} s wall "
+              f"({written / wall:,.0f} bytes/s), {cpu:.1f} s CPU ({written / cpu:,.0f} bytes per CPU second)")
     env = dict(os.environ, NUMBA_NUM_THREADS="1")
     rate = throughput(args.run_dir, args.bytes, env)
     warm = min(first_byte_seconds(args.run_dir, env) for _ in range(3))
