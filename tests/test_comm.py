@@ -18,20 +18,13 @@ from cheaplm.kernels import table_rows
 from cheaplm.reader import blocks, touched_rows_max
 from cheaplm.model import ModelConfig
 from cheaplm.prepare import PrepareOptions, prepare
-from cheaplm.train import TrainConfig, TrainError, train
+from cheaplm.train import TrainError, train
 
 from conftest import SAMPLE_DUMP
 from test_kernels import text
+from test_pinned import CFG, TC  # the pinned run's model: a small memory, a 16-unit scan, 8 lanes of 16
 from test_reader import SMALL, pointers, small_model
 
-# the pinned run's model (tests/test_pinned.py): a small memory and a reader with a 16-unit scan, 8 lanes of 16
-CFG = ModelConfig(orders=[0, 1, 2, 3, 4, 6], words=2, sparse=[0b10], skips=[2], table_bits=12,
-                  match_minlens=[12, 6, 3], match_bits=14, match_recency=[64, 1024], apm2_bits=6, apm_hash_bits=8,
-                  reader={"on": True, "window": 4, "dim": 8, "ctx_bits": 8, "hidden": [32, 16], "batch": 128,
-                          "contexts": [[0, 2], [0, 3], [1, 1], [3, 2]], "scan": 16, "scan_chunk": 16,
-                          "max_epochs": 2.0, "table_epochs": 1.0})
-TC = TrainConfig(device="cpu", bytes=10**6, batch=256, count_chunk=2000, lr=0.01, seed=0, log_seconds=1e9,
-                 val_seconds=1e9, checkpoint_minutes=0, holdout_max=2048)
 QUIET = dict(log=lambda *a: None)
 
 
@@ -54,10 +47,10 @@ def test_the_world_is_read_from_torchrun_then_slurm_and_is_one_without_either():
 
 def test_gpus_values_and_a_missing_cupy_are_one_line_errors(monkeypatch):
     assert launch.parse_gpus("1", 0) == 1 and launch.parse_gpus("4", 8) == 4 and launch.parse_gpus("all", lambda: 8) == 8
-    for text, have, needle in (("0", 8, "1 or more"), ("-2", 8, "1 or more"), ("two", 8, "'all'"), ("1.5", 8, "'all'"),
+    for value, have, needle in (("0", 8, "1 or more"), ("-2", 8, "1 or more"), ("two", 8, "'all'"), ("1.5", 8, "'all'"),
                                ("3", 2, "only 2 CUDA GPUs"), ("all", 0, "no CUDA GPU")):
         with pytest.raises(CommError, match=needle) as err:
-            launch.parse_gpus(text, have)
+            launch.parse_gpus(value, have)
         assert "\n" not in str(err.value)
     monkeypatch.setattr(launch.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(CommError, match=r"CuPy with NCCL.*pip install 'cheaplm\[multigpu\]'"):
