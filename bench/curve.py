@@ -57,6 +57,9 @@ RUNS = [
      "transformer-speedrun 10x640 (the 5-minute row's recipe, shape by budget; 49.5M params)"),
     ("h200-default-1min-01af16d.json", None, "cheaplm", "default"),
     ("h200-default-5min-01af16d.json", None, "cheaplm", "default"),
+    ("h200-transformer-speedrun-2min-e88d66a.json", None, "transformer",
+     "transformer-speedrun 8x512 (the 5-minute row's recipe, shape by budget; 25.4M params)"),
+    ("h200-default-2min-e88d66a.json", None, "cheaplm", "default"),
 ]
 
 
