@@ -104,6 +104,10 @@ ROWS = [
     ("no recall, subject 3", False, {"subject": 3.0}, True),
     ("recall, subject 1", True, {"subject": 1.0}, True),
     ("recall, article not joined to the document words", True, {"join": False, "subject": 1.0}, True),
+    # the gain where a word starts a sentence only (Sampling.subject_inside: the gain inside sentences)
+    ("no recall, subject 3 at sentence starts, 1 inside", False, {"subject": 3.0, "subject_inside": 1.0}, True),
+    ("no recall, subject 5 at sentence starts, 1 inside", False, {"subject": 5.0, "subject_inside": 1.0}, True),
+    ("no recall, subject 4 at sentence starts, 1.5 inside", False, {"subject": 4.0, "subject_inside": 1.5}, True),
 ]
 TRANSFORMER_ROW = "transformer (the judge itself)"
 LEADS_ROW = "real leads (test split)"

@@ -212,6 +212,11 @@ def distribution(keys, counts, st, p):
     return (kb * 3 + db) * 2 + sent
 
 
+def starts_sentence(c: int) -> bool:
+    """Whether confidence context c (distribution's) is a word that starts a sentence."""
+    return c >= 0 and (c & 1) == 1
+
+
 @numba.njit(cache=True)
 def path_stretches(p, y, out_row):
     """out_row[j] = stretch(P(bit j = 1 | y's bits above j)) under the distribution p."""

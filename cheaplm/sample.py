@@ -52,6 +52,9 @@ class Sampling:
     # the document words' weight in the mix (docwords.py) times this: > 1 holds the reply to its
     # document's words (chat's title, a recalled article); 1: as trained
     subject: float = 1.0
+    # the same gain inside a sentence (after its first word); None: `subject` everywhere. D's trained
+    # weights are largest where a word starts a sentence, where an article names its subject again
+    subject_inside: float | None = None
 
     def check(self) -> "Sampling":
         """Raises ValueError naming the option for a value that would sample garbage."""
@@ -71,6 +74,8 @@ class Sampling:
             raise ValueError(f"--max-copy must be 0 (off) or from 8 to 64 bytes, not {self.max_copy}")
         if not (0 <= self.subject <= 8):  # nan fails too
             raise ValueError(f"--subject must be from 0 to 8, not {self.subject}")
+        if self.subject_inside is not None and not (0 <= self.subject_inside <= 8):
+            raise ValueError(f"--subject-inside must be from 0 to 8, not {self.subject_inside}")
         return self
 
 
@@ -124,7 +129,7 @@ class Generator(Stream):
     def sample(self, rng: np.random.Generator, sampling: Sampling = Sampling(), allow_end=True, banned=()) -> int:
         """Draw the next byte. `banned` (the repeat guard's) and the copy guard's bytes are dropped
         only at a word start (after a space): a ban inside a word left broken words ("buildina")."""
-        p = self.distribution(sampling.subject) * utf8_allowed(self.pending)
+        p = self.distribution(sampling.subject, sampling.subject_inside) * utf8_allowed(self.pending)
         at_word_start = self.t > 0 and self.buf[self.t - 1] == 0x20
         if not at_word_start:
             banned = ()

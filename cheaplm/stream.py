@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import corpus, hostmem
-from .docwords import DocWords
+from .docwords import DocWords, starts_sentence as docwords_starts_sentence
 from .match import drop_pointers_from
 from .reader import mixed_distribution
 from .reader_host import HostReader
@@ -169,11 +169,13 @@ class Stream:
         self._rnext = None
         self._track_utf8(data)
 
-    def distribution(self, doc_gain: float = 1.0) -> np.ndarray:
+    def distribution(self, doc_gain: float = 1.0, doc_gain_inside: float | None = None) -> np.ndarray:
         """P(next byte) over 0..255 (float64), from the model alone: the memory's byte tree, mixed
         node by node with the reader's distribution when the model has a reader (as evaluation
         mixes the bits of the true byte, reader.py). doc_gain: the document words' mix weights
-        times this (Sampling.subject; 1 is the model as trained and scored)."""
+        times this (Sampling.subject; 1 is the model as trained and scored); doc_gain_inside, when
+        given, replaces it where D's context says the word does not start a sentence
+        (Sampling.subject_inside)."""
         self._ensure_prev()
         m = self.model
         out = np.zeros(256, np.float64)
@@ -184,7 +186,8 @@ class Stream:
             if self._doc is not None:  # the same inputs as evaluation's (docwords.doc_inputs)
                 self._doc.advance(self.buf, self.t, self.copy_before)  # a reply's words are not counted
                 p_d, c = self._doc.distribution()
-                doc = (p_d, c, m.reader.mix_doc if doc_gain == 1.0 else m.reader.mix_doc * np.float32(doc_gain))
+                gain = doc_gain if (doc_gain_inside is None or docwords_starts_sentence(c)) else doc_gain_inside
+                doc = (p_d, c, m.reader.mix_doc if gain == 1.0 else m.reader.mix_doc * np.float32(gain))
             mixed_distribution(self._node_p1, pr, m.reader.mix, self._scratch.mass, out, doc)
         return out
 

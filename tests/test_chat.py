@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from cheaplm import chat
+from cheaplm import chat, docwords
 from cheaplm.checkpoint import load_model
 from cheaplm.model import ModelConfig
 from cheaplm.prepare import PrepareOptions, prepare
@@ -346,12 +346,29 @@ def test_subject_scales_the_document_words_weights_when_drawing(run):
     assert np.array_equal(g.distribution(), base)
     seen = []
     orig = g.distribution
-    g.distribution = lambda gain=1.0: (seen.append(gain), orig(gain))[1]
-    list(generate(g, np.random.default_rng(0), 20, Sampling(subject=3.0), opening=lead.encode()))
-    assert seen and set(seen) == {3.0}
+    g.distribution = lambda gain=1.0, inside=None: (seen.append((gain, inside)), orig(gain, inside))[1]
+    list(generate(g, np.random.default_rng(0), 20, Sampling(subject=3.0, subject_inside=1.5), opening=lead.encode()))
+    assert seen and set(seen) == {(3.0, 1.5)}
     for bad in (-0.5, 8.5, float("nan")):
         with pytest.raises(ValueError, match="--subject"):
             Sampling(subject=bad).check()
+        with pytest.raises(ValueError, match="--subject-inside"):
+            Sampling(subject_inside=bad).check()
+
+
+def test_subject_inside_applies_its_gain_where_a_word_does_not_start_a_sentence(run):
+    """Sampling.subject_inside: inside a sentence ("... the Arc") the distribution is the one at
+    the inside gain; in a word that starts a sentence (". Arc") the one at `subject`."""
+    d, model, history, ckpt = run
+    data, lead, _ = chat.prompt_bytes("Who was Archimedes?", False, 1, None, history)
+    for tail, starts in ((b" the Arc", False), (b" a man. Arc", True)):
+        g = Generator(model, history)
+        g.feed(data + tail)
+        both = g.distribution(2.0, 0.0)
+        assert docwords.starts_sentence(g._doc.distribution()[1]) == starts
+        assert np.array_equal(both, g.distribution(2.0 if starts else 0.0))
+        assert not np.allclose(g.distribution(2.0), g.distribution(0.0))  # D speaks here
+    assert docwords.starts_sentence(1) and not docwords.starts_sentence(0) and not docwords.starts_sentence(-1)
 
 
 def test_ask_joins_a_recalled_article_to_the_document_words(run):
