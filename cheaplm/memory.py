@@ -193,7 +193,7 @@ class NodeScratch:
         self.idx = np.zeros(mixer.idx_width(n_sel, n_apm, n_mi), np.int64)
         self.zk = np.zeros(n_sel, np.float32)
         self.mass = np.zeros(512, np.float64)
-        self.rows = np.zeros(n_ctx, np.int64)  # each context's table row under the nibble being expanded
+        self.rows = np.zeros((17, n_ctx), np.int64)  # each context's table row: nibble 0, then under each high nibble
         self.luts = _count_luts()
 
 
@@ -323,7 +323,7 @@ def byte_distribution(buf, t, prev_t, minlens, mspec, ctx, tables, params, lay, 
     probabilities of the byte tree are read from one position's hashes and match inputs; the
     low-nibble subtrees of high nibbles below `prune` (PRUNE) are not expanded, which saves most table
     reads. Equal, bit for bit, to byte_tree_reference (mixer.mix_node at every node); this walks the tree a
-    high nibble at a time so that each context's row is found once per nibble (_node_logit)."""
+    high nibble at a time, each context's row found once per nibble (_node_logit)."""
     n_ctx = lay[mixer.L_NCTX]
     for i in range(n_ctx):
         hashes[i] = context_hash(buf, t, ctx[i, 0], ctx[i, 1], i)
@@ -334,13 +334,29 @@ def byte_distribution(buf, t, prev_t, minlens, mspec, ctx, tables, params, lay, 
     if t > 1:
         hist |= np.int64(buf[t - 2]) << 8
     mass[1] = 1.0
-    for i in range(n_ctx):
-        rows[i] = slot_of(hashes[i], 0, ctx[i, 2], ctx[i, 3])
+    # every row the tree may read (17 per context, 2 or 3 cache lines each), touched here so that their
+    # cache misses overlap instead of coming one node at a time; 4,000 table reads then hit the cache
+    touch = np.int64(0)
+    for nib in range(17):
+        for i in range(n_ctx):
+            row = slot_of(hashes[i], nib, ctx[i, 2], ctx[i, 3])
+            rows[nib, i] = row
+            touch += tables[row, 0] + tables[row, 16] + tables[row, 31]
+    # the same for the hashed APM's curves (one row per node, 33 knots: 2 or 3 cache lines), the
+    # other tables that a node reads are small or read in order
+    for r in range(lay[mixer.L_NAPM]):
+        if lay[mixer.L_APM + 3 * r] == mixer.APM_BYTE2 and not lay[mixer.L_FLAGS] & mixer.NO_APM:
+            at = lay[mixer.L_APM + 3 * r + 1]
+            mask = lay[mixer.L_APM + 3 * r + 2]
+            for c in range(1, 256):
+                a = at + ((mix64(((hist & 0xFFFF) << 8) + c + 0x3000000) >> 24) & mask) * mixer.APM_KNOTS
+                touch += np.int64(params[a] + params[a + 16] + params[a + 32])
+    mass[0] = touch  # no node: kept so the reads stay
     for c in range(1, 16):  # the high nibble's nodes: bits 0..3, all in row nibble 0
         j = 0
         while (c >> (j + 1)) > 0:
             j += 1
-        zf = _node_logit(j, np.int64(c), np.int64(c), rows, cand, hist, tables, params, lay, stretch, bucket,
+        zf = _node_logit(j, np.int64(c), np.int64(c), rows[0], cand, hist, tables, params, lay, stretch, bucket,
                          feat, idx, zk)
         p1 = 1.0 / (1.0 + math.exp(-zf))
         node_p1[c] = p1
@@ -348,9 +364,6 @@ def byte_distribution(buf, t, prev_t, minlens, mspec, ctx, tables, params, lay, 
         mass[2 * c] = mass[c] * (1.0 - p1)
     for hi in range(16, 32):  # each high nibble's low-nibble subtree (nodes of bits 4..7)
         keep = mass[hi] >= prune
-        if keep:
-            for i in range(n_ctx):
-                rows[i] = slot_of(hashes[i], hi - 15, ctx[i, 2], ctx[i, 3])
         for j in range(4, 8):
             for low in range(1 << (j - 4)):
                 c = (hi << (j - 4)) | low
@@ -362,7 +375,7 @@ def byte_distribution(buf, t, prev_t, minlens, mspec, ctx, tables, params, lay, 
                     node_p1[c] = 0.5
                     continue
                 node = (np.int64(1) << (j - 4)) | low
-                zf = _node_logit(j, np.int64(c), node, rows, cand, hist, tables, params, lay, stretch, bucket,
+                zf = _node_logit(j, np.int64(c), node, rows[hi - 15], cand, hist, tables, params, lay, stretch, bucket,
                                  feat, idx, zk)
                 p1 = 1.0 / (1.0 + math.exp(-zf))
                 node_p1[c] = p1
