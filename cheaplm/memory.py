@@ -289,12 +289,17 @@ def _node_logit(j, c, node, rows, cand, hist, tables, params, lay, stretch, buck
         z1 = 0.0
         z2 = 0.0
         z3 = 0.0
+        w0 = params[b0:b0 + n_in]
+        w1 = params[b1:b1 + n_in]
+        w2 = params[b2:b2 + n_in]
+        w3 = params[b3:b3 + n_in]
         for q in range(n_in):
-            f = feat[q]
-            z0 += params[b0 + q] * f
-            z1 += params[b1 + q] * f
-            z2 += params[b2 + q] * f
-            z3 += params[b3 + q] * f
+            uq = np.uint64(q)  # unsigned: numba adds no negative-index wraparound (half this loop's time)
+            f = feat[uq]
+            z0 += w0[uq] * f
+            z1 += w1[uq] * f
+            z2 += w2[uq] * f
+            z3 += w3[uq] * f
         zk[k0] = z0
         if k0 + 1 < n_sel:
             zk[k0 + 1] = z1
