@@ -8,7 +8,10 @@ whole words until its first sentence end, see sample.generate), once with the ke
 it is (warm) and once with an empty NUMBA_CACHE_DIR (cold: every kernel compiles). Throughput is
 timed over a long generation, excluding start-up. With --whole N: one whole `cheaplm sample
 --max-bytes N` process on all cores, start-up included (wall seconds, and the process's CPU
-seconds, which a shared machine's load does not inflate as much), N / seconds.
+seconds, which a shared machine's load does not inflate as much), N / seconds. A model may end its
+article (the end-of-article byte) long before N; so --whole also times the same process that never
+ends one: `cheaplm sample`'s own steps (cli._load_generator, the CLI's default Sampling, seed 1,
+the text written to stdout as it streams) with allow_end=False, so that N bytes are generated.
 """
 
 from __future__ import annotations
@@ -75,16 +78,53 @@ def whole_process(run_dir: str, n: int) -> tuple[float, float, int]:
     return wall, usage.ru_utime + usage.ru_stime, written
 
 
+NO_END = (
+    "import sys\n"
+    "from pathlib import Path\n"
+    "import numpy as np\n"
+    "from cheaplm.cli import _load_generator\n"
+    "from cheaplm.sample import Sampling, generate\n"
+    "gen, _ = _load_generator(Path(sys.argv[1]), 'cpu')\n"
+    "prompt = sys.argv[3].encode()\n"
+    "gen.feed(prompt)\n"
+    "sys.stdout.write(prompt.decode())\n"
+    "for piece in generate(gen, np.random.default_rng(1), int(sys.argv[2]), Sampling().check(), allow_end=False):\n"
+    "    sys.stdout.write(piece)\n"
+    "    sys.stdout.flush()\n")
+
+
+def whole_process_no_end(run_dir: str, n: int) -> tuple[float, float, int]:
+    """As whole_process, for `cheaplm sample`'s steps with the end-of-article byte never drawn."""
+    with tempfile.TemporaryFile() as out:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen([sys.executable, "-c", NO_END, run_dir, str(n), PROMPT], stdout=out,
+                                stderr=subprocess.DEVNULL)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+        out.seek(0)
+        written = max(0, len(out.read()) - len(PROMPT.encode()))
+    if status:
+        raise SystemExit(f"the no-end sample failed ({status})")
+    return wall, usage.ru_utime + usage.ru_stime, written
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("run_dir")
     ap.add_argument("--bytes", type=int, default=20000)
     ap.add_argument("--whole", type=int, default=0, help="also time a whole process generating this many bytes")
+    ap.add_argument("--whole-only", action="store_true", help="with --whole: skip the one-core and first-byte timings")
     args = ap.parse_args()
     if args.whole:
         wall, cpu, written = whole_process(args.run_dir, args.whole)
         print(f"whole process, --max-bytes {args.whole:,}: {written:,} bytes written, all cores: {wall:.1f} s wall "
               f"({written / wall:,.0f} bytes/s), {cpu:.1f} s CPU ({written / cpu:,.0f} bytes per CPU second)")
+        wall, cpu, written = whole_process_no_end(args.run_dir, args.whole)
+        print(f"whole process, the same steps never ending the article, {args.whole:,} bytes: {written:,} bytes "
+              f"written, all cores: {wall:.1f} s wall ({written / wall:,.0f} bytes/s), {cpu:.1f} s CPU "
+              f"({written / cpu:,.0f} bytes per CPU second)")
+        if args.whole_only:
+            return
     env = dict(os.environ, NUMBA_NUM_THREADS="1")
     rate = throughput(args.run_dir, args.bytes, env)
     warm = min(first_byte_seconds(args.run_dir, env) for _ in range(3))

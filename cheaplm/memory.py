@@ -16,7 +16,7 @@ import numpy as np
 
 from . import config
 from .kernels import adam, counts, mixer
-from .kernels.hashing import context_hash
+from .kernels.hashing import context_hash, mix64, slot_of
 from .kernels.match import match_inputs
 from .match import MatchSpec
 
@@ -161,14 +161,23 @@ class Memory:
     def new_node_scratch(self) -> "NodeScratch":
         return NodeScratch(self.lay)
 
-    def node_probs(self, buf, t: int, match_args: tuple, scratch: "NodeScratch", out, node_p1) -> None:
+    def node_probs(self, buf, t: int, match_args: tuple, scratch: "NodeScratch", out, node_p1, prune=None) -> None:
         """Generation (host): out[y] = P(byte at t is y | buf[:t]), node_p1[c] = P(next bit = 1)
         at each node c of the byte tree (0.5 where pruned). match_args: MatchModel.args of the
-        position's (minimum lengths, 1) pointers with prev_base t."""
+        position's (minimum lengths, 1) pointers with prev_base t. prune: PRUNE unless given (tests)."""
         prev_t, _, minlens, mspec = match_args
         s = scratch
         byte_distribution(buf, t, prev_t, minlens, mspec, self.ctx, self.tables, self.params, self.lay, s.hashes,
-                          s.cand, s.feat, s.qidx, s.idx, s.zk, s.mass, out, node_p1)
+                          s.cand, s.feat, s.idx, s.zk, s.mass, s.rows, s.luts[0], s.luts[1], out, node_p1,
+                          PRUNE if prune is None else prune)
+
+    def node_probs_reference(self, buf, t: int, match_args: tuple, scratch: "NodeScratch", out, node_p1,
+                             prune=None) -> None:
+        """node_probs through byte_tree_reference (tests)."""
+        prev_t, _, minlens, mspec = match_args
+        s = scratch
+        byte_tree_reference(buf, t, prev_t, minlens, mspec, self.ctx, self.tables, self.params, self.lay, s.hashes,
+                            s.cand, s.feat, s.qidx, s.idx, s.zk, s.mass, out, node_p1, PRUNE if prune is None else prune)
 
 
 class NodeScratch:
@@ -184,20 +193,208 @@ class NodeScratch:
         self.idx = np.zeros(mixer.idx_width(n_sel, n_apm, n_mi), np.int64)
         self.zk = np.zeros(n_sel, np.float32)
         self.mass = np.zeros(512, np.float64)
+        self.rows = np.zeros((17, n_ctx), np.int64)  # each context's table row: nibble 0, then under each high nibble
+        self.luts = _count_luts()
 
 
 # High nibbles with less probability than this are not expanded (their bytes share it evenly).
 # Exact for every byte under a kept nibble; the pruned mass is below 16 x PRUNE per byte.
 PRUNE = 1e-6
+# counts below this read their stretch from a table (count_features computes it per node)
+SMALL_COUNT = 64
 
 
 @numba.njit(cache=True)
-def byte_distribution(buf, t, prev_t, minlens, mspec, ctx, tables, params, lay, hashes, cand, feat, qidx, idx, zk,
-                      mass, out, node_p1):
+def _count_lut_tables(small):
+    stretch = np.empty((small, small), np.float32)
+    for n0 in range(small):
+        for n1 in range(small):
+            # count_features' feat[2i], as float32 there
+            a = math.log((n1 + 0.4) / (n0 + 0.4))
+            if a > mixer.STRETCH_CLIP:
+                a = mixer.STRETCH_CLIP
+            elif a < -mixer.STRETCH_CLIP:
+                a = -mixer.STRETCH_CLIP
+            stretch[n0, n1] = a
+    bucket = np.empty(mixer.Q_TOP, np.int64)
+    for n in range(mixer.Q_TOP):
+        bucket[n] = mixer.count_bucket(n)
+    return stretch, bucket
+
+
+_LUTS = None
+
+
+def _count_luts():
+    global _LUTS
+    if _LUTS is None:
+        _LUTS = _count_lut_tables(SMALL_COUNT)
+    return _LUTS
+
+
+@numba.njit(cache=True, inline="always")
+def _node_logit(j, c, node, rows, cand, hist, tables, params, lay, stretch, bucket, feat, idx, zk):
+    """mixer.mix_node's zf for generation (no left-out bit), the same arithmetic in the same order:
+    the contexts' table rows come precomputed (`rows`: one set per high nibble, not one per node),
+    small counts' stretch and buckets come from tables, and the selectors' dot products run side by
+    side (each still sums its inputs in order, so each is bit-for-bit mix_selected's)."""
+    n_ctx = lay[mixer.L_NCTX]
+    sm = lay[mixer.L_SM]
+    small = stretch.shape[0]
+    nz = 0
+    for i in range(n_ctx):
+        row = rows[i]
+        n0 = np.int64(tables[row, 2 * node])
+        n1 = np.int64(tables[row, 2 * node + 1])
+        if n0 < small and n1 < small:
+            feat[2 * i] = stretch[n0, n1]
+        else:
+            a = math.log((n1 + 0.4) / (n0 + 0.4))
+            if a > mixer.STRETCH_CLIP:
+                a = mixer.STRETCH_CLIP
+            elif a < -mixer.STRETCH_CLIP:
+                a = -mixer.STRETCH_CLIP
+            feat[2 * i] = a
+        q0 = bucket[n0] if n0 < mixer.Q_TOP else mixer.N_Q - 1
+        q1 = bucket[n1] if n1 < mixer.Q_TOP else mixer.N_Q - 1
+        feat[2 * i + 1] = params[sm + i * mixer.N_Q * mixer.N_Q + q0 * mixer.N_Q + q1]
+        if n0 + n1 > 0:
+            nz += 1
+    mstate, ebit, votes = mixer.match_features(j, c, cand, params, lay, feat, idx)
+    # mixer.mix_selected, four selectors' sums at a time
+    n_in = lay[mixer.L_K]
+    n_sel = lay[mixer.L_NSEL]
+    prev_byte = hist & 255
+    for k in range(n_sel):
+        kind = lay[mixer.L_SEL + 2 * k]
+        if lay[mixer.L_FLAGS] & mixer.NO_WEIGHT_SETS:
+            s = np.int64(0)
+        elif kind == mixer.SEL_SEEN:
+            s = (j * lay[mixer.L_NMB] + mstate) * (n_ctx + 1) + nz
+        elif kind == mixer.SEL_PARTIAL:
+            s = c
+        elif kind == mixer.SEL_BYTE1:
+            s = prev_byte * 8 + j
+        elif kind == mixer.SEL_VOTES:
+            s = j * mixer.VOTE_SIDE * mixer.VOTE_SIDE + votes
+        else:
+            s = ((mix64((hist & 0xFFFF) + 0x10000) >> 24) & (mixer.BYTE2_SETS - 1)) * 8 + j
+        idx[k] = lay[mixer.L_SEL + 2 * k + 1] + s * n_in
+    for k0 in range(0, n_sel, 4):
+        b0 = idx[k0]
+        b1 = idx[k0 + 1] if k0 + 1 < n_sel else b0
+        b2 = idx[k0 + 2] if k0 + 2 < n_sel else b0
+        b3 = idx[k0 + 3] if k0 + 3 < n_sel else b0
+        z0 = 0.0
+        z1 = 0.0
+        z2 = 0.0
+        z3 = 0.0
+        w0 = params[b0:b0 + n_in]
+        w1 = params[b1:b1 + n_in]
+        w2 = params[b2:b2 + n_in]
+        w3 = params[b3:b3 + n_in]
+        for q in range(n_in):
+            uq = np.uint64(q)  # unsigned: numba adds no negative-index wraparound (half this loop's time)
+            f = feat[uq]
+            z0 += w0[uq] * f
+            z1 += w1[uq] * f
+            z2 += w2[uq] * f
+            z3 += w3[uq] * f
+        zk[k0] = z0
+        if k0 + 1 < n_sel:
+            zk[k0 + 1] = z1
+        if k0 + 2 < n_sel:
+            zk[k0 + 2] = z2
+        if k0 + 3 < n_sel:
+            zk[k0 + 3] = z3
+    if n_sel == 1:
+        idx[n_sel] = -1
+        z = zk[0]
+    else:
+        vrow = lay[mixer.L_V] + c * n_sel
+        idx[n_sel] = vrow
+        z = 0.0
+        for k in range(n_sel):
+            z += params[vrow + k] * zk[k]
+    zf, _, _ = mixer.apm_stages(z, c, hist, mstate, ebit, params, lay, idx)
+    return zf
+
+
+@numba.njit(cache=True)
+def byte_distribution(buf, t, prev_t, minlens, mspec, ctx, tables, params, lay, hashes, cand, feat, idx, zk,
+                      mass, rows, stretch, bucket, out, node_p1, prune):
     """out[y] = P(byte at t is y | buf[:t]) under the memory; node_p1[c] = its P(next bit = 1) at tree
     node c (0.5 where pruned); prev_t: (n_match, 1) match pointers for position t. The 255 node
     probabilities of the byte tree are read from one position's hashes and match inputs; the
-    low-nibble subtrees of high nibbles below PRUNE are not expanded, which saves most table reads."""
+    low-nibble subtrees of high nibbles below `prune` (PRUNE) are not expanded, which saves most table
+    reads. Equal, bit for bit, to byte_tree_reference (mixer.mix_node at every node); this walks the tree a
+    high nibble at a time, each context's row found once per nibble (_node_logit)."""
+    n_ctx = lay[mixer.L_NCTX]
+    for i in range(n_ctx):
+        hashes[i] = context_hash(buf, t, ctx[i, 0], ctx[i, 1], i)
+    match_inputs(buf, t, prev_t, 0, minlens, mspec, cand)
+    hist = np.int64(0)
+    if t > 0:
+        hist = np.int64(buf[t - 1])
+    if t > 1:
+        hist |= np.int64(buf[t - 2]) << 8
+    mass[1] = 1.0
+    # every row the tree may read (17 per context, 2 or 3 cache lines each), touched here so that their
+    # cache misses overlap instead of coming one node at a time; 4,000 table reads then hit the cache
+    touch = np.int64(0)
+    for nib in range(17):
+        for i in range(n_ctx):
+            row = slot_of(hashes[i], nib, ctx[i, 2], ctx[i, 3])
+            rows[nib, i] = row
+            touch += tables[row, 0] + tables[row, 16] + tables[row, 31]
+    # the same for the hashed APM's curves (one row per node, 33 knots: 2 or 3 cache lines), the
+    # other tables that a node reads are small or read in order
+    for r in range(lay[mixer.L_NAPM]):
+        if lay[mixer.L_APM + 3 * r] == mixer.APM_BYTE2 and not lay[mixer.L_FLAGS] & mixer.NO_APM:
+            at = lay[mixer.L_APM + 3 * r + 1]
+            mask = lay[mixer.L_APM + 3 * r + 2]
+            for c in range(1, 256):
+                a = at + ((mix64(((hist & 0xFFFF) << 8) + c + 0x3000000) >> 24) & mask) * mixer.APM_KNOTS
+                touch += np.int64(params[a] + params[a + 16] + params[a + 32])
+    mass[0] = touch  # no node: kept so the reads stay
+    for c in range(1, 16):  # the high nibble's nodes: bits 0..3, all in row nibble 0
+        j = 0
+        while (c >> (j + 1)) > 0:
+            j += 1
+        zf = _node_logit(j, np.int64(c), np.int64(c), rows[0], cand, hist, tables, params, lay, stretch, bucket,
+                         feat, idx, zk)
+        p1 = 1.0 / (1.0 + math.exp(-zf))
+        node_p1[c] = p1
+        mass[2 * c + 1] = mass[c] * p1
+        mass[2 * c] = mass[c] * (1.0 - p1)
+    for hi in range(16, 32):  # each high nibble's low-nibble subtree (nodes of bits 4..7)
+        keep = mass[hi] >= prune
+        for j in range(4, 8):
+            for low in range(1 << (j - 4)):
+                c = (hi << (j - 4)) | low
+                if not keep:
+                    # a high nibble this unlikely: skip its 15 low-nibble nodes (16 table rows per
+                    # context) and spread its mass evenly over its 16 bytes
+                    mass[2 * c + 1] = mass[c] * 0.5
+                    mass[2 * c] = mass[c] * 0.5
+                    node_p1[c] = 0.5
+                    continue
+                node = (np.int64(1) << (j - 4)) | low
+                zf = _node_logit(j, np.int64(c), node, rows[hi - 15], cand, hist, tables, params, lay, stretch, bucket,
+                                 feat, idx, zk)
+                p1 = 1.0 / (1.0 + math.exp(-zf))
+                node_p1[c] = p1
+                mass[2 * c + 1] = mass[c] * p1
+                mass[2 * c] = mass[c] * (1.0 - p1)
+    for y in range(256):
+        out[y] = mass[256 + y]
+
+
+@numba.njit(cache=True)
+def byte_tree_reference(buf, t, prev_t, minlens, mspec, ctx, tables, params, lay, hashes, cand, feat, qidx, idx,
+                        zk, mass, out, node_p1, prune):
+    """byte_distribution read the plain way, one mixer.mix_node (training's forward) per node in
+    level order: the reference the tests hold the fast walk to."""
     for i in range(lay[mixer.L_NCTX]):
         hashes[i] = context_hash(buf, t, ctx[i, 0], ctx[i, 1], i)
     match_inputs(buf, t, prev_t, 0, minlens, mspec, cand)
@@ -211,9 +408,7 @@ def byte_distribution(buf, t, prev_t, minlens, mspec, ctx, tables, params, lay, 
         j = 0
         while (c >> (j + 1)) > 0:
             j += 1
-        if j >= 4 and mass[c >> (j - 4)] < PRUNE:
-            # a high nibble this unlikely: skip its 15 low-nibble nodes (16 table rows per context)
-            # and spread its mass evenly over its 16 bytes
+        if j >= 4 and mass[c >> (j - 4)] < prune:
             mass[2 * c + 1] = mass[c] * 0.5
             mass[2 * c] = mass[c] * 0.5
             node_p1[c] = 0.5

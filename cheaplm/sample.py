@@ -25,6 +25,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import math
+
+import numba
 import numpy as np
 
 from .stream import END_OF_ARTICLE, Stream
@@ -123,13 +126,192 @@ def filter_probs(p: np.ndarray, temperature: float, top_k: int, top_p: float, mi
     return p
 
 
+# ---- the fused path: filter_probs and draw in one pass over the 256 probabilities ---------------------
+#
+# filter_probs (NumPy) is the reference; sample_byte below is the same arithmetic in the same order
+# (the same divisions, NumPy's pairwise sums, a stable descending sort, the same cumulative sums), so it
+# draws the same byte from the same uniform. np.log/np.exp and math.log/math.exp agree bit for bit
+# where NumPy calls the C library (x86-64 without AVX-512 here); where NumPy has vector versions of
+# its own they may differ in the last bit, and a draw then differs only at a boundary that close.
+
+PW_BLOCK = 128  # NumPy's pairwise-sum block (numpy/_core/src/umath/loops_utils.h.src)
+
+
+@numba.njit(cache=True)
+def _pairwise_block(a, lo, n):
+    """NumPy's sum of a[lo:lo + n] for n <= PW_BLOCK: 8 partial sums, then the rest in order."""
+    if n < 8:
+        res = 0.0
+        for i in range(lo, lo + n):
+            res += a[i]
+        return res
+    r0, r1, r2, r3 = a[lo], a[lo + 1], a[lo + 2], a[lo + 3]
+    r4, r5, r6, r7 = a[lo + 4], a[lo + 5], a[lo + 6], a[lo + 7]
+    i = 8
+    while i < n - n % 8:
+        r0 += a[lo + i]
+        r1 += a[lo + i + 1]
+        r2 += a[lo + i + 2]
+        r3 += a[lo + i + 3]
+        r4 += a[lo + i + 4]
+        r5 += a[lo + i + 5]
+        r6 += a[lo + i + 6]
+        r7 += a[lo + i + 7]
+        i += 8
+    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    while i < n:
+        res += a[lo + i]
+        i += 1
+    return res
+
+
+@numba.njit(cache=True)
+def _pairwise(a, lo, n):
+    """NumPy's pairwise sum of a[lo:lo + n]: blocks of PW_BLOCK, and above that the sum of the two
+    halves (the first a multiple of 8), each summed the same way. Its recursion is walked with a
+    stack here: numba's cache segfaults on loading a self-recursive function."""
+    if n <= PW_BLOCK:
+        return _pairwise_block(a, lo, n)
+    f_lo = np.empty(64, np.int64)
+    f_n = np.empty(64, np.int64)
+    f_stage = np.empty(64, np.int64)
+    vals = np.empty(64, np.float64)
+    sp, nv = 1, 0
+    f_lo[0], f_n[0], f_stage[0] = lo, n, 0
+    while sp > 0:
+        k = sp - 1
+        m = f_n[k]
+        if m <= PW_BLOCK:
+            vals[nv] = _pairwise_block(a, f_lo[k], m)
+            nv += 1
+            sp -= 1
+            continue
+        n2 = m // 2
+        n2 -= n2 % 8
+        if f_stage[k] == 0:  # the first half
+            f_stage[k] = 1
+            f_lo[sp], f_n[sp], f_stage[sp] = f_lo[k], n2, 0
+            sp += 1
+        elif f_stage[k] == 1:  # the second half
+            f_stage[k] = 2
+            f_lo[sp], f_n[sp], f_stage[sp] = f_lo[k] + n2, m - n2, 0
+            sp += 1
+        else:  # both done: first + second
+            vals[nv - 2] = vals[nv - 2] + vals[nv - 1]
+            nv -= 1
+            sp -= 1
+    return vals[0]
+
+
+@numba.njit(cache=True)
+def np_sum(a):
+    """a.sum() as NumPy computes it for a contiguous float64 vector, bit for bit (tests check it)."""
+    return _pairwise(a, 0, a.shape[0])
+
+
+@numba.njit(cache=True)
+def _keep_largest(p, order, n_pos, cut):
+    """Zero all but the `cut` first bytes of `order` (descending p), then renormalise."""
+    for r in range(cut, n_pos):
+        p[order[r]] = 0.0
+    s = np_sum(p)
+    for y in range(256):
+        p[y] = p[y] / s
+
+
+@numba.njit(cache=True)
+def sample_byte(p, temperature, top_k, top_p, min_p, u):
+    """filter_probs(p, ...) into p (in place, float64 of 256) and the byte `draw` returns for the
+    uniform u; -1 when no byte has probability (filter_probs raises there)."""
+    total = np_sum(p)
+    if not total > 0:
+        return -1
+    for y in range(256):
+        p[y] = p[y] / total
+    if temperature == 0:
+        best = 0
+        for y in range(1, 256):
+            if p[y] > p[best]:
+                best = y
+        for y in range(256):
+            p[y] = 0.0
+        p[best] = 1.0
+    else:
+        if temperature != 1.0:
+            top = -np.inf
+            for y in range(256):
+                v = math.log(p[y]) / temperature if p[y] > 0 else -np.inf
+                p[y] = v
+                if v > top:
+                    top = v
+            for y in range(256):
+                p[y] = math.exp(p[y] - top)
+            s = np_sum(p)
+            for y in range(256):
+                p[y] = p[y] / s
+        if (top_k and top_k < 256) or top_p < 1.0:
+            # bytes by descending p, ties in byte order (argsort(-p, kind="stable")); the zeros come
+            # last in byte order, and cutting among them changes nothing, so only the others are sorted
+            n_pos = 0
+            for y in range(256):
+                if p[y] > 0:
+                    n_pos += 1
+            pos = np.empty(n_pos, np.int64)
+            k = 0
+            for y in range(256):
+                if p[y] > 0:
+                    pos[k] = y
+                    k += 1
+            order = pos[np.argsort(-p[pos], kind="mergesort")]
+            if top_k and top_k < 256:
+                if top_k < n_pos:
+                    _keep_largest(p, order, n_pos, top_k)
+                    n_pos = top_k
+                else:
+                    _keep_largest(p, order, n_pos, n_pos)
+            if top_p < 1.0:
+                cut = 0
+                csum = 0.0
+                while cut < n_pos:  # searchsorted(cumsum, top_p) + 1
+                    csum += p[order[cut]]
+                    cut += 1
+                    if csum >= top_p:
+                        break
+                _keep_largest(p, order, n_pos, cut)
+        if min_p > 0:
+            top = 0.0
+            for y in range(256):
+                if p[y] > top:
+                    top = p[y]
+            floor = min_p * top
+            for y in range(256):
+                if not p[y] >= floor:
+                    p[y] = 0.0
+            s = np_sum(p)
+            for y in range(256):
+                p[y] = p[y] / s
+    # draw: searchsorted(cumsum(q), u * q.sum(), side="right"), stepping back over zeros
+    x = u * np_sum(p)
+    csum = 0.0
+    y = 0
+    while y < 255:
+        csum += p[y]
+        if csum > x:
+            break
+        y += 1
+    while p[y] == 0:
+        y -= 1
+    return y
+
+
 class Generator(Stream):
     """A model's generation stream (stream.py) that also draws its next byte."""
 
     def sample(self, rng: np.random.Generator, sampling: Sampling = Sampling(), allow_end=True, banned=()) -> int:
         """Draw the next byte. `banned` (the repeat guard's) and the copy guard's bytes are dropped
         only at a word start (after a space): a ban inside a word left broken words ("buildina")."""
-        p = self.distribution(sampling.subject, sampling.subject_inside) * utf8_allowed(self.pending)
+        p = self.distribution(sampling.subject, sampling.subject_inside)  # a new array: filtered in place below
+        p *= utf8_allowed(self.pending)
         at_word_start = self.t > 0 and self.buf[self.t - 1] == 0x20
         if not at_word_start:
             banned = ()
@@ -142,7 +324,10 @@ class Generator(Stream):
             kept[list(banned)] = 0.0
             if kept.sum() > 0:  # never ban every byte: then the repeat is the only way on
                 p = kept
-        y = draw(filter_probs(p, sampling.temperature, sampling.top_k, sampling.top_p, sampling.min_p), rng)
+        u = rng.random()  # draw's one uniform
+        y = sample_byte(p, sampling.temperature, sampling.top_k, sampling.top_p, sampling.min_p, u)
+        if y < 0:
+            raise ValueError("no byte is allowed here")
         self.push(y)
         return y
 

@@ -14,7 +14,8 @@ import pytest
 from cheaplm.checkpoint import load_model
 from cheaplm.model import ModelConfig
 from cheaplm.prepare import PrepareOptions, prepare
-from cheaplm.sample import finish_thought, Generator, Sampling, filter_probs, generate
+from cheaplm.sample import draw, finish_thought, Generator, Sampling, filter_probs, generate, np_sum, sample_byte
+from cheaplm.utf8 import utf8_allowed
 from cheaplm.shards import write_raw_split_dir
 from cheaplm.train import TrainConfig, train
 
@@ -195,6 +196,115 @@ def test_filter_probs():
     assert sharp[0] > 0.5 and abs(sharp.sum() - 1) < 1e-12
     # min-p keeps the bytes at least min_p times as likely as the most likely one
     assert filter_probs(p, 1.0, 0, 1.0, min_p=0.25)[:4].tolist() == pytest.approx([0.5 / 0.95, 0.3 / 0.95, 0.15 / 0.95, 0])
+
+
+def test_np_sum_is_numpys_sum_bit_for_bit():
+    """sample_byte's sums are NumPy's pairwise sums, so its normalised distributions are filter_probs'."""
+    rng = np.random.default_rng(7)
+    for n in list(range(0, 140)) + [255, 256, 257, 300, 1000, 4099]:
+        for _ in range(3):
+            a = rng.random(n) ** rng.uniform(1, 30)
+            a[rng.random(n) < rng.random()] = 0.0
+            assert np_sum(a) == a.sum(), n
+
+
+def test_sample_byte_is_filter_probs_and_draw():
+    """The fused filter and draw against the NumPy path (filter_probs, then draw's inverse CDF at the
+    same uniform): the same distribution, bit for bit, and the same byte, on random distributions
+    with zeros and ties, for every filter and their combinations."""
+    rng = np.random.default_rng(3)
+    n = 0
+    for _ in range(3000):
+        p = rng.dirichlet(np.ones(256) * rng.choice([0.02, 0.1, 0.5, 2.0]))
+        p[rng.random(256) < rng.random() * 0.95] = 0.0
+        if rng.random() < 0.2:
+            p[rng.integers(0, 256, 20)] = p.max()  # ties
+        if p.sum() == 0:
+            continue
+        temp = float(rng.choice([0.0, 0.3, 0.5, 0.8, 1.0, 1.7]))
+        top_k = int(rng.choice([0, 1, 5, 40, 255, 256]))
+        top_p = float(rng.choice([1.0, 0.95, 0.5, 0.1]))
+        min_p = float(rng.choice([0.0, 0.05, 0.2]))
+        seed = int(rng.integers(1 << 30))
+        want_q = filter_probs(p, temp, top_k, top_p, min_p)
+        want = draw(want_q, np.random.default_rng(seed))
+        got_q = p.copy()
+        got = sample_byte(got_q, temp, top_k, top_p, min_p, np.random.default_rng(seed).random())
+        assert np.array_equal(got_q, want_q), (temp, top_k, top_p, min_p)
+        assert got == want, (temp, top_k, top_p, min_p)
+        n += 1
+    assert n > 2500
+    assert sample_byte(np.zeros(256), 0.5, 0, 0.95, 0.2, 0.5) == -1  # filter_probs raises there
+
+
+class NumpyPathGenerator(Generator):
+    """Generator.sample as it was before the fused path: filter_probs, then draw."""
+
+    def sample(self, rng, sampling=Sampling(), allow_end=True, banned=()):
+        p = self.distribution(sampling.subject, sampling.subject_inside) * utf8_allowed(self.pending)
+        at_word_start = self.t > 0 and self.buf[self.t - 1] == 0x20
+        if not at_word_start:
+            banned = ()
+        elif sampling.max_copy:
+            banned = set(banned) | self.history_copies(sampling.max_copy)
+        if not allow_end:
+            p[0] = 0.0
+        if banned:
+            kept = p.copy()
+            kept[list(banned)] = 0.0
+            if kept.sum() > 0:
+                p = kept
+        y = draw(filter_probs(p, sampling.temperature, sampling.top_k, sampling.top_p, sampling.min_p), rng)
+        self.push(y)
+        return y
+
+
+def test_the_fast_byte_tree_is_the_reference_tree(run_dir):
+    """memory.byte_distribution (a row set per high nibble, count tables, side-by-side dot products)
+    equals byte_tree_reference (mixer.mix_node at every node, as training) bit for bit, along a
+    generated text; also with the stretch table cut to 2 x 2, so counts take the computed path."""
+    from cheaplm.memory import _count_lut_tables
+
+    model, history, _ = load_model(run_dir)
+    g = Generator(model, history)
+    g.feed(b"The river")
+    mem = model.memory
+    tiny = model.memory.new_node_scratch()
+    tiny.luts = _count_lut_tables(2)
+    rng = np.random.default_rng(0)
+    pruned = 0
+    for _ in range(60):
+        g._ensure_prev()
+        args = (g.buf, g.t, g.match.args(g.prev_t, g.t))
+        for prune in (None, 0.02):  # PRUNE, and a threshold that prunes (this small model's PRUNE rarely does)
+            want, want_p1 = np.zeros(256), np.zeros(256)
+            mem.node_probs_reference(*args, mem.new_node_scratch(), want, want_p1, prune)
+            for scratch in (g._scratch, tiny):
+                got, got_p1 = np.zeros(256), np.zeros(256)
+                mem.node_probs(*args, scratch, got, got_p1, prune)
+                assert np.array_equal(got, want) and np.array_equal(got_p1[1:], want_p1[1:])
+            pruned += int((want_p1[16:] == 0.5).sum())
+        g.sample(rng, Sampling(temperature=1.0, top_p=1.0, min_p=0.0))
+    assert pruned > 0  # the walk met pruned nibbles too
+
+
+@pytest.mark.parametrize("sampling", [Sampling(), Sampling(temperature=0.8, top_k=0, top_p=0.95, min_p=0.0),
+                                      Sampling(temperature=1.3, top_k=12, top_p=0.9, min_p=0.05, no_repeat=0)])
+def test_a_seeded_sample_is_the_numpy_path_s(run_dir, sampling):
+    """The same seed writes the same text through the fast path (fused filter, fast byte tree) as
+    through the NumPy filters over the reference byte tree."""
+    model, history, _ = load_model(run_dir)
+    texts = []
+    for cls, reference_tree in ((Generator, False), (NumpyPathGenerator, True)):
+        if reference_tree:
+            model.memory.node_probs = model.memory.node_probs_reference
+        try:
+            g = cls(model, history)
+            g.feed(b"The river")
+            texts.append("".join(generate(g, np.random.default_rng(11), 400, sampling, allow_end=False)))
+        finally:
+            model.memory.__dict__.pop("node_probs", None)
+    assert texts[0] == texts[1] and len(texts[0]) > 50
 
 
 def test_bad_input(run_dir, tmp_path):
