@@ -20,10 +20,13 @@ A GPU run's phases (train.py, pointers.py, checkpoint.py, evaluate.py):
   and the packing's buffers (tablepack.write_packed), then the optimizer state's host copy.
 - the reader (windowed): two sweeps of pointers, the block a sweep walks into and its per-thread
   tables; the counting blocks and the builder's tables are freed.
+- the mix: both sides' probabilities of the held-out bytes read (MIX_BYTES), and a walk to a tail
+  past the builder's (windowed).
 - the final checkpoint: as a checkpoint while counting, without counting's blocks and builder.
 - validation (every val_seconds while counting, and at the end): the counted text mapped again
-  and copied to the GPU with the validation bytes, a copy of the index. On the GPU this is the
-  peak: everything training holds, the reader's and the lanes' text included, stays allocated.
+  and copied to the GPU with the validation bytes, a copy of the index, the pointers of the
+  validation bytes and evaluation's own batch caches. On the GPU this is the peak: everything
+  training holds, the reader's and the lanes' text included, stays allocated.
   The counted bytes of a minutes budget are bounded by COUNT_RATE_MOST over counting's share.
 A CPU run's arrays are one phase (model.memory_estimate, its runtime measured against peak RSS).
 
@@ -131,6 +134,14 @@ def gpu_host_phases(cfg: ModelConfig, tc, n: int, est: dict, ptr: dict, windowed
         if rcfg is not None:
             phases["reader"] = {**base, "match pointers (reader's sweeps)": ptr["reader"],
                                 "sweep's walk (per-thread tables)": walk_tables}
+    if rcfg is not None:
+        from .train import MIX_BYTES
+
+        # both sides' bit probabilities of the held-out bytes read; a tail past the walk is walked to
+        phases["mix"] = {**after, "mix's probabilities (memory's and reader's)": 2 * 8 * 4 * MIX_BYTES["cuda"]}
+        if windowed:
+            phases["mix"].update({"tail's walk (per-thread tables)": walk_tables,
+                                  "tail's walk (a block of pointers)": ptr["walk block"]})
     phases["final checkpoint"] = {**after, **checkpoint}
     phases["validation"] = {**(counting if mid_validation else after),
                             "counted text (mapped again)": counted, "match index (validation's copy)": index,
@@ -189,7 +200,10 @@ def run_plan(cfg: ModelConfig, tc, n: int, device: str, sched=None, articles: in
         gpu_phases = {"training": training,
                       "validation": {**training, "counted text and validation bytes (validation's copy)":
                                      counted + tc.val_bytes,
-                                     "validation's pointers": k * tc.val_bytes * width}}
+                                     "validation's pointers": k * tc.val_bytes * width,
+                                     # evaluate.py's own, of min(batch, 65536, the validation bytes)
+                                     "batch caches (validation's)": est["batch caches"]
+                                     * min(tc.batch, 1 << 16, tc.val_bytes) // tc.batch}}
     host_phase = max(host_phases, key=lambda p: sum(host_phases[p].values()))
     gpu_phase = max(gpu_phases, key=lambda p: sum(gpu_phases[p].values())) if gpu_phases else None
     model_npz = cfg.table_bytes() + cfg.table_rows() + 4 * n_params + est["match index"] + 4 * reader_params
