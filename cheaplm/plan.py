@@ -78,8 +78,8 @@ def counted_most(n: int, tc, device: str, mem_seconds: float | None, holdout: in
 
 def pack_buffer_bytes(rows: int, counted: int, contexts: int) -> int:
     """The most of tablepack.write_packed's group buffers alive at once for tables of `rows` rows
-    after `counted` bytes (one class's rows of 1/GROUP of the table at a time; a byte adds 8 to
-    the counts of 2 rows per context, so few rows can need uint16 or uint32)."""
+    after `counted` bytes: one class's rows of a group (GROUP of the CHUNKS chunks) at a time; a
+    byte adds 8 to the counts of 2 rows per context, so few rows can need uint16 or uint32."""
     group = min(rows, -(-rows * GROUP // CHUNKS) + GROUP)  # chunks of rows * c // CHUNKS rows each
     adds = 8 * contexts * counted
     return max(group * WIDTH,  # uint8 rows
