@@ -33,7 +33,8 @@ bench/RESULTS.md); not measured there. Train: the budget (5 minutes) plus kernel
 text's copy to the GPU (10 GB from the page cache) and the final checkpoint. Eval: 2 MB of test.
 
 What is reported (scale.json): per phase the wall time and rc; the corpus' and the shards' bytes;
-the plan of `train --dry-run` (host and GPU memory per part, disk, phase times); the training
+the plan of `train --dry-run` (host and GPU memory at their peak phases, per part and per phase, disk,
+phase times); the training
 process' peak RSS (getrusage of the child: ru_maxrss) and, sampled every 0.5 s from
 /proc/PID/status, its peak RssAnon and RssFile (the mapped text is file pages, which the kernel
 may drop; the anonymous ones are what must fit); the GPU's peak memory used (nvidia-smi polled
@@ -249,7 +250,9 @@ def phase_plan(args, report: dict) -> None:
     plan = train(args.work / "data", args.work / "run", None, tc, log=lines.append, dry_run=True)
     report["plan"] = {"lines": lines, "host": plan["host"], "gpu": plan["gpu"], "disk": plan["disk"],
                       "phases": plan["phases"], "pointers": plan["pointers"], "train_bytes": plan["train_bytes"],
-                      "host_total": sum(plan["host"].values()), "gpu_total": sum(plan["gpu"].values())}
+                      "host_total": sum(plan["host"].values()), "gpu_total": sum(plan["gpu"].values()),
+                      "host_phase": plan.get("host_phase"), "gpu_phase": plan.get("gpu_phase"),
+                      "host_phases": plan.get("host_phases"), "gpu_phases": plan.get("gpu_phases")}
     print("\n".join(lines), file=sys.stderr)
 
 

@@ -264,8 +264,10 @@ def _load_npz(path: Path, check=None) -> dict:
             return {k: z[k] for k in z.files}
 
 
-# arrays of model.npz that are memory-mapped rather than read: the large ones
-MAPPED = frozenset(("tables", "last_pos") + tablepack.NAMES)
+# arrays of model.npz that are memory-mapped rather than read: the large ones. The reader's weights
+# (2.5 GB on the H200 default) are copied by the Reader anyway: read first, they were copied twice
+# (bench/load_time.py --big-reader: 20-40 s read, 1-6 s mapped on the 2-core CPU)
+MAPPED = frozenset(("tables", "last_pos", "reader_params") + tablepack.NAMES)
 
 
 def _npz_arrays(path: Path, mapped=MAPPED) -> dict:

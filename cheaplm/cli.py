@@ -142,8 +142,8 @@ def parse_ints(text: str | None) -> list[int] | None:
               help="JSON file with 'model' and/or 'train' objects (any ModelConfig / TrainConfig field, e.g. "
                    "a run's own config.json); command-line options win over it, it wins over the defaults.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out exactly where it stopped.")
-@click.option("--dry-run", is_flag=True, help="Print the plan (memory per part on host and GPU, the run "
-              "directory's disk, each phase's time) and exit, writing nothing; with --resume, the plan for continuing.")
+@click.option("--dry-run", is_flag=True, help="Print the plan (host and GPU memory at the phase that holds the most, per "
+              "part, the run directory's disk, each phase's time) and exit, writing nothing; with --resume, the plan for continuing.")
 @click.option("--gpus", default=None, show_default="1",
               help="GPUs to train one model on: a number or 'all' (one process each, NCCL; needs CuPy: "
                    "pip install 'cheaplm[multigpu]'). Under torchrun or srun the launcher's world is used.")

@@ -129,16 +129,24 @@ def lane_runs(ranges, lanes: int, step0: int, steps: int, chunk: int) -> list[tu
 
 
 def pointer_bytes(n: int, window: int, k: int, holdout: int, step_positions: int = 0) -> dict:
-    """Host bytes of the match pointers of a run over n training bytes (see the module docstring):
-    {"match pointers": ..., "match walk (per-thread tables)": ...} without the model's own index."""
+    """Host bytes of the match pointers of a run over n training bytes (see the module docstring),
+    without the model's own index or a walk's per-thread tables: {"match pointers": the most held
+    at once, "counting": the memory phase's (three blocks and the held-out bytes'), "reader": the
+    reader phase's (two sweeps, the block a sweep walks into, the held-out bytes'), "held-out":
+    the held-out bytes' alone (what is left at the end), "walk block": the block a checkpoint's
+    walk of the index writes into}. A text that fits one window holds every position's all along."""
     width = np.dtype(position_dtype(n)).itemsize
     if n <= window:
-        return {"match pointers": n * k * width}
+        every = n * k * width
+        return {"match pointers": every, "counting": every, "reader": every, "held-out": every, "walk block": 0}
     block = max(1, window // BLOCKS_PER_WINDOW)
     sweep = max(block, step_positions)
     # memory phase: two blocks resident and one in the making; reader: two sweeps and the sweep's
     # walk block; the held-out bytes' pointers all along
-    return {"match pointers": (max(3 * block, 2 * sweep + block) + holdout) * k * width}
+    out = {"counting": (3 * block + holdout) * k * width, "reader": (2 * sweep + block + holdout) * k * width,
+           "held-out": holdout * k * width, "walk block": block * k * width}
+    out["match pointers"] = max(out["counting"], out["reader"])
+    return out
 
 
 class AllPointers:

@@ -931,7 +931,7 @@ class Trainer:
         rcfg = cfg.reader_config(device, tc.minutes)
         articles = manifest["splits"]["train"].get("articles")
         out = run_plan(cfg, tc, n, device, sched if rcfg is not None else None,
-                       articles if isinstance(articles, int) else None, self.holdout_of(n))
+                       articles if isinstance(articles, int) else None, self.holdout_of(n), resume=True)
         spent = state.elapsed
         done = {"memory (count + mixer)": state.reader_t0 is not None or state.holdout_counted,
                 "match index": state.cursor > 0, "reader": state.reader_done, "mix": state.mix_done,
