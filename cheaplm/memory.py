@@ -171,6 +171,20 @@ class Memory:
                           s.cand, s.feat, s.idx, s.zk, s.mass, s.rows, s.luts[0], s.luts[1], out, node_p1,
                           PRUNE if prune is None else prune)
 
+    def node_probs_top(self, buf, t: int, match_args: tuple, scratch: "NodeScratch", node_p1) -> None:
+        """node_probs' first half (byte_tree_top): node_p1[1..15]; scratch.mass[16 + h] is high
+        nibble h's probability under the memory."""
+        prev_t, _, minlens, mspec = match_args
+        s = scratch
+        byte_tree_top(buf, t, prev_t, minlens, mspec, self.ctx, self.tables, self.params, self.lay, s.hashes, s.cand,
+                      s.feat, s.idx, s.zk, s.mass, s.rows, s.luts[0], s.luts[1], node_p1)
+
+    def node_probs_low(self, buf, t: int, scratch: "NodeScratch", out, node_p1, keep) -> None:
+        """node_probs' second half after node_probs_top, expanding the high nibbles with keep[h]."""
+        s = scratch
+        byte_tree_low(buf, t, self.ctx, self.tables, self.params, self.lay, s.cand, s.feat, s.idx, s.zk, s.mass, s.rows,
+                      s.luts[0], s.luts[1], out, node_p1, keep)
+
     def node_probs_reference(self, buf, t: int, match_args: tuple, scratch: "NodeScratch", out, node_p1,
                              prune=None) -> None:
         """node_probs through byte_tree_reference (tests)."""
@@ -328,35 +342,69 @@ def byte_distribution(buf, t, prev_t, minlens, mspec, ctx, tables, params, lay, 
     probabilities of the byte tree are read from one position's hashes and match inputs; the
     low-nibble subtrees of high nibbles below `prune` (PRUNE) are not expanded, which saves most table
     reads. Equal, bit for bit, to byte_tree_reference (mixer.mix_node at every node); this walks the tree a
-    high nibble at a time, each context's row found once per nibble (_node_logit)."""
-    n_ctx = lay[mixer.L_NCTX]
-    for i in range(n_ctx):
-        hashes[i] = context_hash(buf, t, ctx[i, 0], ctx[i, 1], i)
-    match_inputs(buf, t, prev_t, 0, minlens, mspec, cand)
+    high nibble at a time, each context's row found once per nibble (_node_logit): byte_tree_top, then
+    byte_tree_low with the nibbles whose mass is at least `prune`."""
+    byte_tree_top(buf, t, prev_t, minlens, mspec, ctx, tables, params, lay, hashes, cand, feat, idx, zk, mass, rows,
+                  stretch, bucket, node_p1)
+    keep = np.empty(16, np.bool_)
+    for h in range(16):
+        keep[h] = mass[16 + h] >= prune
+    byte_tree_low(buf, t, ctx, tables, params, lay, cand, feat, idx, zk, mass, rows, stretch, bucket, out, node_p1,
+                  keep)
+
+
+@numba.njit(cache=True)
+def _hist(buf, t):
     hist = np.int64(0)
     if t > 0:
         hist = np.int64(buf[t - 1])
     if t > 1:
         hist |= np.int64(buf[t - 2]) << 8
-    mass[1] = 1.0
-    # every row the tree may read (17 per context, 2 or 3 cache lines each), touched here so that their
-    # cache misses overlap instead of coming one node at a time; 4,000 table reads then hit the cache
+    return hist
+
+
+@numba.njit(cache=True)
+def _touch_apm(params, lay, hist, c0, c1):
+    """Reads the hashed APM's curves of nodes c0..c1-1 (one row per node, 33 knots: 2 or 3 cache
+    lines), so that their cache misses overlap before the nodes read them."""
     touch = np.int64(0)
-    for nib in range(17):
-        for i in range(n_ctx):
-            row = slot_of(hashes[i], nib, ctx[i, 2], ctx[i, 3])
-            rows[nib, i] = row
-            touch += tables[row, 0] + tables[row, 16] + tables[row, 31]
-    # the same for the hashed APM's curves (one row per node, 33 knots: 2 or 3 cache lines), the
-    # other tables that a node reads are small or read in order
     for r in range(lay[mixer.L_NAPM]):
         if lay[mixer.L_APM + 3 * r] == mixer.APM_BYTE2 and not lay[mixer.L_FLAGS] & mixer.NO_APM:
             at = lay[mixer.L_APM + 3 * r + 1]
             mask = lay[mixer.L_APM + 3 * r + 2]
-            for c in range(1, 256):
+            for c in range(c0, c1):
                 a = at + ((mix64(((hist & 0xFFFF) << 8) + c + 0x3000000) >> 24) & mask) * mixer.APM_KNOTS
                 touch += np.int64(params[a] + params[a + 16] + params[a + 32])
-    mass[0] = touch  # no node: kept so the reads stay
+    return touch
+
+
+@numba.njit(cache=True)
+def _touch_rows(tables, rows, nib, n_ctx):
+    touch = np.int64(0)
+    for i in range(n_ctx):
+        row = rows[nib, i]
+        touch += tables[row, 0] + tables[row, 16] + tables[row, 31]
+    return touch
+
+
+@numba.njit(cache=True)
+def byte_tree_top(buf, t, prev_t, minlens, mspec, ctx, tables, params, lay, hashes, cand, feat, idx, zk, mass, rows,
+                  stretch, bucket, node_p1):
+    """The byte tree's first half: the position's hashes, match inputs and every context's 17 rows
+    (`rows`), and the high nibble's 15 nodes (node_p1[1..15], mass[1..31]: mass[16 + h] is high
+    nibble h's). byte_tree_low expands the nibbles it is asked to."""
+    n_ctx = lay[mixer.L_NCTX]
+    for i in range(n_ctx):
+        hashes[i] = context_hash(buf, t, ctx[i, 0], ctx[i, 1], i)
+    match_inputs(buf, t, prev_t, 0, minlens, mspec, cand)
+    hist = _hist(buf, t)
+    mass[1] = 1.0
+    for nib in range(17):
+        for i in range(n_ctx):
+            rows[nib, i] = slot_of(hashes[i], nib, ctx[i, 2], ctx[i, 3])
+    # the rows and APM curves these nodes read, touched first so that their cache misses overlap
+    # instead of coming one node at a time (mass[0] is no node: it keeps the reads)
+    mass[0] = _touch_rows(tables, rows, 0, n_ctx) + _touch_apm(params, lay, hist, 1, 16)
     for c in range(1, 16):  # the high nibble's nodes: bits 0..3, all in row nibble 0
         j = 0
         while (c >> (j + 1)) > 0:
@@ -367,14 +415,30 @@ def byte_distribution(buf, t, prev_t, minlens, mspec, ctx, tables, params, lay, 
         node_p1[c] = p1
         mass[2 * c + 1] = mass[c] * p1
         mass[2 * c] = mass[c] * (1.0 - p1)
+
+
+@numba.njit(cache=True)
+def byte_tree_low(buf, t, ctx, tables, params, lay, cand, feat, idx, zk, mass, rows, stretch, bucket, out, node_p1,
+                  keep):
+    """The byte tree's second half after byte_tree_top: the low-nibble subtree of each high nibble h
+    with keep[h]; another's 15 nodes are not expanded (16 table rows per context saved) and its mass
+    is spread evenly over its 16 bytes (node_p1 0.5)."""
+    n_ctx = lay[mixer.L_NCTX]
+    hist = _hist(buf, t)
+    touch = np.int64(0)
+    for h in range(16):
+        if keep[h]:
+            touch += _touch_rows(tables, rows, h + 1, n_ctx) + _touch_apm(params, lay, hist, (16 + h) << 3, (17 + h) << 3)
+            touch += _touch_apm(params, lay, hist, (16 + h) << 2, (17 + h) << 2)
+            touch += _touch_apm(params, lay, hist, (16 + h) << 1, (17 + h) << 1)
+            touch += _touch_apm(params, lay, hist, 16 + h, 17 + h)
+    mass[0] = touch
     for hi in range(16, 32):  # each high nibble's low-nibble subtree (nodes of bits 4..7)
-        keep = mass[hi] >= prune
+        expand = keep[hi - 16]
         for j in range(4, 8):
             for low in range(1 << (j - 4)):
                 c = (hi << (j - 4)) | low
-                if not keep:
-                    # a high nibble this unlikely: skip its 15 low-nibble nodes (16 table rows per
-                    # context) and spread its mass evenly over its 16 bytes
+                if not expand:
                     mass[2 * c + 1] = mass[c] * 0.5
                     mass[2 * c] = mass[c] * 0.5
                     node_p1[c] = 0.5

@@ -654,9 +654,33 @@ def mixed_distribution(node_pm, pr, w, mass, out, doc=None):
         mixed_distribution_doc(node_pm, pr, w, mass, out, doc[0], doc[1], doc[2])
 
 
+def mixed_nibble_masses(node_pm, pr, w, mass, doc=None):
+    """mass[16 + h]: high nibble h's probability under the mix of mixed_distribution, from the
+    memory's first 15 nodes (node_pm[1..15]) alone."""
+    if doc is None or doc[0] is None:
+        mixed_nibbles(node_pm, pr, w, mass, _NO_PD, 0, NO_DOC[2])
+    else:
+        mixed_nibbles(node_pm, pr, w, mass, doc[0], doc[1], doc[2])
+
+
 @numba.njit(cache=True)
 def mixed_distribution_doc(node_pm, pr, w, mass, out, pd, cd, wd):
     """mixed_distribution's body; pd: p_D over 256 bytes, or empty for none."""
+    _mix_tree(node_pm, pr, w, mass, pd, cd, wd, 256)
+    for y in range(256):
+        out[y] = mass[256 + y]
+
+
+@numba.njit(cache=True)
+def mixed_nibbles(node_pm, pr, w, mass, pd, cd, wd):
+    """The mixed tree's first 15 nodes only (node_pm[1..15] needed): mass[16 + h] is then high
+    nibble h's probability under the mix, the most any byte under it can have."""
+    _mix_tree(node_pm, pr, w, mass, pd, cd, wd, 16)
+
+
+@numba.njit(cache=True)
+def _mix_tree(node_pm, pr, w, mass, pd, cd, wd, c_end):
+    """mass[c] for the mixed tree's nodes 1..c_end-1 and their children."""
     sums = np.zeros(512)
     for y in range(256):
         sums[256 + y] = pr[y]
@@ -670,7 +694,7 @@ def mixed_distribution_doc(node_pm, pr, w, mass, out, pd, cd, wd):
         for c in range(255, 0, -1):
             dsums[c] = dsums[2 * c] + dsums[2 * c + 1]
     mass[1] = 1.0
-    for c in range(1, 256):
+    for c in range(1, c_end):
         j = 0
         while (c >> (j + 1)) > 0:
             j += 1
@@ -682,8 +706,6 @@ def mixed_distribution_doc(node_pm, pr, w, mass, out, pd, cd, wd):
         p1 = 1.0 / (1.0 + math.exp(-z))
         mass[2 * c + 1] = mass[c] * p1
         mass[2 * c] = mass[c] * (1.0 - p1)
-    for y in range(256):
-        out[y] = mass[256 + y]
 
 
 class MixFit:

@@ -309,14 +309,35 @@ class Generator(Stream):
 
     def sample(self, rng: np.random.Generator, sampling: Sampling = Sampling(), allow_end=True, banned=()) -> int:
         """Draw the next byte. `banned` (the repeat guard's) and the copy guard's bytes are dropped
-        only at a word start (after a space): a ban inside a word left broken words ("buildina")."""
-        p = self.distribution(sampling.subject, sampling.subject_inside)  # a new array: filtered in place below
-        p *= utf8_allowed(self.pending)
+        only at a word start (after a space): a ban inside a word left broken words ("buildina").
+
+        With min-p at a temperature T > 0, a byte survives only with p >= min_p^T x the largest p
+        left, so the byte tree need not expand a high nibble much less likely than the likeliest
+        (distribution's floor: min_p^T / 16, as some byte of the likeliest nibble has at least a
+        16th of it). If a nibble left out could still hold a survivor (the likeliest bytes were
+        banned or masked), the distribution is made again whole: the bytes that can be drawn, and
+        their probabilities, are the whole tree's."""
         at_word_start = self.t > 0 and self.buf[self.t - 1] == 0x20
         if not at_word_start:
             banned = ()
         elif sampling.max_copy:
             banned = set(banned) | self.history_copies(sampling.max_copy)
+        prunable = sampling.temperature > 0 and sampling.min_p > 0
+        bar = sampling.min_p ** sampling.temperature if prunable else 0.0
+        p = self._masked(sampling, allow_end, banned, bar / 16)
+        if self.pruned_most > 0 and self.pruned_most >= bar * p.max() * (1.0 - 1e-9):
+            p = self._masked(sampling, allow_end, banned, 0.0)
+        u = rng.random()  # draw's one uniform
+        y = sample_byte(p, sampling.temperature, sampling.top_k, sampling.top_p, sampling.min_p, u)
+        if y < 0:
+            raise ValueError("no byte is allowed here")
+        self.push(y)
+        return y
+
+    def _masked(self, sampling: Sampling, allow_end: bool, banned, floor: float) -> np.ndarray:
+        """The distribution with the bytes that may not come next set to zero."""
+        p = self.distribution(sampling.subject, sampling.subject_inside, floor)  # a new array
+        p *= utf8_allowed(self.pending)
         if not allow_end:
             p[END_OF_ARTICLE] = 0.0
         if banned:
@@ -324,12 +345,7 @@ class Generator(Stream):
             kept[list(banned)] = 0.0
             if kept.sum() > 0:  # never ban every byte: then the repeat is the only way on
                 p = kept
-        u = rng.random()  # draw's one uniform
-        y = sample_byte(p, sampling.temperature, sampling.top_k, sampling.top_p, sampling.min_p, u)
-        if y < 0:
-            raise ValueError("no byte is allowed here")
-        self.push(y)
-        return y
+        return p
 
 
 class RepeatGuard:

@@ -21,7 +21,8 @@ import numpy as np
 from . import corpus, hostmem
 from .docwords import DocWords, starts_sentence as docwords_starts_sentence
 from .match import drop_pointers_from
-from .reader import mixed_distribution
+from .memory import PRUNE
+from .reader import mixed_distribution, mixed_nibble_masses
 from .reader_host import HostReader
 from .utf8 import utf8_after
 
@@ -67,6 +68,8 @@ class Stream:
         self.copy_before = None  # with a position: match pointers at or after it are dropped
         self._scratch = model.memory.new_node_scratch()
         self._node_p1 = np.zeros(256, np.float64)
+        self._nibble_mass = np.zeros(512, np.float64)  # the mix's, for distribution's floor
+        self.pruned_most = 0.0
         # the reader's scan state: it has read the positions before t (zero at the generator's start,
         # as evaluation starts a run); _rnext caches position t's reading: (t, probabilities, state after)
         self._rstate = model.reader.new_state(1) if model.reader is not None else None
@@ -169,26 +172,45 @@ class Stream:
         self._rnext = None
         self._track_utf8(data)
 
-    def distribution(self, doc_gain: float = 1.0, doc_gain_inside: float | None = None) -> np.ndarray:
+    def distribution(self, doc_gain: float = 1.0, doc_gain_inside: float | None = None, floor: float = 0.0) -> np.ndarray:
         """P(next byte) over 0..255 (float64), from the model alone: the memory's byte tree, mixed
         node by node with the reader's distribution when the model has a reader (as evaluation
         mixes the bits of the true byte, reader.py). doc_gain: the document words' mix weights
         times this (Sampling.subject; 1 is the model as trained and scored); doc_gain_inside, when
         given, replaces it where D's context says the word does not start a sentence
-        (Sampling.subject_inside)."""
+        (Sampling.subject_inside).
+        floor > 0 (generation, Generator.sample): with a reader, a high nibble whose probability
+        under the mix is below floor x the likeliest nibble's is not expanded by the memory (its
+        memory nodes are 0.5; it keeps its probability, which the reader shares out among its bytes);
+        self.pruned_most is then the largest such nibble's
+        probability, which bounds each of its bytes (0 when none was pruned so)."""
         self._ensure_prev()
         m = self.model
         out = np.zeros(256, np.float64)
-        m.memory.node_probs(self.buf, self.t, self.match.args(self.prev_t, self.t), self._scratch, out, self._node_p1)
-        if m.reader is not None:
-            pr = self._reader_probs()
-            doc = None
-            if self._doc is not None:  # the same inputs as evaluation's (docwords.doc_inputs)
-                self._doc.advance(self.buf, self.t, self.copy_before)  # a reply's words are not counted
-                p_d, c = self._doc.distribution()
-                gain = doc_gain if (doc_gain_inside is None or docwords_starts_sentence(c)) else doc_gain_inside
-                doc = (p_d, c, m.reader.mix_doc if gain == 1.0 else m.reader.mix_doc * np.float32(gain))
-            mixed_distribution(self._node_p1, pr, m.reader.mix, self._scratch.mass, out, doc)
+        self.pruned_most = 0.0
+        margs = self.match.args(self.prev_t, self.t)
+        if m.reader is None:
+            m.memory.node_probs(self.buf, self.t, margs, self._scratch, out, self._node_p1)
+            return out
+        pr = self._reader_probs()
+        doc = None
+        if self._doc is not None:  # the same inputs as evaluation's (docwords.doc_inputs)
+            self._doc.advance(self.buf, self.t, self.copy_before)  # a reply's words are not counted
+            p_d, c = self._doc.distribution()
+            gain = doc_gain if (doc_gain_inside is None or docwords_starts_sentence(c)) else doc_gain_inside
+            doc = (p_d, c, m.reader.mix_doc if gain == 1.0 else m.reader.mix_doc * np.float32(gain))
+        if floor <= 0.0:
+            m.memory.node_probs(self.buf, self.t, margs, self._scratch, out, self._node_p1)
+        else:
+            mem = m.memory
+            mem.node_probs_top(self.buf, self.t, margs, self._scratch, self._node_p1)
+            mixed_nibble_masses(self._node_p1, pr, m.reader.mix, self._nibble_mass, doc)
+            nib = self._nibble_mass[16:32]
+            keep = self._scratch.mass[16:32] >= PRUNE  # as node_probs: the memory's own pruning
+            low = nib < floor * nib.max()
+            self.pruned_most = float(nib[keep & low].max()) if np.any(keep & low) else 0.0
+            mem.node_probs_low(self.buf, self.t, self._scratch, out, self._node_p1, keep & ~low)
+        mixed_distribution(self._node_p1, pr, m.reader.mix, self._scratch.mass, out, doc)
         return out
 
     def history_copies(self, most: int) -> set:

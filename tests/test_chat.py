@@ -346,7 +346,7 @@ def test_subject_scales_the_document_words_weights_when_drawing(run):
     assert np.array_equal(g.distribution(), base)
     seen = []
     orig = g.distribution
-    g.distribution = lambda gain=1.0, inside=None: (seen.append((gain, inside)), orig(gain, inside))[1]
+    g.distribution = lambda gain=1.0, inside=None, floor=0.0: (seen.append((gain, inside)), orig(gain, inside, floor))[1]
     list(generate(g, np.random.default_rng(0), 20, Sampling(subject=3.0, subject_inside=1.5), opening=lead.encode()))
     assert seen and set(seen) == {(3.0, 1.5)}
     for bad in (-0.5, 8.5, float("nan")):
@@ -400,3 +400,37 @@ def test_ask_joins_a_recalled_article_to_the_document_words(run):
             assert got == [True, False], (article.title, probe)
             checked += 1
     assert checked >= 3
+
+
+def test_generation_leaves_out_unlikely_nibbles_but_not_what_can_be_drawn(run):
+    """Stream.distribution's floor: a high nibble much less likely under the mix than the likeliest
+    is not expanded by the memory; the other nibbles' bytes are the whole tree's to the bit, a
+    left-out nibble keeps its probability (the mix with the reader shares it out), and pruned_most
+    bounds every byte left out.
+    Generator.sample makes the distribution whole again when a left-out byte could survive min-p
+    (here: the likeliest bytes banned)."""
+    d, model, history, ckpt = run
+    data, lead, _ = chat.prompt_bytes("Who was Archimedes?", False, 1, None, history)
+    g = Generator(model, history)
+    g.feed(data + b" a ")
+    whole = g.distribution(2.0)
+    part = g.distribution(2.0, None, 0.2 / 16)
+    assert g.pruned_most > 0
+    left_out = 0
+    for h in range(16):
+        w, q = whole[16 * h: 16 * h + 16], part[16 * h: 16 * h + 16]
+        if not np.array_equal(w, q):
+            left_out += 1
+            assert np.isclose(q.sum(), w.sum(), rtol=1e-9) and q.sum() <= g.pruned_most * (1 + 1e-12)
+            assert w.max() <= g.pruned_most * (1 + 1e-12)
+    assert left_out > 0 and np.argmax(part) == np.argmax(whole)
+    floors = []
+    orig = g.distribution
+    g.distribution = lambda gain=1.0, inside=None, floor=0.0: (floors.append(floor), orig(gain, inside, floor))[1]
+    g.sample(np.random.default_rng(0), Sampling(), banned=())
+    assert floors == [Sampling().min_p ** Sampling().temperature / 16]  # nothing left out could be drawn
+    floors.clear()
+    g.feed(b" ")
+    likely = set(int(y) for y in np.argsort(-orig(1.0))[:40])
+    g.sample(np.random.default_rng(0), Sampling(no_repeat=0, max_copy=0), banned=likely)
+    assert len(floors) == 2 and floors[1] == 0.0  # made whole again
