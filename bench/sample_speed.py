@@ -65,16 +65,21 @@ def whole_process(run_dir: str, n: int) -> tuple[float, float, int]:
     """(wall seconds, CPU seconds, bytes written after the prompt) of `cheaplm sample --max-bytes n`
     as a new process. The bytes are counted, not assumed: a model may end its article (the
     end-of-article byte) long before n."""
+    return _timed([sys.executable, "-m", "cheaplm.cli", "sample", run_dir, "--prompt", PROMPT, "--max-bytes", str(n),
+                   "--seed", "1"], "cheaplm sample")
+
+
+def _timed(cmd: list[str], what: str) -> tuple[float, float, int]:
+    """(wall seconds, CPU seconds, bytes written after the prompt) of cmd as a new process."""
     with tempfile.TemporaryFile() as out:
         t0 = time.perf_counter()
-        proc = subprocess.Popen([sys.executable, "-m", "cheaplm.cli", "sample", run_dir, "--prompt", PROMPT,
-                                 "--max-bytes", str(n), "--seed", "1"], stdout=out, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.DEVNULL)
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - t0
         out.seek(0)
         written = max(0, len(out.read()) - len(PROMPT.encode()))
     if status:
-        raise SystemExit(f"cheaplm sample failed ({status})")
+        raise SystemExit(f"{what} failed ({status})")
     return wall, usage.ru_utime + usage.ru_stime, written
 
 
@@ -95,17 +100,7 @@ NO_END = (
 
 def whole_process_no_end(run_dir: str, n: int) -> tuple[float, float, int]:
     """As whole_process, for `cheaplm sample`'s steps with the end-of-article byte never drawn."""
-    with tempfile.TemporaryFile() as out:
-        t0 = time.perf_counter()
-        proc = subprocess.Popen([sys.executable, "-c", NO_END, run_dir, str(n), PROMPT], stdout=out,
-                                stderr=subprocess.DEVNULL)
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - t0
-        out.seek(0)
-        written = max(0, len(out.read()) - len(PROMPT.encode()))
-    if status:
-        raise SystemExit(f"the no-end sample failed ({status})")
-    return wall, usage.ru_utime + usage.ru_stime, written
+    return _timed([sys.executable, "-c", NO_END, run_dir, str(n), PROMPT], "the no-end sample")
 
 
 def main() -> None:

@@ -462,11 +462,7 @@ def byte_tree_reference(buf, t, prev_t, minlens, mspec, ctx, tables, params, lay
     for i in range(lay[mixer.L_NCTX]):
         hashes[i] = context_hash(buf, t, ctx[i, 0], ctx[i, 1], i)
     match_inputs(buf, t, prev_t, 0, minlens, mspec, cand)
-    hist = np.int64(0)
-    if t > 0:
-        hist = np.int64(buf[t - 1])
-    if t > 1:
-        hist |= np.int64(buf[t - 2]) << 8
+    hist = _hist(buf, t)
     mass[1] = 1.0
     for c in range(1, 256):
         j = 0
