@@ -108,6 +108,20 @@ ROWS = [
     ("no recall, subject 3 at sentence starts, 1 inside", False, {"subject": 3.0, "subject_inside": 1.0}, True),
     ("no recall, subject 5 at sentence starts, 1 inside", False, {"subject": 5.0, "subject_inside": 1.0}, True),
     ("no recall, subject 4 at sentence starts, 1.5 inside", False, {"subject": 4.0, "subject_inside": 1.5}, True),
+    # the subject's return (Sampling.subject_drift): the gain rises to subject_return only after that
+    # many bytes of reply without a word of the subject, until one comes
+    ("no recall, subject 1, 4 after 100 bytes off subject", False,
+     {"subject": 1.0, "subject_drift": 100, "subject_return": 4.0}, True),
+    ("no recall, subject 1.5, 4 after 100 bytes off subject", False,
+     {"subject": 1.5, "subject_drift": 100, "subject_return": 4.0}, True),
+    ("no recall, subject 1.5, 3 after 60 bytes off subject", False,
+     {"subject": 1.5, "subject_drift": 60, "subject_return": 3.0}, True),
+    ("recall, subject 1.5, 4 after 100 bytes off subject", True,
+     {"subject": 1.5, "subject_drift": 100, "subject_return": 4.0}, True),
+    ("no recall, subject 1, 5 after 60 bytes off subject", False,
+     {"subject": 1.0, "subject_drift": 60, "subject_return": 5.0}, True),
+    ("no recall, subject 1.5, 4 after 40 bytes off subject", False,
+     {"subject": 1.5, "subject_drift": 40, "subject_return": 4.0}, True),
 ]
 TRANSFORMER_ROW = "transformer (the judge itself)"
 LEADS_ROW = "real leads (test split)"

@@ -30,7 +30,7 @@ import numpy as np
 import regex
 
 from .recall import TitleIndex, lead_bytes
-from .sample import Generator, Sampling, generate
+from .sample import Generator, Sampling, generate, subject_words
 
 _QUESTION = regex.compile(
     r"^\s*(?:(?P<wh>what|who|where)\s+(?P<verb>is|are|was|were)\s+|(?:tell me about|describe|explain)\s+)"
@@ -99,9 +99,11 @@ def ask(gen: Generator, question: str, doc_style: bool, turn: int, index: TitleI
         join: bool = True) -> tuple[str, str | None]:
     """Feed a framed question as a new document (prompt_bytes); returns (the reply's visible
     opening, the recalled article's title or None). With `join`, the document words (docwords.py)
-    read a recalled article as part of the question's document: its words are the reply's subject's."""
+    read a recalled article as part of the question's document: its words are the reply's subject's.
+    The title's words become gen.subject_words (Sampling.subject_drift watches for them)."""
     gen.new_document()  # earlier turns are past documents, not this reply's recent past
     data, lead, source = prompt_bytes(question, doc_style, turn, index, history)
+    gen.subject_words = subject_words(source if source is not None else frame(question)[0])
     start = gen.t
     gen.feed(data)
     if join and source is not None:
@@ -191,6 +193,7 @@ def run_chat(gen: Generator, ckpt, console, raw: bool, seed: int, max_bytes: int
             continue
         turn += 1
         if raw:
+            gen.subject_words = ()  # a raw continuation has no subject to return to
             gen.feed(text.encode("utf-8"))
             sys.stdout.write(text)
         else:

@@ -29,6 +29,7 @@ import math
 
 import numba
 import numpy as np
+import regex
 
 from .stream import END_OF_ARTICLE, Stream
 from .utf8 import char_complete, utf8_after, utf8_allowed  # noqa: F401 (callers read them from here)
@@ -58,6 +59,12 @@ class Sampling:
     # the same gain inside a sentence (after its first word); None: `subject` everywhere. D's trained
     # weights are largest where a word starts a sentence, where an article names its subject again
     subject_inside: float | None = None
+    # the subject's return: after `subject_drift` bytes of reply that do not name the subject (a word
+    # starting with one of Generator.subject_words), the gain is `subject_return` until a word does.
+    # A constant gain pushes the document's words everywhere, where the reply is on subject too; this
+    # one pushes only where it has drifted (0: off; generate() with no subject words: off)
+    subject_drift: int = 0
+    subject_return: float = 4.0
 
     def check(self) -> "Sampling":
         """Raises ValueError naming the option for a value that would sample garbage."""
@@ -79,6 +86,10 @@ class Sampling:
             raise ValueError(f"--subject must be from 0 to 8, not {self.subject}")
         if self.subject_inside is not None and not (0 <= self.subject_inside <= 8):
             raise ValueError(f"--subject-inside must be from 0 to 8, not {self.subject_inside}")
+        if not (0 <= self.subject_drift <= 1 << 20):
+            raise ValueError(f"--subject-drift must be from 0 (off) to {1 << 20} bytes, not {self.subject_drift}")
+        if not (0 <= self.subject_return <= 8):
+            raise ValueError(f"--subject-return must be from 0 to 8, not {self.subject_return}")
         return self
 
 
@@ -307,7 +318,12 @@ def sample_byte(p, temperature, top_k, top_p, min_p, u):
 class Generator(Stream):
     """A model's generation stream (stream.py) that also draws its next byte."""
 
-    def sample(self, rng: np.random.Generator, sampling: Sampling = Sampling(), allow_end=True, banned=()) -> int:
+    # the reply's subject as casefolded words (chat.ask sets them from the title): what
+    # Sampling.subject_drift watches for; empty: the reply has no subject to return to
+    subject_words: tuple = ()
+
+    def sample(self, rng: np.random.Generator, sampling: Sampling = Sampling(), allow_end=True, banned=(),
+               gain: float | None = None) -> int:
         """Draw the next byte. `banned` (the repeat guard's) and the copy guard's bytes are dropped
         only at a word start (after a space): a ban inside a word left broken words ("buildina").
 
@@ -316,7 +332,9 @@ class Generator(Stream):
         (distribution's floor: min_p^T / 16, as some byte of the likeliest nibble has at least a
         16th of it). If a nibble left out could still hold a survivor (the likeliest bytes were
         banned or masked), the distribution is made again whole: the bytes that can be drawn, and
-        their probabilities, are the whole tree's."""
+        their probabilities, are the whole tree's.
+        `gain`, when given, is the document words' gain instead of sampling.subject (generate's
+        subject return)."""
         at_word_start = self.t > 0 and self.buf[self.t - 1] == 0x20
         if not at_word_start:
             banned = ()
@@ -324,9 +342,10 @@ class Generator(Stream):
             banned = set(banned) | self.history_copies(sampling.max_copy)
         prunable = sampling.temperature > 0 and sampling.min_p > 0
         bar = sampling.min_p ** sampling.temperature if prunable else 0.0
-        p = self._masked(sampling, allow_end, banned, bar / 16)
+        gain = sampling.subject if gain is None else gain
+        p = self._masked(sampling, allow_end, banned, bar / 16, gain)
         if self.pruned_most > 0 and self.pruned_most >= bar * p.max() * (1.0 - 1e-9):
-            p = self._masked(sampling, allow_end, banned, 0.0)
+            p = self._masked(sampling, allow_end, banned, 0.0, gain)
         u = rng.random()  # draw's one uniform
         y = sample_byte(p, sampling.temperature, sampling.top_k, sampling.top_p, sampling.min_p, u)
         if y < 0:
@@ -334,9 +353,9 @@ class Generator(Stream):
         self.push(y)
         return y
 
-    def _masked(self, sampling: Sampling, allow_end: bool, banned, floor: float) -> np.ndarray:
+    def _masked(self, sampling: Sampling, allow_end: bool, banned, floor: float, gain: float) -> np.ndarray:
         """The distribution with the bytes that may not come next set to zero."""
-        p = self.distribution(sampling.subject, sampling.subject_inside, floor)  # a new array
+        p = self.distribution(gain, sampling.subject_inside, floor)  # a new array
         p *= utf8_allowed(self.pending)
         if not allow_end:
             p[END_OF_ARTICLE] = 0.0
@@ -381,10 +400,12 @@ def generate(gen: Generator, rng: np.random.Generator, max_bytes: int, sampling:
     then a sentence at a time.
     Unless sampling.self_copy, the match model does not copy from the bytes this call generates.
     `opening`: the reply's visible start, fed before (chat's framed words): the repeat guard counts
-    it, and the cut reads its last word ("... Mr" + ". " is no sentence end).
+    it, and the cut reads its last word ("... Mr" + ". " is no sentence end). The opening names the
+    subject (chat's frame does), so the subject return (SubjectWatch) counts from the reply's start.
     """
     out = bytearray()
     piece = bytearray()
+    watch = SubjectWatch(gen.subject_words, sampling)
     guard = RepeatGuard(sampling.no_repeat)
     for y in opening:
         guard.add(y)
@@ -398,11 +419,12 @@ def generate(gen: Generator, rng: np.random.Generator, max_bytes: int, sampling:
                 return  # cut by the limit: what follows the last sentence (or word) end is dropped
             if should_stop is not None and should_stop():
                 break
-            y = gen.sample(rng, sampling, allow_end, guard.banned())
+            y = gen.sample(rng, sampling, allow_end, guard.banned(), watch.gain())
             if y == END_OF_ARTICLE:
                 break
             out.append(y)
             guard.add(y)
+            watch.add(y)
             piece.append(y)
             if not gen.pending:
                 text = cut.add(piece.decode("utf-8"))
@@ -459,6 +481,44 @@ def ends_sentence(text: str) -> bool:
     if len(word) == 1 and word.isalpha():
         return False
     return "." not in word and word.casefold() not in ABBREVIATIONS
+
+
+class SubjectWatch:
+    """Bytes of reply since a word of it last named the subject (a word starting with one of
+    `words`, casefolded), and the document words' gain that follows (Sampling.subject_drift):
+    sampling.subject until `subject_drift` bytes went by without the subject, then
+    `subject_return` until a word names it. Words are runs of letters and UTF-8 bytes, as the
+    document words read them (docwords.is_word_byte)."""
+
+    def __init__(self, words, sampling: Sampling):
+        self.words = tuple(words)
+        self.drift = sampling.subject_drift if self.words else 0
+        self.back = sampling.subject_return
+        self.since = 0
+        self.word = bytearray()
+
+    def gain(self) -> float | None:
+        """The gain for the next byte; None: sampling.subject."""
+        return self.back if self.drift and self.since >= self.drift else None
+
+    def add(self, y: int) -> None:
+        self.since += 1
+        if 65 <= y <= 90 or 97 <= y <= 122 or y >= 128:
+            self.word.append(y)
+            return
+        if self.word:
+            w = self.word.decode("utf-8", "ignore").casefold()
+            if w.startswith(self.words):
+                self.since = 0
+            self.word.clear()
+
+
+def subject_words(title: str) -> tuple:
+    """The words of a title that name its subject for SubjectWatch: those of 4+ letters, casefolded
+    ("Ada Lovelace": "lovelace"; "Tea": "tea", its only word)."""
+    words = [w.casefold() for w in regex.findall(r"\p{L}+", title)]
+    long = tuple(w for w in words if len(w) >= 4)
+    return long or tuple(words)
 
 
 class ReplyCut:

@@ -14,7 +14,7 @@ from cheaplm.checkpoint import load_model
 from cheaplm.model import ModelConfig
 from cheaplm.prepare import PrepareOptions, prepare
 from cheaplm.recall import TITLES_FILE, build_index, lead_bytes, load_index, title_key
-from cheaplm.sample import Generator, RepeatGuard, Sampling, generate
+from cheaplm.sample import Generator, RepeatGuard, Sampling, SubjectWatch, generate, subject_words
 from cheaplm.shards import load_split
 from cheaplm.train import TrainConfig, train
 
@@ -434,3 +434,49 @@ def test_generation_leaves_out_unlikely_nibbles_but_not_what_can_be_drawn(run):
     likely = set(int(y) for y in np.argsort(-orig(1.0))[:40])
     g.sample(np.random.default_rng(0), Sampling(no_repeat=0, max_copy=0), banned=likely)
     assert len(floors) == 2 and floors[1] == 0.0  # made whole again
+
+
+def test_subject_watch_raises_the_gain_after_drift_until_a_word_names_the_subject():
+    """SubjectWatch: `subject` (None) for the first subject_drift bytes, then subject_return until
+    a whole word starting with a subject word ends (case-folded, UTF-8 words included), then back;
+    no subject words or drift 0: never."""
+    s = Sampling(subject=1.5, subject_drift=10, subject_return=4.0)
+    w = SubjectWatch(subject_words("Zürich"), s)
+    assert w.words == ("zürich",)
+    gains = []
+    for y in "In the Alps the town ZÜRICHs. Then a lake".encode():
+        gains.append(w.gain())
+        w.add(y)
+    text = "In the Alps the town ZÜRICHs. Then a lake".encode()
+    end = text.index(b"s.") + 1  # the byte after the word: the word ends there
+    assert gains[:10] == [None] * 10 and set(gains[10:end + 1]) == {4.0}
+    assert gains[end + 1:end + 11] == [None] * 10 and gains[end + 11:] == [4.0] * len(gains[end + 11:])
+    for words, sampling in (((), s), (("zürich",), Sampling(subject=1.5))):
+        w = SubjectWatch(words, sampling)
+        for y in b"x" * 50 + b" ":
+            w.add(y)
+        assert w.gain() is None
+    assert subject_words("Ada Lovelace") == ("lovelace",) and subject_words("Tea") == ("tea",)
+    for bad in ({"subject_drift": -1}, {"subject_return": 9.0}, {"subject_return": float("nan")}):
+        with pytest.raises(ValueError, match="--subject-"):
+            Sampling(**bad).check()
+
+
+def test_generate_draws_at_the_watched_gain_and_ask_names_the_subject(run):
+    """chat.ask sets the reply's subject words from the title (the recalled article's when there is
+    one); generate draws each byte at the gain SubjectWatch gives over the reply so far."""
+    d, model, history, ckpt = run
+    g = Generator(model, history)
+    lead, _ = chat.ask(g, "Who was Ada Lovelace?", False, 1, None, history)
+    assert g.subject_words == ("lovelace",)
+    seen = []
+    orig = g.sample
+    g.sample = lambda rng, sampling, allow_end, banned, gain=None: (seen.append(gain), orig(rng, sampling, allow_end, banned, gain))[1]
+    s = Sampling(subject=1.5, subject_drift=8, subject_return=4.0)
+    out = "".join(generate(g, np.random.default_rng(1), 120, s, opening=lead.encode(), allow_end=False)).encode()
+    watch = SubjectWatch(("lovelace",), s)
+    want = []
+    for y in out:  # the reply as yielded is a prefix of what was drawn (the cut drops a tail)
+        want.append(watch.gain())
+        watch.add(y)
+    assert 4.0 in want and seen[:len(out)] == want
