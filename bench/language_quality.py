@@ -122,6 +122,14 @@ ROWS = [
      {"subject": 1.0, "subject_drift": 60, "subject_return": 5.0}, True),
     ("no recall, subject 1.5, 4 after 40 bytes off subject", False,
      {"subject": 1.5, "subject_drift": 40, "subject_return": 4.0}, True),
+    ("no recall, subject 1.5, 5 after 100 bytes off subject", False,
+     {"subject": 1.5, "subject_drift": 100, "subject_return": 5.0}, True),
+    ("no recall, subject 2, 4 after 100 bytes off subject", False,
+     {"subject": 2.0, "subject_drift": 100, "subject_return": 4.0}, True),
+    ("no recall, subject 1.5, 4 after 80 bytes off subject", False,
+     {"subject": 1.5, "subject_drift": 80, "subject_return": 4.0}, True),
+    ("no recall, subject 1.5, 6 after 120 bytes off subject", False,
+     {"subject": 1.5, "subject_drift": 120, "subject_return": 6.0}, True),
 ]
 TRANSFORMER_ROW = "transformer (the judge itself)"
 LEADS_ROW = "real leads (test split)"
@@ -194,7 +202,12 @@ def _answer_task(task):
     gen = Generator(model, history, history_far=far)
     over = dict(over)
     join = over.pop("join", True)  # not a sampling setting: chat.ask's
-    over.setdefault("subject", chat.SUBJECT)  # chat's own, not the library's (Sampling's is 1)
+    if "subject" in over:  # a row that names a constant gain measures that gain alone, unless it names a return
+        over.setdefault("subject_drift", 0)
+    # chat's own, not the library's (Sampling's is 1 with no return)
+    for key, value in (("subject", chat.SUBJECT), ("subject_drift", chat.SUBJECT_DRIFT),
+                       ("subject_return", chat.SUBJECT_RETURN)):
+        over.setdefault(key, value)
     lead, source = chat.ask(gen, question, True, 1, index if recall else None, history, join=join)
     t_first = None
     out = []
@@ -359,8 +372,9 @@ def loops(text: str) -> bool:
     return False
 
 
-def copy_cover(texts: list[bytes], train) -> list[int]:
-    """For each text, how many of its bytes lie inside a COPY_LEN-byte window that occurs in `train`."""
+def copy_cover(texts: list[bytes], train) -> list:
+    """For each text, which of its bytes lie inside a COPY_LEN-byte window that occurs in `train` (a
+    bool array per text)."""
     import numba
     import numpy as np
 
@@ -428,7 +442,7 @@ def copy_cover(texts: list[bytes], train) -> list[int]:
         for i in range(len(t) - COPY_LEN + 1):
             if found[windows[t[i: i + COPY_LEN]]]:
                 covered[i: i + COPY_LEN] = True
-        out.append(int(covered.sum()))
+        out.append(covered)
     return out
 
 
@@ -575,7 +589,8 @@ def cmd_judge(args) -> None:
     copy_s = time.perf_counter() - t0
     article_words = {}
     for a, c in zip(everything, covers):
-        a["copied_bytes"] = c
+        a["copied_bytes"] = int(c.sum())
+        a["copied_mask"] = c
         if a["prompt"] is None:  # a real lead: the reference for the subject measure
             a["on_topic"] = None
             a["names_subject"] = names_subject(a["title"], a["reply"])
@@ -673,6 +688,23 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def elide_copies(text: bytes, covered) -> str:
+    """The text with each run of bytes copied from the training text (`covered`, copy_cover's) shown
+    as "[... N bytes of the training text ...]": the data's text is never written into the repository."""
+    out = []
+    i = 0
+    while i < len(text):
+        j = i
+        while j < len(text) and bool(covered[j]) == bool(covered[i]):
+            j += 1
+        if covered[i]:
+            out.append(f"[... {j - i} bytes of the training text ...]")
+        else:
+            out.append(text[i:j].decode("utf-8", "replace"))
+        i = j
+    return "".join(out).replace("\n", " ").rstrip()
+
+
 def write_answers_md(path: Path, everything: list[dict], result: dict) -> None:
     lines = ["# Answers (bench/language_quality.py)", "",
              f"Every answer the language-quality benchmark scored, {result['date']}, commit {result['commit']}; "
@@ -680,7 +712,9 @@ def write_answers_md(path: Path, everything: list[dict], result: dict) -> None:
              "The framed opening words (given, not written by the model) are in bold; a `from:` note names "
              "the article recall read first. Scores per answer: judge bits per byte, and flags for loops (L) "
              "and 64-byte copies of the train split (C, with the copied share); S: the reply names its subject "
-             "in its first 300 characters; G k/n: k of the reply's n sentences grounded in the recalled article.", ""]
+             "in its first 300 characters; G k/n: k of the reply's n sentences grounded in the recalled article. "
+             "Stretches copied from the training text (64+ bytes, mostly recall's quotes) are elided, and real "
+             "leads are scored, not shown: the data's text stays out of the repository.", ""]
     for label in dict.fromkeys(a["row"] for a in everything):
         lines += [f"## {label}", ""]
         for a in [a for a in everything if a["row"] == label]:
@@ -698,6 +732,13 @@ def write_answers_md(path: Path, everything: list[dict], result: dict) -> None:
             score = ", ".join(x for x in [score, " ".join(flags)] if x) or "-"
             src = f" (from: {a['source']})" if a.get("source") else ""
             q = a["question"]
+            if a["prompt"] is None:  # a real lead is the test split's own text: not written into the repo
+                lines.append(f"- *{q}* [{score}]: (a real lead, {text_len} bytes; its text stays in the data)")
+                continue
+            if a["copied_bytes"]:  # quoted from the training text (recall): elided, the rest kept
+                text = elide_copies((a["lead"] + a["reply"]).encode(), a["copied_mask"])
+                lines.append(f"- *{q}*{src} [{score}]: {text}")
+                continue
             reply = a["reply"].replace("\n", " ").rstrip()  # its leading space follows the bold opening
             lines.append(f"- *{q}*{src} [{score}]: **{a['lead']}**{reply}" if a["lead"] else
                          f"- *{q}* [{score}]: {reply}")

@@ -279,7 +279,12 @@ def sampling_options(f):
                      help="Never draw a byte that continues a verbatim copy of this many bytes of the training text (0 = off)."),
         click.option("--subject", default=None, type=float,
                      help="Weight of the document's own words (its title, a recalled article) in the mix, times this "
-                     "(1 = as trained; more holds the reply to its subject) [default: 2 for chat, 1 for sample]."),
+                     "(1 = as trained; more holds the reply to its subject) [default: 1.5 for chat, 1 for sample]."),
+        click.option("--subject-drift", default=None, type=int,
+                     help="chat: after this many bytes of reply that do not name the subject, the weight becomes "
+                     "--subject-return until a word does (0 = off) [default: 100 for chat; sample has no subject]."),
+        click.option("--subject-return", default=d.subject_return, type=float,
+                     help="chat: the document words' weight while the reply is off its subject (see --subject-drift)."),
         click.option("--seed", default=None, type=int, help="Random seed [default: random, printed to stderr]."),
         click.option("--device", type=click.Choice(DEVICE_NAMES), default="auto",
                      help="Generation runs on the CPU twin (one byte at a time); cuda is accepted and falls back."),
@@ -290,12 +295,13 @@ def sampling_options(f):
 
 
 def _sampling(temperature: float, top_k: int, top_p: float, min_p: float, no_repeat: int, max_copy: int,
-              subject: float):
+              subject: float, subject_drift: int = 0, subject_return: float = 4.0):
     from .sample import Sampling
 
     try:
         return Sampling(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, no_repeat=no_repeat,
-                        max_copy=max_copy, subject=subject).check()
+                        max_copy=max_copy, subject=subject, subject_drift=subject_drift,
+                        subject_return=subject_return).check()
     except ValueError as exc:
         _fail(exc)
 
@@ -331,7 +337,7 @@ def _seed(seed, console) -> int:
 @click.option("--num-samples", default=1, type=click.IntRange(1, 1000), help="Independent continuations of the prompt.")
 @sampling_options
 def sample(run_dir, prompt, prompt_file, num_samples, max_bytes, temperature, top_k, top_p, min_p, no_repeat, max_copy,
-           subject, seed, device):
+           subject, subject_drift, subject_return, seed, device):
     """Continue a prompt (from --prompt, --prompt-file or stdin); text streams to stdout. RUN_DIR may
     also be one of its checkpoints (RUN/ckpt-N) instead of the latest.
 
@@ -342,7 +348,8 @@ def sample(run_dir, prompt, prompt_file, num_samples, max_bytes, temperature, to
     from .sample import generate
 
     console = stderr_console()
-    sampling = _sampling(temperature, top_k, top_p, min_p, no_repeat, max_copy, 1.0 if subject is None else subject)
+    sampling = _sampling(temperature, top_k, top_p, min_p, no_repeat, max_copy, 1.0 if subject is None else subject,
+                         subject_drift or 0, subject_return)
     if prompt is not None and prompt_file is not None:
         raise UserError("give --prompt or --prompt-file, not both")
     if prompt is not None:
@@ -395,7 +402,8 @@ def _fork(gen):
 @click.option("--recall/--no-recall", default=True,
               help="When a question names an article of the training text, read that article before answering.")
 @sampling_options
-def chat(run_dir, raw, recall, max_bytes, temperature, top_k, top_p, min_p, no_repeat, max_copy, subject, seed, device):
+def chat(run_dir, raw, recall, max_bytes, temperature, top_k, top_p, min_p, no_repeat, max_copy, subject,
+         subject_drift, subject_return, seed, device):
     """Talk to a model: each line you type is framed as the start of an encyclopedia article and
     the model continues it. With recall (the default) a question whose subject is the title of an
     article in the training text gets that article's lead read first (a dim `from: TITLE` line on
@@ -404,11 +412,12 @@ def chat(run_dir, raw, recall, max_bytes, temperature, top_k, top_p, min_p, no_r
 
     Example: cheaplm chat runs/simple --temperature 0.7
     """
-    from .chat import SUBJECT, run_chat
+    from .chat import SUBJECT, SUBJECT_DRIFT, run_chat
     from .recall import load_index
 
     console = stderr_console()
-    sampling = _sampling(temperature, top_k, top_p, min_p, no_repeat, max_copy, SUBJECT if subject is None else subject)
+    sampling = _sampling(temperature, top_k, top_p, min_p, no_repeat, max_copy, SUBJECT if subject is None else subject,
+                         SUBJECT_DRIFT if subject_drift is None else subject_drift, subject_return)
     seed = _seed(seed, console)
     with console.status("loading the model…"):
         gen, ckpt = _load_generator(run_dir, device)

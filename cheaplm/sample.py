@@ -43,8 +43,8 @@ class Sampling:
     measured on the H200's 5-minute model, T 0.5 with min-p 0.2, no-repeat 16 and max-copy 32 was
     the warmest whose free answers read no worse to the judge than real article leads, with no loops
     and no copies (T 0.8 and no-repeat 24 read 1.215 bits per byte to the judge, leads 1.087; T 0.5
-    with no-repeat 24 looped in 4 of 40 answers). `subject` is 1 here (the model as trained) and
-    chat's is 2 (chat.SUBJECT)."""
+    with no-repeat 24 looped in 4 of 40 answers). `subject` is 1 here (the model as trained), with no
+    return; chat's are 1.5, and 4 after 100 bytes off subject (chat.SAMPLING)."""
 
     temperature: float = 0.5
     top_k: int = 0  # keep the k most likely bytes (0 = all)

@@ -80,3 +80,21 @@ def test_subject_rates_and_the_summary(lq):
         row.update(judge_bpb=None, loop_rate=0.0, copy_rate=0.0, mean_bytes=100.0)
     t = lq.table(rows)
     assert "names subject (free)" in t and "| 0.67 |" in t and "| — |" in t
+
+
+def test_copies_are_found_and_elided_so_no_data_text_is_written(lq):
+    """copy_cover marks the bytes inside a 64-byte window that occurs in the training text;
+    elide_copies shows each such run as its length only, and keeps what the model wrote."""
+    import numpy as np
+
+    rng = np.random.default_rng(3)
+    train = rng.integers(97, 123, 5000, dtype=np.uint8)
+    quote = bytes(train[1000:1100])
+    text = b"The model wrote this, " + quote + b" and then this."
+    (mask,) = lq.copy_cover([text], train)
+    start = len(b"The model wrote this, ")
+    assert mask.sum() == len(quote) and mask[start:start + len(quote)].all()
+    shown = lq.elide_copies(text, mask)
+    assert shown == f"The model wrote this, [... {len(quote)} bytes of the training text ...] and then this."
+    (none,) = lq.copy_cover([b"x" * 80], train)
+    assert not none.any() and lq.elide_copies(b"x" * 80, none) == "x" * 80

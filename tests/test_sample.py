@@ -240,8 +240,9 @@ def test_sample_byte_is_filter_probs_and_draw():
 class NumpyPathGenerator(Generator):
     """Generator.sample as it was before the fused path: filter_probs, then draw."""
 
-    def sample(self, rng, sampling=Sampling(), allow_end=True, banned=()):
-        p = self.distribution(sampling.subject, sampling.subject_inside) * utf8_allowed(self.pending)
+    def sample(self, rng, sampling=Sampling(), allow_end=True, banned=(), gain=None):
+        gain = sampling.subject if gain is None else gain
+        p = self.distribution(gain, sampling.subject_inside) * utf8_allowed(self.pending)
         at_word_start = self.t > 0 and self.buf[self.t - 1] == 0x20
         if not at_word_start:
             banned = ()
