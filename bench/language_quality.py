@@ -8,14 +8,15 @@ Without a GPU (no judge): `answers --run RUN_DIR`, then `judge --no-judge`, whic
 copy and on-topic rates and leaves judge bpb and the transformer's answers out.
 
 `answers` trains the cheaplm GPU default for --minutes in WORK/run (`cheaplm train`) unless it is
-there, and on a machine with two GPUs the judge beside it. Then it answers PROMPTS (written here: 20
-subjects whose article is in the wikibench train split, 20 whose is not) with fixed seeds (seed =
-prompt number), through chat's own framing, recall and sampling, in several rows of settings (ROWS).
-Answers go to WORK/answers.json.
+there, and on a machine with two GPUs the judge beside it. Then it answers PROMPTS (written here: 80
+questions; the first 40, the set of every run before 2026-12-04, are 20 subjects whose article is in
+the wikibench train split and 20 whose is not; of the 40 added, 6 are in it; `--questions 40` answers
+the first 40 alone) with fixed seeds (seed = prompt number), through chat's own framing, recall and
+sampling, in several rows of settings (ROWS). Answers go to WORK/answers.json.
 
 `judge` trains the reference byte-level transformer for the same minutes (bench/transformer_baseline.py
 --save) unless WORK/judge.pt is there, lets it answer the same prompts with the same framing at its
-usual sampling, and scores every row and the real leads of 40 test-split articles:
+usual sampling, and scores every row and the real leads of as many test-split articles as questions:
 - judge bpb: bits per byte of the answer (its framed opening words and the reply) under the
   transformer, given the answer's header (`<doc ...>` line, title, blank line); byte-weighted;
 - loop rate: answers in which some 20-byte string occurs 3 or more times;
@@ -72,6 +73,21 @@ PROMPTS = [
     ("Tell me about Rome", False), ("What is coffee?", False), ("Volcano", False),
     ("What is a river?", False), ("What is Mount Everest?", False), ("Tell me about the Amazon rainforest", False),
     ("What is a windmill?", False), ("Who was Marie Curie?", False),
+    # 40 more (2026-12-04), so that a rate over all 80 free answers moves by 1.25 points an answer, not
+    # 2.5: general subjects, chosen before any answer to them was seen; the few whose article is in the
+    # train split are marked (it holds few general subjects)
+    ("What is oxygen?", True), ("What is a frog?", True), ("What is a star?", True), ("What is a castle?", True),
+    ("Who was Charles Darwin?", True), ("Who was William Shakespeare?", True),
+    ("What is iron?", False), ("What is a tiger?", False), ("What is a wolf?", False), ("Who was Julius Caesar?", False),
+    ("Who was Aristotle?", False), ("Tell me about Japan", False), ("Tell me about Egypt", False), ("What is Peru?", False),
+    ("What is a shark?", False), ("What is a dolphin?", False), ("What is an owl?", False), ("Crocodile", False),
+    ("What is algebra?", False), ("What is astronomy?", False), ("What is the Sun?", False), ("What is Jupiter?", False),
+    ("What is a comet?", False), ("What is a telescope?", False), ("What is a computer?", False),
+    ("What is a violin?", False), ("What is jazz?", False), ("What is opera?", False), ("Tell me about tennis", False),
+    ("What is a cathedral?", False), ("Who was Mozart?", False), ("Who was Galileo Galilei?", False),
+    ("Who was Abraham Lincoln?", False), ("Tell me about London", False), ("What is the Nile?", False),
+    ("What is cheese?", False), ("What is wine?", False), ("What is a desert?", False), ("Earthquake", False),
+    ("What is a hurricane?", False),
 ]
 
 # rows of cheaplm answers: (label, recall, sampling overrides, generator: history far / new document).
@@ -130,6 +146,8 @@ ROWS = [
      {"subject": 1.5, "subject_drift": 80, "subject_return": 4.0}, True),
     ("no recall, subject 1.5, 6 after 120 bytes off subject", False,
      {"subject": 1.5, "subject_drift": 120, "subject_return": 6.0}, True),
+    ("no recall, subject 2 (chat's default until 2026-12-04)", False, {"subject": 2.0}, True),
+    ("recall, subject 2 (chat's default until 2026-12-04)", True, {"subject": 2.0}, True),
 ]
 TRANSFORMER_ROW = "transformer (the judge itself)"
 LEADS_ROW = "real leads (test split)"
@@ -222,7 +240,8 @@ def _answer_task(task):
             "seconds": time.perf_counter() - t0, "first_byte_s": t_first}
 
 
-def cheaplm_answers(run_dir: Path, workers: int, rows: list[int], mix: str | None = None) -> tuple[list[dict], dict]:
+def cheaplm_answers(run_dir: Path, workers: int, rows: list[int], mix: str | None = None,
+                    questions: int = len(PROMPTS)) -> tuple[list[dict], dict]:
     import multiprocessing as mp
 
     from cheaplm.checkpoint import load_model
@@ -240,10 +259,11 @@ def cheaplm_answers(run_dir: Path, workers: int, rows: list[int], mix: str | Non
     _G.update(model=model, history=history, index=index)
     info = {"checkpoint": str(ckpt), "mix": mix, "history_bytes": int(len(history)), "articles": len(index),
             "load_seconds": time.perf_counter() - t0,
-            "in_history": [index.find(chat_title(q)) is not None for q, _ in PROMPTS]}
-    print(f"model loaded in {info['load_seconds']:.0f} s; {len(rows) * len(PROMPTS)} answers on {workers} workers",
+            "in_history": [index.find(chat_title(q)) is not None for q, _ in PROMPTS[:questions]],
+            "questions": questions}
+    print(f"model loaded in {info['load_seconds']:.0f} s; {len(rows) * questions} answers on {workers} workers",
           flush=True)
-    tasks = [(r, i) for r in rows for i in range(len(PROMPTS))]
+    tasks = [(r, i) for r in rows for i in range(questions)]
     answers = []
     t0 = time.perf_counter()
     with mp.get_context("fork").Pool(workers) as pool:
@@ -260,8 +280,9 @@ def chat_title(question: str) -> str:
     return frame(question)[0]
 
 
-def transformer_answers(model) -> list[dict]:
-    """The judge's own answers to PROMPTS, framed as chat frames them, at its usual sampling."""
+def transformer_answers(model, questions: int = len(PROMPTS)) -> list[dict]:
+    """The judge's own answers to the first `questions` PROMPTS, framed as chat frames them, at its
+    usual sampling."""
     import numpy as np
     import torch
 
@@ -270,7 +291,7 @@ def transformer_answers(model) -> list[dict]:
 
     s = Sampling(temperature=0.8, top_p=0.95, min_p=0.0)
     out = []
-    for i, (question, _) in enumerate(PROMPTS):
+    for i, (question, _) in enumerate(PROMPTS[:questions]):
         title, lead = chat.frame(question)
         ctx = bytearray((chat.header(title, True, 1) + lead).encode())
         rng = np.random.default_rng(i)
@@ -329,13 +350,15 @@ def cmd_answers(args) -> None:
     if any(os.environ.get(v) != "1" for v in threads):
         env = dict(os.environ, **{v: "1" for v in threads})
         cmd = [sys.executable, str(Path(__file__).resolve()), "answers", "--run", str(args.run or work / "run"),
-               "--work", str(work), "--split-dir", args.split_dir, "--workers", str(args.workers), "--rows", args.rows]
+               "--work", str(work), "--split-dir", args.split_dir, "--workers", str(args.workers), "--rows", args.rows,
+               "--questions", str(args.questions)]
         if args.mix:
             cmd += ["--mix", args.mix]
         sys.exit(subprocess.run(cmd, env=env).returncode)
     rows = [int(r) for r in args.rows.split(",")] if args.rows else list(range(len(ROWS)))
     t0 = time.perf_counter()
-    answers, info = cheaplm_answers(Path(args.run) if args.run else work / "run", args.workers, rows, args.mix)
+    answers, info = cheaplm_answers(Path(args.run) if args.run else work / "run", args.workers, rows, args.mix,
+                                    args.questions)
     info["cheaplm_answer_seconds"] = time.perf_counter() - t0
     info.update(commit=git_commit(), date=time.strftime("%Y-%m-%d"), command=" ".join(sys.argv))
     (work / "answers.json").write_text(json.dumps({"info": info, "answers": answers}, indent=1, ensure_ascii=False))
@@ -564,15 +587,16 @@ def cmd_judge(args) -> None:
     work = Path(args.work)
     doc = json.loads((work / "answers.json").read_text())
     info = doc["info"]
+    questions = info.get("questions", 40)  # an answers.json from before the 80 questions answered 40
     answers = [a for a in doc["answers"] if a["row"] != TRANSFORMER_ROW]
     model = None
     if not args.no_judge:
         train_missing(args, work, cheaplm=False, judge=True)
         model = load_judge(work / "judge.pt")
         t0 = time.perf_counter()
-        answers += transformer_answers(model)
+        answers += transformer_answers(model, questions)
         info["transformer_answer_seconds"] = time.perf_counter() - t0
-    leads = real_leads(Path(args.split_dir), len(PROMPTS))
+    leads = real_leads(Path(args.split_dir), questions)
     for a in answers:
         title = chat.frame(a["question"])[0]
         a["title"] = title
@@ -609,7 +633,7 @@ def cmd_judge(args) -> None:
             words = article_words[("source", a["source"])]
             a["grounded"] = None if words is None else grounded(a["reply"], words)
     rows = []
-    in_hist = info.get("in_history", [k for _, k in PROMPTS])
+    in_hist = info.get("in_history", [k for _, k in PROMPTS[:questions]])
     for label in dict.fromkeys(a["row"] for a in everything):
         group = [a for a in everything if a["row"] == label]
         text_bytes = sum(len((a["lead"] + a["reply"]).encode()) for a in group)
@@ -637,8 +661,8 @@ def cmd_judge(args) -> None:
     result = {"date": time.strftime("%Y-%m-%d"), "commit": git_commit(), "command": " ".join(sys.argv),
               "answers_info": info, "on_subject": on_subject_summary(rows), "judge": {k: judge_info.get(k) for k in ("card", "minutes", "steps", "test_bpb",
                                                                               "commit")},
-              "copy_scan_seconds": copy_s, "rows": rows, "prompts": [q for q, _ in PROMPTS],
-              "in_train_split_as_written": [k for _, k in PROMPTS]}
+              "copy_scan_seconds": copy_s, "rows": rows, "prompts": [q for q, _ in PROMPTS[:questions]],
+              "in_train_split_as_written": [k for _, k in PROMPTS[:questions]]}
     out_json = Path(args.json)
     out_json.parent.mkdir(parents=True, exist_ok=True)
     out_json.write_text(json.dumps(result, indent=1))
@@ -756,6 +780,8 @@ def main() -> None:
     a.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 2))
     a.add_argument("--run", default=None, help="answer with this trained run instead of training WORK/run")
     a.add_argument("--rows", default="", help="comma-separated row numbers of ROWS (default: all)")
+    a.add_argument("--questions", type=int, default=len(PROMPTS), choices=(40, len(PROMPTS)),
+                   help="answer the first 40 PROMPTS (the set of the runs before 2026-12-04) or all")
     a.add_argument("--mix", default=None, help="an .npz of reader_mix and reader_mix_doc to answer with "
                    "(bench/doc_words.py --save-mix) instead of the run's own mix")
     j = sub.add_parser("judge")

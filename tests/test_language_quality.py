@@ -98,3 +98,13 @@ def test_copies_are_found_and_elided_so_no_data_text_is_written(lq):
     assert shown == f"The model wrote this, [... {len(quote)} bytes of the training text ...] and then this."
     (none,) = lq.copy_cover([b"x" * 80], train)
     assert not none.any() and lq.elide_copies(b"x" * 80, none) == "x" * 80
+
+
+def test_the_questions_name_distinct_subjects_and_chat_frames_each(lq):
+    """Two questions on one subject would count one subject twice; every question must frame to a
+    title (chat.frame) with a word the subject measures can look for."""
+    from cheaplm import chat
+
+    titles = [chat.frame(q)[0].casefold() for q, _ in lq.PROMPTS]
+    assert len(lq.PROMPTS) == 80 and len(set(titles)) == len(titles)
+    assert all(any(lq._subject_words(t)) for t in titles)
