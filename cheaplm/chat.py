@@ -42,7 +42,9 @@ _ARTICLE = regex.compile(r"^(?:a|an|the)\s+", regex.I)
 # the subject's. On the 2-minute H200 model (bench/RESULTS.md, "The subject's return") 1.5 with 4
 # after 100 bytes off subject made 28 of 40 free answers name their subject again, against 23 at a
 # constant 2 and 13 at 1, and read better to the judge than either (1.023 bits per byte, against
-# 1.039 and 1.029; the transformer trained as long names it in 20, real leads in 22).
+# 1.039 and 1.029; the transformer trained as long names it in 20, real leads in 22). That was with
+# every D weight scaled; a gain above 1 now scales the positive ones only (stream.gained_weights),
+# after a 1-minute model's replies ran into dashes at 4: measured on the CPU since, not yet on the H200.
 # `sample` keeps 1 and no return: a raw continuation's document is the history's last article.
 SUBJECT = 1.5
 SUBJECT_DRIFT = 100

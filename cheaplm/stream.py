@@ -35,6 +35,19 @@ FEED_BATCH = 16
 STREAM_RESERVE = 1 << 30  # feeds at least this long read the reader in one batch
 
 
+def gained_weights(w: np.ndarray, gain: float) -> np.ndarray:
+    """The document words' mix weights at a gain (Sampling.subject). Below 1 every weight is scaled
+    (0: D off). Above 1 only the positive ones are: where the mix learnt to trust D's prediction
+    of a bit it is trusted more, and where it learnt a negative weight (D over-confident there,
+    e.g. "a letter comes next" after a space, where digits and dashes also do) that weight is kept
+    as trained. Scaling those too turns D's "a letter" into a push toward anything else: the likely
+    cause of the dashes and quote marks that 9 of 80 replies at gain 4 ran into on a 1-minute H200
+    model (bench/NOTES.md §21b)."""
+    if gain <= 1.0:
+        return w * np.float32(gain)
+    return np.where(w > 0, w * np.float32(gain), w).astype(np.float32)
+
+
 class Stream:
     """A stream after the model's history; feed text, read distributions, sample bytes.
 
@@ -176,7 +189,8 @@ class Stream:
         """P(next byte) over 0..255 (float64), from the model alone: the memory's byte tree, mixed
         node by node with the reader's distribution when the model has a reader (as evaluation
         mixes the bits of the true byte, reader.py). doc_gain: the document words' mix weights
-        times this (Sampling.subject; 1 is the model as trained and scored); doc_gain_inside, when
+        times this (Sampling.subject; 1 is the model as trained and scored; above 1, the positive
+        weights only: gained_weights); doc_gain_inside, when
         given, replaces it where D's context says the word does not start a sentence
         (Sampling.subject_inside).
         floor > 0 (generation, Generator.sample): with a reader, a high nibble whose probability
@@ -198,7 +212,7 @@ class Stream:
             self._doc.advance(self.buf, self.t, self.copy_before)  # a reply's words are not counted
             p_d, c = self._doc.distribution()
             gain = doc_gain if (doc_gain_inside is None or docwords_starts_sentence(c)) else doc_gain_inside
-            doc = (p_d, c, m.reader.mix_doc if gain == 1.0 else m.reader.mix_doc * np.float32(gain))
+            doc = (p_d, c, m.reader.mix_doc if gain == 1.0 else gained_weights(m.reader.mix_doc, gain))
         if floor <= 0.0:
             m.memory.node_probs(self.buf, self.t, margs, self._scratch, out, self._node_p1)
         else:

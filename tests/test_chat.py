@@ -16,6 +16,7 @@ from cheaplm.prepare import PrepareOptions, prepare
 from cheaplm.recall import TITLES_FILE, build_index, lead_bytes, load_index, title_key
 from cheaplm.sample import Generator, RepeatGuard, Sampling, SubjectWatch, generate, subject_words
 from cheaplm.shards import load_split
+from cheaplm.stream import gained_weights
 from cheaplm.train import TrainConfig, train
 
 from conftest import shared
@@ -321,17 +322,19 @@ def test_chat_cli_closed_stdin_and_latin1_line(run):
 
 def test_subject_scales_the_document_words_weights_when_drawing(run):
     """Sampling.subject multiplies D's mix weights where a byte is drawn: at 0 the distribution is
-    the one of a model whose D weights are zero, at 2 the one with doubled weights; the model's own
+    the one of a model whose D weights are zero, at 0.5 halved, at 2 the one with its positive
+    weights doubled and its negative ones as trained (stream.gained_weights); the model's own
     distribution (gain 1) is untouched. Values outside 0..8 are refused."""
     d, model, history, ckpt = run
     assert model.reader.reads_doc and np.abs(model.reader.mix_doc).max() > 0
     data, lead, _ = chat.prompt_bytes("Who was Archimedes?", False, 1, None, history)
     data += b" the Arc"  # inside a word of the title: D speaks
     saved = model.reader.mix_doc.copy()
+    assert (saved < 0).any() and (saved > 0).any()  # both kinds of weight are there to tell apart
     want = {}
     try:
-        for gain in (0.0, 2.0):
-            model.reader.mix_doc = saved * np.float32(gain)
+        for gain in (0.0, 0.5, 2.0):
+            model.reader.mix_doc = np.where(saved > 0, saved * np.float32(gain), saved) if gain > 1 else saved * np.float32(gain)
             g = Generator(model, history)
             g.feed(data)
             want[gain] = g.distribution()
@@ -341,9 +344,11 @@ def test_subject_scales_the_document_words_weights_when_drawing(run):
     g.feed(data)
     base = g.distribution()
     assert not np.allclose(base, want[0.0])  # D speaks here
-    for gain in (0.0, 2.0):
+    for gain in (0.0, 0.5, 2.0):
         assert np.allclose(g.distribution(gain), want[gain], rtol=1e-6, atol=1e-12)
     assert np.array_equal(g.distribution(), base)
+    w = np.array([-1.0, 2.0], np.float32)
+    assert list(gained_weights(w, 3.0)) == [-1.0, 6.0] and list(gained_weights(w, 0.5)) == [-0.5, 1.0]
     seen = []
     orig = g.distribution
     g.distribution = lambda gain=1.0, inside=None, floor=0.0: (seen.append((gain, inside)), orig(gain, inside, floor))[1]
