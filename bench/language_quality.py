@@ -20,6 +20,8 @@ usual sampling, and scores every row and the real leads of as many test-split ar
 - judge bpb: bits per byte of the answer (its framed opening words and the reply) under the
   transformer, given the answer's header (`<doc ...>` line, title, blank line); byte-weighted;
 - loop rate: answers in which some 20-byte string occurs 3 or more times;
+- dash runs: answers whose reply degrades into dashes and quote marks (`mark_run`: 4 or more within
+  48 characters);
 - copy rate: share of answer bytes inside a verbatim match of 64 or more bytes to the train split;
 - on-topic rate: answers whose first sentence of model-written text (after the framed opening
   words, which always name the subject) names the subject (a word of 4+ letters of its title), or,
@@ -384,6 +386,25 @@ def judge_bits(model, header: str, text: str) -> tuple[float, int]:
     return bits, len(b) - max(0, 1 - n_ctx)
 
 
+MARKS = frozenset('–—“”‘’"')  # dashes and quote marks (not hyphens or apostrophes: words hold those)
+MARK_WINDOW, MARK_RUN = 48, 4
+
+
+def mark_run(text: str) -> bool:
+    """The text degrades into dashes and quote marks: MARK_RUN or more of them within MARK_WINDOW
+    characters ("1–1 – – 1 March ... “In the 1–0 mm – – “The"). None of the 80 real leads of the
+    wikibench test split does; a date range or a quoted title has two or three."""
+    flags = [c in MARKS for c in text]
+    have = sum(flags[:MARK_WINDOW])
+    if have >= MARK_RUN:
+        return True
+    for i in range(MARK_WINDOW, len(flags)):
+        have += flags[i] - flags[i - MARK_WINDOW]
+        if have >= MARK_RUN:
+            return True
+    return False
+
+
 def loops(text: str) -> bool:
     b = text.encode()
     seen = {}
@@ -606,6 +627,7 @@ def cmd_judge(args) -> None:
         text = a["lead"] + a["reply"]
         a["judge_bits"], a["judge_bytes"] = judge_bits(model, a["header"], text) if model is not None else (None, None)
         a["loops"] = loops(text)
+        a["mark_run"] = mark_run(a["reply"])
     train = load_split(Path(args.split_dir), "train")
     train_index = build_index(train)
     t0 = time.perf_counter()
@@ -642,6 +664,7 @@ def cmd_judge(args) -> None:
                "judge_bpb": (sum(a["judge_bits"] for a in group) / max(1, sum(a["judge_bytes"] for a in group))
                              if judged else None),
                "loop_rate": sum(a["loops"] for a in group) / len(group),
+               "mark_run_rate": sum(a["mark_run"] for a in group) / len(group),
                "copy_rate": sum(a["copied_bytes"] for a in group) / max(1, text_bytes),
                "mean_bytes": text_bytes / len(group)}
         if group[0]["prompt"] is not None:
@@ -700,12 +723,12 @@ def on_subject_summary(rows: list[dict]) -> dict:
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| row | judge bpb | loop rate | copy rate | on-topic (in train) | on-topic (not) | names subject (free) "
-             "| names subject (recalled) | grounded sentences (recalled) | mean bytes |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| row | judge bpb | loop rate | dash runs | copy rate | on-topic (in train) | on-topic (not) "
+             "| names subject (free) | names subject (recalled) | grounded sentences (recalled) | mean bytes |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         jb = "—" if r["judge_bpb"] is None else f"{r['judge_bpb']:.3f}"
-        lines.append(f"| {r['row']} | {jb} | {r['loop_rate']:.2f} | {r['copy_rate']:.3f} | "
+        lines.append(f"| {r['row']} | {jb} | {r['loop_rate']:.2f} | {r.get('mark_run_rate', 0):.2f} | {r['copy_rate']:.3f} | "
                      f"{_rate(r.get('on_topic_in_train'))} | {_rate(r.get('on_topic_not_in_train'))} | "
                      f"{_rate(r.get('names_subject_free'))} | {_rate(r.get('names_subject_recalled'))} | "
                      f"{_rate(r.get('grounded_sentences'))} | {r['mean_bytes']:.0f} |")
@@ -735,7 +758,8 @@ def write_answers_md(path: Path, everything: list[dict], result: dict) -> None:
              f"model {result['answers_info'].get('checkpoint', '?')}. Seeds: the prompt's number. "
              "The framed opening words (given, not written by the model) are in bold; a `from:` note names "
              "the article recall read first. Scores per answer: judge bits per byte, and flags for loops (L) "
-             "and 64-byte copies of the train split (C, with the copied share); S: the reply names its subject "
+             "and 64-byte copies of the train split (C, with the copied share); M: the reply runs into dashes and "
+             "quote marks; S: the reply names its subject "
              "in its first 300 characters; G k/n: k of the reply's n sentences grounded in the recalled article. "
              "Stretches copied from the training text (64+ bytes, mostly recall's quotes) are elided, and real "
              "leads are scored, not shown: the data's text stays out of the repository.", ""]
@@ -745,6 +769,8 @@ def write_answers_md(path: Path, everything: list[dict], result: dict) -> None:
             flags = []
             if a["loops"]:
                 flags.append("L")
+            if a.get("mark_run"):
+                flags.append("M")
             text_len = max(1, len((a["lead"] + a["reply"]).encode()))
             if a["copied_bytes"]:
                 flags.append(f"C {a['copied_bytes'] / text_len:.0%}")

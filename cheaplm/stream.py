@@ -41,7 +41,7 @@ def gained_weights(w: np.ndarray, gain: float) -> np.ndarray:
     of a bit it is trusted more, and where it learnt a negative weight (D over-confident there,
     e.g. "a letter comes next" after a space, where digits and dashes also do) that weight is kept
     as trained. Scaling those too turns D's "a letter" into a push toward anything else: the likely
-    cause of the dashes and quote marks that 9 of 80 replies at gain 4 ran into on a 1-minute H200
+    cause of the dashes and quote marks that 18 of 80 replies at gain 4 ran into on a 1-minute H200
     model (bench/NOTES.md §21b)."""
     if gain <= 1.0:
         return w * np.float32(gain)

@@ -108,3 +108,14 @@ def test_the_questions_name_distinct_subjects_and_chat_frames_each(lq):
     titles = [chat.frame(q)[0].casefold() for q, _ in lq.PROMPTS]
     assert len(lq.PROMPTS) == 80 and len(set(titles)) == len(titles)
     assert all(any(lq._subject_words(t)) for t in titles)
+
+
+@pytest.mark.parametrize("text, degraded", [
+    (" of the family Maiden October 1–1 – – 1 March 1–1 – 1 km – “In the 1–0 mm", True),
+    (" “A “I “I “I am the “We", True),
+    (" (30 August 1974 – 15 February 2001) was a Spanish cyclist known as “El Tigre”.", False),  # three marks
+    (" a planned rail-and-trail hiking trail, the state's first-ever long-distance one-way route", False),
+    (" “one” " + "x" * 60 + " “two”", False),  # four marks, but not within 48 characters
+])
+def test_mark_run_flags_replies_that_degrade_into_dashes_and_quote_marks(lq, text, degraded):
+    assert lq.mark_run(text) == degraded
