@@ -31,6 +31,7 @@ import numba
 import numpy as np
 import regex
 
+from .docwords import is_word_byte
 from .stream import END_OF_ARTICLE, Stream
 from .utf8 import char_complete, utf8_after, utf8_allowed  # noqa: F401 (callers read them from here)
 
@@ -503,7 +504,7 @@ class SubjectWatch:
 
     def add(self, y: int) -> None:
         self.since += 1
-        if 65 <= y <= 90 or 97 <= y <= 122 or y >= 128:
+        if is_word_byte(y):
             self.word.append(y)
             return
         if self.word:
