@@ -150,8 +150,14 @@ ROWS = [
      {"subject": 1.5, "subject_drift": 120, "subject_return": 6.0}, True),
     ("no recall, subject 2 (chat's default until 2026-12-04)", False, {"subject": 2.0}, True),
     ("recall, subject 2 (chat's default until 2026-12-04)", True, {"subject": 2.0}, True),
+    # the subject's hold (Sampling.subject_hold): a reply that has not named its subject does not end
+    # with its paragraph; 24 and 33 are the same settings without it
+    ("no recall, subject 1.5, 4 after 100 bytes off subject, held", False,
+     {"subject": 1.5, "subject_drift": 100, "subject_return": 4.0, "subject_hold": True}, True),
+    ("no recall, subject 2, held", False, {"subject": 2.0, "subject_hold": True}, True),
 ]
 TRANSFORMER_ROW = "transformer (the judge itself)"
+TRANSFORMER_UNHELD_ROW = "transformer, replies end with their paragraph (no hold)"
 LEADS_ROW = "real leads (test split)"
 MAX_BYTES = 400  # a soft limit, as chat's --max-bytes: a reply it cuts ends at its last sentence end
 SUBJECT_WINDOW = 300  # characters of the reply (after the opening) in which the subject must be named
@@ -224,9 +230,10 @@ def _answer_task(task):
     join = over.pop("join", True)  # not a sampling setting: chat.ask's
     if "subject" in over:  # a row that names a constant gain measures that gain alone, unless it names a return
         over.setdefault("subject_drift", 0)
+        over.setdefault("subject_hold", False)  # rows that name a gain were measured before the hold
     # chat's own, not the library's (Sampling's is 1 with no return)
     for key, value in (("subject", chat.SUBJECT), ("subject_drift", chat.SUBJECT_DRIFT),
-                       ("subject_return", chat.SUBJECT_RETURN)):
+                       ("subject_return", chat.SUBJECT_RETURN), ("subject_hold", chat.SUBJECT_HOLD)):
         over.setdefault(key, value)
     lead, source = chat.ask(gen, question, True, 1, index if recall else None, history, join=join)
     t_first = None
@@ -282,20 +289,24 @@ def chat_title(question: str) -> str:
     return frame(question)[0]
 
 
-def transformer_answers(model, questions: int = len(PROMPTS)) -> list[dict]:
+def transformer_answers(model, questions: int = len(PROMPTS), hold: bool = True) -> list[dict]:
     """The judge's own answers to the first `questions` PROMPTS, framed as chat frames them, at its
-    usual sampling."""
+    usual sampling. A reply ends as chat's do: with its paragraph, held open while it has not named
+    its subject when chat holds (`hold`: chat.SUBJECT_HOLD; the hold is a rule of when to stop, which
+    any model can be given)."""
     import numpy as np
     import torch
 
     from cheaplm import chat
-    from cheaplm.sample import Sampling, draw, filter_probs, finish_thought, utf8_after, utf8_allowed
+    from cheaplm.sample import (Sampling, SubjectWatch, draw, filter_probs, finish_thought, subject_words, utf8_after,
+                                utf8_allowed)
 
-    s = Sampling(temperature=0.8, top_p=0.95, min_p=0.0)
+    s = Sampling(temperature=0.8, top_p=0.95, min_p=0.0, subject_hold=hold)
     out = []
     for i, (question, _) in enumerate(PROMPTS[:questions]):
         title, lead = chat.frame(question)
         ctx = bytearray((chat.header(title, True, 1) + lead).encode())
+        watch = SubjectWatch(subject_words(title), s)
         rng = np.random.default_rng(i)
         reply = bytearray()
         pending = b""
@@ -306,19 +317,22 @@ def transformer_answers(model, questions: int = len(PROMPTS)) -> list[dict]:
             with torch.no_grad(), torch.autocast(torch_device(), dtype=torch.bfloat16):
                 p = torch.softmax(model(x)[0, -1].float(), -1).double().cpu().numpy()
             p = p * utf8_allowed(pending)
+            for b in watch.barred(reply):  # a held reply's "</doc>", barred as cheaplm's generate bars it
+                p[b] = 0
             y = draw(filter_probs(p, s.temperature, s.top_k, s.top_p, s.min_p), rng)
             ctx.append(y)
             reply.append(y)
             pending = utf8_after(pending, y)
-            if not pending and chat.reply_done(reply):
+            watch.add(y)
+            if not pending and chat.reply_done(reply) and not watch.defers(reply):
                 done = True
                 break
         text = reply.decode("utf-8", "replace")
         if not done:  # cut by the limit: as cheaplm's generate() cuts, at the last sentence (or word) end
             text = finish_thought(text, before=lead)
         text = text.replace("</doc>", "")
-        out.append({"row": TRANSFORMER_ROW, "prompt": i, "question": question, "lead": lead,
-                    "reply": text, "source": None, "seconds": time.perf_counter() - t0, "first_byte_s": None})
+        out.append({"row": TRANSFORMER_ROW if hold else TRANSFORMER_UNHELD_ROW, "prompt": i, "question": question,
+                    "lead": lead, "reply": text, "source": None, "seconds": time.perf_counter() - t0, "first_byte_s": None})
     return out
 
 
@@ -609,13 +623,15 @@ def cmd_judge(args) -> None:
     doc = json.loads((work / "answers.json").read_text())
     info = doc["info"]
     questions = info.get("questions", 40)  # an answers.json from before the 80 questions answered 40
-    answers = [a for a in doc["answers"] if a["row"] != TRANSFORMER_ROW]
+    answers = [a for a in doc["answers"] if a["row"] not in (TRANSFORMER_ROW, TRANSFORMER_UNHELD_ROW)]
     model = None
     if not args.no_judge:
         train_missing(args, work, cheaplm=False, judge=True)
         model = load_judge(work / "judge.pt")
         t0 = time.perf_counter()
-        answers += transformer_answers(model, questions)
+        answers += transformer_answers(model, questions, hold=chat.SUBJECT_HOLD)
+        if chat.SUBJECT_HOLD:  # and as replies ended before the hold, so that both rules are compared
+            answers += transformer_answers(model, questions, hold=False)
         info["transformer_answer_seconds"] = time.perf_counter() - t0
     leads = real_leads(Path(args.split_dir), questions)
     for a in answers:
@@ -718,6 +734,7 @@ def on_subject_summary(rows: list[dict]) -> dict:
     return {"cheaplm free": by.get(ROWS[1][0], {}).get("names_subject_free"),
             "cheaplm recall": by.get(ROWS[0][0], {}).get("names_subject_recalled"),
             "transformer": by.get(TRANSFORMER_ROW, {}).get("names_subject_free"),
+            "transformer, no hold": by.get(TRANSFORMER_UNHELD_ROW, {}).get("names_subject_free"),
             "real leads": by.get(LEADS_ROW, {}).get("names_subject_free"),
             "cheaplm recall grounded sentences": by.get(ROWS[0][0], {}).get("grounded_sentences")}
 

@@ -49,7 +49,9 @@ _ARTICLE = regex.compile(r"^(?:a|an|the)\s+", regex.I)
 SUBJECT = 1.5
 SUBJECT_DRIFT = 100
 SUBJECT_RETURN = 4.0
-SAMPLING = Sampling(subject=SUBJECT, subject_drift=SUBJECT_DRIFT, subject_return=SUBJECT_RETURN)
+SUBJECT_HOLD = True
+SAMPLING = Sampling(subject=SUBJECT, subject_drift=SUBJECT_DRIFT, subject_return=SUBJECT_RETURN,
+                    subject_hold=SUBJECT_HOLD)
 RECALL_BYTES = 700  # of the recalled article's body read before the question (whole paragraphs)
 OPENING_BYTES = 160  # how far into the recalled article its opening verb is looked for
 

@@ -285,6 +285,9 @@ def sampling_options(f):
                      "--subject-return until a word does (0 = off) [default: 100 for chat; sample has no subject]."),
         click.option("--subject-return", default=d.subject_return, type=float,
                      help="chat: the document words' weight while the reply is off its subject (see --subject-drift)."),
+        click.option("--subject-hold/--no-subject-hold", default=True,
+                     help="chat: a reply that has not named its subject does not end with its paragraph "
+                     "(it goes on to --max-bytes or until it names it) [default: on; sample has no subject]."),
         click.option("--seed", default=None, type=int, help="Random seed [default: random, printed to stderr]."),
         click.option("--device", type=click.Choice(DEVICE_NAMES), default="auto",
                      help="Generation runs on the CPU twin (one byte at a time); cuda is accepted and falls back."),
@@ -295,13 +298,13 @@ def sampling_options(f):
 
 
 def _sampling(temperature: float, top_k: int, top_p: float, min_p: float, no_repeat: int, max_copy: int,
-              subject: float, subject_drift: int = 0, subject_return: float = 4.0):
+              subject: float, subject_drift: int = 0, subject_return: float = 4.0, subject_hold: bool = False):
     from .sample import Sampling
 
     try:
         return Sampling(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, no_repeat=no_repeat,
                         max_copy=max_copy, subject=subject, subject_drift=subject_drift,
-                        subject_return=subject_return).check()
+                        subject_return=subject_return, subject_hold=subject_hold).check()
     except ValueError as exc:
         _fail(exc)
 
@@ -337,7 +340,7 @@ def _seed(seed, console) -> int:
 @click.option("--num-samples", default=1, type=click.IntRange(1, 1000), help="Independent continuations of the prompt.")
 @sampling_options
 def sample(run_dir, prompt, prompt_file, num_samples, max_bytes, temperature, top_k, top_p, min_p, no_repeat, max_copy,
-           subject, subject_drift, subject_return, seed, device):
+           subject, subject_drift, subject_return, subject_hold, seed, device):
     """Continue a prompt (from --prompt, --prompt-file or stdin); text streams to stdout. RUN_DIR may
     also be one of its checkpoints (RUN/ckpt-N) instead of the latest.
 
@@ -403,7 +406,7 @@ def _fork(gen):
               help="When a question names an article of the training text, read that article before answering.")
 @sampling_options
 def chat(run_dir, raw, recall, max_bytes, temperature, top_k, top_p, min_p, no_repeat, max_copy, subject,
-         subject_drift, subject_return, seed, device):
+         subject_drift, subject_return, subject_hold, seed, device):
     """Talk to a model: each line you type is framed as the start of an encyclopedia article and
     the model continues it. With recall (the default) a question whose subject is the title of an
     article in the training text gets that article's lead read first (a dim `from: TITLE` line on
@@ -417,7 +420,7 @@ def chat(run_dir, raw, recall, max_bytes, temperature, top_k, top_p, min_p, no_r
 
     console = stderr_console()
     sampling = _sampling(temperature, top_k, top_p, min_p, no_repeat, max_copy, SUBJECT if subject is None else subject,
-                         SUBJECT_DRIFT if subject_drift is None else subject_drift, subject_return)
+                         SUBJECT_DRIFT if subject_drift is None else subject_drift, subject_return, subject_hold)
     seed = _seed(seed, console)
     with console.status("loading the model…"):
         gen, ckpt = _load_generator(run_dir, device)

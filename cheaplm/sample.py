@@ -45,7 +45,7 @@ class Sampling:
     the warmest whose free answers read no worse to the judge than real article leads, with no loops
     and no copies (T 0.8 and no-repeat 24 read 1.215 bits per byte to the judge, leads 1.087; T 0.5
     with no-repeat 24 looped in 4 of 40 answers). `subject` is 1 here (the model as trained), with no
-    return; chat's are 1.5, and 4 after 100 bytes off subject (chat.SAMPLING)."""
+    return and no hold; chat's are 1.5, 4 after 100 bytes off subject, held (chat.SAMPLING)."""
 
     temperature: float = 0.5
     top_k: int = 0  # keep the k most likely bytes (0 = all)
@@ -66,6 +66,10 @@ class Sampling:
     # one pushes only where it has drifted (0: off; generate() with no subject words: off)
     subject_drift: int = 0
     subject_return: float = 4.0
+    # the subject's hold: a reply that has not named its subject yet does not end with its paragraph
+    # (generate's `stop` at a newline is deferred; the reply goes on into the next paragraph, where
+    # the return can bring the subject back). Off: a reply may end before the return ever starts
+    subject_hold: bool = False
 
     def check(self) -> "Sampling":
         """Raises ValueError naming the option for a value that would sample garbage."""
@@ -397,8 +401,10 @@ def generate(gen: Generator, rng: np.random.Generator, max_bytes: int, sampling:
     max_bytes is a soft limit: a reply it cuts ends at its last sentence end, or at its last word
     end when it has none (`ReplyCut`, `finish_thought`): what came after is generated but never
     yielded. A reply ended otherwise (the end-of-article byte, `stop`, `should_stop`) keeps all
-    that was produced. Until the reply's first sentence end the text streams a word at a time,
-    then a sentence at a time.
+    that was produced. With sampling.subject_hold, a `stop` at a paragraph end (a newline) is
+    deferred, and the article's end (its byte, or "</doc>" after the paragraph) not drawn, while the
+    reply has not named its subject (SubjectWatch.holding, defers, barred). Until the reply's
+    first sentence end the text streams a word at a time, then a sentence at a time.
     Unless sampling.self_copy, the match model does not copy from the bytes this call generates.
     `opening`: the reply's visible start, fed before (chat's framed words): the repeat guard counts
     it, and the cut reads its last word ("... Mr" + ". " is no sentence end). The opening names the
@@ -420,7 +426,8 @@ def generate(gen: Generator, rng: np.random.Generator, max_bytes: int, sampling:
                 return  # cut by the limit: what follows the last sentence (or word) end is dropped
             if should_stop is not None and should_stop():
                 break
-            y = gen.sample(rng, sampling, allow_end, guard.banned(), watch.gain())
+            banned = guard.banned() | watch.barred(out)
+            y = gen.sample(rng, sampling, allow_end and not watch.holding(), banned, watch.gain())
             if y == END_OF_ARTICLE:
                 break
             out.append(y)
@@ -432,7 +439,7 @@ def generate(gen: Generator, rng: np.random.Generator, max_bytes: int, sampling:
                 piece.clear()
                 if text:
                     yield text
-                if stop is not None and stop(out):
+                if stop is not None and stop(out) and not watch.defers(out):
                     break
         rest = cut.rest()  # ended before the limit: all of it
         if rest:
@@ -489,14 +496,31 @@ class SubjectWatch:
     `words`, casefolded), and the document words' gain that follows (Sampling.subject_drift):
     sampling.subject until `subject_drift` bytes went by without the subject, then
     `subject_return` until a word names it. Words are runs of letters and UTF-8 bytes, as the
-    document words read them (docwords.is_word_byte)."""
+    document words read them (docwords.is_word_byte). With sampling.subject_hold, it also holds
+    the reply open at a paragraph end until a word has named the subject (`defers`)."""
 
     def __init__(self, words, sampling: Sampling):
         self.words = tuple(words)
         self.drift = sampling.subject_drift if self.words else 0
         self.back = sampling.subject_return
+        self.hold = sampling.subject_hold and bool(self.words)
+        self.named = False  # a word of the reply has named the subject
         self.since = 0
         self.word = bytearray()
+
+    def holding(self) -> bool:
+        """A held reply that has not named its subject yet: it may not end (no end-of-article byte)."""
+        return self.hold and not self.named
+
+    def defers(self, out) -> bool:
+        """Whether a stop after `out` (the reply so far) waits: a paragraph end of a held reply that
+        has not named its subject. A paragraph's last word is read here: "...of Zürich\\n" named it."""
+        return self.holding() and out.endswith(b"\n")
+
+    def barred(self, out) -> set:
+        """Bytes a held reply may not draw next: after a deferred paragraph end, "<", which starts
+        the article's closing "</doc>" line (the end byte's text form)."""
+        return {ord("<")} if self.defers(out) else set()
 
     def gain(self) -> float | None:
         """The gain for the next byte; None: sampling.subject."""
@@ -511,6 +535,7 @@ class SubjectWatch:
             w = self.word.decode("utf-8", "ignore").casefold()
             if w.startswith(self.words):
                 self.since = 0
+                self.named = True
             self.word.clear()
 
 

@@ -485,3 +485,46 @@ def test_generate_draws_at_the_watched_gain_and_ask_names_the_subject(run):
         want.append(watch.gain())
         watch.add(y)
     assert 4.0 in want and seen[:len(out)] == want
+
+
+def test_the_hold_carries_a_reply_past_paragraphs_until_it_names_its_subject(run):
+    """Sampling.subject_hold: chat's stop at a paragraph end waits while no word of the reply has
+    named the subject, and stops at the first paragraph end after one has; without the hold, or with
+    no subject words, the reply ends with its first paragraph (chat.reply_done). While held, the
+    article may not end: no end byte, and no "<" of "</doc>" after a deferred paragraph end."""
+    d, model, history, ckpt = run
+    paragraphs = [b"The town lies on a lake high in the Alps.\n", b"Zurich has a lake and an old bridge on it.\n",
+                  b"Nothing more is known of it, nor of them.\n"]
+    script = b"".join(paragraphs)
+
+    asked = []  # (allow_end, "<" banned) at each draw
+
+    def reply(sampling, words, limit=400):
+        g = Generator(model, history)
+        g.subject_words = words
+        it = iter(script)
+        asked.clear()
+
+        def scripted(rng, sampling, allow_end, banned, gain=None):
+            asked.append((allow_end, ord("<") in banned))
+            y = next(it)
+            g.feed(bytes([y]))
+            return y
+        g.sample = scripted
+        return "".join(generate(g, np.random.default_rng(0), limit, sampling, stop=chat.reply_done)).encode()
+
+    held = Sampling(subject_hold=True)
+    assert reply(held, ("zurich",)) == paragraphs[0] + paragraphs[1]
+    named = len(paragraphs[0]) + len("Zurich ")  # the draw after the word's end: no longer held
+    assert [a for a, _ in asked] == [False] * named + [True] * (len(asked) - named)
+    assert [b for _, b in asked] == [i == len(paragraphs[0]) for i in range(len(asked))]  # no "</doc>" there
+    assert reply(held, ("lake",)) == paragraphs[0]  # named in the first paragraph: ends with it
+    assert reply(Sampling(), ("zurich",)) == paragraphs[0]
+    assert reply(held, ()) == paragraphs[0]
+    # never named: runs on to the limit, the script's end (its cut keeps the last sentence end)
+    assert reply(held, ("geneva",), limit=len(script)).rstrip() == script.rstrip()
+    w = SubjectWatch(("zurich",), held)
+    for y in b"of Zurich\n":
+        w.add(y)
+    assert not w.defers(b"of Zurich\n")  # a paragraph's last word is read before the stop
+    assert chat.SAMPLING.subject_hold
