@@ -630,7 +630,7 @@ def cmd_judge(args) -> None:
         model = load_judge(work / "judge.pt")
         t0 = time.perf_counter()
         answers += transformer_answers(model, questions, hold=chat.SUBJECT_HOLD)
-        if chat.SUBJECT_HOLD:  # and as replies ended before the hold, so that both rules are compared
+        if chat.SUBJECT_HOLD and args.unheld:  # and as replies ended before the hold, to compare both rules
             answers += transformer_answers(model, questions, hold=False)
         info["transformer_answer_seconds"] = time.perf_counter() - t0
     leads = real_leads(Path(args.split_dir), questions)
@@ -833,6 +833,8 @@ def main() -> None:
     j.add_argument("--json", default=str(ROOT / "bench" / "results" / "language_quality.json"))
     j.add_argument("--md", default=str(ROOT / "bench" / "ANSWERS.md"))
     j.add_argument("--minutes", type=float, default=5.0, help="the judge's training minutes, if it is trained here")
+    j.add_argument("--unheld", action="store_true",
+                   help="also the transformer's answers ended as before the subject's hold (with its paragraph)")
     j.add_argument("--no-judge", action="store_true",
                    help="rates only (no torch, no GPU): no judge, no judge bpb, no transformer answers")
     args = ap.parse_args()

@@ -8,7 +8,10 @@ words of the current document and, inside a word, says which of them it could be
 
 - A document is the bytes since the last separator: a NUL (the shards' article end, and the zeros
   generation puts before a new document) or the "<doc " that opens a WikiExtractor article (chat's
-  framed prompt starts with one; its title attribute and title line are the document's first words).
+  framed prompt starts with one). The words of that "<doc ...>" line up to its ">" are not counted:
+  "curid" and "title" open every article, so counted they made D push c- and t-words at every
+  word start of a reply whose subject had no other word ("the competition", "the title track");
+  the title line after it is the document's first words.
 - Words are maximal runs of letters (A-Z, a-z) and bytes >= 0x80 (UTF-8). When a word of >= 4 bytes
   ends, for each prefix length k = 0..L-1, count(doc, word[:k], next byte word[k]) += 1, and
   count(doc, word, END) += 1; also per prefix: TOTAL (word ends under it), DISTINCT (distinct words
@@ -49,8 +52,9 @@ END_SPREAD = 64  # a word's end puts its mass on bytes 0 .. END_SPREAD - 1
 
 END, TOTAL, DISTINCT, HIGH = 256, 257, 258, 259
 # the state vector's fields
-DOC, K, HASH, SENT, WSENT, TAIL = 0, 1, 2, 3, 4, 5
-STATE = 6 + MAX_WORD  # the word's bytes follow the fields
+DOC, K, HASH, SENT, WSENT, TAIL, TAG = 0, 1, 2, 3, 4, 5, 6
+WORD = 7
+STATE = WORD + MAX_WORD  # the word's bytes follow the fields
 SEED = np.int64(0x2545F4914F6CDD1D)
 _DOC_TAG = 0x3C646F6320  # "<doc " as a 40-bit number, first byte highest
 
@@ -120,6 +124,7 @@ def reset(st, new_doc=True):
     st[SENT] = 1
     st[WSENT] = 1
     st[TAIL] = 0
+    st[TAG] = 0
 
 
 @numba.njit(cache=True)
@@ -130,11 +135,11 @@ def _word_end(keys, counts, st):
     doc = st[DOC]
     h = SEED
     for k in range(L):
-        h = _step(h, st[6 + k])
+        h = _step(h, st[WORD + k])
     new = _get(keys, counts, doc, h, END) == 0
     h = SEED
     for k in range(L + 1):
-        y = st[6 + k] if k < L else END
+        y = st[WORD + k] if k < L else END
         _add(keys, counts, doc, h, y)
         _add(keys, counts, doc, h, TOTAL)
         if 128 <= y < 256:
@@ -142,7 +147,7 @@ def _word_end(keys, counts, st):
         if new:
             _add(keys, counts, doc, h, DISTINCT)
         if k < L:
-            h = _step(h, st[6 + k])
+            h = _step(h, st[WORD + k])
 
 
 @numba.njit(cache=True)
@@ -153,6 +158,7 @@ def update(keys, counts, st, b, learn=True, join=False):
     tail = ((st[TAIL] << 8) | b) & 0xFFFFFFFFFF
     if b == 0 or tail == _DOC_TAG:
         reset(st, not join)
+        st[TAG] = 1 if b != 0 else 0  # inside the "<doc ...>" line until its ">"
         return
     st[TAIL] = tail
     if is_word_byte(b):
@@ -163,12 +169,15 @@ def update(keys, counts, st, b, learn=True, join=False):
             return
         if st[K] == 0:
             st[WSENT] = st[SENT]
-        st[6 + st[K]] = b
+        st[WORD + st[K]] = b
         st[K] += 1
         st[HASH] = _step(st[HASH], b)
         st[SENT] = 0
         return
-    if st[K] > 0 and learn:
+    inside = st[TAG]
+    if b == 62:
+        st[TAG] = 0
+    if st[K] > 0 and learn and not inside:  # the tag's words (curid, title) are every article's, not this one's
         _word_end(keys, counts, st)
     st[K] = 0
     st[HASH] = SEED
@@ -252,13 +261,24 @@ def doc_start(data, t, lookback):
 
 
 @numba.njit(cache=True)
+def begin(data, st, s):
+    """The state for reading a document from position s (doc_start's): as update leaves it after
+    the separator before s, inside the "<doc " line when that is the separator."""
+    reset(st)
+    if s >= 5 and data[s - 5] == 60 and data[s - 4] == 100 and data[s - 3] == 111 and data[s - 2] == 99 \
+            and data[s - 1] == 32:
+        st[TAG] = 1
+
+
+@numba.njit(cache=True)
 def _range_inputs(data, ranges, keys, counts, st, zd, cd, lookback):
     p = np.empty(256)
     at = 0
     for r in range(ranges.shape[0]):
         a, b = ranges[r, 0], ranges[r, 1]
-        reset(st)
-        for i in range(doc_start(data, a, lookback), a):
+        s = doc_start(data, a, lookback)
+        begin(data, st, s)
+        for i in range(s, a):
             update(keys, counts, st, data[i])
         for t in range(a, b):
             c = distribution(keys, counts, st, p)
@@ -305,10 +325,10 @@ class DocWords:
         model's candidates leave the reply out for the same reason, Sampling.self_copy)."""
         a, b = self.joined
         if self.t is None or t < self.t or t - self.t > self.lookback:
-            reset(self.st)
             self.t = doc_start(data, t, self.lookback)
             if a < self.t <= b and t - a <= self.lookback:
                 self.t = a
+            begin(data, self.st, self.t)
         _advance(data, self.t, t, self.keys, self.counts, self.st, t if learn_before is None else learn_before,
                  b if self.t >= a else 0)
         self.t = t
