@@ -155,6 +155,12 @@ ROWS = [
     ("no recall, subject 1.5, 4 after 100 bytes off subject, held", False,
      {"subject": 1.5, "subject_drift": 100, "subject_return": 4.0, "subject_hold": True}, True),
     ("no recall, subject 2, held", False, {"subject": 2.0, "subject_hold": True}, True),
+    # milder: the model as trained until the reply drifts (after the document words' tag fix, 10e528b,
+    # the model as trained names its subject in 0.56 of 80 free answers on the 2-minute H200 model)
+    ("no recall, subject 1, 4 after 100 bytes off subject, held", False,
+     {"subject": 1.0, "subject_drift": 100, "subject_return": 4.0, "subject_hold": True}, True),
+    ("no recall, subject 1, 3 after 100 bytes off subject, held", False,
+     {"subject": 1.0, "subject_drift": 100, "subject_return": 3.0, "subject_hold": True}, True),
 ]
 TRANSFORMER_ROW = "transformer (the judge itself)"
 TRANSFORMER_UNHELD_ROW = "transformer, replies end with their paragraph (no hold)"
