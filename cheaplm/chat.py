@@ -37,15 +37,16 @@ _QUESTION = regex.compile(
     r"(?P<subject>.+?)\s*[?.!]*\s*$", regex.I)
 _ARTICLE = regex.compile(r"^(?:a|an|the)\s+", regex.I)
 
-# the document words' weight while chat writes (Sampling.subject), and the subject's return
-# (Sampling.subject_drift, subject_return): a framed document starts with its title, so D's words are
-# the subject's. On the 2-minute H200 model (bench/RESULTS.md, "The subject's return") 1.5 with 4
-# after 100 bytes off subject made 28 of 40 free answers name their subject again, against 23 at a
-# constant 2 and 13 at 1, and read better to the judge than either (1.023 bits per byte, against
-# 1.039 and 1.029; the transformer trained as long names it in 20, real leads in 22). That was with
-# every D weight scaled; a gain above 1 now scales the positive ones only (stream.gained_weights),
-# after a 1-minute model's replies ran into dashes at 4: measured on the CPU since, not yet on the H200.
-# `sample` keeps 1 and no return: a raw continuation's document is the history's last article.
+# the document words' weight while chat writes (Sampling.subject), the subject's return
+# (Sampling.subject_drift, subject_return) and its hold (Sampling.subject_hold): a framed document
+# starts with its title, so D's words are the subject's. On the 2-minute H200 model (bench/RESULTS.md,
+# "The document words without the <doc> line"), 80 questions: 1.5, with 4 after 100 bytes off
+# subject, held until the reply names it, made 0.85 of free answers name their subject; 0.75 at a
+# constant 2 and 0.56 at 1 (the model as trained); the transformer trained as long 0.69 under the
+# same hold, real leads 0.49. The judge reads them at 1.111 bits per byte (constant 2: 1.103; 1:
+# 1.050; leads 1.083): naming the subject costs judge bits. A gain above 1 scales the positive D
+# weights only (stream.gained_weights).
+# `sample` keeps 1, no return and no hold: a raw continuation's document is the history's last article.
 SUBJECT = 1.5
 SUBJECT_DRIFT = 100
 SUBJECT_RETURN = 4.0
