@@ -2,7 +2,10 @@
 
     python bench/chat_transcript.py RUN_DIR --seed 7 "What is a river?" "Who was Isaac Newton?"
 
-Prints the terminal output (banner on stderr included, since a terminal shows both).
+Prints the terminal output (banner on stderr included, since a terminal shows both). With
+`--elide SPLIT_DIR`, every stretch of 64+ bytes that is also in that split's train text (recall's
+quotes, mostly) is shown as "[... N bytes of the training text ...]", as bench/ANSWERS.md shows
+them: the data's text stays out of the repository.
 """
 
 from __future__ import annotations
@@ -40,6 +43,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--temperature", default=None, help="default: chat's own")
     ap.add_argument("--no-recall", action="store_true")
+    ap.add_argument("--elide", default=None, metavar="SPLIT_DIR",
+                    help="elide what the output copies from this split's train text")
     args = ap.parse_args()
     pid, fd = pty.fork()
     if pid == 0:
@@ -54,7 +59,24 @@ def main() -> None:
     os.write(fd, b"exit\r")
     out += read_until(fd, b"\n", 10)
     os.waitpid(pid, 0)
-    sys.stdout.write(out.decode("utf-8", "replace").replace("\r\n", "\n"))
+    text = out.decode("utf-8", "replace").replace("\r\n", "\n")
+    sys.stdout.write(elided(text, args.elide) if args.elide else text)
+
+
+def elided(text: str, split_dir: str) -> str:
+    """`text` with each line's copies of the train split elided (language_quality's measure)."""
+    from pathlib import Path
+
+    import numpy as np
+
+    from cheaplm.shards import load_split
+    from language_quality import copy_cover, elide_copies
+
+    lines = text.split("\n")
+    encoded = [line.encode() for line in lines]
+    covers = copy_cover(encoded, load_split(Path(split_dir), "train"))
+    return "\n".join(elide_copies(b, c) if np.any(c) else line
+                     for line, b, c in zip(lines, encoded, covers))
 
 
 if __name__ == "__main__":
