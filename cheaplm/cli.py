@@ -286,8 +286,8 @@ def sampling_options(f):
         click.option("--subject-return", default=d.subject_return, type=float,
                      help="chat: the document words' weight while the reply is off its subject (see --subject-drift)."),
         click.option("--subject-hold/--no-subject-hold", default=True,
-                     help="chat: a reply that has not named its subject does not end with its paragraph "
-                     "(it goes on to --max-bytes or until it names it) [default: on; sample has no subject]."),
+                     help="chat: a reply that has not named its subject does not end with its paragraph or its "
+                     "article (it goes on until it names it, or to --max-bytes) [default: on; sample has no subject]."),
         click.option("--seed", default=None, type=int, help="Random seed [default: random, printed to stderr]."),
         click.option("--device", type=click.Choice(DEVICE_NAMES), default="auto",
                      help="Generation runs on the CPU twin (one byte at a time); cuda is accepted and falls back."),

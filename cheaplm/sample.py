@@ -66,9 +66,10 @@ class Sampling:
     # one pushes only where it has drifted (0: off; generate() with no subject words: off)
     subject_drift: int = 0
     subject_return: float = 4.0
-    # the subject's hold: a reply that has not named its subject yet does not end with its paragraph
-    # (generate's `stop` at a newline is deferred; the reply goes on into the next paragraph, where
-    # the return can bring the subject back). Off: a reply may end before the return ever starts
+    # the subject's hold: a reply that has not named its subject yet does not end, neither with its
+    # paragraph (generate's `stop` at a newline is deferred; the reply goes on into the next one,
+    # where the return can bring the subject back) nor with its article. Off: a reply may end before
+    # the return ever starts
     subject_hold: bool = False
 
     def check(self) -> "Sampling":
