@@ -129,6 +129,15 @@ def drop_pointers_from(prev, start):
                 prev[k, i] = -1
 
 
+@numba.njit(cache=True)
+def drop_pointers_in(prev, lo, hi):
+    """Match pointers in [lo, hi) become 'no match' (generation: earlier chat turns)."""
+    for k in range(prev.shape[0]):
+        for i in range(prev.shape[1]):
+            if lo <= prev[k, i] < hi:
+                prev[k, i] = -1
+
+
 class IndexAhead:
     """Match pointers for data[start:end], built block by block in order on a background thread
     (kernels/match.py releases the GIL), or all at once when background is False."""

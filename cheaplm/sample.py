@@ -406,7 +406,9 @@ def generate(gen: Generator, rng: np.random.Generator, max_bytes: int, sampling:
     deferred, and the article's end (its byte, or "</doc>" after the paragraph) not drawn, while the
     reply has not named its subject (SubjectWatch.holding, defers, barred). Until the reply's
     first sentence end the text streams a word at a time, then a sentence at a time.
-    Unless sampling.self_copy, the match model does not copy from the bytes this call generates.
+    Unless sampling.self_copy, the match model does not copy from the bytes this call generates,
+    nor from the stream's earlier documents (chat's earlier turns, their replies among them: a later
+    reply repeated stretches of an earlier one). The history before the stream stays the memory.
     `opening`: the reply's visible start, fed before (chat's framed words): the repeat guard counts
     it, and the cut reads its last word ("... Mr" + ". " is no sentence end). The opening names the
     subject (chat's frame does), so the subject return (SubjectWatch) counts from the reply's start.
@@ -418,9 +420,12 @@ def generate(gen: Generator, rng: np.random.Generator, max_bytes: int, sampling:
     for y in opening:
         guard.add(y)
     cut = ReplyCut(opening.decode("utf-8", "replace"))
-    saved = gen.copy_before
+    saved = gen.copy_before, gen.copy_gap
     if not sampling.self_copy:
         gen.copy_before = gen.t  # pointers are causal: those already read for position t are all before it
+        # nor from the stream's earlier documents (chat's earlier turns: its own replies among them)
+        gen.copy_gap = (gen.start, gen.doc_start) if gen.doc_start > gen.start else None
+        gen.drop_cached()
     try:
         while True:
             if len(out) >= max_bytes and not gen.pending:
@@ -446,7 +451,7 @@ def generate(gen: Generator, rng: np.random.Generator, max_bytes: int, sampling:
         if rest:
             yield rest
     finally:
-        gen.copy_before = saved
+        gen.copy_before, gen.copy_gap = saved
 
 
 # ---- where a reply cut by --max-bytes ends ---------------------------------------------------------

@@ -20,7 +20,7 @@ import numpy as np
 
 from . import corpus, hostmem
 from .docwords import DocWords, starts_sentence as docwords_starts_sentence
-from .match import drop_pointers_from
+from .match import drop_pointers_from, drop_pointers_in
 from .memory import PRUNE
 from .reader import mixed_distribution, mixed_nibble_masses
 from .reader_host import HostReader
@@ -79,6 +79,7 @@ class Stream:
         self.prev_t = self.match.pointers(1)
         self._prev_ready = False
         self.copy_before = None  # with a position: match pointers at or after it are dropped
+        self.copy_gap = None  # with (lo, hi): match pointers in [lo, hi) are dropped too (earlier chat turns)
         self._scratch = model.memory.new_node_scratch()
         self._node_p1 = np.zeros(256, np.float64)
         self._nibble_mass = np.zeros(512, np.float64)  # the mix's, for distribution's floor
@@ -119,9 +120,20 @@ class Stream:
     def _ensure_prev(self) -> None:
         if not self._prev_ready:
             self.match.index(self.buf, self.t, self.t + 1, self.prev_t, self.t, last_pos=self.last_pos)
-            if self.copy_before is not None:
-                drop_pointers_from(self.prev_t, self.copy_before)
+            self._drop(self.prev_t)
             self._prev_ready = True
+
+    def _drop(self, prev) -> None:
+        """Drop the match pointers that generation may not copy from (copy_before, copy_gap)."""
+        if self.copy_before is not None:
+            drop_pointers_from(prev, self.copy_before)
+        if self.copy_gap is not None:
+            drop_pointers_in(prev, self.copy_gap[0], self.copy_gap[1])
+
+    def drop_cached(self) -> None:
+        """Apply copy_before and copy_gap to the pointers already read for position t, if any."""
+        if self._prev_ready:
+            self._drop(self.prev_t)
 
     def _grow(self, n: int = 1) -> None:
         if self.t + n >= len(self.buf):
@@ -174,8 +186,7 @@ class Stream:
             prev[:, 0] = self.prev_t[:, 0]
             first = t0 + 1
         self.match.index(self.buf, first, t0 + n, prev, t0, last_pos=self.last_pos)
-        if self.copy_before is not None:
-            drop_pointers_from(prev, self.copy_before)
+        self._drop(prev)
         if self._rstate is not None:  # the scan's state after the fed bytes: nothing after the scan is read
             state = self._rstate.copy()
             self._host.advance(self.buf, t0, t0 + n, self.match.args(prev, t0), state)

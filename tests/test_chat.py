@@ -528,3 +528,31 @@ def test_the_hold_carries_a_reply_past_paragraphs_until_it_names_its_subject(run
         w.add(y)
     assert not w.defers(b"of Zurich\n")  # a paragraph's last word is read before the stop
     assert chat.SAMPLING.subject_hold
+
+
+def test_a_reply_copies_nothing_from_earlier_turns(run):
+    """generate drops match pointers into the stream's earlier documents (chat's earlier turns) as it
+    drops those into the reply itself: a second turn that repeats the first's text has pointers
+    into the first turn when read, and none while its reply is drawn. The history stays the memory."""
+    d, model, history, ckpt = run
+    g = Generator(model, history)
+    turn = b"The lighthouse keeper of the northern cape rowed out every morning to count the seals. "
+    g.new_document()
+    g.feed(turn * 2)
+    g.new_document()
+    g.feed(turn[:60])
+    gap = (g.start, g.doc_start)
+    g._ensure_prev()
+    assert ((g.prev_t >= gap[0]) & (g.prev_t < gap[1])).any()  # reading, it matched the first turn
+    seen = []
+    orig = g._ensure_prev
+
+    def spy():
+        orig()
+        seen.append(g.prev_t.copy())
+    g._ensure_prev = spy
+    list(generate(g, np.random.default_rng(0), 40, Sampling()))
+    assert seen and g.copy_gap is None and g.copy_before is None  # restored after the reply
+    for prev in seen:
+        assert not ((prev >= gap[0]) & (prev < gap[1])).any()
+        assert (prev < g.doc_start + 60 + 1).all()  # nor into the reply (copy_before)
