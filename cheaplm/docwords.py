@@ -8,10 +8,10 @@ words of the current document and, inside a word, says which of them it could be
 
 - A document is the bytes since the last separator: a NUL (the shards' article end, and the zeros
   generation puts before a new document) or the "<doc " that opens a WikiExtractor article (chat's
-  framed prompt starts with one). The words of that "<doc ...>" line up to its ">" are not counted:
-  "curid" and "title" open every article, so counted they made D push c- and t-words at every
-  word start of a reply whose subject had no other word ("the competition", "the title track");
-  the title line after it is the document's first words.
+  framed prompt starts with one). Of that "<doc ...>" line (up to its ">") only the title's words
+  (title="...") are counted: "curid" and "title" open every article, so counted they made D push
+  c- and t-words at every word start of a reply whose subject had no other word ("the
+  competition", "the title track"); the title's words predict the title line that follows.
 - Words are maximal runs of letters (A-Z, a-z) and bytes >= 0x80 (UTF-8). When a word of >= 4 bytes
   ends, for each prefix length k = 0..L-1, count(doc, word[:k], next byte word[k]) += 1, and
   count(doc, word, END) += 1; also per prefix: TOTAL (word ends under it), DISTINCT (distinct words
@@ -174,10 +174,20 @@ def update(keys, counts, st, b, learn=True, join=False):
         st[HASH] = _step(st[HASH], b)
         st[SENT] = 0
         return
-    inside = st[TAG]
-    if b == 62:
-        st[TAG] = 0
-    if st[K] > 0 and learn and not inside:  # the tag's words (curid, title) are every article's, not this one's
+    inside = st[TAG]  # 0 out of the "<doc ...>" line; 1 in it; 2 after its "title="; 3 in the title's value
+    if inside == 3:
+        if b == 34:  # the value's closing quote
+            st[TAG] = 1
+    elif inside:
+        if b == 62:
+            st[TAG] = 0
+        elif inside == 2:
+            st[TAG] = 3 if b == 34 else 1
+        elif b == 61 and st[K] == 5 and st[WORD] == 116 and st[WORD + 1] == 105 and st[WORD + 2] == 116 \
+                and st[WORD + 3] == 108 and st[WORD + 4] == 101:  # "title="
+            st[TAG] = 2
+    # the line's own words (curid, title) are every article's, not this one's; its title's are
+    if st[K] > 0 and learn and (inside == 0 or inside == 3):
         _word_end(keys, counts, st)
     st[K] = 0
     st[HASH] = SEED

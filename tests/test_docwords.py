@@ -32,9 +32,15 @@ def oracle(text: bytes, t: int):
     w = doc[len(doc) - k:]
     words, cur = [], bytearray()
     counted = doc[: len(doc) - k]  # the word in progress is not yet counted
-    if tag > nul:  # nor are the "<doc ...>" line's words, up to its ">"
+    if tag > nul:  # nor are the "<doc ...>" line's words, up to its ">", but for its title's
         close = counted.find(b">")
-        counted = b"" if close < 0 else b" " * (close + 1) + counted[close + 1:]
+        line = counted if close < 0 else counted[:close]
+        value = b""
+        if line.find(b'title="') >= 0:
+            v0 = line.find(b'title="') + 7
+            v1 = line.find(b'"', v0)
+            value = line[v0:] if v1 < 0 else line[v0:v1]
+        counted = b" " + value + b" " + (b"" if close < 0 else counted[close + 1:])
     for b in counted + b" ":
         if is_word(b):
             cur.append(b)
@@ -198,8 +204,15 @@ def test_a_joined_document_reads_the_one_before_it_as_its_own():
 
 def test_the_doc_lines_words_are_not_the_documents():
     """"curid" and "title" open every WikiExtractor article: D does not count the words of the
-    "<doc ...>" line, so after a title with no word of 4+ letters it has nothing to say (it used to
-    push c- and t-words there), and a range read from inside the line agrees with the whole text."""
+    "<doc ...>" line but its title's, so after a title with no word of 4+ letters it has nothing to
+    say (it used to push c- and t-words there), after one with such a word it predicts the title
+    line, and a range read from inside the line agrees with the whole text."""
+    text = b'x</doc>\n<doc id="1" url="?curid=1" title="Archimedes of Syracuse">\nArchimedes'
+    data = np.frombuffer(text, np.uint8)
+    zd, cd = doc_inputs(data, [(0, len(data))])
+    t = text.rindex(b"Archimedes") + 2  # the title line's "Ar|chimedes": known from the title's value
+    want = oracle(text, t)
+    assert want is not None and want[0][ord("c")] > 0.6 and zd[t].any() and cd[t] == want[1]
     text = b'x</doc>\n<doc id="1" url="?curid=1" title="Tea">\nTea\n\nTea is a c'
     data = np.frombuffer(text, np.uint8)
     dw = DocWords()
