@@ -44,8 +44,9 @@ _ARTICLE = regex.compile(r"^(?:a|an|the)\s+", regex.I)
 # subject, held until the reply names it, made 0.85 of free answers name their subject; 0.75 at a
 # constant 2 and 0.56 at 1 (the model as trained); the transformer trained as long 0.69 under the
 # same hold, real leads 0.49. The judge reads them at 1.111 bits per byte (constant 2: 1.103; 1:
-# 1.050; leads 1.083): naming the subject costs judge bits. A gain above 1 scales the positive D
-# weights only (stream.gained_weights).
+# 1.050; leads 1.083): naming the subject costs judge bits. That model's D skipped the whole <doc>
+# line; it reads the title's words of it since (c8338ce: 0.85 on the CPU model, as with 10e528b).
+# A gain above 1 scales the positive D weights only (stream.gained_weights).
 # `sample` keeps 1, no return and no hold: a raw continuation's document is the history's last article.
 SUBJECT = 1.5
 SUBJECT_DRIFT = 100
