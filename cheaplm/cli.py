@@ -285,7 +285,7 @@ def sampling_options(f):
                      "--subject-return until a word does (0 = off) [default: 100 for chat; sample has no subject]."),
         click.option("--subject-return", default=d.subject_return, type=float,
                      help="chat: the document words' weight while the reply is off its subject (see --subject-drift)."),
-        click.option("--subject-hold/--no-subject-hold", default=True,
+        click.option("--subject-hold/--no-subject-hold", default=None,
                      help="chat: a reply that has not named its subject does not end with its paragraph or its "
                      "article (it goes on until it names it, or to --max-bytes) [default: on; sample has no subject]."),
         click.option("--seed", default=None, type=int, help="Random seed [default: random, printed to stderr]."),
@@ -415,12 +415,13 @@ def chat(run_dir, raw, recall, max_bytes, temperature, top_k, top_p, min_p, no_r
 
     Example: cheaplm chat runs/simple --temperature 0.7
     """
-    from .chat import SUBJECT, SUBJECT_DRIFT, run_chat
+    from .chat import SUBJECT, SUBJECT_DRIFT, SUBJECT_HOLD, run_chat
     from .recall import load_index
 
     console = stderr_console()
     sampling = _sampling(temperature, top_k, top_p, min_p, no_repeat, max_copy, SUBJECT if subject is None else subject,
-                         SUBJECT_DRIFT if subject_drift is None else subject_drift, subject_return, subject_hold)
+                         SUBJECT_DRIFT if subject_drift is None else subject_drift, subject_return,
+                         SUBJECT_HOLD if subject_hold is None else subject_hold)
     seed = _seed(seed, console)
     with console.status("loading the model…"):
         gen, ckpt = _load_generator(run_dir, device)

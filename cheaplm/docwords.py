@@ -254,6 +254,13 @@ def path_stretches(p, y, out_row):
         size = half
 
 
+@numba.njit(cache=True, inline="always")
+def _doc_tag_ends(data, i):
+    """Whether data[i] is the space that ends a "<doc "."""
+    return data[i] == 32 and i >= 4 and data[i - 4] == 60 and data[i - 3] == 100 and data[i - 2] == 111 \
+        and data[i - 1] == 99
+
+
 @numba.njit(cache=True)
 def doc_start(data, t, lookback):
     """The start of the document that position t is in: just after the last NUL or "<doc " before
@@ -264,7 +271,7 @@ def doc_start(data, t, lookback):
         b = data[i]
         if b == 0:
             return i + 1
-        if b == 32 and i >= 4 and data[i - 4] == 60 and data[i - 3] == 100 and data[i - 2] == 111 and data[i - 1] == 99:
+        if _doc_tag_ends(data, i):
             return i + 1
         i -= 1
     return lo
@@ -275,8 +282,7 @@ def begin(data, st, s):
     """The state for reading a document from position s (doc_start's): as update leaves it after
     the separator before s, inside the "<doc " line when that is the separator."""
     reset(st)
-    if s >= 5 and data[s - 5] == 60 and data[s - 4] == 100 and data[s - 3] == 111 and data[s - 2] == 99 \
-            and data[s - 1] == 32:
+    if s >= 1 and _doc_tag_ends(data, s - 1):
         st[TAG] = 1
 
 

@@ -121,17 +121,9 @@ def match_at(match, pos):
 
 
 @numba.njit(cache=True)
-def drop_pointers_from(prev, start):
-    """Match pointers at or after `start` become 'no match' (generation: the reply's own bytes)."""
-    for k in range(prev.shape[0]):
-        for i in range(prev.shape[1]):
-            if prev[k, i] >= start:
-                prev[k, i] = -1
-
-
-@numba.njit(cache=True)
 def drop_pointers_in(prev, lo, hi):
-    """Match pointers in [lo, hi) become 'no match' (generation: earlier chat turns)."""
+    """Match pointers in [lo, hi) become 'no match' (generation: the reply's own bytes, from its
+    start to the end; earlier chat turns)."""
     for k in range(prev.shape[0]):
         for i in range(prev.shape[1]):
             if lo <= prev[k, i] < hi:

@@ -20,7 +20,7 @@ import numpy as np
 
 from . import corpus, hostmem
 from .docwords import DocWords, starts_sentence as docwords_starts_sentence
-from .match import drop_pointers_from, drop_pointers_in
+from .match import drop_pointers_in
 from .memory import PRUNE
 from .reader import mixed_distribution, mixed_nibble_masses
 from .reader_host import HostReader
@@ -126,7 +126,7 @@ class Stream:
     def _drop(self, prev) -> None:
         """Drop the match pointers that generation may not copy from (copy_before, copy_gap)."""
         if self.copy_before is not None:
-            drop_pointers_from(prev, self.copy_before)
+            drop_pointers_in(prev, self.copy_before, np.iinfo(prev.dtype).max)
         if self.copy_gap is not None:
             drop_pointers_in(prev, self.copy_gap[0], self.copy_gap[1])
 
