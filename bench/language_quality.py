@@ -161,6 +161,8 @@ ROWS = [
      {"subject": 1.0, "subject_drift": 100, "subject_return": 4.0, "subject_hold": True}, True),
     ("no recall, subject 1, 3 after 100 bytes off subject, held", False,
      {"subject": 1.0, "subject_drift": 100, "subject_return": 3.0, "subject_hold": True}, True),
+    ("no recall, subject 1.25, 4 after 100 bytes off subject, held", False,
+     {"subject": 1.25, "subject_drift": 100, "subject_return": 4.0, "subject_hold": True}, True),
 ]
 TRANSFORMER_ROW = "transformer (the judge itself)"
 TRANSFORMER_UNHELD_ROW = "transformer, replies end with their paragraph (no hold)"
