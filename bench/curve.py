@@ -55,11 +55,14 @@ RUNS = [
      "transformer-speedrun 6x512 (the 5-minute row's recipe, shape by budget; 19.1M params)"),
     ("h200-transformer-speedrun-8min-f3bc47f.json", None, "transformer",
      "transformer-speedrun 10x640 (the 5-minute row's recipe, shape by budget; 49.5M params)"),
-    ("h200-default-1min-01af16d.json", None, "cheaplm", "default"),
-    ("h200-default-5min-01af16d.json", None, "cheaplm", "default"),
+    ("h200-default-1min-01af16d.json", None, "cheaplm", "default at 01af16d (before the document words' tag fix, c8338ce)"),
+    ("h200-default-5min-01af16d.json", None, "cheaplm", "default at 01af16d (before the document words' tag fix, c8338ce)"),
     ("h200-transformer-speedrun-2min-e88d66a.json", None, "transformer",
      "transformer-speedrun 8x512 (the 5-minute row's recipe, shape by budget; 25.4M params)"),
-    ("h200-default-2min-e88d66a.json", None, "cheaplm", "default"),
+    ("h200-default-2min-e88d66a.json", None, "cheaplm", "default at e88d66a (before the document words' tag fix, c8338ce)"),
+    ("h200-default-1min-9be964a.json", "default1:full", "cheaplm", "default"),
+    ("h200-default-2min-9be964a.json", "default2:full", "cheaplm", "default"),
+    ("h200-default-5min-9be964a.json", "default5:full", "cheaplm", "default"),
 ]
 
 
