@@ -163,6 +163,17 @@ ROWS = [
      {"subject": 1.0, "subject_drift": 100, "subject_return": 3.0, "subject_hold": True}, True),
     ("no recall, subject 1.25, 4 after 100 bytes off subject, held", False,
      {"subject": 1.25, "subject_drift": 100, "subject_return": 4.0, "subject_hold": True}, True),
+    # the sentence search (Sampling.search): each sentence after the first drawn k times, the kept one
+    # naming the subject where the reply needs it, else the likeliest; the rows without "search" name
+    # the settings they keep from 35 (1.5, 4 after 100, held) or 37
+    ("no recall, 1.5, 4 after 100, held, search 4", False,
+     {"subject": 1.5, "subject_drift": 100, "subject_return": 4.0, "subject_hold": True, "search": 4}, True),
+    ("no recall, subject 1, 4 after 100, held, search 4", False,
+     {"subject": 1.0, "subject_drift": 100, "subject_return": 4.0, "subject_hold": True, "search": 4}, True),
+    ("recall, 1.5, 4 after 100, held, search 4", True,
+     {"subject": 1.5, "subject_drift": 100, "subject_return": 4.0, "subject_hold": True, "search": 4}, True),
+    ("no recall, 1.5, 4 after 100, held, search 1 (rows 35 and 40's settings without the search)", False,
+     {"subject": 1.5, "subject_drift": 100, "subject_return": 4.0, "subject_hold": True, "search": 1}, True),
 ]
 TRANSFORMER_ROW = "transformer (the judge itself)"
 TRANSFORMER_UNHELD_ROW = "transformer, replies end with their paragraph (no hold)"
@@ -241,7 +252,8 @@ def _answer_task(task):
         over.setdefault("subject_hold", False)  # rows that name a gain were measured before the hold
     # chat's own, not the library's (Sampling's is 1 with no return)
     for key, value in (("subject", chat.SUBJECT), ("subject_drift", chat.SUBJECT_DRIFT),
-                       ("subject_return", chat.SUBJECT_RETURN), ("subject_hold", chat.SUBJECT_HOLD)):
+                       ("subject_return", chat.SUBJECT_RETURN), ("subject_hold", chat.SUBJECT_HOLD),
+                       ("search", chat.SEARCH)):
         over.setdefault(key, value)
     lead, source = chat.ask(gen, question, True, 1, index if recall else None, history, join=join)
     t_first = None

@@ -288,6 +288,10 @@ def sampling_options(f):
         click.option("--subject-hold/--no-subject-hold", default=None,
                      help="chat: a reply that has not named its subject does not end with its paragraph or its "
                      "article (it goes on until it names it, or to --max-bytes) [default: on; sample has no subject]."),
+        click.option("--search", default=None, type=int,
+                     help="From the reply's second sentence on, draw each sentence this many times and keep the best "
+                     "(one naming the subject where the reply needs it, then the likeliest per byte; 1 = off) "
+                     "[default: 1; chat's: chat.SEARCH]."),
         click.option("--seed", default=None, type=int, help="Random seed [default: random, printed to stderr]."),
         click.option("--device", type=click.Choice(DEVICE_NAMES), default="auto",
                      help="Generation runs on the CPU twin (one byte at a time); cuda is accepted and falls back."),
@@ -298,13 +302,14 @@ def sampling_options(f):
 
 
 def _sampling(temperature: float, top_k: int, top_p: float, min_p: float, no_repeat: int, max_copy: int,
-              subject: float, subject_drift: int = 0, subject_return: float = 4.0, subject_hold: bool = False):
+              subject: float, subject_drift: int = 0, subject_return: float = 4.0, subject_hold: bool = False,
+              search: int = 1):
     from .sample import Sampling
 
     try:
         return Sampling(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, no_repeat=no_repeat,
                         max_copy=max_copy, subject=subject, subject_drift=subject_drift,
-                        subject_return=subject_return, subject_hold=subject_hold).check()
+                        subject_return=subject_return, subject_hold=subject_hold, search=search).check()
     except ValueError as exc:
         _fail(exc)
 
@@ -340,7 +345,7 @@ def _seed(seed, console) -> int:
 @click.option("--num-samples", default=1, type=click.IntRange(1, 1000), help="Independent continuations of the prompt.")
 @sampling_options
 def sample(run_dir, prompt, prompt_file, num_samples, max_bytes, temperature, top_k, top_p, min_p, no_repeat, max_copy,
-           subject, subject_drift, subject_return, subject_hold, seed, device):
+           subject, subject_drift, subject_return, subject_hold, search, seed, device):
     """Continue a prompt (from --prompt, --prompt-file or stdin); text streams to stdout. RUN_DIR may
     also be one of its checkpoints (RUN/ckpt-N) instead of the latest.
 
@@ -352,7 +357,7 @@ def sample(run_dir, prompt, prompt_file, num_samples, max_bytes, temperature, to
 
     console = stderr_console()
     sampling = _sampling(temperature, top_k, top_p, min_p, no_repeat, max_copy, 1.0 if subject is None else subject,
-                         subject_drift or 0, subject_return)
+                         subject_drift or 0, subject_return, False, search or 1)
     if prompt is not None and prompt_file is not None:
         raise UserError("give --prompt or --prompt-file, not both")
     if prompt is not None:
@@ -406,7 +411,7 @@ def _fork(gen):
               help="When a question names an article of the training text, read that article before answering.")
 @sampling_options
 def chat(run_dir, raw, recall, max_bytes, temperature, top_k, top_p, min_p, no_repeat, max_copy, subject,
-         subject_drift, subject_return, subject_hold, seed, device):
+         subject_drift, subject_return, subject_hold, search, seed, device):
     """Talk to a model: each line you type is framed as the start of an encyclopedia article and
     the model continues it. With recall (the default) a question whose subject is the title of an
     article in the training text gets that article's lead read first (a dim `from: TITLE` line on
@@ -415,13 +420,13 @@ def chat(run_dir, raw, recall, max_bytes, temperature, top_k, top_p, min_p, no_r
 
     Example: cheaplm chat runs/simple --temperature 0.7
     """
-    from .chat import SUBJECT, SUBJECT_DRIFT, SUBJECT_HOLD, run_chat
+    from .chat import SEARCH, SUBJECT, SUBJECT_DRIFT, SUBJECT_HOLD, run_chat
     from .recall import load_index
 
     console = stderr_console()
     sampling = _sampling(temperature, top_k, top_p, min_p, no_repeat, max_copy, SUBJECT if subject is None else subject,
                          SUBJECT_DRIFT if subject_drift is None else subject_drift, subject_return,
-                         SUBJECT_HOLD if subject_hold is None else subject_hold)
+                         SUBJECT_HOLD if subject_hold is None else subject_hold, SEARCH if search is None else search)
     seed = _seed(seed, console)
     with console.status("loading the model…"):
         gen, ckpt = _load_generator(run_dir, device)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import copy
 import math
 
 import numba
@@ -71,6 +72,12 @@ class Sampling:
     # where the return can bring the subject back) nor with its article. Off: a reply may end before
     # the return ever starts
     subject_hold: bool = False
+    # the sentence search: from the reply's second sentence on, each sentence is drawn this many
+    # times from the same point (Stream.mark, rollback) and the best kept (generate's _search): one
+    # that names the subject where the reply would otherwise go `subject_drift` bytes (or, held,
+    # its whole length) without it, then the likeliest per byte under the distribution it was
+    # drawn from. 1: off, every byte drawn once
+    search: int = 1
 
     def check(self) -> "Sampling":
         """Raises ValueError naming the option for a value that would sample garbage."""
@@ -96,6 +103,10 @@ class Sampling:
             raise ValueError(f"--subject-drift must be from 0 (off) to {1 << 20} bytes, not {self.subject_drift}")
         if not (0 <= self.subject_return <= 8):
             raise ValueError(f"--subject-return must be from 0 to 8, not {self.subject_return}")
+        if not (1 <= self.search <= 16):
+            raise ValueError(f"--search must be from 1 (off) to 16 sentences, not {self.search}")
+        if self.search > 1 and self.self_copy:
+            raise ValueError("--search needs the reply left out of the memory's copies and counts (no self-copy)")
         return self
 
 
@@ -327,6 +338,7 @@ class Generator(Stream):
     # the reply's subject as casefolded words (chat.ask sets them from the title): what
     # Sampling.subject_drift watches for; empty: the reply has no subject to return to
     subject_words: tuple = ()
+    last_logp = 0.0  # log probability of the byte sample drew last (with Sampling.search > 1)
 
     def sample(self, rng: np.random.Generator, sampling: Sampling = Sampling(), allow_end=True, banned=(),
                gain: float | None = None) -> int:
@@ -353,9 +365,12 @@ class Generator(Stream):
         if self.pruned_most > 0 and self.pruned_most >= bar * p.max() * (1.0 - 1e-9):
             p = self._masked(sampling, allow_end, banned, 0.0, gain)
         u = rng.random()  # draw's one uniform
+        before = p.copy() if sampling.search > 1 else None  # sample_byte reshapes p in place
         y = sample_byte(p, sampling.temperature, sampling.top_k, sampling.top_p, sampling.min_p, u)
         if y < 0:
             raise ValueError("no byte is allowed here")
+        if before is not None:  # the drawn byte's log probability before temperature and cuts
+            self.last_logp = math.log(before[y] / before.sum()) if before[y] > 0 else -64.0
         self.push(y)
         return y
 
@@ -413,45 +428,128 @@ def generate(gen: Generator, rng: np.random.Generator, max_bytes: int, sampling:
     it, and the cut reads its last word ("... Mr" + ". " is no sentence end). The opening names the
     subject (chat's frame does), so the subject return (SubjectWatch) counts from the reply's start.
     """
-    out = bytearray()
-    piece = bytearray()
-    watch = SubjectWatch(gen.subject_words, sampling)
-    guard = RepeatGuard(sampling.no_repeat)
-    for y in opening:
-        guard.add(y)
-    cut = ReplyCut(opening.decode("utf-8", "replace"))
+    reply = _Reply(gen.subject_words, sampling, opening, stop, allow_end)
     saved = gen.copy_before, gen.copy_gap
     if not sampling.self_copy:
         gen.copy_before = gen.t  # pointers are causal: those already read for position t are all before it
         # nor from the stream's earlier documents (chat's earlier turns: its own replies among them)
         gen.copy_gap = (gen.start, gen.doc_start) if gen.doc_start > gen.start else None
         gen.drop_cached()
+    searching = sampling.search > 1
     try:
-        while True:
-            if len(out) >= max_bytes and not gen.pending:
-                return  # cut by the limit: what follows the last sentence (or word) end is dropped
-            if should_stop is not None and should_stop():
-                break
-            banned = guard.banned() | watch.barred(out)
-            y = gen.sample(rng, sampling, allow_end and not watch.holding(), banned, watch.gain())
-            if y == END_OF_ARTICLE:
-                break
-            out.append(y)
-            guard.add(y)
-            watch.add(y)
-            piece.append(y)
-            if not gen.pending:
-                text = cut.add(piece.decode("utf-8"))
-                piece.clear()
-                if text:
-                    yield text
-                if stop is not None and stop(out) and not watch.defers(out):
-                    break
-        rest = cut.rest()  # ended before the limit: all of it
+        event = yield from reply.run(gen, rng, max_bytes, should_stop, until_sentence=searching)
+        while event == _SENTENCE:  # only while searching: a sentence ended, the next is searched
+            event, texts = _search(gen, rng, reply, max_bytes, should_stop, sampling.search)
+            yield from texts
+        if event == _LIMIT:
+            return  # cut by the limit: what follows the last sentence (or word) end is dropped
+        rest = reply.cut.rest()  # ended before the limit: all of it
         if rest:
             yield rest
     finally:
         gen.copy_before, gen.copy_gap = saved
+        gen.unmark()
+
+
+# how a stretch of reply ended (_Reply.run)
+_LIMIT, _END, _STOP, _SENTENCE = range(4)
+
+
+class _Reply:
+    """What generate() knows of the reply so far besides the stream: its bytes, the piece of a
+    character not yet whole, the cut, the repeat guard and the subject's watch. The sentence search
+    copies it (copy.deepcopy: a few hundred bytes and small sets) for each candidate."""
+
+    def __init__(self, subject_words, sampling: Sampling, opening: bytes, stop, allow_end: bool):
+        self.sampling, self.stop, self.allow_end = sampling, stop, allow_end
+        self.out = bytearray()
+        self.piece = bytearray()
+        self.watch = SubjectWatch(subject_words, sampling)
+        self.guard = RepeatGuard(sampling.no_repeat)
+        for y in opening:
+            self.guard.add(y)
+        self.cut = ReplyCut(opening.decode("utf-8", "replace"))
+        self.logp = 0.0  # summed log probability of the bytes drawn (with sampling.search > 1)
+
+    def __deepcopy__(self, memo):
+        twin = copy.copy(self)
+        twin.out, twin.piece = bytearray(self.out), bytearray(self.piece)
+        twin.watch, twin.cut, twin.guard = copy.deepcopy(self.watch), copy.deepcopy(self.cut), copy.deepcopy(self.guard)
+        return twin
+
+    def run(self, gen: "Generator", rng, max_bytes: int, should_stop, until_sentence: bool):
+        """Draw bytes, yielding the text the cut releases, until the reply ends: returns _LIMIT
+        (max_bytes reached), _END (the end byte, should_stop), _STOP (`stop` said so) or, with
+        `until_sentence`, _SENTENCE once a sentence end is released after the first."""
+        sampling, watch, guard, out = self.sampling, self.watch, self.guard, self.out
+        while True:
+            if len(out) >= max_bytes and not gen.pending:
+                return _LIMIT
+            if should_stop is not None and should_stop():
+                return _END
+            banned = guard.banned() | watch.barred(out)
+            y = gen.sample(rng, sampling, self.allow_end and not watch.holding(), banned, watch.gain())
+            if y == END_OF_ARTICLE:
+                return _END
+            if sampling.search > 1:
+                self.logp += gen.last_logp
+            out.append(y)
+            guard.add(y)
+            watch.add(y)
+            self.piece.append(y)
+            if not gen.pending:
+                text = self.cut.add(self.piece.decode("utf-8"))
+                self.piece.clear()
+                if text:
+                    yield text
+                if self.stop is not None and self.stop(out) and not watch.defers(out):
+                    return _STOP
+                if until_sentence and text and self.cut.sentence:
+                    return _SENTENCE
+
+
+def _search(gen: "Generator", rng, reply: _Reply, max_bytes: int, should_stop, k: int):
+    """Draw the reply's next sentence k times from the same point and keep the best (Sampling.search):
+    first one that names the subject, where the reply needs it (its watch holds it open, or the
+    sentence would take it subject_drift bytes from its last naming), then the highest log
+    probability per byte. Returns (how the kept stretch ended, its released text); the stream and
+    `reply` are left after it. A candidate stopped by should_stop ends the search."""
+    mark = gen.mark()
+    base = copy.deepcopy(reply)
+    watch0 = base.watch
+    tried = []
+    for i in range(k):
+        if i:
+            gen.rollback(mark)
+        cand = copy.deepcopy(base)
+        texts: list[str] = []
+        event = yield_into(cand.run(gen, rng, max_bytes, should_stop, until_sentence=True), texts)
+        n = len(cand.out) - len(base.out)
+        named = cand.watch.since < watch0.since + n  # a word of the candidate named the subject
+        needs = bool(watch0.words) and (watch0.holding() or (watch0.drift and watch0.since + n >= watch0.drift))
+        # a candidate cut by the limit shows nothing (the cut keeps whole sentences): last
+        score = (event != _LIMIT, named if needs else False, (cand.logp - base.logp) / max(n, 1))
+        tried.append((score, i, cand, texts, event, bytes(cand.out[len(base.out):])))
+        if should_stop is not None and should_stop():
+            break
+    best = max(tried, key=lambda c: (c[0], -c[1]))
+    _, i, cand, texts, event, drawn = best
+    if i != len(tried) - 1:  # the stream holds the last candidate: read the kept one instead
+        gen.rollback(mark)
+        for y in drawn:
+            gen.push(y)
+    gen.unmark()
+    reply.__dict__.update(cand.__dict__)
+    return event, texts
+
+
+def yield_into(pieces, into: list):
+    """Run a generator to its end, collecting what it yields into `into`; returns its return value."""
+    while True:
+        try:
+            into.append(next(pieces))
+        except StopIteration as done:
+            return done.value
 
 
 # ---- where a reply cut by --max-bytes ends ---------------------------------------------------------

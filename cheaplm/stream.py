@@ -16,10 +16,13 @@ pass `history_far=False`.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from . import corpus, hostmem
 from .docwords import DocWords, starts_sentence as docwords_starts_sentence
+from .kernels.match import unindex
 from .match import drop_pointers_in
 from .memory import PRUNE
 from .reader import mixed_distribution, mixed_nibble_masses
@@ -46,6 +49,17 @@ def gained_weights(w: np.ndarray, gain: float) -> np.ndarray:
     if gain <= 1.0:
         return w * np.float32(gain)
     return np.where(w > 0, w * np.float32(gain), w).astype(np.float32)
+
+
+class Mark(NamedTuple):
+    """Where a stream was (Stream.mark): what rollback restores."""
+    t: int
+    pending: bytes
+    prev_ready: bool
+    prev_t: np.ndarray  # a copy: the walk writes the next position's pointers into the stream's own
+    rstate: object  # the reader's state: replaced at each byte, never written in place
+    doc: tuple | None  # the document words' (state vector copy, position, joined range)
+    undo_len: int  # entries of the stream's undo log at the mark
 
 
 class Stream:
@@ -92,6 +106,9 @@ class Stream:
         self.pending = b""  # bytes of an incomplete UTF-8 character at the end of the stream
         # the document's words (docwords.py), read up to t when the mix reads them
         self._doc = DocWords() if model.reader is not None and model.reader.reads_doc else None
+        # with marks taken (mark): each position walked into the match index since, with what its
+        # slots held before (rollback puts them back)
+        self._undo: list | None = None
 
     def _jump(self) -> None:
         """Move the stream's end `gap` bytes on: zeros, then a copy of the last HISTORY_TAIL bytes
@@ -120,6 +137,8 @@ class Stream:
     def _ensure_prev(self) -> None:
         if not self._prev_ready:
             self.match.index(self.buf, self.t, self.t + 1, self.prev_t, self.t, last_pos=self.last_pos)
+            if self._undo is not None:  # what position t's slots held: the walk read it into prev_t
+                self._undo.append((self.t, self.prev_t[:, 0].copy()))
             self._drop(self.prev_t)
             self._prev_ready = True
 
@@ -134,6 +153,42 @@ class Stream:
         """Apply copy_before and copy_gap to the pointers already read for position t, if any."""
         if self._prev_ready:
             self._drop(self.prev_t)
+
+    def mark(self) -> "Mark":
+        """The stream as it is now, to come back to with `rollback` (generate's sentence search
+        tries several continuations from one point). Marks are taken by pushes and samples only:
+        a feed, a new document or a join after a mark is not undone. The document words' counts are
+        not copied: they must learn nothing after the mark, so the mark needs copy_before at or
+        before it (generate's, unless Sampling.self_copy), and D reads up to the mark first."""
+        if self._doc is not None:
+            if self.copy_before is None or self.copy_before > self.t:
+                raise ValueError("a mark needs the bytes after it left out of the document words' counts (copy_before)")
+            self._doc.advance(self.buf, self.t, self.copy_before)
+        if self._undo is None:
+            self._undo = []
+        doc = None if self._doc is None else (self._doc.st.copy(), self._doc.t, self._doc.joined)
+        return Mark(self.t, self.pending, self._prev_ready, self.prev_t.copy(), self._rstate, doc, len(self._undo))
+
+    def rollback(self, mark: "Mark") -> None:
+        """Back to `mark`: the bytes after it are forgotten as if never read. The match index gets
+        back what the positions walked since held (newest first, while the buffer still holds the
+        bytes their slots were hashed from); the reader's state and the document words' are the
+        mark's; the position's pointers, if read, are the mark's copy."""
+        log = self._undo
+        for t, held in reversed(log[mark.undo_len:]):
+            unindex(self.buf, t, self.match.minlens, self.match.spec.bits, self.last_pos, held)
+        del log[mark.undo_len:]
+        self.t, self.pending, self._prev_ready = mark.t, mark.pending, mark.prev_ready
+        self.prev_t[:] = mark.prev_t
+        self._rstate, self._rnext = mark.rstate, None
+        if mark.doc is not None:
+            st, t, joined = mark.doc
+            self._doc.st[:] = st
+            self._doc.t, self._doc.joined = t, joined
+
+    def unmark(self) -> None:
+        """No rollback will come: stop keeping what the match index held."""
+        self._undo = None
 
     def _grow(self, n: int = 1) -> None:
         if self.t + n >= len(self.buf):

@@ -20,7 +20,7 @@ together afterwards, with the same result as the one-thread scan.
 import numba
 import numpy as np
 
-from .hashing import M2, M3, mix64, poly_hash
+from .hashing import M2, M3, match_hash, mix64, poly_hash
 
 # The match model's settings as the kernels read them (one small int64 vector, built by
 # cheaplm/match.py's MatchSpec.array): slots named here, numbered by their order
@@ -81,6 +81,18 @@ def match_index(data, start, end, minlens, bits, last_pos, prev, prev_start):
     """For t in [start, end): prev[k, t - prev_start] = last position with the same m_k-byte context."""
     for k in range(minlens.shape[0]):
         _walk(data, start, end, minlens[k], bits, last_pos[k], prev[k], prev_start, 0, False)
+
+
+@numba.njit(cache=True)
+def unindex(data, t, minlens, bits, last_pos, held):
+    """Undo `match_index`'s walk of position t alone: each minimum length's slot for t (hashed from
+    data[t - m:t], which must still hold what the walk read) gets back `held[k]`, what the walk found
+    there (its prev[k, t]). Generation's sentence search (Stream.rollback), newest position first;
+    host-only, as the index is."""
+    for k in range(minlens.shape[0]):
+        m = minlens[k]
+        if t >= m:
+            last_pos[k, match_hash(data, t, m, bits)] = held[k]
 
 
 MIN_SEGMENT = 1 << 18  # below this many bytes per thread the plain walk is as fast
