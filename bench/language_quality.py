@@ -174,6 +174,10 @@ ROWS = [
      {"subject": 1.5, "subject_drift": 100, "subject_return": 4.0, "subject_hold": True, "search": 4}, True),
     ("no recall, 1.5, 4 after 100, held, search 1 (rows 35 and 40's settings without the search)", False,
      {"subject": 1.5, "subject_drift": 100, "subject_return": 4.0, "subject_hold": True, "search": 1}, True),
+    ("no recall, 1.5, 4 after 100, held, search 8", False,
+     {"subject": 1.5, "subject_drift": 100, "subject_return": 4.0, "subject_hold": True, "search": 8}, True),
+    ("no recall, 1.5, 4 after 100, held, search 2", False,
+     {"subject": 1.5, "subject_drift": 100, "subject_return": 4.0, "subject_hold": True, "search": 2}, True),
 ]
 TRANSFORMER_ROW = "transformer (the judge itself)"
 TRANSFORMER_UNHELD_ROW = "transformer, replies end with their paragraph (no hold)"
@@ -250,6 +254,7 @@ def _answer_task(task):
     if "subject" in over:  # a row that names a constant gain measures that gain alone, unless it names a return
         over.setdefault("subject_drift", 0)
         over.setdefault("subject_hold", False)  # rows that name a gain were measured before the hold
+        over.setdefault("search", 1)  # and before the search
     # chat's own, not the library's (Sampling's is 1 with no return)
     for key, value in (("subject", chat.SUBJECT), ("subject_drift", chat.SUBJECT_DRIFT),
                        ("subject_return", chat.SUBJECT_RETURN), ("subject_hold", chat.SUBJECT_HOLD),

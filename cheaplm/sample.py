@@ -72,11 +72,12 @@ class Sampling:
     # where the return can bring the subject back) nor with its article. Off: a reply may end before
     # the return ever starts
     subject_hold: bool = False
-    # the sentence search: from the reply's second sentence on, each sentence is drawn this many
-    # times from the same point (Stream.mark, rollback) and the best kept (generate's _search): one
-    # that names the subject where the reply would otherwise go `subject_drift` bytes (or, held,
-    # its whole length) without it, then the likeliest per byte under the distribution it was
-    # drawn from. 1: off, every byte drawn once
+    # the sentence search: after the reply's first sentence (or its first SEARCH_UNIT bytes), each
+    # sentence (or stretch of SEARCH_UNIT bytes to a word end) is drawn this many times from the same
+    # point (Stream.mark, rollback) and one kept (generate's _search): one that ends before the
+    # limit, then one with no word twice in a row, then one that names the subject where the reply
+    # would otherwise go `subject_drift` bytes (or, held, its whole length) without it, then the
+    # likeliest per byte under the distribution it was drawn from. 1: off, every byte drawn once
     search: int = 1
 
     def check(self) -> "Sampling":
@@ -420,7 +421,10 @@ def generate(gen: Generator, rng: np.random.Generator, max_bytes: int, sampling:
     that was produced. With sampling.subject_hold, a `stop` at a paragraph end (a newline) is
     deferred, and the article's end (its byte, or "</doc>" after the paragraph) not drawn, while the
     reply has not named its subject (SubjectWatch.holding, defers, barred). Until the reply's
-    first sentence end the text streams a word at a time, then a sentence at a time.
+    first sentence end the text streams a word at a time, then a sentence at a time. With
+    sampling.search > 1, what follows the first sentence (or its first SEARCH_UNIT bytes) is drawn a
+    unit at a time, each unit sampling.search times from one point, and shown once one is kept
+    (_search).
     Unless sampling.self_copy, the match model does not copy from the bytes this call generates,
     nor from the stream's earlier documents (chat's earlier turns, their replies among them: a later
     reply repeated stretches of an earlier one). The history before the stream stays the memory.
@@ -437,8 +441,8 @@ def generate(gen: Generator, rng: np.random.Generator, max_bytes: int, sampling:
         gen.drop_cached()
     searching = sampling.search > 1
     try:
-        event = yield from reply.run(gen, rng, max_bytes, should_stop, until_sentence=searching)
-        while event == _SENTENCE:  # only while searching: a sentence ended, the next is searched
+        event = yield from reply.run(gen, rng, max_bytes, should_stop, until_unit=searching)
+        while event == _UNIT:  # only while searching: a sentence (or SEARCH_UNIT bytes) ended, the next is searched
             event, texts = _search(gen, rng, reply, max_bytes, should_stop, sampling.search)
             yield from texts
         if event == _LIMIT:
@@ -452,7 +456,11 @@ def generate(gen: Generator, rng: np.random.Generator, max_bytes: int, sampling:
 
 
 # how a stretch of reply ended (_Reply.run)
-_LIMIT, _END, _STOP, _SENTENCE = range(4)
+_LIMIT, _END, _STOP, _UNIT = range(4)
+# the sentence search's longest unit: a stretch with no sentence end ends at the first word end after
+# this many bytes (a run-on sentence is searched in pieces: most replies that never named their
+# subject on the CPU model were one sentence of 400 bytes, which a search by sentences never reached)
+SEARCH_UNIT = 100
 
 
 class _Reply:
@@ -477,11 +485,13 @@ class _Reply:
         twin.watch, twin.cut, twin.guard = copy.deepcopy(self.watch), copy.deepcopy(self.cut), copy.deepcopy(self.guard)
         return twin
 
-    def run(self, gen: "Generator", rng, max_bytes: int, should_stop, until_sentence: bool):
+    def run(self, gen: "Generator", rng, max_bytes: int, should_stop, until_unit: bool):
         """Draw bytes, yielding the text the cut releases, until the reply ends: returns _LIMIT
         (max_bytes reached), _END (the end byte, should_stop), _STOP (`stop` said so) or, with
-        `until_sentence`, _SENTENCE once a sentence end is released after the first."""
+        `until_unit`, _UNIT once a sentence end is released, or at the first word end after
+        SEARCH_UNIT bytes of this call."""
         sampling, watch, guard, out = self.sampling, self.watch, self.guard, self.out
+        start = len(out)
         while True:
             if len(out) >= max_bytes and not gen.pending:
                 return _LIMIT
@@ -504,16 +514,21 @@ class _Reply:
                     yield text
                 if self.stop is not None and self.stop(out) and not watch.defers(out):
                     return _STOP
-                if until_sentence and text and self.cut.sentence:
-                    return _SENTENCE
+                if until_unit and text and self.cut.sentence:
+                    return _UNIT
+                if until_unit and len(out) - start >= SEARCH_UNIT and y in (0x20, 0x0A) \
+                        and out[-2] not in (0x20, 0x0A):
+                    return _UNIT
 
 
 def _search(gen: "Generator", rng, reply: _Reply, max_bytes: int, should_stop, k: int):
-    """Draw the reply's next sentence k times from the same point and keep the best (Sampling.search):
-    first one that names the subject, where the reply needs it (its watch holds it open, or the
-    sentence would take it subject_drift bytes from its last naming), then the highest log
-    probability per byte. Returns (how the kept stretch ended, its released text); the stream and
-    `reply` are left after it. A candidate stopped by should_stop ends the search."""
+    """Draw the reply's next unit (a sentence, or SEARCH_UNIT bytes to a word end) k times from the
+    same point and keep the best (Sampling.search): first one that the limit does not cut, then one
+    with no word said twice in a row (stutters), then one that names the subject where the reply
+    needs it (its watch holds it open, or the unit would take it subject_drift bytes from its last
+    naming), then the highest log probability per byte.
+    Returns (how the kept unit ended, its released text); the stream and `reply` are left after it.
+    A candidate stopped by should_stop ends the search."""
     mark = gen.mark()
     base = copy.deepcopy(reply)
     watch0 = base.watch
@@ -523,12 +538,13 @@ def _search(gen: "Generator", rng, reply: _Reply, max_bytes: int, should_stop, k
             gen.rollback(mark)
         cand = copy.deepcopy(base)
         texts: list[str] = []
-        event = yield_into(cand.run(gen, rng, max_bytes, should_stop, until_sentence=True), texts)
+        event = yield_into(cand.run(gen, rng, max_bytes, should_stop, until_unit=True), texts)
         n = len(cand.out) - len(base.out)
         named = cand.watch.since < watch0.since + n  # a word of the candidate named the subject
         needs = bool(watch0.words) and (watch0.holding() or (watch0.drift and watch0.since + n >= watch0.drift))
         # a candidate cut by the limit shows nothing (the cut keeps whole sentences): last
-        score = (event != _LIMIT, named if needs else False, (cand.logp - base.logp) / max(n, 1))
+        stutter = stutters(bytes(cand.out[max(0, len(base.out) - 32):]))
+        score = (event != _LIMIT, not stutter, named if needs else False, (cand.logp - base.logp) / max(n, 1))
         tried.append((score, i, cand, texts, event, bytes(cand.out[len(base.out):])))
         if should_stop is not None and should_stop():
             break
@@ -541,6 +557,17 @@ def _search(gen: "Generator", rng, reply: _Reply, max_bytes: int, should_stop, k
     gen.unmark()
     reply.__dict__.update(cand.__dict__)
     return event, texts
+
+
+_STUTTER = regex.compile(r"\b(\p{L}{3,})\W+\1\b", regex.I)
+
+
+def stutters(text: bytes) -> bool:
+    """Whether a word of 3+ letters comes twice in a row ("Shakespeare Shakespeare", "computer
+    computer"): where the document words' gain pushes the subject's word, a weak model says it
+    again at once, and the likeliest candidate was often the one that did (its repeat is easy to
+    predict). The search ranks such candidates after the others."""
+    return _STUTTER.search(text.decode("utf-8", "replace")) is not None
 
 
 def yield_into(pieces, into: list):

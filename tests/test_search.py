@@ -147,3 +147,31 @@ def test_search_draws_real_replies_the_same_for_a_seed(run):
     a.decode("utf-8")
     with pytest.raises(ValueError, match="--search"):
         Sampling(search=0).check()
+
+
+def test_a_run_on_sentence_is_searched_in_units(run):
+    """With no sentence end, the first unit ends at the first word end after SEARCH_UNIT bytes, and
+    the search starts there: a reply that is one long sentence is still searched."""
+    from cheaplm.sample import SEARCH_UNIT
+
+    model, history = run
+    first = " lake and" * 11 + " "
+    assert len(first) == SEARCH_UNIT
+    tries1 = [("It has a bridge. ", -0.5), ("Zurich has a dam. ", -2.0)]
+    tries2 = [("The bridge is old.\n", -1.0), ("A lake is near.\n", -2.0)]
+    s = Sampling(subject_hold=True, search=2)
+    _, text = _reply(model, history, [(first, -1.0)] + tries1 + tries2, s, ("zurich",), limit=400)
+    assert text == (first + "Zurich has a dam. The bridge is old.\n").encode()
+
+
+def test_search_ranks_a_stutter_after_the_others(run):
+    """A candidate that says a word twice in a row loses to one that does not, though likelier."""
+    from cheaplm.sample import stutters
+
+    assert stutters(b"of the Shakespeare Shakespeare and") and stutters(b"computer  Computer")
+    assert not stutters(b"is a lake. A lake is") and not stutters(b"New York, New York")
+    model, history = run
+    first = (" a town on a lake. ", -1.0)
+    tries = [("The lake lake is very deep.\n", -0.1), ("The lake is very deep here.\n", -1.0)]
+    _, text = _reply(model, history, [first] + tries, Sampling(search=2), ())
+    assert text == b" a town on a lake. The lake is very deep here.\n"
