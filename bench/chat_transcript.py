@@ -3,9 +3,9 @@
     python bench/chat_transcript.py RUN_DIR --seed 7 "What is a river?" "Who was Isaac Newton?"
 
 Prints the terminal output (banner on stderr included, since a terminal shows both). With
-`--elide SPLIT_DIR`, every stretch of 64+ bytes that is also in that split's train text (recall's
-quotes, mostly) is shown as "[... N bytes of the training text ...]", as bench/ANSWERS.md shows
-them: the data's text stays out of the repository.
+`--elide SPLIT_DIR`, every stretch of 64+ bytes (`--elide-min`) that is also in that split's train
+text (recall's quotes, mostly) is shown as "[... N bytes of the training text ...]", as
+bench/ANSWERS.md shows them: the data's text stays out of the repository.
 """
 
 from __future__ import annotations
@@ -45,6 +45,8 @@ def main() -> None:
     ap.add_argument("--no-recall", action="store_true")
     ap.add_argument("--elide", default=None, metavar="SPLIT_DIR",
                     help="elide what the output copies from this split's train text")
+    ap.add_argument("--elide-min", type=int, default=64,
+                    help="the shortest stretch elided (the README's transcript: 32, so that the tail of a quote is too)")
     args = ap.parse_args()
     pid, fd = pty.fork()
     if pid == 0:
@@ -60,10 +62,10 @@ def main() -> None:
     out += read_until(fd, b"\n", 10)
     os.waitpid(pid, 0)
     text = out.decode("utf-8", "replace").replace("\r\n", "\n")
-    sys.stdout.write(elided(text, args.elide) if args.elide else text)
+    sys.stdout.write(elided(text, args.elide, args.elide_min) if args.elide else text)
 
 
-def elided(text: str, split_dir: str) -> str:
+def elided(text: str, split_dir: str, length: int = 64) -> str:
     """`text` with each line's copies of the train split elided (language_quality's measure)."""
     from pathlib import Path
 
@@ -74,7 +76,7 @@ def elided(text: str, split_dir: str) -> str:
 
     lines = text.split("\n")
     encoded = [line.encode() for line in lines]
-    covers = copy_cover(encoded, load_split(Path(split_dir), "train"))
+    covers = copy_cover(encoded, load_split(Path(split_dir), "train"), length)
     return "\n".join(elide_copies(b, c) if np.any(c) else line
                      for line, b, c in zip(lines, encoded, covers))
 

@@ -455,20 +455,21 @@ def loops(text: str) -> bool:
     return False
 
 
-def copy_cover(texts: list[bytes], train) -> list:
-    """For each text, which of its bytes lie inside a COPY_LEN-byte window that occurs in `train` (a
-    bool array per text)."""
+def copy_cover(texts: list[bytes], train, length: int = None) -> list:
+    """For each text, which of its bytes lie inside a `length`-byte window (COPY_LEN unless given)
+    that occurs in `train` (a bool array per text)."""
+    n_copy = COPY_LEN if length is None else length
     import numba
     import numpy as np
 
     windows = {}
     for t in texts:
-        for i in range(len(t) - COPY_LEN + 1):
-            windows.setdefault(t[i: i + COPY_LEN], len(windows))
+        for i in range(len(t) - n_copy + 1):
+            windows.setdefault(t[i: i + n_copy], len(windows))
     if not windows:
         return [0] * len(texts)
     keys = list(windows)
-    arr = np.frombuffer(b"".join(keys), np.uint8).reshape(len(keys), COPY_LEN)
+    arr = np.frombuffer(b"".join(keys), np.uint8).reshape(len(keys), n_copy)
     base = np.uint64(1099511628211)
 
     @numba.njit(cache=False)
@@ -517,14 +518,14 @@ def copy_cover(texts: list[bytes], train) -> list:
         while table_i[s] >= 0:
             s = (s + 1) & (size - 1)
         table_h[s], table_i[s] = h, r
-    found = scan(np.asarray(train, np.uint8), arr, table_h, table_i, mask, base, COPY_LEN,
+    found = scan(np.asarray(train, np.uint8), arr, table_h, table_i, mask, base, n_copy,
                  np.zeros(len(keys), np.bool_))
     out = []
     for t in texts:
         covered = np.zeros(len(t), bool)
-        for i in range(len(t) - COPY_LEN + 1):
-            if found[windows[t[i: i + COPY_LEN]]]:
-                covered[i: i + COPY_LEN] = True
+        for i in range(len(t) - n_copy + 1):
+            if found[windows[t[i: i + n_copy]]]:
+                covered[i: i + n_copy] = True
         out.append(covered)
     return out
 
