@@ -442,7 +442,7 @@ def generate(gen: Generator, rng: np.random.Generator, max_bytes: int, sampling:
     searching = sampling.search > 1
     try:
         event = yield from reply.run(gen, rng, max_bytes, should_stop, until_unit=searching)
-        while event == _UNIT:  # only while searching: a sentence (or SEARCH_UNIT bytes) ended, the next is searched
+        while event == _UNIT:  # searching: a sentence (or SEARCH_UNIT bytes) ended; search the next
             event, texts = _search(gen, rng, reply, max_bytes, should_stop, sampling.search)
             yield from texts
         if event == _LIMIT:
@@ -542,8 +542,8 @@ def _search(gen: "Generator", rng, reply: _Reply, max_bytes: int, should_stop, k
         n = len(cand.out) - len(base.out)
         named = cand.watch.since < watch0.since + n  # a word of the candidate named the subject
         needs = bool(watch0.words) and (watch0.holding() or (watch0.drift and watch0.since + n >= watch0.drift))
+        stutter = stutters(bytes(cand.out[max(0, len(base.out) - 32):]))  # the word before it too
         # a candidate cut by the limit shows nothing (the cut keeps whole sentences): last
-        stutter = stutters(bytes(cand.out[max(0, len(base.out) - 32):]))
         score = (event != _LIMIT, not stutter, named if needs else False, (cand.logp - base.logp) / max(n, 1))
         tried.append((score, i, cand, texts, event, bytes(cand.out[len(base.out):])))
         if should_stop is not None and should_stop():
