@@ -85,6 +85,11 @@ class MatchModel:
         kmatch.match_index(data, start, end, self.minlens, self.spec.bits,
                            self.last_pos if last_pos is None else last_pos, prev, prev_base)
 
+    def unindex(self, data, t: int, held, last_pos=None) -> None:
+        """Undo `index`'s walk of position t alone (the last walked first): its slots get back `held`,
+        what the walk wrote into t's pointers column before any were dropped (Stream.rollback)."""
+        kmatch.unindex(data, t, self.minlens, self.spec.bits, self.last_pos if last_pos is None else last_pos, held)
+
     def index_parallel(self, data, start: int, end: int, prev, last_pos=None, workspace=None) -> None:
         """As index (prev_base 0), the range split over all threads, with the same result."""
         kmatch.match_index_parallel(data, start, end, self.minlens, self.spec.bits,

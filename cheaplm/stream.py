@@ -22,7 +22,6 @@ import numpy as np
 
 from . import corpus, hostmem
 from .docwords import DocWords, starts_sentence as docwords_starts_sentence
-from .kernels.match import unindex
 from .match import drop_pointers_in
 from .memory import PRUNE
 from .reader import mixed_distribution, mixed_nibble_masses
@@ -176,7 +175,7 @@ class Stream:
         mark's; the position's pointers, if read, are the mark's copy."""
         log = self._undo
         for t, held in reversed(log[mark.undo_len:]):
-            unindex(self.buf, t, self.match.minlens, self.match.spec.bits, self.last_pos, held)
+            self.match.unindex(self.buf, t, held, last_pos=self.last_pos)
         del log[mark.undo_len:]
         self.t, self.pending, self._prev_ready = mark.t, mark.pending, mark.prev_ready
         self.prev_t[:] = mark.prev_t
