@@ -358,7 +358,7 @@ def sample(run_dir, prompt, prompt_file, num_samples, max_bytes, temperature, to
 
     console = stderr_console()
     sampling = _sampling(temperature, top_k, top_p, min_p, no_repeat, max_copy, 1.0 if subject is None else subject,
-                         subject_drift or 0, subject_return, False, search or 1)
+                         subject_drift or 0, subject_return, False, 1 if search is None else search)
     if prompt is not None and prompt_file is not None:
         raise UserError("give --prompt or --prompt-file, not both")
     if prompt is not None:
