@@ -3,7 +3,7 @@
     python bench/chat_transcript.py RUN_DIR --seed 7 "What is a river?" "Who was Isaac Newton?"
 
 Prints the terminal output (banner on stderr included, since a terminal shows both). With
-`--elide SPLIT_DIR`, every stretch of 64+ bytes (`--elide-min`) that is also in that split's train
+`--elide SPLIT_DIR`, every stretch of 64+ bytes (or `--elide-min`) that is also in that split's train
 text (recall's quotes, mostly) is shown as "[... N bytes of the training text ...]", as
 bench/ANSWERS.md shows them: the data's text stays out of the repository.
 """
@@ -45,8 +45,9 @@ def main() -> None:
     ap.add_argument("--no-recall", action="store_true")
     ap.add_argument("--elide", default=None, metavar="SPLIT_DIR",
                     help="elide what the output copies from this split's train text")
-    ap.add_argument("--elide-min", type=int, default=64,
-                    help="the shortest stretch elided (the README's transcript: 32, so that the tail of a quote is too)")
+    ap.add_argument("--elide-min", type=int, default=None,
+                    help="the shortest stretch elided (default: language_quality's COPY_LEN, 64; the README's "
+                    "transcript: 32, so that the tail of a quote is too)")
     args = ap.parse_args()
     pid, fd = pty.fork()
     if pid == 0:
@@ -65,7 +66,7 @@ def main() -> None:
     sys.stdout.write(elided(text, args.elide, args.elide_min) if args.elide else text)
 
 
-def elided(text: str, split_dir: str, length: int = 64) -> str:
+def elided(text: str, split_dir: str, length: int | None = None) -> str:
     """`text` with each line's copies of the train split elided (language_quality's measure)."""
     from pathlib import Path
 

@@ -163,9 +163,9 @@ ROWS = [
      {"subject": 1.0, "subject_drift": 100, "subject_return": 3.0, "subject_hold": True}, True),
     ("no recall, subject 1.25, 4 after 100 bytes off subject, held", False,
      {"subject": 1.25, "subject_drift": 100, "subject_return": 4.0, "subject_hold": True}, True),
-    # the sentence search (Sampling.search): each sentence after the first drawn k times, the kept one
-    # naming the subject where the reply needs it, else the likeliest; the rows without "search" name
-    # the settings they keep from 35 (1.5, 4 after 100, held) or 37
+    # the sentence search (Sampling.search): after the first sentence (or 100 bytes), each unit drawn
+    # k times and one kept (sample._search); the other settings are row 35's (1.5, 4 after 100, held)
+    # or row 37's (subject 1)
     ("no recall, 1.5, 4 after 100, held, search 4", False,
      {"subject": 1.5, "subject_drift": 100, "subject_return": 4.0, "subject_hold": True, "search": 4}, True),
     ("no recall, subject 1, 4 after 100, held, search 4", False,
@@ -455,7 +455,7 @@ def loops(text: str) -> bool:
     return False
 
 
-def copy_cover(texts: list[bytes], train, length: int = None) -> list:
+def copy_cover(texts: list[bytes], train, length: int | None = None) -> list:
     """For each text, which of its bytes lie inside a `length`-byte window (COPY_LEN unless given)
     that occurs in `train` (a bool array per text)."""
     n_copy = COPY_LEN if length is None else length

@@ -357,6 +357,15 @@ class DocWords:
         self.joined = (a, b)
         self.t = None
 
+    def snapshot(self) -> tuple:
+        """Where the reading is (its state vector, position, joined range), for `restore`. The
+        counts are not in it: a caller restores only over bytes read without learning."""
+        return self.st.copy(), self.t, self.joined
+
+    def restore(self, snap: tuple) -> None:
+        st, self.t, self.joined = snap
+        self.st[:] = st
+
     def distribution(self) -> tuple[np.ndarray | None, int]:
         """(p_D over the next byte, context) at the position advance reached; (None, 0) when D abstains."""
         c = distribution(self.keys, self.counts, self.st, self._p)

@@ -57,7 +57,7 @@ class Mark(NamedTuple):
     prev_ready: bool
     prev_t: np.ndarray  # a copy: the walk writes the next position's pointers into the stream's own
     rstate: object  # the reader's state: replaced at each byte, never written in place
-    doc: tuple | None  # the document words' (state vector copy, position, joined range)
+    doc: tuple | None  # the document words' reading (DocWords.snapshot)
     undo_len: int  # entries of the stream's undo log at the mark
 
 
@@ -161,11 +161,12 @@ class Stream:
         before it (generate's, unless Sampling.self_copy), and D reads up to the mark first."""
         if self._doc is not None:
             if self.copy_before is None or self.copy_before > self.t:
-                raise ValueError("a mark needs the bytes after it left out of the document words' counts (copy_before)")
+                raise ValueError("a mark needs the bytes after it left out of the document words' counts "
+                                 "(copy_before)")
             self._doc.advance(self.buf, self.t, self.copy_before)
         if self._undo is None:
             self._undo = []
-        doc = None if self._doc is None else (self._doc.st.copy(), self._doc.t, self._doc.joined)
+        doc = None if self._doc is None else self._doc.snapshot()
         return Mark(self.t, self.pending, self._prev_ready, self.prev_t.copy(), self._rstate, doc, len(self._undo))
 
     def rollback(self, mark: "Mark") -> None:
@@ -181,9 +182,7 @@ class Stream:
         self.prev_t[:] = mark.prev_t
         self._rstate, self._rnext = mark.rstate, None
         if mark.doc is not None:
-            st, t, joined = mark.doc
-            self._doc.st[:] = st
-            self._doc.t, self._doc.joined = t, joined
+            self._doc.restore(mark.doc)
 
     def unmark(self) -> None:
         """No rollback will come: stop keeping what the match index held."""
