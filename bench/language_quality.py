@@ -41,7 +41,13 @@ usual sampling, and scores every row and the real leads of as many test-split ar
   occur in the article's whole text in the train split; a sentence with no content word is not
   counted), pooled over the row's recalled answers; and the share of recalled answers with at least
   90% of their sentences grounded.
-It writes bench/results/language_quality.json and bench/ANSWERS.md and prints the table.
+It writes bench/results/language_quality.json and bench/ANSWERS.md and prints the table. Each row
+of the JSON keeps its answers' own scores (`per_answer`: prompt, judge bpb, names subject).
+
+`paired --json J --rows A,B` compares two rows of a judge's JSON answer by answer: the mean of
+A - B in judge bpb and in names-subject over the prompts both answered, with a 90% interval from
+10,000 bootstrap resamples of the prompts (a row's answers share their prompts with the other's:
+the pairing removes the questions' own spread).
 """
 
 from __future__ import annotations
@@ -721,6 +727,10 @@ def cmd_judge(args) -> None:
                 row["median_first_byte_s"] = float(np.median(firsts))
         else:
             row["names_subject_free"] = sum(a["names_subject"] for a in group) / len(group)
+        if group[0]["prompt"] is not None:  # the real leads have no prompts to pair
+            row["per_answer"] = [{"prompt": a["prompt"], "names_subject": bool(a["names_subject"]), "judge_bpb":
+                                  None if a["judge_bits"] is None else a["judge_bits"] / max(1, a["judge_bytes"])}
+                                 for a in group]
         rows.append(row)
     judge_info = json.loads((work / "judge.json").read_text()) if model is not None and (work / "judge.json").exists() else {}
     result = {"date": time.strftime("%Y-%m-%d"), "commit": git_commit(), "command": " ".join(sys.argv),
@@ -735,6 +745,40 @@ def cmd_judge(args) -> None:
     print(table(rows))
     s = result["on_subject"]
     print("names its subject: " + ", ".join(f"{k} {_rate(v)}" for k, v in s.items()))
+
+
+def paired(rows: list[dict], a: str, b: str, resamples: int = 10_000, seed: int = 0) -> dict:
+    """Row a minus row b, answer by answer (the prompts both answered): the means of judge bpb and
+    of names-subject, each with a 90% bootstrap interval over the prompts."""
+    import numpy as np
+
+    by = {r["row"]: {x["prompt"]: x for x in r["per_answer"]} for r in rows}
+    prompts = sorted(set(by[a]) & set(by[b]))
+    rng = np.random.default_rng(seed)
+    pick = rng.integers(0, len(prompts), size=(resamples, len(prompts)))
+    out = {"a": a, "b": b, "answers": len(prompts)}
+    for key in ("judge_bpb", "names_subject"):
+        if any(by[a][i][key] is None or by[b][i][key] is None for i in prompts):
+            continue
+        d = np.array([float(by[a][i][key]) - float(by[b][i][key]) for i in prompts])
+        means = d[pick].mean(axis=1)
+        out[key] = {"mean": float(d.mean()), "lo": float(np.quantile(means, 0.05)),
+                    "hi": float(np.quantile(means, 0.95))}
+    return out
+
+
+def cmd_paired(args) -> None:
+    rows = json.loads(Path(args.json).read_text())["rows"]
+    labels = [r["row"] for r in rows]
+    pairs = [p.split(",") for p in args.rows]
+    for a, b in pairs:
+        a, b = (labels[int(x)] if x.isdigit() else x for x in (a, b))
+        r = paired(rows, a, b)
+        print(f"{a}  -  {b}  ({r['answers']} answers)")
+        for key in ("judge_bpb", "names_subject"):
+            if key in r:
+                v = r[key]
+                print(f"  {key}: {v['mean']:+.3f}  (90%: {v['lo']:+.3f} .. {v['hi']:+.3f})")
 
 
 def _rate(x) -> str:
@@ -863,9 +907,14 @@ def main() -> None:
                    help="also the transformer's answers ended as before the subject's hold (with its paragraph)")
     j.add_argument("--no-judge", action="store_true",
                    help="rates only (no torch, no GPU): no judge, no judge bpb, no transformer answers")
+    p = sub.add_parser("paired", help="two rows of a judge's JSON compared answer by answer")
+    p.add_argument("--json", required=True, help="a JSON that `judge` wrote")
+    p.add_argument("rows", nargs="+", help="pairs A,B: row numbers in the JSON's order, or row labels")
     args = ap.parse_args()
     if args.cmd == "answers":
         cmd_answers(args)
+    elif args.cmd == "paired":
+        cmd_paired(args)
     else:
         cmd_judge(args)
 

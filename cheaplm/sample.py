@@ -342,9 +342,11 @@ class Generator(Stream):
     last_logp = 0.0  # log probability of the byte sample drew last (with Sampling.search > 1)
 
     def sample(self, rng: np.random.Generator, sampling: Sampling = Sampling(), allow_end=True, banned=(),
-               gain: float | None = None) -> int:
+               gain: float | None = None, barred=()) -> int:
         """Draw the next byte. `banned` (the repeat guard's) and the copy guard's bytes are dropped
         only at a word start (after a space): a ban inside a word left broken words ("buildina").
+        `barred` bytes are dropped wherever they are (the subject hold's "<" after a newline: as a
+        word-start ban it never applied there, and a held reply ended with "</doc>").
 
         With min-p at a temperature T > 0, a byte survives only with p >= min_p^T x the largest p
         left, so the byte tree need not expand a high nibble much less likely than the likeliest
@@ -362,9 +364,9 @@ class Generator(Stream):
         prunable = sampling.temperature > 0 and sampling.min_p > 0
         bar = sampling.min_p ** sampling.temperature if prunable else 0.0
         gain = sampling.subject if gain is None else gain
-        p = self._masked(sampling, allow_end, banned, bar / 16, gain)
+        p = self._masked(sampling, allow_end, banned, bar / 16, gain, barred)
         if self.pruned_most > 0 and self.pruned_most >= bar * p.max() * (1.0 - 1e-9):
-            p = self._masked(sampling, allow_end, banned, 0.0, gain)
+            p = self._masked(sampling, allow_end, banned, 0.0, gain, barred)
         u = rng.random()  # draw's one uniform
         before = p.copy() if sampling.search > 1 else None  # sample_byte reshapes p in place
         y = sample_byte(p, sampling.temperature, sampling.top_k, sampling.top_p, sampling.min_p, u)
@@ -375,12 +377,15 @@ class Generator(Stream):
         self.push(y)
         return y
 
-    def _masked(self, sampling: Sampling, allow_end: bool, banned, floor: float, gain: float) -> np.ndarray:
+    def _masked(self, sampling: Sampling, allow_end: bool, banned, floor: float, gain: float,
+                barred=()) -> np.ndarray:
         """The distribution with the bytes that may not come next set to zero."""
         p = self.distribution(gain, sampling.subject_inside, floor)  # a new array
         p *= utf8_allowed(self.pending)
         if not allow_end:
             p[END_OF_ARTICLE] = 0.0
+        for b in barred:
+            p[b] = 0.0
         if banned:
             kept = p.copy()
             kept[list(banned)] = 0.0
@@ -497,8 +502,8 @@ class _Reply:
                 return _LIMIT
             if should_stop is not None and should_stop():
                 return _END
-            banned = guard.banned() | watch.barred(out)
-            y = gen.sample(rng, sampling, self.allow_end and not watch.holding(), banned, watch.gain())
+            y = gen.sample(rng, sampling, self.allow_end and not watch.holding(), guard.banned(), watch.gain(),
+                           watch.barred(out))
             if y == END_OF_ARTICLE:
                 return _END
             if sampling.search > 1:

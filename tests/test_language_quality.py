@@ -119,3 +119,20 @@ def test_the_questions_name_distinct_subjects_and_chat_frames_each(lq):
 ])
 def test_mark_run_flags_replies_that_degrade_into_dashes_and_quote_marks(lq, text, degraded):
     assert lq.mark_run(text) == degraded
+
+
+def test_paired_compares_rows_answer_by_answer(lq):
+    """`paired`: A - B over the prompts both rows answered, with an interval around the mean; a row
+    against itself differs by exactly nothing; a prompt only one row answered is left out."""
+    def row(label, bpbs, named):
+        return {"row": label, "per_answer": [{"prompt": i, "judge_bpb": b, "names_subject": n}
+                                             for i, (b, n) in enumerate(zip(bpbs, named))]}
+    a = row("a", [1.0, 1.2, 0.8, 1.1, 0.9, 1.3], [True, True, False, True, True, True])
+    b = row("b", [1.1, 1.2, 1.0, 1.1, 1.0, 1.3, 5.0], [False, True, False, False, True, True, True])
+    r = lq.paired([a, b], "a", "b")
+    assert r["answers"] == 6
+    assert r["judge_bpb"]["mean"] == pytest.approx(-0.4 / 6)
+    assert r["judge_bpb"]["lo"] <= r["judge_bpb"]["mean"] <= r["judge_bpb"]["hi"] <= 0.0
+    assert r["names_subject"]["mean"] == pytest.approx(2 / 6)
+    same = lq.paired([a, b], "a", "a")
+    assert same["judge_bpb"] == {"mean": 0.0, "lo": 0.0, "hi": 0.0}

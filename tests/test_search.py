@@ -83,7 +83,7 @@ class Scripted:
         self.g, self.script = g, [(s.encode(), lp) for s, lp in sentences]
         self.i = self.k = 0
 
-    def __call__(self, rng, sampling, allow_end, banned, gain=None):
+    def __call__(self, rng, sampling, allow_end, banned, gain=None, barred=()):
         text, lp = self.script[self.i]
         y = text[self.k]
         self.k += 1
