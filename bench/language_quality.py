@@ -752,7 +752,7 @@ def paired(rows: list[dict], a: str, b: str, resamples: int = 10_000, seed: int 
     of names-subject, each with a 90% bootstrap interval over the prompts."""
     import numpy as np
 
-    by = {r["row"]: {x["prompt"]: x for x in r["per_answer"]} for r in rows}
+    by = {r["row"]: {x["prompt"]: x for x in r["per_answer"]} for r in rows if "per_answer" in r}
     prompts = sorted(set(by[a]) & set(by[b]))
     rng = np.random.default_rng(seed)
     pick = rng.integers(0, len(prompts), size=(resamples, len(prompts)))
