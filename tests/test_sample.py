@@ -210,8 +210,12 @@ def test_np_sum_is_numpys_sum_bit_for_bit():
 
 def test_sample_byte_is_filter_probs_and_draw():
     """The fused filter and draw against the NumPy path (filter_probs, then draw's inverse CDF at the
-    same uniform): the same distribution, bit for bit, and the same byte, on random distributions
-    with zeros and ties, for every filter and their combinations."""
+    same uniform): the same distribution and the same byte, on random distributions with zeros and
+    ties, for every filter and their combinations. Bit for bit where NumPy's log and exp are the C
+    library's; on a CPU with AVX-512 NumPy uses its own vector versions, which differ from the C
+    library's in the last bit (3.5e-18 on an AMD EPYC at T 1.7), so the distribution is compared to
+    1e-14 relative (the same zeros), and the byte exactly (a uniform within 1e-14 of a bin's edge
+    has a chance of about 1e-11 in these 3,000 draws)."""
     rng = np.random.default_rng(3)
     n = 0
     for _ in range(3000):
@@ -230,7 +234,8 @@ def test_sample_byte_is_filter_probs_and_draw():
         want = draw(want_q, np.random.default_rng(seed))
         got_q = p.copy()
         got = sample_byte(got_q, temp, top_k, top_p, min_p, np.random.default_rng(seed).random())
-        assert np.array_equal(got_q, want_q), (temp, top_k, top_p, min_p)
+        assert np.array_equal(got_q > 0, want_q > 0), (temp, top_k, top_p, min_p)
+        assert np.allclose(got_q, want_q, rtol=1e-14, atol=0.0), (temp, top_k, top_p, min_p)
         assert got == want, (temp, top_k, top_p, min_p)
         n += 1
     assert n > 2500
@@ -240,9 +245,11 @@ def test_sample_byte_is_filter_probs_and_draw():
 class NumpyPathGenerator(Generator):
     """Generator.sample as it was before the fused path: filter_probs, then draw."""
 
-    def sample(self, rng, sampling=Sampling(), allow_end=True, banned=(), gain=None):
+    def sample(self, rng, sampling=Sampling(), allow_end=True, banned=(), gain=None, barred=()):
         gain = sampling.subject if gain is None else gain
         p = self.distribution(gain, sampling.subject_inside) * utf8_allowed(self.pending)
+        for b in barred:
+            p[b] = 0.0
         at_word_start = self.t > 0 and self.buf[self.t - 1] == 0x20
         if not at_word_start:
             banned = ()
