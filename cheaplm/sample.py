@@ -401,6 +401,7 @@ class RepeatGuard:
         self.n = n
         self.out = bytearray()
         self.next_of: dict[bytes, set] = {}
+        self.added: list[tuple] = []  # (string, byte) pairs in the order next_of first got them: undo's log
 
     def banned(self) -> set:
         if self.n == 0 or len(self.out) < self.n - 1:
@@ -410,7 +411,22 @@ class RepeatGuard:
     def add(self, y: int) -> None:
         self.out.append(y)
         if self.n and len(self.out) >= self.n:
-            self.next_of.setdefault(bytes(self.out[-self.n:-1]), set()).add(y)
+            key = bytes(self.out[-self.n:-1])
+            seen = self.next_of.setdefault(key, set())
+            if y not in seen:
+                seen.add(y)
+                self.added.append((key, y))
+
+    def state(self) -> tuple:
+        return len(self.out), len(self.added)
+
+    def undo(self, state: tuple) -> None:
+        """Back to `state` (from state()): the bytes added since are forgotten."""
+        n_out, n_added = state
+        for key, y in self.added[n_added:]:
+            self.next_of[key].discard(y)
+        del self.added[n_added:]
+        del self.out[n_out:]
 
 
 def generate(gen: Generator, rng: np.random.Generator, max_bytes: int, sampling: Sampling = Sampling(),
@@ -490,6 +506,22 @@ class _Reply:
         twin.watch, twin.cut, twin.guard = copy.deepcopy(self.watch), copy.deepcopy(self.cut), copy.deepcopy(self.guard)
         return twin
 
+    def snapshot(self) -> tuple:
+        """What restore() needs to come back here, cheaper than a copy: taken at every word start
+        while redrawing stutters (the repeat guard's strings are undone from its log, not copied)."""
+        watch, cut = copy.copy(self.watch), copy.copy(self.cut)
+        watch.word, cut.held = bytearray(self.watch.word), list(self.cut.held)
+        return len(self.out), bytes(self.piece), self.guard.state(), watch, cut, self.logp
+
+    def restore(self, snap: tuple) -> None:
+        """Back to `snap`, in place (run's local names keep pointing at the same objects)."""
+        n_out, piece, guard, watch, cut, self.logp = snap
+        del self.out[n_out:]
+        self.piece[:] = piece
+        self.guard.undo(guard)
+        self.watch.__dict__.update(watch.__dict__, word=bytearray(watch.word))
+        self.cut.__dict__.update(cut.__dict__, held=list(cut.held))
+
     def run(self, gen: "Generator", rng, max_bytes: int, should_stop, until_unit: bool):
         """Draw bytes, yielding the text the cut releases, until the reply ends: returns _LIMIT
         (max_bytes reached), _END (the end byte, should_stop), _STOP (`stop` said so) or, with
@@ -497,11 +529,20 @@ class _Reply:
         SEARCH_UNIT bytes of this call."""
         sampling, watch, guard, out = self.sampling, self.watch, self.guard, self.out
         start = len(out)
+        # with the search, a word said twice in a row is drawn again (up to REDRAWS times) from the
+        # stream's mark at its start: after the last whitespace, where the cut last released text,
+        # so nothing of what is taken back has been shown
+        redraw = sampling.search > 1
+        mark = snap = None
+        shown = False
+        tries = 0
         while True:
             if len(out) >= max_bytes and not gen.pending:
                 return _LIMIT
             if should_stop is not None and should_stop():
                 return _END
+            if redraw and mark is None:
+                mark, snap, shown, tries = gen.mark(), self.snapshot(), False, 0
             y = gen.sample(rng, sampling, self.allow_end and not watch.holding(), guard.banned(), watch.gain(),
                            watch.barred(out))
             if y == END_OF_ARTICLE:
@@ -513,10 +554,18 @@ class _Reply:
             watch.add(y)
             self.piece.append(y)
             if not gen.pending:
+                if redraw and not shown and tries < REDRAWS and ends_stutter(out):
+                    gen.rollback(mark)
+                    self.restore(snap)
+                    tries += 1
+                    continue
                 text = self.cut.add(self.piece.decode("utf-8"))
                 self.piece.clear()
                 if text:
+                    shown = True
                     yield text
+                if y in (0x20, 0x0A):
+                    mark = None  # the next word starts here
                 if self.stop is not None and self.stop(out) and not watch.defers(out):
                     return _STOP
                 if until_unit and text and self.cut.sentence:
@@ -573,6 +622,21 @@ def stutters(text: bytes) -> bool:
     again at once, and the likeliest candidate was often the one that did (its repeat is easy to
     predict). The search ranks such candidates after the others."""
     return _STUTTER.search(text.decode("utf-8", "replace")) is not None
+
+
+# a word said twice in a row, seen when the second one has just ended (its last byte is the last
+# but one of `out`); REDRAWS: how many times _Reply.run draws such a word again before it keeps one
+_STUTTER_END = regex.compile(r"\b(\p{L}{3,})\W+\1\Z", regex.I)
+REDRAWS = 4
+
+
+def ends_stutter(out) -> bool:
+    """Whether the byte just drawn ends a word that repeats the word before it ("Shakespeare
+    Shakespeare," at the comma)."""
+    y = out[-1]
+    if y >= 0x80 or chr(y).isalnum() or len(out) < 8:
+        return False
+    return _STUTTER_END.search(bytes(out[-64:-1]).decode("utf-8", "replace")) is not None
 
 
 def yield_into(pieces, into: list):
