@@ -451,14 +451,9 @@ def mark_run(text: str) -> bool:
 
 
 def loops(text: str) -> bool:
-    b = text.encode()
-    seen = {}
-    for i in range(len(b) - LOOP_LEN + 1):
-        k = b[i: i + LOOP_LEN]
-        seen[k] = seen.get(k, 0) + 1
-        if seen[k] >= LOOP_TIMES:
-            return True
-    return False
+    from cheaplm.sample import repeats
+
+    return repeats(text.encode(), LOOP_LEN, LOOP_TIMES)
 
 
 def copy_cover(texts: list[bytes], train, length: int | None = None) -> list:

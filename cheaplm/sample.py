@@ -75,9 +75,10 @@ class Sampling:
     # the sentence search: after the reply's first sentence (or its first SEARCH_UNIT bytes), each
     # sentence (or stretch of SEARCH_UNIT bytes to a word end) is drawn this many times from the same
     # point (Stream.mark, rollback) and one kept (generate's _search): one that ends before the
-    # limit, then one with no word twice in a row, then one that names the subject where the reply
-    # would otherwise go `subject_drift` bytes (or, held, its whole length) without it, then the
-    # likeliest per byte under the distribution it was drawn from. 1: off, every byte drawn once
+    # limit, then one with no word twice in a row and no 20-byte string a third time in the reply
+    # (repeats), then one that names the subject where the reply would otherwise go `subject_drift`
+    # bytes (or, held, its whole length) without it, then the likeliest per byte under the
+    # distribution it was drawn from. 1: off, every byte drawn once
     search: int = 1
 
     def check(self) -> "Sampling":
@@ -578,7 +579,8 @@ class _Reply:
 def _search(gen: "Generator", rng, reply: _Reply, max_bytes: int, should_stop, k: int):
     """Draw the reply's next unit (a sentence, or SEARCH_UNIT bytes to a word end) k times from the
     same point and keep the best (Sampling.search): first one that the limit does not cut, then one
-    with no word said twice in a row (stutters), then one that names the subject where the reply
+    with no word said twice in a row (stutters) and no 20-byte string a third time in the reply
+    (repeats), then one that names the subject where the reply
     needs it (its watch holds it open, or the unit would take it subject_drift bytes from its last
     naming), then the highest log probability per byte.
     Returns (how the kept unit ended, its released text); the stream and `reply` are left after it.
@@ -597,8 +599,9 @@ def _search(gen: "Generator", rng, reply: _Reply, max_bytes: int, should_stop, k
         named = cand.watch.since < watch0.since + n  # a word of the candidate named the subject
         needs = bool(watch0.words) and (watch0.holding() or (watch0.drift and watch0.since + n >= watch0.drift))
         stutter = stutters(bytes(cand.out[max(0, len(base.out) - 32):]))  # the word before it too
+        loop = repeats(bytes(cand.guard.out))  # the opening and the reply, as the loop measure reads them
         # a candidate cut by the limit shows nothing (the cut keeps whole sentences): last
-        score = (event != _LIMIT, not stutter, named if needs else False, (cand.logp - base.logp) / max(n, 1))
+        score = (event != _LIMIT, not (stutter or loop), named if needs else False, (cand.logp - base.logp) / max(n, 1))
         tried.append((score, i, cand, texts, event, bytes(cand.out[len(base.out):])))
         if should_stop is not None and should_stop():
             break
@@ -637,6 +640,20 @@ def ends_stutter(out) -> bool:
     if y >= 0x80 or chr(y).isalnum() or len(out) < 8:
         return False
     return _STUTTER_END.search(bytes(out[-64:-1]).decode("utf-8", "replace")) is not None
+
+
+def repeats(text: bytes, n: int = 20, times: int = 3) -> bool:
+    """Whether some n-byte string comes `times` times in `text`: a loop as bench/language_quality.py
+    counts one. The search ranks a unit that makes one with the stutters: where the subject is
+    pushed, a weak model names it in the same words again and again ("the Galileo Galilei ... the
+    Galileo Galilei"), which the repeat guard, acting only at word starts, lets through."""
+    seen: dict[bytes, int] = {}
+    for i in range(len(text) - n + 1):
+        k = text[i:i + n]
+        seen[k] = seen.get(k, 0) + 1
+        if seen[k] >= times:
+            return True
+    return False
 
 
 def yield_into(pieces, into: list):

@@ -215,3 +215,17 @@ def test_the_repeat_guard_forgets_what_is_undone():
     g.undo(state)
     assert g.out == ref.out and {k: v for k, v in g.next_of.items() if v} == ref.next_of
     assert g.banned() == ref.banned() == {ord("c")}
+
+
+def test_search_ranks_a_third_repeat_after_the_others(run):
+    """A unit that makes some 20-byte string come a third time in the reply (a loop, as
+    bench/language_quality.py counts one) loses to one that does not, though likelier."""
+    from cheaplm.sample import repeats
+
+    assert repeats(b"of the Galileo Museum, " * 3) and not repeats(b"of the Galileo Museum, " * 2)
+    model, history = run
+    first = (" a town on a lake near the old Galileo Museum. ", -1.0)
+    tries = [("It has the old Galileo Museum, the old Galileo Museum.\n", -0.1),
+             ("It has a bridge and a museum of old boats.\n", -1.0)]
+    _, text = _reply(model, history, [first] + tries, Sampling(search=2), ())
+    assert text == (first[0] + tries[1][0]).encode()
