@@ -55,12 +55,12 @@ SUBJECT_RETURN = 4.0
 SUBJECT_HOLD = True
 # the sentence search (Sampling.search): after the first sentence (or 100 bytes), each sentence (or
 # 100-byte stretch of a run-on one) drawn 4 times, the kept one naming the subject where the reply
-# needs it. On the 2-minute H200 model at 7072163 (bench/RESULTS.md, "The hold's bar fixed"), 80
-# questions: free answers name their subject in 0.91 against 0.71 without it (the transformer
-# trained as long, held the same way: 0.66), and the judge reads them better per answer (-0.060
-# bpb, 90% -0.089..-0.033; against constant 2 -0.038; against the model as trained +0.015,
-# -0.016..+0.048). On the 10-minute CPU model 0.91 against 0.82. Replies take about twice as long
-# (median 0.42 s against 0.22 s on the CPU); the first byte is the same.
+# needs it; with it, a stuttered word is drawn again. On two 2-minute H200 models (bench/RESULTS.md,
+# "The hold's bar fixed"), 80 questions each: free answers name their subject in 0.91 and 0.84
+# against 0.71 and 0.66 without it (the transformer trained as long, held the same way: 0.66 and
+# 0.71), and the judge reads them better per answer (-0.060 and -0.056 bpb against no search;
+# against the model as trained +0.015 and -0.039). On the 10-minute CPU model 0.90 against 0.82.
+# The first byte is as soon; a whole reply takes longer (median 0.31 s against 0.12 s on the CPU).
 SEARCH = 4
 SAMPLING = Sampling(subject=SUBJECT, subject_drift=SUBJECT_DRIFT, subject_return=SUBJECT_RETURN,
                     subject_hold=SUBJECT_HOLD, search=SEARCH)
