@@ -446,7 +446,7 @@ def generate(gen: Generator, rng: np.random.Generator, max_bytes: int, sampling:
     first sentence end the text streams a word at a time, then a sentence at a time. With
     sampling.search > 1, what follows the first sentence (or its first SEARCH_UNIT bytes) is drawn a
     unit at a time, each unit sampling.search times from one point, and shown once one is kept
-    (_search).
+    (_search); a word that repeats the word before it is then drawn again (_Reply.run, REDRAWS).
     Unless sampling.self_copy, the match model does not copy from the bytes this call generates,
     nor from the stream's earlier documents (chat's earlier turns, their replies among them: a later
     reply repeated stretches of an earlier one). The history before the stream stays the memory.
