@@ -290,9 +290,9 @@ def sampling_options(f):
                      "article (it goes on until it names it, or to --max-bytes) [default: on; sample has no subject]."),
         click.option("--search", default=None, type=int,
                      help="After the reply's first sentence (or 100 bytes), draw each sentence (or 100 bytes of a "
-                     "run-on one) this many times and keep one: not cut by --max-bytes, no word twice in a row, naming "
-                     "the subject where the reply needs it, then the likeliest per byte (1 = off) "
-                     "[default: 4 for chat, 1 for sample]."),
+                     "run-on one) this many times and keep one: not cut by --max-bytes, no word twice in a row nor a "
+                     "phrase a third time, naming the subject where the reply needs it, then the likeliest per byte; "
+                     "a word that repeats the one before is drawn again (1 = off) [default: 4 for chat, 1 for sample]."),
         click.option("--seed", default=None, type=int, help="Random seed [default: random, printed to stderr]."),
         click.option("--device", type=click.Choice(DEVICE_NAMES), default="auto",
                      help="Generation runs on the CPU twin (one byte at a time); cuda is accepted and falls back."),
