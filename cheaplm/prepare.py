@@ -446,16 +446,17 @@ def _install_now(tmp: Path, out: Path, before) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-# set when the handler's Terminated was raised inside a destructor (__del__, a weakref callback),
-# where Python prints it as "Exception ignored" and goes on: a SIGTERM during the regex module's
-# garbage collection was lost so, the workers it also reached broke the pool's pipes, and prepare
-# ended with "Broken pipe" and exit code 1. The main loop and the error path raise it again
-_SIGTERM_LOST = threading.Event()
+# the interrupt (Terminated for SIGTERM, KeyboardInterrupt for Ctrl-C) raised inside a destructor
+# (__del__, a weakref callback), where Python prints it as "Exception ignored" and goes on: a
+# SIGTERM during the regex module's garbage collection was lost so, the workers it also reached
+# broke the pool's pipes, and prepare ended with "Broken pipe" and exit code 1. The main loop and
+# the error path raise it again
+_LOST_INTERRUPT: list = []
 
 
-def _raise_if_sigterm_lost() -> None:
-    if _SIGTERM_LOST.is_set():
-        raise Terminated()
+def _raise_if_interrupt_lost() -> None:
+    if _LOST_INTERRUPT:
+        raise type(_LOST_INTERRUPT[0])()
 
 
 @contextlib.contextmanager
@@ -472,12 +473,12 @@ def _sigterm_as_interrupt():
     previous_hook = sys.unraisablehook
 
     def unraisable(info):
-        if isinstance(info.exc_value, Terminated):
-            _SIGTERM_LOST.set()
+        if isinstance(info.exc_value, KeyboardInterrupt):
+            _LOST_INTERRUPT.append(info.exc_value)
         else:
             previous_hook(info)
 
-    _SIGTERM_LOST.clear()
+    _LOST_INTERRUPT.clear()
     previous = signal.signal(signal.SIGTERM, handler)
     sys.unraisablehook = unraisable
     try:
@@ -529,7 +530,7 @@ def prepare(paths: list[str], out: Path, options: PrepareOptions, console=None, 
                 _remove_quietly(tmp)
                 raise
     except OSError as exc:
-        _raise_if_sigterm_lost()  # the signal, not the pipe it broke, is what ended the run
+        _raise_if_interrupt_lost()  # the signal, not the pipe it broke, is what ended the run
         where = exc.filename or given
         raise SourceError(f"{where}: {exc.strerror or exc}") from None
     return manifest
@@ -566,7 +567,7 @@ def _prepare_into(files: list[Path], tmp: Path, options: PrepareOptions, console
                 chars = 0
 
                 def drain(limit: int) -> None:
-                    _raise_if_sigterm_lost()
+                    _raise_if_interrupt_lost()
                     while len(pending) > limit or (pending and isinstance(pending[0][0], _Ready)):
                         result, batch_stamps = pending.popleft()
                         for (title, article, reason), stamp in zip(result.get(), batch_stamps):
@@ -582,7 +583,7 @@ def _prepare_into(files: list[Path], tmp: Path, options: PrepareOptions, console
                                         done_text + src.stream.raw.bytes_out)
 
                 for page in read_pages(src, state):
-                    _raise_if_sigterm_lost()
+                    _raise_if_interrupt_lost()
                     if isinstance(page, PageRun):  # a chunk's pages, read and cleaned by a worker
                         if batch:
                             pending.append((pool.submit(batch, *clean_args), stamps))
