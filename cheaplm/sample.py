@@ -616,7 +616,9 @@ def _search(gen: "Generator", rng, reply: _Reply, max_bytes: int, should_stop, k
     return event, texts
 
 
-_STUTTER = regex.compile(r"\b(\p{L}{3,})\W+\1\b", regex.I)
+# a word of 3+ letters and, after non-letters, the same word again (case ignored)
+_TWICE = r"\b(\p{L}{3,})\W+\1"
+_STUTTER = regex.compile(_TWICE + r"\b", regex.I)
 
 
 def stutters(text: bytes) -> bool:
@@ -629,7 +631,7 @@ def stutters(text: bytes) -> bool:
 
 # a word said twice in a row, seen when the second one has just ended (its last byte is the last
 # but one of `out`); REDRAWS: how many times _Reply.run draws such a word again before it keeps one
-_STUTTER_END = regex.compile(r"\b(\p{L}{3,})\W+\1\Z", regex.I)
+_STUTTER_END = regex.compile(_TWICE + r"\Z", regex.I)
 REDRAWS = 4
 
 
